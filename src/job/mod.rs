@@ -1,0 +1,64 @@
+//! The shared job domain: phases, states, job ids, durations, timestamps and the
+//! submission schema. Nothing here knows about HTTP or SQL.
+
+pub mod duration;
+pub mod time;
+pub mod validate;
+
+/// The test phases, in the order the agent runs them.
+pub const PHASES: [&str; 7] = [
+    "setup",
+    "provision",
+    "firmware_update",
+    "test",
+    "allocate",
+    "reserve",
+    "cleanup",
+];
+
+/// States after which a job never runs again. The reference has two spellings of "done":
+/// agents post `complete`, older schemas know `completed`.
+pub const TERMINAL_STATES: [&str; 3] = ["cancelled", "complete", "completed"];
+
+/// The two kinds of log a job produces.
+pub const LOG_TYPES: [&str; 2] = ["output", "serial"];
+
+pub fn is_phase(name: &str) -> bool {
+    PHASES.contains(&name)
+}
+
+/// Accepts what Python's `uuid.UUID(s)` accepts (the reference's rule): optional `urn:` and
+/// `uuid:` prefixes, optional braces, hyphens anywhere, then exactly 32 hex digits.
+pub fn is_valid_job_id(id: &str) -> bool {
+    let without_prefixes = id.replace("urn:", "").replace("uuid:", "");
+    let digits: String = without_prefixes
+        .trim_matches(|c| c == '{' || c == '}')
+        .chars()
+        .filter(|&c| c != '-')
+        .collect();
+    digits.len() == 32 && digits.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+pub fn new_job_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_follow_python_uuid_parsing() {
+        assert!(is_valid_job_id("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"));
+        assert!(is_valid_job_id("AAAAAAAA-1111-2222-3333-444444444444"));
+        assert!(is_valid_job_id("11111111111111111111111111111111"));
+        assert!(is_valid_job_id("{11111111-1111-1111-1111-111111111111}"));
+        assert!(is_valid_job_id(
+            "urn:uuid:11111111-1111-1111-1111-111111111111"
+        ));
+        assert!(!is_valid_job_id("bad"));
+        assert!(!is_valid_job_id(""));
+        assert!(!is_valid_job_id("1111111111111111111111111111111g"));
+        assert!(!is_valid_job_id("111111111111111111111111111111111"));
+    }
+}

@@ -1,0 +1,60 @@
+//! `tf`: one binary for every role of a Testflinger lab. This file only works out which
+//! role was asked for (by subcommand or by the name the binary was called under) and
+//! hands over.
+
+mod job;
+mod server;
+mod store;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tf",
+    version,
+    about = "Testflinger-compatible hardware test lab in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the lab server: the Testflinger v1 HTTP API on SQLite
+    Serve(server::config::ServeArgs),
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Serve(args) => server::config::Config::resolve(args).and_then(run_server),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tf: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_server(config: server::config::Config) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(server::serve(config))
+}
+
+/// Logs go to stderr; `RUST_LOG` picks the level (info by default).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,132 @@
+//! `tf serve` settings. Each comes from, in order of precedence: the command line, a
+//! `TF_*` environment variable, the YAML file given with `--config`, the default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::store::SyncMode;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on [default: 127.0.0.1:5000]
+    #[arg(long, env = "TF_BIND", value_name = "ADDR:PORT")]
+    bind: Option<SocketAddr>,
+    /// Directory for the database and stored archives (created if missing) [default: ./tf-data]
+    #[arg(long, env = "TF_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// YAML file with any of the settings below (keys in snake_case: bind, data_dir, …)
+    #[arg(long, env = "TF_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// How long jobs, logs, archives and silent agents are kept, e.g. "7d", "36h" [default: 7d]
+    #[arg(long, env = "TF_RETENTION", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    retention: Option<Duration>,
+    /// Largest JSON request body, in bytes [default: 16777216]
+    #[arg(long, env = "TF_MAX_BODY_SIZE", value_name = "BYTES")]
+    max_body_size: Option<usize>,
+    /// Largest attachment or artifact upload, in bytes [default: 4294967296]
+    #[arg(long, env = "TF_MAX_UPLOAD_SIZE", value_name = "BYTES")]
+    max_upload_size: Option<u64>,
+    /// normal: survive a crash of the server; full: also survive a power cut [default: normal]
+    #[arg(long, env = "TF_SYNC", value_enum)]
+    sync: Option<SyncMode>,
+    /// The only scheme://host:port job status events may be relayed to (also WEBHOOK_URL)
+    #[arg(long, env = "TF_WEBHOOK_URL", value_name = "URL")]
+    webhook_url: Option<String>,
+    /// Bearer token sent to the webhook (also WEBHOOK_AUTH)
+    #[arg(
+        long,
+        env = "TF_WEBHOOK_AUTH",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    webhook_auth: Option<String>,
+}
+
+/// The settings file: the same keys as the flags, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    bind: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "human_duration")]
+    retention: Option<Duration>,
+    max_body_size: Option<usize>,
+    max_upload_size: Option<u64>,
+    sync: Option<SyncMode>,
+    webhook_url: Option<String>,
+    webhook_auth: Option<String>,
+}
+
+fn human_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    let text: Option<String> = Option::deserialize(deserializer)?;
+    text.map(|text| humantime::parse_duration(&text).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    pub retention: Duration,
+    pub max_body_size: usize,
+    pub max_upload_size: u64,
+    pub sync: SyncMode,
+    pub webhook_url: Option<String>,
+    pub webhook_auth: Option<String>,
+}
+
+impl Config {
+    pub fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => read_config_file(path)?,
+            None => ConfigFile::default(),
+        };
+        let reference_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Ok(Config {
+            bind: args
+                .bind
+                .or(file.bind)
+                .unwrap_or(([127, 0, 0, 1], 5000).into()),
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| "tf-data".into()),
+            retention: args
+                .retention
+                .or(file.retention)
+                .unwrap_or(Duration::from_secs(7 * 86_400)),
+            max_body_size: args
+                .max_body_size
+                .or(file.max_body_size)
+                .unwrap_or(16 << 20),
+            max_upload_size: args
+                .max_upload_size
+                .or(file.max_upload_size)
+                .unwrap_or(4 << 30),
+            sync: args.sync.or(file.sync).unwrap_or(SyncMode::Normal),
+            webhook_url: args
+                .webhook_url
+                .or(file.webhook_url)
+                .or_else(|| reference_env("WEBHOOK_URL")),
+            webhook_auth: args
+                .webhook_auth
+                .or(file.webhook_auth)
+                .or_else(|| reference_env("WEBHOOK_AUTH")),
+        })
+    }
+}
+
+fn read_config_file(path: &Path) -> anyhow::Result<ConfigFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    if text.trim().is_empty() {
+        return Ok(ConfigFile::default());
+    }
+    serde_yaml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}

@@ -1,0 +1,129 @@
+//! Reading requests the way the reference does: JSON bodies (an empty body is `{}`,
+//! a malformed one is 400, an oversized one 413), repeated query parameters, the
+//! `agent_name` cookie, and the `file` part of multipart uploads streamed to disk.
+
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, Multipart, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use serde_json::Value;
+
+use super::reply::ApiError;
+use super::App;
+use crate::store::blobs::UploadError;
+use crate::store::StoredBlob;
+
+/// A request body parsed as JSON, bounded by the server's body limit.
+pub struct JsonBody(pub Value);
+
+impl FromRequest<std::sync::Arc<App>> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, app: &std::sync::Arc<App>) -> Result<Self, ApiError> {
+        let limit = app.config.max_body_size;
+        let bytes = Limited::new(request.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|error| {
+                if error.is::<http_body_util::LengthLimitError>() {
+                    ApiError::json(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large")
+                } else {
+                    ApiError::bad_request()
+                }
+            })?
+            .to_bytes();
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(JsonBody(Value::Object(Default::default())));
+        }
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|_| ApiError::bad_request())
+    }
+}
+
+/// The query string as ordered `(name, value)` pairs; names may repeat.
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl QueryPairs {
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn last<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        self.all(name).last()
+    }
+
+    /// The parameter names not in `known`.
+    pub fn unknown<'a>(&'a self, known: &'a [&str]) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .map(|(key, _)| key.as_str())
+            .filter(move |key| !known.contains(key))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        Ok(QueryPairs(
+            form_urlencoded::parse(query.as_bytes())
+                .map(|(key, value)| (key.into_owned(), value.into_owned()))
+                .collect(),
+        ))
+    }
+}
+
+/// The `agent_name` cookie set by `POST /v1/agents/data/<name>`.
+pub struct AgentCookie(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for AgentCookie {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let name = parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|cookies| cookies.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(key, _)| *key == "agent_name")
+            .map(|(_, value)| value.trim_matches('"').to_string())
+            .filter(|name| !name.is_empty());
+        Ok(AgentCookie(name))
+    }
+}
+
+/// Streams the multipart part named `file` to a new blob. A request that is not
+/// multipart, or has no `file` part, is a 400 like the reference's.
+pub async fn receive_file(app: &App, request: Request<Body>) -> Result<StoredBlob, ApiError> {
+    let mut multipart = Multipart::from_request(request, &())
+        .await
+        .map_err(|_| ApiError::bad_request())?;
+    while let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(|_| ApiError::bad_request())?
+    {
+        if field.name() != Some("file") {
+            continue;
+        }
+        let mut upload = app.store.start_upload(app.config.max_upload_size).await?;
+        while let Some(chunk) = field.chunk().await.map_err(|_| ApiError::bad_request())? {
+            upload.write(&chunk).await.map_err(|error| match error {
+                UploadError::TooLarge(_) => {
+                    ApiError::json(StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
+                }
+                UploadError::Store(error) => ApiError::Store(error),
+            })?;
+        }
+        return Ok(upload.finish().await?);
+    }
+    Err(ApiError::bad_request())
+}

@@ -1,0 +1,98 @@
+//! `tf serve`: the lab server. Routes live in `routes`, handlers by resource in the
+//! other files; they reach storage only through `Store`'s domain operations.
+
+mod agents;
+pub mod config;
+mod extract;
+mod jobs;
+mod queues;
+mod reply;
+mod results;
+mod routes;
+mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+
+use crate::job::time;
+use crate::store::Store;
+use config::Config;
+
+/// What every handler shares.
+pub struct App {
+    pub store: Store,
+    pub config: Config,
+    pub http: webhook::HttpClient,
+}
+
+/// How often the expiry pass runs.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(600);
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = Store::open(&config.data_dir, config.sync)?;
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.bind))?;
+    let address = listener.local_addr()?;
+    tracing::info!(
+        "tf serve listening on http://{address}, data in {}",
+        config.data_dir.display()
+    );
+    let app = Arc::new(App {
+        store,
+        config,
+        http: webhook::http_client(),
+    });
+    let expiry = tokio::spawn(expire_forever(app.clone()));
+    let router = routes::api()
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn(log_request))
+        .with_state(app.clone());
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the HTTP server failed")?;
+    expiry.abort();
+    let _ = expiry.await;
+    // The last handle closes the store: the writer commits what it has and stops.
+    drop(Arc::into_inner(app));
+    tracing::info!("tf serve stopped");
+    Ok(())
+}
+
+async fn log_request(request: Request, next: Next) -> Response {
+    let (method, uri) = (request.method().clone(), request.uri().clone());
+    let response = next.run(request).await;
+    tracing::debug!("{method} {uri} -> {}", response.status().as_u16());
+    response
+}
+
+async fn expire_forever(app: Arc<App>) {
+    let mut ticks = tokio::time::interval(EXPIRY_INTERVAL);
+    loop {
+        ticks.tick().await;
+        let cutoff = time::now() - app.config.retention.as_micros() as i64;
+        match app.store.expire(cutoff).await {
+            Ok(expired) => tracing::debug!("expiry pass: {expired:?}"),
+            Err(error) => tracing::warn!("expiry pass failed: {error}"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(stream) => stream,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,111 @@
+//! The four response styles of the reference API, and the error type every handler
+//! returns. Clients depend on the style of each answer, so handlers pick one of these
+//! instead of building responses by hand.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use crate::store::StoreError;
+
+/// Plain text, labelled the way Flask labels bare strings.
+pub fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    let mut response = (status, body.into()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+}
+
+pub fn ok_text() -> Response {
+    text(StatusCode::OK, "OK")
+}
+
+pub fn json_body(status: StatusCode, value: &Value) -> Response {
+    let mut response = (status, value.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+pub fn json(value: &Value) -> Response {
+    json_body(StatusCode::OK, value)
+}
+
+pub fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Everything a handler can fail with, each rendered in the reference's style.
+#[derive(Debug)]
+pub enum ApiError {
+    /// `{"detail": {}, "message": "..."}`
+    Json(StatusCode, String),
+    /// A JSON error whose `message` is an object (the log query errors).
+    JsonObject(StatusCode, Value),
+    /// A bare text body.
+    Text(StatusCode, String),
+    /// 422 `{"detail": {"<location>": {...}}, "message": "Validation error"}`
+    Validation(&'static str, Value),
+    Store(StoreError),
+}
+
+impl ApiError {
+    pub fn json(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError::Json(status, message.into())
+    }
+
+    pub fn text(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError::Text(status, message.into())
+    }
+
+    pub fn bad_request() -> ApiError {
+        ApiError::json(StatusCode::BAD_REQUEST, "Bad Request")
+    }
+
+    pub fn invalid_body(detail: Value) -> ApiError {
+        ApiError::Validation("json", detail)
+    }
+
+    pub fn invalid_query(detail: Value) -> ApiError {
+        ApiError::Validation("query", detail)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError::Store(error)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Json(status, message) => {
+                json_body(status, &json!({"detail": {}, "message": message}))
+            }
+            ApiError::JsonObject(status, message) => {
+                json_body(status, &json!({"detail": {}, "message": message}))
+            }
+            ApiError::Text(status, message) => text(status, message),
+            ApiError::Validation(location, detail) => json_body(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &json!({"detail": {location: detail}, "message": "Validation error"}),
+            ),
+            ApiError::Store(error) => {
+                tracing::error!("storage failure: {error}");
+                let status = match error {
+                    StoreError::DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
+                    StoreError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                json_body(status, &json!({"detail": {}, "message": error.to_string()}))
+            }
+        }
+    }
+}
+
+pub type ApiResult = Result<Response, ApiError>;

@@ -1,0 +1,204 @@
+//! Result handlers: the agent's state/status reports, the results view, artifacts and
+//! log fragments.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use serde_json::{json, Map, Value};
+
+use super::extract::{receive_file, JsonBody, QueryPairs};
+use super::jobs::{check_job_id, check_job_id_text, send_blob, wait_parameter};
+use super::reply::{self, ApiError, ApiResult};
+use super::App;
+use crate::job::time::parse_iso8601;
+use crate::job::validate::{validate_body, BodySchema};
+use crate::job::{is_phase, is_valid_job_id, LOG_TYPES, PHASES};
+use crate::store::{BlobKind, Fragment, FragmentQuery, ResultUpdate};
+
+/// `POST /v1/result/<id>`: the agent reports `job_state`, `status`, `device_info`.
+pub async fn post_result(
+    State(app): State<Arc<App>>,
+    Path(job_id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult {
+    let mut report =
+        validate_body(&body, BodySchema::ResultPost).map_err(ApiError::invalid_body)?;
+    check_job_id(&job_id)?;
+    let update = ResultUpdate {
+        job_state: report
+            .remove("job_state")
+            .and_then(|v| v.as_str().map(str::to_string)),
+        status: report.remove("status").and_then(|v| v.as_object().cloned()),
+        device_info: report.remove("device_info"),
+    };
+    app.store.update_result(&job_id, update).await?;
+    Ok(reply::ok_text())
+}
+
+/// `GET /v1/result/<id>`: state, device info, and per phase its exit status and logs.
+pub async fn get_result(State(app): State<Arc<App>>, Path(job_id): Path<String>) -> ApiResult {
+    check_job_id(&job_id)?;
+    let Some(result) = app.store.result(&job_id).await? else {
+        return Ok(reply::no_content());
+    };
+    let mut view = Map::new();
+    view.insert("job_state".into(), Value::String(result.job_state));
+    if let Some(device_info) = result.device_info {
+        view.insert("device_info".into(), device_info);
+    }
+    for phase in PHASES {
+        if let Some(status) = result.status.get(phase).filter(|s| !s.is_null()) {
+            view.insert(format!("{phase}_status"), status.clone());
+        }
+    }
+    for (phase, log_type, text) in app.store.full_logs(&job_id).await? {
+        let suffix = if log_type == "output" {
+            "output"
+        } else {
+            "serial"
+        };
+        if is_phase(&phase) {
+            view.insert(format!("{phase}_{suffix}"), Value::String(text));
+        }
+    }
+    Ok(reply::json(&Value::Object(view)))
+}
+
+/// `POST /v1/result/<id>/artifact`: the agent's artifact archive.
+pub async fn upload_artifact(
+    State(app): State<Arc<App>>,
+    Path(job_id): Path<String>,
+    request: Request<Body>,
+) -> ApiResult {
+    check_job_id_text(&job_id)?;
+    let blob = receive_file(&app, request).await?;
+    app.store.put_artifact(&job_id, blob).await?;
+    Ok(reply::ok_text())
+}
+
+/// `GET /v1/result/<id>/artifact`
+pub async fn download_artifact(
+    State(app): State<Arc<App>>,
+    Path(job_id): Path<String>,
+) -> ApiResult {
+    check_job_id_text(&job_id)?;
+    let headers = [
+        (
+            header::CONTENT_DISPOSITION,
+            "inline; filename=artifact.tar.gz",
+        ),
+        (header::CONTENT_TYPE, "application/x-tar"),
+        (header::CONTENT_ENCODING, "gzip"),
+    ];
+    send_blob(&app, &job_id, BlobKind::Artifact, &headers).await
+}
+
+fn check_log_type(log_type: &str) -> Result<(), ApiError> {
+    if LOG_TYPES.contains(&log_type) {
+        Ok(())
+    } else {
+        Err(ApiError::json(
+            StatusCode::NOT_FOUND,
+            format!("Unknown log type '{log_type}': must be output or serial"),
+        ))
+    }
+}
+
+/// `POST /v1/result/<id>/log/<type>`: one fragment of live output or serial log.
+pub async fn post_log(
+    State(app): State<Arc<App>>,
+    Path((job_id, log_type)): Path<(String, String)>,
+    JsonBody(body): JsonBody,
+) -> ApiResult {
+    check_log_type(&log_type)?;
+    let fragment = validate_body(&body, BodySchema::LogPost).map_err(ApiError::invalid_body)?;
+    check_job_id(&job_id)?;
+    let text = |key: &str| fragment[key].as_str().unwrap_or_default().to_string();
+    let fragment = Fragment {
+        fragment_number: fragment["fragment_number"].as_i64().unwrap_or_default(),
+        phase: text("phase"),
+        timestamp: parse_iso8601(&text("timestamp")).unwrap_or_default(),
+        log_data: text("log_data"),
+    };
+    app.store
+        .append_log_fragment(&job_id, &log_type, fragment)
+        .await?;
+    Ok(reply::ok_text())
+}
+
+/// `GET /v1/result/<id>/log/<type>?start_fragment=&start_timestamp=&phase=[&wait=]`
+pub async fn get_log(
+    State(app): State<Arc<App>>,
+    Path((job_id, log_type)): Path<(String, String)>,
+    query: QueryPairs,
+) -> ApiResult {
+    check_log_type(&log_type)?;
+    if !is_valid_job_id(&job_id) {
+        return Err(ApiError::json(StatusCode::BAD_REQUEST, "Invalid job id\n"));
+    }
+    let fragment_query = log_query(&query)?;
+    let wait = wait_parameter(&query)?;
+    let logs = app
+        .store
+        .log(&job_id, &log_type, fragment_query, wait)
+        .await?;
+    let phases: Map<String, Value> = logs
+        .into_iter()
+        .map(|log| {
+            (
+                log.phase.to_string(),
+                json!({"last_fragment_number": log.last_fragment_number, "log_data": log.log_data}),
+            )
+        })
+        .collect();
+    Ok(reply::json(&json!({ log_type: phases })))
+}
+
+/// Parses the log query; errors are a 400 whose `message` is the field-error object.
+fn log_query(query: &QueryPairs) -> Result<FragmentQuery, ApiError> {
+    let mut errors = Map::new();
+    for unknown in query.unknown(&["start_fragment", "start_timestamp", "phase", "wait"]) {
+        errors.insert(unknown.to_string(), json!(["Unknown field."]));
+    }
+    let mut parsed = FragmentQuery::default();
+    if let Some(text) = query.last("start_fragment") {
+        match text.trim().parse::<i64>() {
+            Ok(n) if n >= 0 => parsed.start_fragment = n,
+            Ok(_) => {
+                errors.insert(
+                    "start_fragment".into(),
+                    json!(["Must be greater than or equal to 0."]),
+                );
+            }
+            Err(_) => {
+                errors.insert("start_fragment".into(), json!(["Not a valid integer."]));
+            }
+        }
+    }
+    if let Some(text) = query.last("start_timestamp") {
+        match parse_iso8601(text) {
+            Some(at) => parsed.start_timestamp = Some(at),
+            None => {
+                errors.insert("start_timestamp".into(), json!(["Not a valid datetime."]));
+            }
+        }
+    }
+    if let Some(phase) = query.last("phase") {
+        if is_phase(phase) {
+            parsed.phase = Some(phase.to_string());
+        } else {
+            let message = format!("Must be one of: {}.", PHASES.join(", "));
+            errors.insert("phase".into(), json!([message]));
+        }
+    }
+    if errors.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(ApiError::JsonObject(
+            StatusCode::BAD_REQUEST,
+            Value::Object(errors),
+        ))
+    }
+}

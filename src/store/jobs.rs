@@ -1,0 +1,528 @@
+//! Jobs: submission, dispatch (the atomic claim), cancellation, attachments gate,
+//! results, search and queue views.
+
+use std::time::Duration;
+
+use futures_util::future::select_all;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, Transaction};
+use serde_json::{Map, Value};
+
+use super::blobs::{BlobKind, StoredBlob};
+use super::{Result, Store, StoreError};
+use crate::job::time::{self, Micros};
+use crate::job::TERMINAL_STATES;
+
+/// A validated job ready to be stored.
+pub struct NewJob {
+    pub job_id: String,
+    pub queue: String,
+    pub priority: i64,
+    pub awaits_attachments: bool,
+    pub exclude_agents: Vec<String>,
+    pub client_id: Option<String>,
+    pub data: Map<String, Value>,
+}
+
+/// A job as handed to an agent: the stored definition plus what the server added.
+pub struct ClaimedJob {
+    pub job_id: String,
+    pub started_at: Micros,
+    pub data: Map<String, Value>,
+    pub attachments: Option<String>,
+    pub client_id: Option<String>,
+}
+
+/// One line of a job listing.
+pub struct JobSummary {
+    pub job_id: String,
+    pub queue: String,
+    pub state: String,
+    pub created_at: Micros,
+}
+
+#[derive(Default)]
+pub struct JobFilter {
+    pub tags: Vec<String>,
+    pub match_all_tags: bool,
+    /// Only jobs that have not finished (`active` in the API).
+    pub active: bool,
+    pub states: Vec<String>,
+    pub limit: Option<u64>,
+    pub offset: u64,
+}
+
+/// Whether a job may receive its attachments archive.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AttachmentGate {
+    /// No waiting job with that id.
+    NotWaiting,
+    /// The job declared no attachments.
+    NotExpected,
+    /// Already uploaded: a retry is answered OK without replacing the file.
+    AlreadyComplete,
+    Open,
+}
+
+/// What an agent reports about a job; absent fields are left as they were.
+#[derive(Default)]
+pub struct ResultUpdate {
+    pub job_state: Option<String>,
+    pub status: Option<Map<String, Value>>,
+    pub device_info: Option<Value>,
+}
+
+/// The stored results of a job, without its logs.
+pub struct ResultView {
+    pub job_state: String,
+    pub status: Map<String, Value>,
+    pub device_info: Option<Value>,
+}
+
+const SUMMARY_COLUMNS: &str = "job_id, queue, state, created_at";
+
+fn summary(row: &Row) -> rusqlite::Result<JobSummary> {
+    Ok(JobSummary {
+        job_id: row.get(0)?,
+        queue: row.get(1)?,
+        state: row.get(2)?,
+        created_at: row.get(3)?,
+    })
+}
+
+fn json_object(text: Option<String>) -> Result<Map<String, Value>> {
+    match text {
+        Some(text) => Ok(serde_json::from_str(&text)?),
+        None => Ok(Map::new()),
+    }
+}
+
+impl Store {
+    /// Stores a new job in state `waiting`. A job id that already exists is refused.
+    pub async fn submit_job(&self, job: NewJob) -> Result<()> {
+        let queue = job.queue.clone();
+        let claimable = !job.awaits_attachments;
+        self.writer
+            .write(move |tx| {
+                let exclude = (!job.exclude_agents.is_empty())
+                    .then(|| serde_json::to_string(&job.exclude_agents))
+                    .transpose()?;
+                let inserted = tx.execute(
+                    "INSERT INTO jobs (job_id, queue, state, priority, created_at, attachments,
+                                       exclude_agents, client_id, job_data)
+                     VALUES (?1, ?2, 'waiting', ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (job_id) DO NOTHING",
+                    params![
+                        job.job_id,
+                        job.queue,
+                        job.priority,
+                        time::now(),
+                        job.awaits_attachments.then_some("waiting"),
+                        exclude,
+                        job.client_id,
+                        serde_json::to_string(&job.data)?,
+                    ],
+                )?;
+                if inserted == 0 {
+                    return Err(StoreError::DuplicateJob(job.job_id));
+                }
+                Ok(())
+            })
+            .await?;
+        if claimable {
+            self.signals.wake_queue(&queue);
+        }
+        Ok(())
+    }
+
+    /// Hands the best waiting job of `queues` to `agent`, or `None`. With a `wait`, an
+    /// empty answer is given only after no job arrived for that long.
+    pub async fn claim_job(
+        &self,
+        queues: &[String],
+        agent: &str,
+        wait: Duration,
+    ) -> Result<Option<ClaimedJob>> {
+        if wait.is_zero() {
+            return self.claim_now(queues, agent).await;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let subscriptions: Vec<_> = queues.iter().map(|q| self.signals.queue(q)).collect();
+        loop {
+            let mut wakeups: Vec<_> = subscriptions
+                .iter()
+                .map(|s| Box::pin(s.notify.notified()))
+                .collect();
+            for wakeup in &mut wakeups {
+                wakeup.as_mut().enable();
+            }
+            if let Some(job) = self.claim_now(queues, agent).await? {
+                return Ok(Some(job));
+            }
+            if tokio::time::timeout_at(deadline, select_all(wakeups))
+                .await
+                .is_err()
+            {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn claim_now(&self, queues: &[String], agent: &str) -> Result<Option<ClaimedJob>> {
+        let queues = queues.to_vec();
+        let agent = agent.to_string();
+        self.writer
+            .write(move |tx| claim(tx, &queues, &agent))
+            .await
+    }
+
+    /// A job's definition as submitted (validated and coerced), without its id.
+    pub async fn job_definition(&self, job_id: &str) -> Result<Option<Map<String, Value>>> {
+        let job_id = job_id.to_string();
+        let data: Option<String> = self
+            .readers
+            .read(move |db| {
+                Ok(db
+                    .prepare_cached("SELECT job_data FROM jobs WHERE job_id = ?1")?
+                    .query_row([&job_id], |row| row.get(0))
+                    .optional()?)
+            })
+            .await?;
+        data.map(|text| json_object(Some(text))).transpose()
+    }
+
+    pub async fn search_jobs(&self, filter: JobFilter) -> Result<Vec<JobSummary>> {
+        self.readers.read(move |db| search(db, &filter)).await
+    }
+
+    /// All jobs of one queue, oldest first.
+    pub async fn queue_jobs(&self, queue: &str) -> Result<Vec<JobSummary>> {
+        let queue = queue.to_string();
+        self.readers
+            .read(move |db| {
+                let mut query = db.prepare_cached(&format!(
+                    "SELECT {SUMMARY_COLUMNS} FROM jobs WHERE queue = ?1 ORDER BY seq"
+                ))?;
+                let rows = query.query_map([&queue], summary)?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })
+            .await
+    }
+
+    /// Moves an unfinished job to `cancelled`; false when there was none to cancel.
+    pub async fn cancel_job(&self, job_id: &str) -> Result<bool> {
+        let id = job_id.to_string();
+        let cancelled = self
+            .writer
+            .write(move |tx| {
+                let changed = tx.execute(
+                    "UPDATE jobs SET state = 'cancelled'
+                     WHERE job_id = ?1 AND state NOT IN (?2, ?3, ?4)",
+                    params![
+                        id,
+                        TERMINAL_STATES[0],
+                        TERMINAL_STATES[1],
+                        TERMINAL_STATES[2]
+                    ],
+                )?;
+                Ok(changed > 0)
+            })
+            .await?;
+        if cancelled {
+            self.signals.wake_job(job_id);
+        }
+        Ok(cancelled)
+    }
+
+    /// The 0-based place of a waiting job in its queue, or `None` if it is not waiting.
+    pub async fn queue_position(&self, job_id: &str) -> Result<Option<u64>> {
+        let job_id = job_id.to_string();
+        self.readers
+            .read(move |db| {
+                let position = db
+                    .prepare_cached(
+                        "SELECT (SELECT count(*) FROM jobs AS ahead
+                                 WHERE ahead.queue = me.queue AND ahead.state = 'waiting'
+                                   AND (ahead.priority > me.priority
+                                        OR (ahead.priority = me.priority AND ahead.seq < me.seq)))
+                         FROM jobs AS me WHERE me.job_id = ?1 AND me.state = 'waiting'",
+                    )?
+                    .query_row([&job_id], |row| row.get(0))
+                    .optional()?;
+                Ok(position)
+            })
+            .await
+    }
+
+    pub async fn attachment_gate(&self, job_id: &str) -> Result<AttachmentGate> {
+        let job_id = job_id.to_string();
+        self.readers
+            .read(move |db| Ok(attachment_gate(db, &job_id)?))
+            .await
+    }
+
+    /// Records an uploaded archive and releases the job for dispatch. The gate is checked
+    /// again in the same transaction; unless it is open the file is discarded.
+    pub async fn complete_attachments(
+        &self,
+        job_id: &str,
+        blob: StoredBlob,
+    ) -> Result<AttachmentGate> {
+        let id = job_id.to_string();
+        let file_name = blob.file_name.clone();
+        let written = self
+            .writer
+            .write(move |tx| {
+                let gate = attachment_gate(tx, &id)?;
+                if gate != AttachmentGate::Open {
+                    return Ok((gate, None, Some(blob.file_name)));
+                }
+                let replaced = record_blob(tx, &id, BlobKind::Attachments, &blob)?;
+                let queue: String = tx.query_row(
+                    "UPDATE jobs SET attachments = 'complete'
+                     WHERE job_id = ?1 RETURNING queue",
+                    [&id],
+                    |row| row.get(0),
+                )?;
+                Ok((gate, Some(queue), replaced))
+            })
+            .await;
+        let (gate, queue, replaced) = self.blobs.discard_on_error(&file_name, written)?;
+        self.blobs.remove(replaced.as_deref());
+        if let Some(queue) = queue {
+            self.signals.wake_queue(&queue);
+        }
+        Ok(gate)
+    }
+
+    /// Stores a job's artifact archive, replacing an earlier one.
+    pub async fn put_artifact(&self, job_id: &str, blob: StoredBlob) -> Result<()> {
+        let id = job_id.to_string();
+        let file_name = blob.file_name.clone();
+        let written = self
+            .writer
+            .write(move |tx| record_blob(tx, &id, BlobKind::Artifact, &blob))
+            .await;
+        let replaced = self.blobs.discard_on_error(&file_name, written)?;
+        self.blobs.remove(replaced.as_deref());
+        Ok(())
+    }
+
+    /// Applies an agent's report. Unknown jobs are ignored, like the reference does.
+    pub async fn update_result(&self, job_id: &str, update: ResultUpdate) -> Result<()> {
+        let id = job_id.to_string();
+        let requeued = self
+            .writer
+            .write(move |tx| {
+                let status = update
+                    .status
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()?;
+                let device_info = update
+                    .device_info
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()?;
+                let queue: Option<(String, String)> = tx
+                    .query_row(
+                        "UPDATE jobs SET state = coalesce(?2, state),
+                                         status = coalesce(?3, status),
+                                         device_info = coalesce(?4, device_info)
+                         WHERE job_id = ?1 RETURNING queue, state",
+                        params![id, update.job_state, status, device_info],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .optional()?;
+                Ok(queue
+                    .filter(|(_, state)| state == "waiting")
+                    .map(|(queue, _)| queue))
+            })
+            .await?;
+        self.signals.wake_job(job_id);
+        if let Some(queue) = requeued {
+            self.signals.wake_queue(&queue);
+        }
+        Ok(())
+    }
+
+    pub async fn result(&self, job_id: &str) -> Result<Option<ResultView>> {
+        let job_id = job_id.to_string();
+        self.readers
+            .read(move |db| {
+                let row = db
+                    .prepare_cached(
+                        "SELECT state, status, device_info FROM jobs WHERE job_id = ?1",
+                    )?
+                    .query_row([&job_id], |row| {
+                        Ok((
+                            row.get(0)?,
+                            row.get::<_, Option<String>>(1)?,
+                            row.get::<_, Option<String>>(2)?,
+                        ))
+                    })
+                    .optional()?;
+                row.map(|(job_state, status, device_info)| {
+                    Ok(ResultView {
+                        job_state,
+                        status: json_object(status)?,
+                        device_info: device_info
+                            .map(|text| serde_json::from_str(&text))
+                            .transpose()?,
+                    })
+                })
+                .transpose()
+            })
+            .await
+    }
+
+    /// The agents that serve `queue` and are not in `excluded`.
+    pub async fn eligible_agents(&self, queue: &str, excluded: &[String]) -> Result<usize> {
+        let agents = self.agents_on_queue(queue).await?;
+        Ok(agents
+            .iter()
+            .filter(|agent| !excluded.contains(&agent.name))
+            .count())
+    }
+
+    pub(super) async fn blob_row(&self, job_id: &str, kind: BlobKind) -> Result<Option<String>> {
+        let job_id = job_id.to_string();
+        self.readers
+            .read(move |db| {
+                Ok(db
+                    .prepare_cached("SELECT file_name FROM blobs WHERE job_id = ?1 AND kind = ?2")?
+                    .query_row(params![job_id, kind.as_str()], |row| row.get(0))
+                    .optional()?)
+            })
+            .await
+    }
+}
+
+/// The atomic claim: the best claimable job of the given queues becomes `running` in the
+/// same statement that finds it, so no two agents can get the same job.
+fn claim(tx: &Transaction, queues: &[String], agent: &str) -> Result<Option<ClaimedJob>> {
+    let now = time::now();
+    let placeholders = vec!["?"; queues.len()].join(", ");
+    let sql = format!(
+        "UPDATE jobs SET state = 'running', started_at = ?
+         WHERE seq = (
+             SELECT seq FROM jobs
+             WHERE state = 'waiting' AND queue IN ({placeholders})
+               AND (attachments IS NULL OR attachments = 'complete')
+               AND (exclude_agents IS NULL
+                    OR NOT EXISTS (SELECT 1 FROM json_each(exclude_agents) WHERE value = ?))
+             ORDER BY priority DESC, created_at, seq
+             LIMIT 1)
+         RETURNING job_id, queue, created_at, job_data, attachments, client_id"
+    );
+    let mut values: Vec<&dyn rusqlite::ToSql> = vec![&now];
+    values.extend(queues.iter().map(|q| q as &dyn rusqlite::ToSql));
+    values.push(&agent);
+    let claimed = tx
+        .prepare_cached(&sql)?
+        .query_row(params_from_iter(values), |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Micros>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, Option<String>>(4)?,
+                row.get::<_, Option<String>>(5)?,
+            ))
+        })
+        .optional()?;
+    let Some((job_id, queue, created_at, data, attachments, client_id)) = claimed else {
+        return Ok(None);
+    };
+    tx.prepare_cached("INSERT INTO wait_times (queue, seconds, recorded_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![queue, (now - created_at) / 1_000_000, now])?;
+    Ok(Some(ClaimedJob {
+        job_id,
+        started_at: now,
+        data: json_object(Some(data))?,
+        attachments,
+        client_id,
+    }))
+}
+
+fn attachment_gate(db: &Connection, job_id: &str) -> rusqlite::Result<AttachmentGate> {
+    let attachments: Option<Option<String>> = db
+        .prepare_cached("SELECT attachments FROM jobs WHERE job_id = ?1 AND state = 'waiting'")?
+        .query_row([job_id], |row| row.get(0))
+        .optional()?;
+    Ok(match attachments {
+        None => AttachmentGate::NotWaiting,
+        Some(None) => AttachmentGate::NotExpected,
+        Some(Some(state)) if state == "complete" => AttachmentGate::AlreadyComplete,
+        Some(Some(_)) => AttachmentGate::Open,
+    })
+}
+
+/// Points a job's blob of `kind` at a new file; returns the file it replaced.
+fn record_blob(
+    tx: &Transaction,
+    job_id: &str,
+    kind: BlobKind,
+    blob: &StoredBlob,
+) -> Result<Option<String>> {
+    let replaced: Option<String> = tx
+        .prepare_cached("SELECT file_name FROM blobs WHERE job_id = ?1 AND kind = ?2")?
+        .query_row(params![job_id, kind.as_str()], |row| row.get(0))
+        .optional()?;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO blobs (job_id, kind, file_name, size, stored_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        job_id,
+        kind.as_str(),
+        blob.file_name,
+        blob.size as i64,
+        time::now()
+    ])?;
+    Ok(replaced)
+}
+
+fn search(db: &Connection, filter: &JobFilter) -> Result<Vec<JobSummary>> {
+    let mut conditions = Vec::new();
+    let mut values: Vec<String> = Vec::new();
+    if !filter.tags.is_empty() {
+        let placeholders = vec!["?"; filter.tags.len()].join(", ");
+        let matching = format!(
+            "(SELECT count(DISTINCT value) FROM json_each(jobs.job_data, '$.tags') WHERE value IN ({placeholders}))"
+        );
+        conditions.push(if filter.match_all_tags {
+            format!("{matching} = {}", distinct_count(&filter.tags))
+        } else {
+            format!("{matching} > 0")
+        });
+        values.extend(filter.tags.iter().cloned());
+    }
+    if filter.active {
+        conditions.push("state NOT IN ('cancelled', 'complete', 'completed')".into());
+    } else if !filter.states.is_empty() {
+        conditions.push(format!(
+            "state IN ({})",
+            vec!["?"; filter.states.len()].join(", ")
+        ));
+        values.extend(filter.states.iter().cloned());
+    }
+    let where_clause = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    let limit = filter
+        .limit
+        .map_or(-1, |limit| limit.min(i64::MAX as u64) as i64);
+    let sql = format!(
+        "SELECT {SUMMARY_COLUMNS} FROM jobs {where_clause} ORDER BY seq LIMIT {limit} OFFSET {}",
+        filter.offset.min(i64::MAX as u64)
+    );
+    let mut query = db.prepare(&sql)?;
+    let rows = query.query_map(params_from_iter(values), summary)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn distinct_count(tags: &[String]) -> usize {
+    tags.iter().collect::<std::collections::HashSet<_>>().len()
+}

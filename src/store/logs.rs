@@ -1,0 +1,159 @@
+//! Log fragments: numbered pieces of a job's `output` or `serial` log, stored once per
+//! `(job, log type, fragment number)` so an agent can resend freely.
+
+use std::time::Duration;
+
+use rusqlite::{params, Connection};
+
+use super::{Result, Store};
+use crate::job::time::{self, Micros};
+use crate::job::PHASES;
+
+pub struct Fragment {
+    pub fragment_number: i64,
+    pub phase: String,
+    pub timestamp: Micros,
+    pub log_data: String,
+}
+
+#[derive(Default, Clone)]
+pub struct FragmentQuery {
+    pub start_fragment: i64,
+    pub start_timestamp: Option<Micros>,
+    pub phase: Option<String>,
+}
+
+/// One phase's share of a log.
+#[derive(Debug, PartialEq)]
+pub struct PhaseLog {
+    pub phase: &'static str,
+    /// -1 when the phase has no matching fragment.
+    pub last_fragment_number: i64,
+    pub log_data: String,
+}
+
+impl Store {
+    pub async fn append_log_fragment(
+        &self,
+        job_id: &str,
+        log_type: &str,
+        fragment: Fragment,
+    ) -> Result<()> {
+        let (id, log_type) = (job_id.to_string(), log_type.to_string());
+        self.writer
+            .write(move |tx| {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO log_fragments
+                         (job_id, log_type, fragment_number, phase, timestamp, log_data, stored_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    id,
+                    log_type,
+                    fragment.fragment_number,
+                    fragment.phase,
+                    fragment.timestamp,
+                    fragment.log_data,
+                    time::now()
+                ])?;
+                Ok(())
+            })
+            .await?;
+        self.signals.wake_job(job_id);
+        Ok(())
+    }
+
+    /// The log per phase (every phase, or only `query.phase`). With a `wait`, an answer
+    /// without any fragment is given only after none arrived for that long.
+    pub async fn log(
+        &self,
+        job_id: &str,
+        log_type: &str,
+        query: FragmentQuery,
+        wait: Duration,
+    ) -> Result<Vec<PhaseLog>> {
+        let subscription = (!wait.is_zero()).then(|| self.signals.job(job_id));
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let wakeup = subscription.as_ref().map(|s| {
+                let mut notified = Box::pin(s.notify.notified());
+                notified.as_mut().enable();
+                notified
+            });
+            let (id, kind, q) = (job_id.to_string(), log_type.to_string(), query.clone());
+            let logs = self
+                .readers
+                .read(move |db| read_log(db, &id, &kind, &q))
+                .await?;
+            let found = logs.iter().any(|log| log.last_fragment_number >= 0);
+            match wakeup {
+                Some(wakeup) if !found => {
+                    if tokio::time::timeout_at(deadline, wakeup).await.is_err() {
+                        return Ok(logs);
+                    }
+                }
+                _ => return Ok(logs),
+            }
+        }
+    }
+
+    /// Every fragment of a job, concatenated per `(phase, log type)`, for results.
+    pub async fn full_logs(&self, job_id: &str) -> Result<Vec<(String, String, String)>> {
+        let job_id = job_id.to_string();
+        self.readers
+            .read(move |db| {
+                let mut query = db.prepare_cached(
+                    "SELECT phase, log_type, group_concat(log_data, '' ORDER BY fragment_number)
+                     FROM log_fragments WHERE job_id = ?1 GROUP BY phase, log_type",
+                )?;
+                let rows = query
+                    .query_map([&job_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })
+            .await
+    }
+}
+
+fn read_log(
+    db: &Connection,
+    job_id: &str,
+    log_type: &str,
+    query: &FragmentQuery,
+) -> Result<Vec<PhaseLog>> {
+    let mut statement = db.prepare_cached(
+        "SELECT phase, fragment_number, log_data FROM log_fragments
+         WHERE job_id = ?1 AND log_type = ?2 AND fragment_number >= ?3 AND timestamp >= ?4
+           AND (?5 IS NULL OR phase = ?5)
+         ORDER BY fragment_number",
+    )?;
+    let mut logs: Vec<PhaseLog> = PHASES
+        .iter()
+        .filter(|phase| {
+            query
+                .phase
+                .as_deref()
+                .is_none_or(|wanted| wanted == **phase)
+        })
+        .map(|phase| PhaseLog {
+            phase,
+            last_fragment_number: -1,
+            log_data: String::new(),
+        })
+        .collect();
+    let mut rows = statement.query(params![
+        job_id,
+        log_type,
+        query.start_fragment,
+        query.start_timestamp.unwrap_or(i64::MIN),
+        query.phase
+    ])?;
+    while let Some(row) = rows.next()? {
+        let phase: String = row.get(0)?;
+        if let Some(log) = logs.iter_mut().find(|log| log.phase == phase) {
+            log.last_fragment_number = row.get(1)?;
+            log.log_data
+                .push_str(row.get_ref(2)?.as_str().unwrap_or_default());
+        }
+    }
+    Ok(logs)
+}

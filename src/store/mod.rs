@@ -1,0 +1,134 @@
+//! SQLite storage: one file in WAL mode, one writer thread with group commit
+//! (`writer`), a small pool of read connections (`readers`), blobs as files
+//! (`blobs`), and in-process wake-ups for long-polls (`signals`). The public API is
+//! domain operations, grouped by resource in the other files; nothing outside this
+//! module writes SQL.
+
+mod agents;
+pub mod blobs;
+mod jobs;
+mod logs;
+mod readers;
+mod retention;
+mod schema;
+mod signals;
+mod writer;
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+pub use agents::{AgentFields, ProvisionLogEntry};
+pub use blobs::{BlobKind, StoredBlob};
+pub use jobs::{AttachmentGate, JobFilter, NewJob, ResultUpdate};
+pub use logs::{Fragment, FragmentQuery};
+
+use readers::Readers;
+use signals::Signals;
+use writer::Writer;
+
+/// How hard SQLite pushes each commit to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Survives a crash of the process (WAL + `synchronous=NORMAL`).
+    Normal,
+    /// Also survives a power cut (`synchronous=FULL`).
+    Full,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("the disk is full ({0})")]
+    DiskFull(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("file error: {0}")]
+    Io(String),
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("job {0} already exists")]
+    DuplicateJob(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        match error.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::DiskFull(error.to_string()),
+            _ => StoreError::Database(error.to_string()),
+        }
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(error: std::io::Error) -> Self {
+        match error.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                StoreError::DiskFull(error.to_string())
+            }
+            _ => StoreError::Io(error.to_string()),
+        }
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(error: serde_json::Error) -> Self {
+        StoreError::Database(format!("stored JSON is unreadable: {error}"))
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The lab's storage. Cheap to share behind an `Arc`.
+pub struct Store {
+    writer: Writer,
+    readers: Readers,
+    blobs: blobs::BlobDir,
+    signals: Signals,
+}
+
+const READ_CONNECTIONS: usize = 4;
+
+impl Store {
+    /// Opens (creating and migrating as needed) the store in `data_dir`.
+    pub fn open(data_dir: &Path, sync: SyncMode) -> anyhow::Result<Store> {
+        use anyhow::Context;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+        let db_path = data_dir.join("tf.db");
+        let mut writer_connection = open_connection(&db_path, sync)
+            .with_context(|| format!("cannot open database {}", db_path.display()))?;
+        schema::migrate(&mut writer_connection)
+            .with_context(|| format!("cannot migrate database {}", db_path.display()))?;
+        let readers = (0..READ_CONNECTIONS)
+            .map(|_| open_connection(&db_path, sync))
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .context("cannot open read connections")?;
+        let blobs = blobs::BlobDir::open(&data_dir.join("blobs"))?;
+        Ok(Store {
+            writer: Writer::start(writer_connection).context("cannot start the writer thread")?,
+            readers: Readers::new(readers),
+            blobs,
+            signals: Signals::default(),
+        })
+    }
+}
+
+fn open_connection(path: &Path, sync: SyncMode) -> rusqlite::Result<Connection> {
+    let connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    connection.busy_timeout(std::time::Duration::from_secs(10))?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    let synchronous = match sync {
+        SyncMode::Normal => "NORMAL",
+        SyncMode::Full => "FULL",
+    };
+    connection.pragma_update(None, "synchronous", synchronous)?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    connection.set_prepared_statement_cache_capacity(64);
+    Ok(connection)
+}

@@ -1,0 +1,76 @@
+//! Expiry of old data, like the reference's MongoDB TTL indexes: jobs by submission
+//! time, log fragments and archives by the time they were stored, agents and advertised
+//! queues by their last report, wait-time samples by when they were taken.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use rusqlite::params;
+
+use super::{Result, Store};
+use crate::job::time::Micros;
+
+/// A stored archive file no row points to is deleted after this grace period (an upload
+/// renames its file into place just before its row commits).
+const ORPHAN_GRACE: Duration = Duration::from_secs(600);
+
+/// What one expiry pass removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub jobs: usize,
+    pub fragments: usize,
+    pub files: usize,
+    pub agents: usize,
+}
+
+impl Store {
+    /// Deletes everything older than `cutoff`, then archive files nothing points to.
+    pub async fn expire(&self, cutoff: Micros) -> Result<Expired> {
+        let (mut expired, dropped_files) = self
+            .writer
+            .write(move |tx| {
+                let mut expired = Expired {
+                    jobs: tx.execute("DELETE FROM jobs WHERE created_at < ?1", [cutoff])?,
+                    fragments: tx
+                        .execute("DELETE FROM log_fragments WHERE stored_at < ?1", [cutoff])?,
+                    agents: tx.execute("DELETE FROM agents WHERE updated_at < ?1", [cutoff])?,
+                    files: 0,
+                };
+                tx.execute("DELETE FROM queues WHERE updated_at < ?1", [cutoff])?;
+                tx.execute("DELETE FROM wait_times WHERE recorded_at < ?1", [cutoff])?;
+                let dropped: Vec<String> = tx
+                    .prepare("DELETE FROM blobs WHERE stored_at < ?1 RETURNING file_name")?
+                    .query_map(params![cutoff], |row| row.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                expired.files = dropped.len();
+                Ok((expired, dropped))
+            })
+            .await?;
+        for file_name in &dropped_files {
+            self.blobs.remove(Some(file_name));
+        }
+        expired.files += self.remove_orphan_files().await?;
+        Ok(expired)
+    }
+
+    async fn remove_orphan_files(&self) -> Result<usize> {
+        let referenced: HashSet<String> = self
+            .readers
+            .read(|db| {
+                let mut query = db.prepare("SELECT file_name FROM blobs")?;
+                let names = query.query_map([], |row| row.get(0))?;
+                Ok(names.collect::<rusqlite::Result<_>>()?)
+            })
+            .await?;
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for (name, modified) in self.blobs.file_names()? {
+            let old_enough = now.duration_since(modified).unwrap_or_default() > ORPHAN_GRACE;
+            if old_enough && !referenced.contains(&name) {
+                self.blobs.remove(Some(&name));
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,96 @@
+//! The database schema, versioned with `PRAGMA user_version`. Each migration runs once,
+//! in order, in its own transaction; add new ones at the end, never edit old ones.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the whole v1 API.
+    r#"
+    CREATE TABLE jobs (
+        seq            INTEGER PRIMARY KEY,
+        job_id         TEXT NOT NULL UNIQUE,
+        queue          TEXT NOT NULL,
+        state          TEXT NOT NULL,
+        priority       INTEGER NOT NULL,
+        created_at     INTEGER NOT NULL,  -- microseconds since the epoch, UTC
+        started_at     INTEGER,
+        attachments    TEXT,              -- NULL, 'waiting' or 'complete'
+        exclude_agents TEXT,              -- JSON array, NULL when empty
+        client_id      TEXT,
+        job_data       TEXT NOT NULL,     -- the validated submission, JSON
+        status         TEXT,              -- JSON {phase: exit code}
+        device_info    TEXT               -- JSON object
+    );
+    -- Dispatch reads only waiting jobs, best first.
+    CREATE INDEX jobs_dispatch ON jobs (queue, priority DESC, created_at, seq)
+        WHERE state = 'waiting';
+    CREATE INDEX jobs_by_queue ON jobs (queue, seq);
+    CREATE INDEX jobs_by_age ON jobs (created_at);
+
+    CREATE TABLE log_fragments (
+        job_id          TEXT NOT NULL,
+        log_type        TEXT NOT NULL,
+        fragment_number INTEGER NOT NULL,
+        phase           TEXT NOT NULL,
+        timestamp       INTEGER NOT NULL,  -- microseconds, as sent by the agent
+        log_data        TEXT NOT NULL,
+        stored_at       INTEGER NOT NULL,
+        PRIMARY KEY (job_id, log_type, fragment_number)
+    ) WITHOUT ROWID;
+    CREATE INDEX log_fragments_by_age ON log_fragments (stored_at);
+
+    CREATE TABLE blobs (
+        job_id    TEXT NOT NULL,
+        kind      TEXT NOT NULL,           -- 'attachments' or 'artifact'
+        file_name TEXT NOT NULL,           -- under <data-dir>/blobs/
+        size      INTEGER NOT NULL,
+        stored_at INTEGER NOT NULL,
+        PRIMARY KEY (job_id, kind)
+    );
+    CREATE INDEX blobs_by_age ON blobs (stored_at);
+
+    CREATE TABLE agents (
+        name       TEXT PRIMARY KEY,
+        fields     TEXT NOT NULL,          -- JSON object of the reported fields
+        log        TEXT NOT NULL DEFAULT '[]',
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX agents_by_age ON agents (updated_at);
+
+    CREATE TABLE provision_logs (
+        seq       INTEGER PRIMARY KEY,
+        agent     TEXT NOT NULL,
+        job_id    TEXT NOT NULL,
+        exit_code INTEGER NOT NULL,
+        detail    TEXT,
+        timestamp INTEGER NOT NULL
+    );
+    CREATE INDEX provision_logs_by_agent ON provision_logs (agent, seq);
+
+    CREATE TABLE queues (
+        name        TEXT PRIMARY KEY,
+        description TEXT,
+        images      TEXT,                  -- JSON {image: provision data}
+        updated_at  INTEGER                -- NULL: only images were posted
+    );
+
+    CREATE TABLE wait_times (
+        queue       TEXT NOT NULL,
+        seconds     INTEGER NOT NULL,
+        recorded_at INTEGER NOT NULL
+    );
+    CREATE INDEX wait_times_by_queue ON wait_times (queue);
+    CREATE INDEX wait_times_by_age ON wait_times (recorded_at);
+    "#,
+];
+
+pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
+    let applied: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let transaction = connection.transaction()?;
+        transaction.execute_batch(migration)?;
+        transaction.pragma_update(None, "user_version", index + 1)?;
+        transaction.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! The single writer thread. Every write in the server is a closure sent here; the thread
+//! drains whatever is queued, runs each closure in its own savepoint inside one shared
+//! transaction, commits once (group commit), and only then answers each caller. A caller
+//! is therefore never told "done" before its data is on disk, and one failing write does
+//! not undo the others of its group.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, Transaction};
+use tokio::sync::oneshot;
+
+use super::StoreError;
+
+/// How many queued writes may share one transaction.
+const MAX_GROUP: usize = 512;
+
+/// What answers the caller once its group's commit has succeeded or failed.
+type Finisher = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// A queued write: runs inside the group's transaction (none when it could not be opened)
+/// and returns its finisher.
+type Job = Box<dyn FnOnce(Option<&Transaction>) -> Finisher + Send>;
+
+pub struct Writer {
+    queue: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    pub fn start(connection: Connection) -> std::io::Result<Writer> {
+        let (queue, receiver) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("tf-store-writer".into())
+            .spawn(move || run(connection, receiver))?;
+        Ok(Writer {
+            queue: Some(queue),
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs `operation` in the next group and waits until that group has committed.
+    pub async fn write<T, F>(&self, operation: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move |transaction| {
+            let outcome = match transaction {
+                Some(transaction) => in_savepoint(transaction, operation),
+                None => Err(StoreError::Closed),
+            };
+            Box::new(move |committed: Result<(), StoreError>| {
+                let _ = answer.send(committed.and(outcome));
+            })
+        });
+        self.queue
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .send(job)
+            .map_err(|_| StoreError::Closed)?;
+        answered.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+impl Drop for Writer {
+    /// Closing the queue lets the thread finish what was sent, commit and close the file.
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn in_savepoint<T>(
+    transaction: &Transaction,
+    operation: impl FnOnce(&Transaction) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    transaction.execute_batch("SAVEPOINT one_write")?;
+    match operation(transaction) {
+        Ok(value) => {
+            transaction.execute_batch("RELEASE one_write")?;
+            Ok(value)
+        }
+        Err(error) => {
+            transaction.execute_batch("ROLLBACK TO one_write; RELEASE one_write")?;
+            Err(error)
+        }
+    }
+}
+
+fn run(mut connection: Connection, receiver: mpsc::Receiver<Job>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while let Ok(first) = receiver.recv() {
+        group.push(first);
+        group.extend(receiver.try_iter().take(MAX_GROUP - 1));
+        run_group(&mut connection, &mut group);
+    }
+    let _ = connection.execute_batch("PRAGMA optimize; PRAGMA wal_checkpoint(TRUNCATE);");
+}
+
+fn run_group(connection: &mut Connection, group: &mut Vec<Job>) {
+    let (finishers, committed) = match connection.transaction() {
+        Ok(transaction) => {
+            let finishers: Vec<Finisher> =
+                group.drain(..).map(|job| job(Some(&transaction))).collect();
+            (finishers, transaction.commit().map_err(StoreError::from))
+        }
+        Err(error) => {
+            let finishers = group.drain(..).map(|job| job(None)).collect();
+            (finishers, Err(StoreError::from(error)))
+        }
+    };
+    for finish in finishers {
+        finish(committed.clone());
+    }
+}

@@ -61,10 +61,12 @@ const fn req(name: &'static str, kind: Kind) -> Field {
     }
 }
 
+type ObjectRule = fn(&Map<String, Value>) -> Result<(), String>;
+
 struct Schema {
     fields: &'static [Field],
     /// A whole-object rule run once the fields are valid (reported under `_schema`).
-    check: Option<fn(&Map<String, Value>) -> Result<(), String>>,
+    check: Option<ObjectRule>,
 }
 
 const fn schema(fields: &'static [Field]) -> Schema {

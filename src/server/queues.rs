@@ -22,13 +22,17 @@ fn percentiles(sorted: &[i64]) -> Value {
     for p in PERCENTILES {
         let index = (n - 1) as f64 * f64::from(p) / 100.0;
         let low = index.floor() as usize;
+        // Like the reference: interpolated values are floats, an exact sample stays an int.
         let value = if low + 1 < n {
             let high = low + 1;
-            sorted[low] as f64 * (high as f64 - index) + sorted[high] as f64 * (index - low as f64)
+            json!(
+                sorted[low] as f64 * (high as f64 - index)
+                    + sorted[high] as f64 * (index - low as f64)
+            )
         } else {
-            sorted[low] as f64
+            json!(sorted[low])
         };
-        result.insert(p.to_string(), json!(value));
+        result.insert(p.to_string(), value);
     }
     Value::Object(result)
 }
@@ -77,7 +81,7 @@ mod tests {
         assert_eq!(percentiles(&[]), json!({}));
         assert_eq!(
             percentiles(&[7]),
-            json!({"5": 7.0, "10": 7.0, "50": 7.0, "90": 7.0, "95": 7.0})
+            json!({"5": 7, "10": 7, "50": 7, "90": 7, "95": 7})
         );
     }
 }

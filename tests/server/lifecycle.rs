@@ -1,0 +1,90 @@
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::harness::Server;
+
+fn tf(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tf"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_keeps_the_data() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data.path(), &[]);
+    let id = server.submit(&json!({"job_queue": "q"}));
+    assert!(server.terminate(), "tf serve exits 0 on SIGTERM");
+    let again = Server::start_in(data.path(), &[]);
+    assert_eq!(again.get(&format!("/v1/job/{id}")).status, 200);
+}
+
+#[test]
+fn settings_come_from_a_config_file() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("tf.yaml");
+    std::fs::write(&config, "max_body_size: 100\nretention: 2d\n").unwrap();
+    let server = Server::start_with(&["--config", config.to_str().unwrap()]);
+    let padding = "x".repeat(200);
+    assert_eq!(
+        server
+            .post_json("/v1/job", &json!({"job_queue": "q", "name": padding}))
+            .status,
+        413
+    );
+}
+
+#[test]
+fn bad_settings_are_reported_with_their_source() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("tf.yaml");
+    std::fs::write(&config, "max_body_sise: 100\n").unwrap();
+    let output = tf(&["serve", "--config", config.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        message.contains("invalid config file") && message.contains("max_body_sise"),
+        "{message}"
+    );
+
+    let output = tf(&["serve", "--bind", "nowhere"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--bind"));
+
+    let occupied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = occupied.local_addr().unwrap().to_string();
+    let output = tf(&[
+        "serve",
+        "--bind",
+        &address,
+        "--data-dir",
+        data.path().to_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(&format!("cannot listen on {address}"))
+    );
+}
+
+#[test]
+fn help_lists_the_roles_that_exist() {
+    let output = tf(&["--help"]);
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("serve"), "{help}");
+    let serve_help = String::from_utf8_lossy(&tf(&["serve", "--help"]).stdout).into_owned();
+    for flag in [
+        "--bind",
+        "--data-dir",
+        "--config",
+        "--retention",
+        "--max-body-size",
+        "--sync",
+    ] {
+        assert!(
+            serve_help.contains(flag),
+            "{flag} missing from serve --help"
+        );
+    }
+}

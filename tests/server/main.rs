@@ -1,0 +1,10 @@
+//! Integration tests: each starts the real `tf serve` and talks HTTP to it.
+
+mod agents;
+mod bad_input;
+mod durability;
+mod harness;
+mod jobs;
+mod lifecycle;
+mod logs;
+mod results;

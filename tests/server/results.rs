@@ -1,0 +1,215 @@
+use serde_json::json;
+
+use crate::harness::Server;
+
+fn fragment(number: i64, phase: &str, text: &str) -> serde_json::Value {
+    json!({"fragment_number": number, "timestamp": "2026-01-01T00:00:00", "phase": phase, "log_data": text})
+}
+
+#[test]
+fn results_combine_state_status_device_info_and_logs() {
+    let server = Server::start();
+    let id = server.submit(&json!({"job_queue": "q"}));
+    server.claim("a", "q");
+    let post = |body: serde_json::Value| server.post_json(&format!("/v1/result/{id}"), &body);
+    assert_eq!(
+        post(json!({"job_state": "provision", "device_info": {"device_ip": "1.2.3.4"}})).text(),
+        "OK"
+    );
+    assert_eq!(
+        post(json!({"status": {"setup": 0, "provision": "1"}})).status,
+        200
+    );
+    assert_eq!(
+        post(json!({"status": {"test": 3}})).status,
+        200,
+        "a new status map replaces the old one"
+    );
+    for (n, phase, kind, text) in [
+        (0, "setup", "output", "hello\n"),
+        (1, "setup", "output", "world\n"),
+        (0, "provision", "serial", "ser\n"),
+        (2, "test", "output", "ok\n"),
+    ] {
+        let response = server.post_json(
+            &format!("/v1/result/{id}/log/{kind}"),
+            &fragment(n, phase, text),
+        );
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    assert_eq!(
+        server.get(&format!("/v1/result/{id}")).json(),
+        json!({
+            "job_state": "provision", "device_info": {"device_ip": "1.2.3.4"},
+            "test_status": 3, "setup_output": "hello\nworld\n", "provision_serial": "ser\n", "test_output": "ok\n"
+        })
+    );
+}
+
+#[test]
+fn result_posts_are_validated_and_unknown_jobs_ignored() {
+    let server = Server::start();
+    let unknown = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+    assert_eq!(
+        server
+            .post_json(&format!("/v1/result/{unknown}"), &json!({"job_state": "x"}))
+            .text(),
+        "OK"
+    );
+    assert_eq!(server.get(&format!("/v1/result/{unknown}")).status, 204);
+
+    let bad_phase = server.post_json(
+        &format!("/v1/result/{unknown}"),
+        &json!({"status": {"foo": 1}}),
+    );
+    assert_eq!(bad_phase.status, 422);
+    assert!(
+        bad_phase.json()["detail"]["json"]["status"]["foo"]["key"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("Must be one of:")
+    );
+    let extra = server.post_json(&format!("/v1/result/{unknown}"), &json!({"bogus": 1}));
+    assert_eq!(
+        extra.json()["detail"],
+        json!({"json": {"bogus": ["Unknown field."]}})
+    );
+    let bad_id = server.post_json("/v1/result/xyz", &json!({"job_state": "x"}));
+    assert_eq!(
+        (bad_id.status, bad_id.json()["message"].clone()),
+        (400, json!("Invalid job_id specified"))
+    );
+}
+
+#[test]
+fn a_result_post_can_requeue_a_job() {
+    let server = Server::start();
+    let id = server.submit(&json!({"job_queue": "q"}));
+    server.claim("a", "q");
+    server.post_json(
+        &format!("/v1/result/{id}"),
+        &json!({"job_state": "waiting"}),
+    );
+    assert_eq!(server.claim("b", "q").unwrap()["job_id"], json!(id));
+}
+
+#[test]
+fn artifacts_upload_replace_and_download() {
+    let server = Server::start();
+    let id = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+    assert_eq!(server.get(&format!("/v1/result/{id}/artifact")).status, 204);
+    assert_eq!(
+        server
+            .upload(&format!("/v1/result/{id}/artifact"), "file", b"first")
+            .text(),
+        "OK"
+    );
+    let second = vec![7u8; 3 << 20];
+    assert_eq!(
+        server
+            .upload(&format!("/v1/result/{id}/artifact"), "file", &second)
+            .status,
+        200
+    );
+    let download = server.get(&format!("/v1/result/{id}/artifact"));
+    assert_eq!(download.status, 200);
+    assert_eq!(
+        download.header("content-disposition"),
+        Some("inline; filename=artifact.tar.gz")
+    );
+    assert_eq!(download.header("content-type"), Some("application/x-tar"));
+    assert_eq!(download.body, second, "the latest upload wins");
+    let blob_files = std::fs::read_dir(server.data_dir.join("blobs"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_type().unwrap().is_file())
+        .count();
+    assert_eq!(blob_files, 1, "the replaced archive's file is deleted");
+
+    assert_eq!(
+        server
+            .upload(&format!("/v1/result/{id}/artifact"), "nope", b"x")
+            .status,
+        400
+    );
+    let not_multipart = server.post_raw(&format!("/v1/result/{id}/artifact"), "text/plain", b"x");
+    assert_eq!(
+        not_multipart.json(),
+        json!({"detail": {}, "message": "Bad Request"})
+    );
+    let bad_id = server.get("/v1/result/zz/artifact");
+    assert_eq!(
+        (bad_id.status, bad_id.text()),
+        (400, "Invalid job id\n".to_string())
+    );
+}
+
+#[test]
+fn events_are_relayed_only_to_the_configured_webhook() {
+    let webhook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let webhook_url = format!("http://{}", webhook.local_addr().unwrap());
+    let received = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut stream, _) = webhook.accept().unwrap();
+        let mut request = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !String::from_utf8_lossy(&request).contains("\"events\"") {
+            let n = stream.read(&mut buffer).unwrap();
+            if n == 0 {
+                break;
+            }
+            request.extend_from_slice(&buffer[..n]);
+        }
+        stream
+            .write_all(
+                b"HTTP/1.1 202 Accepted\r\nContent-Length: 6\r\nConnection: close\r\n\r\nthanks",
+            )
+            .unwrap();
+        String::from_utf8_lossy(&request).into_owned()
+    });
+    let server = Server::start_with(&["--webhook-url", &webhook_url, "--webhook-auth", "sekrit"]);
+    let id = server.submit(&json!({"job_queue": "q"}));
+    let event = json!({
+        "job_status_webhook": format!("{webhook_url}/hook/path"), "agent_id": "a1", "job_queue": "q",
+        "events": [{"event_name": "setup_start", "timestamp": "now", "detail": ""}]
+    });
+    let relayed = server.post_json(&format!("/v1/job/{id}/events"), &event);
+    assert_eq!(
+        (relayed.status, relayed.text()),
+        (202, "thanks".to_string())
+    );
+    let request = received.join().unwrap();
+    assert!(request.starts_with("PUT /hook/path HTTP/1.1"), "{request}");
+    assert!(
+        request
+            .to_lowercase()
+            .contains("authorization: bearer sekrit"),
+        "{request}"
+    );
+    assert!(
+        !request.contains("job_status_webhook"),
+        "the target URL is not forwarded"
+    );
+
+    let elsewhere = json!({"job_status_webhook": "http://example.com/hook", "events": []});
+    let refused = server.post_json(&format!("/v1/job/{id}/events"), &elsewhere);
+    assert_eq!(
+        (refused.status, refused.json()["message"].clone()),
+        (403, json!("Invalid job_status_webhook URL specified"))
+    );
+    let unknown = server.post_json(
+        "/v1/job/aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee/events",
+        &elsewhere,
+    );
+    assert_eq!(
+        (unknown.status, unknown.json()["message"].clone()),
+        (404, json!("Job not found"))
+    );
+
+    let unconfigured = Server::start();
+    let id = unconfigured.submit(&json!({"job_queue": "q"}));
+    let response = unconfigured.post_json(&format!("/v1/job/{id}/events"), &elsewhere);
+    assert_eq!(
+        (response.status, response.json()["message"].clone()),
+        (500, json!("Webhook URL not configured"))
+    );
+}

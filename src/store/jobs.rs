@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::future::select_all;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, Transaction};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::{Map, Value};
 
 use super::blobs::{BlobKind, StoredBlob};
@@ -106,12 +106,14 @@ impl Store {
                 let exclude = (!job.exclude_agents.is_empty())
                     .then(|| serde_json::to_string(&job.exclude_agents))
                     .transpose()?;
-                let inserted = tx.execute(
-                    "INSERT INTO jobs (job_id, queue, state, priority, created_at, attachments,
+                let inserted = tx
+                    .prepare_cached(
+                        "INSERT INTO jobs (job_id, queue, state, priority, created_at, attachments,
                                        exclude_agents, client_id, job_data)
                      VALUES (?1, ?2, 'waiting', ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (job_id) DO NOTHING",
-                    params![
+                    )?
+                    .execute(params![
                         job.job_id,
                         job.queue,
                         job.priority,
@@ -120,8 +122,7 @@ impl Store {
                         exclude,
                         job.client_id,
                         serde_json::to_string(&job.data)?,
-                    ],
-                )?;
+                    ])?;
                 if inserted == 0 {
                     return Err(StoreError::DuplicateJob(job.job_id));
                 }
@@ -324,14 +325,15 @@ impl Store {
                     .map(serde_json::to_string)
                     .transpose()?;
                 let queue: Option<(String, String)> = tx
-                    .query_row(
+                    .prepare_cached(
                         "UPDATE jobs SET state = coalesce(?2, state),
                                          status = coalesce(?3, status),
                                          device_info = coalesce(?4, device_info)
                          WHERE job_id = ?1 RETURNING queue, state",
-                        params![id, update.job_state, status, device_info],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
-                    )
+                    )?
+                    .query_row(params![id, update.job_state, status, device_info], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })
                     .optional()?;
                 Ok(queue
                     .filter(|(_, state)| state == "waiting")
@@ -399,7 +401,7 @@ impl Store {
 
 /// The atomic claim: the best claimable job of the given queues becomes `running` in the
 /// same statement that finds it, so no two agents can get the same job.
-fn claim(tx: &Transaction, queues: &[String], agent: &str) -> Result<Option<ClaimedJob>> {
+fn claim(tx: &Connection, queues: &[String], agent: &str) -> Result<Option<ClaimedJob>> {
     let now = time::now();
     let placeholders = vec!["?"; queues.len()].join(", ");
     let sql = format!(
@@ -459,7 +461,7 @@ fn attachment_gate(db: &Connection, job_id: &str) -> rusqlite::Result<Attachment
 
 /// Points a job's blob of `kind` at a new file; returns the file it replaced.
 fn record_blob(
-    tx: &Transaction,
+    tx: &Connection,
     job_id: &str,
     kind: BlobKind,
     blob: &StoredBlob,

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX jobs_by_queue ON jobs (queue, seq);
     CREATE INDEX jobs_by_age ON jobs (created_at);
 
+    -- A rowid table: fragments can be large, which suits a clustered key poorly.
     CREATE TABLE log_fragments (
         job_id          TEXT NOT NULL,
         log_type        TEXT NOT NULL,
@@ -35,8 +36,8 @@ const MIGRATIONS: &[&str] = &[
         timestamp       INTEGER NOT NULL,  -- microseconds, as sent by the agent
         log_data        TEXT NOT NULL,
         stored_at       INTEGER NOT NULL,
-        PRIMARY KEY (job_id, log_type, fragment_number)
-    ) WITHOUT ROWID;
+        UNIQUE (job_id, log_type, fragment_number)
+    );
     CREATE INDEX log_fragments_by_age ON log_fragments (stored_at);
 
     CREATE TABLE blobs (

@@ -7,7 +7,7 @@
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use rusqlite::{Connection, Transaction};
+use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::StoreError;
@@ -18,9 +18,9 @@ const MAX_GROUP: usize = 512;
 /// What answers the caller once its group's commit has succeeded or failed.
 type Finisher = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
-/// A queued write: runs inside the group's transaction (none when it could not be opened)
-/// and returns its finisher.
-type Job = Box<dyn FnOnce(Option<&Transaction>) -> Finisher + Send>;
+/// A queued write: runs inside the group's transaction (gets no connection when the
+/// transaction could not be opened) and returns its finisher.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> Finisher + Send>;
 
 pub struct Writer {
     queue: Option<mpsc::Sender<Job>>,
@@ -43,12 +43,12 @@ impl Writer {
     pub async fn write<T, F>(&self, operation: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel();
         let job: Job = Box::new(move |transaction| {
             let outcome = match transaction {
-                Some(transaction) => in_savepoint(transaction, operation),
+                Some(connection) => in_savepoint(connection, operation),
                 None => Err(StoreError::Closed),
             };
             Box::new(move |committed: Result<(), StoreError>| {
@@ -75,43 +75,53 @@ impl Drop for Writer {
 }
 
 fn in_savepoint<T>(
-    transaction: &Transaction,
-    operation: impl FnOnce(&Transaction) -> Result<T, StoreError>,
+    transaction: &Connection,
+    operation: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    transaction.execute_batch("SAVEPOINT one_write")?;
+    let run = |sql: &str| execute_cached(transaction, sql);
+    run("SAVEPOINT one_write")?;
     match operation(transaction) {
         Ok(value) => {
-            transaction.execute_batch("RELEASE one_write")?;
+            run("RELEASE one_write")?;
             Ok(value)
         }
         Err(error) => {
-            transaction.execute_batch("ROLLBACK TO one_write; RELEASE one_write")?;
+            run("ROLLBACK TO one_write")?;
+            run("RELEASE one_write")?;
             Err(error)
         }
     }
 }
 
-fn run(mut connection: Connection, receiver: mpsc::Receiver<Job>) {
+/// Runs a statement without parameters through the statement cache: transaction control
+/// runs for every write, and parsing it each time is a measurable share of a submit.
+fn execute_cached(connection: &Connection, sql: &str) -> Result<(), StoreError> {
+    connection.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+fn run(connection: Connection, receiver: mpsc::Receiver<Job>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while let Ok(first) = receiver.recv() {
         group.push(first);
         group.extend(receiver.try_iter().take(MAX_GROUP - 1));
-        run_group(&mut connection, &mut group);
+        run_group(&connection, &mut group);
     }
     let _ = connection.execute_batch("PRAGMA optimize; PRAGMA wal_checkpoint(TRUNCATE);");
 }
 
-fn run_group(connection: &mut Connection, group: &mut Vec<Job>) {
-    let (finishers, committed) = match connection.transaction() {
-        Ok(transaction) => {
+fn run_group(connection: &Connection, group: &mut Vec<Job>) {
+    let (finishers, committed) = match execute_cached(connection, "BEGIN IMMEDIATE") {
+        Ok(()) => {
             let finishers: Vec<Finisher> =
-                group.drain(..).map(|job| job(Some(&transaction))).collect();
-            (finishers, transaction.commit().map_err(StoreError::from))
+                group.drain(..).map(|job| job(Some(connection))).collect();
+            let committed = execute_cached(connection, "COMMIT");
+            if committed.is_err() {
+                let _ = execute_cached(connection, "ROLLBACK");
+            }
+            (finishers, committed)
         }
-        Err(error) => {
-            let finishers = group.drain(..).map(|job| job(None)).collect();
-            (finishers, Err(StoreError::from(error)))
-        }
+        Err(error) => (group.drain(..).map(|job| job(None)).collect(), Err(error)),
     };
     for finish in finishers {
         finish(committed.clone());

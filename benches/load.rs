@@ -1,0 +1,333 @@
+//! Load generator for any Testflinger-compatible server.
+//!
+//!     cargo bench --bench load                       # starts its own `tf serve`
+//!     cargo bench --bench load -- --url http://host:5000 [--connections 32] [--seconds 5]
+//!
+//! Measures job submission, job claims by concurrent agents, empty-queue polls and log
+//! fragment ingest, each as requests per second with p50/p99 latency. Every connection
+//! is one keep-alive HTTP/1.1 connection driven by a task on a single-threaded runtime,
+//! so the generator itself uses at most one core.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+
+struct Options {
+    url: Option<String>,
+    connections: usize,
+    seconds: f64,
+    /// One fragment size instead of the default small and large rounds.
+    fragment_bytes: Option<usize>,
+    /// Run only the figures whose name starts with this.
+    only: Option<String>,
+}
+
+fn options() -> Options {
+    let mut options = Options {
+        url: None,
+        connections: 32,
+        seconds: 5.0,
+        fragment_bytes: None,
+        only: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
+        match arg.as_str() {
+            "--url" => options.url = Some(value().trim_end_matches('/').to_string()),
+            "--connections" => options.connections = value().parse().expect("--connections N"),
+            "--seconds" => options.seconds = value().parse().expect("--seconds S"),
+            "--fragment-bytes" => {
+                options.fragment_bytes = Some(value().parse().expect("--fragment-bytes N"))
+            }
+            "--only" => options.only = Some(value()),
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    options
+}
+
+/// A `tf serve` of our own on a temporary data dir, when no `--url` is given.
+struct OwnServer {
+    child: Child,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_own_server() -> (OwnServer, String) {
+    use std::io::BufRead;
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tf"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tf serve");
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let address = loop {
+        let line = lines.next().expect("tf serve exited").expect("read");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split([',', ' ']).next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    (OwnServer { child, _data: data }, address)
+}
+
+#[derive(Clone)]
+struct Target {
+    address: String,
+}
+
+impl Target {
+    async fn connect(&self) -> SendRequest<Full<Bytes>> {
+        let stream = tokio::net::TcpStream::connect(&self.address)
+            .await
+            .expect("connect");
+        stream.set_nodelay(true).unwrap();
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::task::spawn_local(async move {
+            let _ = connection.await;
+        });
+        sender
+    }
+}
+
+async fn call(
+    sender: &mut SendRequest<Full<Bytes>>,
+    target: &Target,
+    method: Method,
+    path: &str,
+    body: Bytes,
+) -> (StatusCode, Bytes) {
+    sender.ready().await.expect("connection ready");
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", &target.address)
+        .header("content-type", "application/json")
+        .header("cookie", "agent_name=bench-agent")
+        .body(Full::new(body))
+        .unwrap();
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, body)
+}
+
+struct Figures {
+    requests: usize,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+}
+
+impl Figures {
+    fn report(mut self, name: &str, extra: &str) {
+        self.latencies_us.sort_unstable();
+        let at = |q: f64| {
+            let index = ((self.latencies_us.len() as f64 - 1.0) * q).round() as usize;
+            self.latencies_us.get(index).copied().unwrap_or(0) as f64 / 1000.0
+        };
+        println!(
+            "{name:<28} {:>9.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} requests in {:.1} s){extra}",
+            self.requests as f64 / self.elapsed.as_secs_f64(),
+            at(0.5),
+            at(0.99),
+            self.requests,
+            self.elapsed.as_secs_f64()
+        );
+    }
+}
+
+/// Runs `connections` loops of `step` until `deadline` or until a step returns false.
+async fn drive<F, Fut>(target: &Target, connections: usize, duration: Duration, step: F) -> Figures
+where
+    F: Fn(usize, usize) -> Fut + Clone + 'static,
+    Fut: std::future::Future<Output = Option<(Method, String, Bytes, StatusCode)>>,
+{
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let total = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for worker in 0..connections {
+        let (target, step, stop, total) =
+            (target.clone(), step.clone(), stop.clone(), total.clone());
+        tasks.push(tokio::task::spawn_local(async move {
+            let mut sender = target.connect().await;
+            let mut latencies = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < duration {
+                let Some((method, path, body, expected)) = step(worker, n).await else {
+                    break;
+                };
+                let sent = Instant::now();
+                let (status, answer) = call(&mut sender, &target, method, &path, body).await;
+                latencies.push(sent.elapsed().as_micros() as u32);
+                if status != expected {
+                    // The end of the work (e.g. the queue ran dry): stop everyone.
+                    if status == StatusCode::NO_CONTENT {
+                        stop.store(true, Ordering::Relaxed);
+                        latencies.pop();
+                        break;
+                    }
+                    panic!(
+                        "{path}: expected {expected}, got {status}: {}",
+                        String::from_utf8_lossy(&answer)
+                    );
+                }
+                n += 1;
+            }
+            total.fetch_add(n, Ordering::Relaxed);
+            latencies
+        }));
+    }
+    let mut latencies_us = Vec::new();
+    for task in tasks {
+        latencies_us.extend(task.await.expect("worker"));
+    }
+    Figures {
+        requests: total.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+        latencies_us,
+    }
+}
+
+fn job_body(queue: &str) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"job_queue": "{queue}", "name": "bench", "tags": ["bench"], "test_data": {{"test_cmds": "echo hello"}}}}"#
+    ))
+}
+
+async fn run(options: Options, target: Target) {
+    let wanted = |figure: &str| {
+        options
+            .only
+            .as_deref()
+            .is_none_or(|only| figure.starts_with(only))
+    };
+    let duration = Duration::from_secs_f64(options.seconds);
+    let connections = options.connections;
+    let run_id = std::process::id() as usize;
+
+    if wanted("submit") || wanted("claim") {
+        let queue = format!("bench-submit-{run_id}");
+        let body = job_body(&queue);
+        let submits = drive(&target, connections, duration, move |_, _| {
+            let body = body.clone();
+            async move { Some((Method::POST, "/v1/job".to_string(), body, StatusCode::OK)) }
+        })
+        .await;
+        let submitted = submits.requests;
+        submits.report("submit (POST /v1/job)", "");
+        if wanted("claim") {
+            let path = format!("/v1/job?queue={queue}");
+            let claims = drive(
+                &target,
+                connections,
+                Duration::from_secs(3600),
+                move |_, _| {
+                    let path = path.clone();
+                    async move { Some((Method::GET, path, Bytes::new(), StatusCode::OK)) }
+                },
+            )
+            .await;
+            let claimed = claims.requests;
+            claims.report(
+                "claim (GET /v1/job)",
+                &format!("  claimed {claimed} of {submitted}"),
+            );
+        }
+    }
+
+    if wanted("poll") {
+        let path = format!("/v1/job?queue=bench-empty-{run_id}");
+        let polls = drive(&target, connections, duration, move |_, _| {
+            let path = path.clone();
+            async move { Some((Method::GET, path, Bytes::new(), StatusCode::NO_CONTENT)) }
+        })
+        .await;
+        polls.report("empty-queue poll", "");
+    }
+
+    if wanted("fragments") {
+        let sizes = options
+            .fragment_bytes
+            .map_or(vec![256, 16384], |size| vec![size]);
+        for (round, size) in sizes.into_iter().enumerate() {
+            fragment_ingest(&target, connections, duration, size, run_id * 10 + round).await;
+        }
+    }
+}
+
+/// Posts `size`-byte fragments of 80-column log lines, one job per connection.
+async fn fragment_ingest(
+    target: &Target,
+    connections: usize,
+    duration: Duration,
+    size: usize,
+    run: usize,
+) {
+    let line = "x".repeat(79) + "\\n";
+    let log_data: String = line.repeat(size / 80 + 1)[..size / 80 * 81].to_string();
+    let figures = drive(target, connections, duration, move |worker, n| {
+        let log_data = log_data.clone();
+        async move {
+            let job = format!("00000000-0000-4000-8000-{:012}", run * 1000 + worker);
+            let body = format!(
+                r#"{{"fragment_number": {n}, "timestamp": "2026-01-01T00:00:00", "phase": "test", "log_data": "{log_data}"}}"#
+            );
+            Some((Method::POST, format!("/v1/result/{job}/log/output"), Bytes::from(body), StatusCode::OK))
+        }
+    })
+    .await;
+    let text_bytes = size / 80 * 80;
+    let megabytes =
+        figures.requests as f64 * text_bytes as f64 / 1e6 / figures.elapsed.as_secs_f64();
+    figures.report(
+        &format!("log fragments ({text_bytes} B)"),
+        &format!("  {megabytes:.0} MB/s of log text"),
+    );
+}
+
+fn main() {
+    let options = options();
+    let (_own, address) = match &options.url {
+        Some(url) => (None, url.trim_start_matches("http://").to_string()),
+        None => {
+            let (server, address) = start_own_server();
+            (Some(server), address)
+        }
+    };
+    println!(
+        "load against http://{address}: {} connections, {} s per figure",
+        options.connections, options.seconds
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, run(options, Target { address }));
+}

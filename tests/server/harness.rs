@@ -31,11 +31,33 @@ impl Server {
 
     /// A server on `data_dir`, which outlives it (for restart tests).
     pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tf"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tf"));
+        command
             .arg("serve")
             .args(["--bind", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            .args(extra_args)
+            .args(extra_args);
+        Server::spawn(command, data_dir)
+    }
+
+    /// A server whose data dir is a private tmpfs of `kib` KiB, to see a full disk
+    /// (a user + mount namespace, so no privileges are needed).
+    pub fn start_on_small_disk(kib: u32) -> Server {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let data_dir = temp.path().to_str().expect("utf-8 path").to_string();
+        let script = format!(
+            "mount -t tmpfs -o size={kib}k tmpfs '{data_dir}' && exec '{}' serve --bind 127.0.0.1:0 --data-dir '{data_dir}'",
+            env!("CARGO_BIN_EXE_tf")
+        );
+        let mut command = Command::new("unshare");
+        command.args(["--user", "--map-root-user", "--mount", "sh", "-c", &script]);
+        let mut server = Server::spawn(command, temp.path());
+        server._temp = Some(temp);
+        server
+    }
+
+    fn spawn(mut command: Command, data_dir: &Path) -> Server {
+        let mut child = command
             .env("RUST_LOG", "info")
             .env_remove("TF_BIND")
             .env_remove("WEBHOOK_URL")

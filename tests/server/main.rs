@@ -3,6 +3,7 @@
 mod agents;
 mod bad_input;
 mod durability;
+mod full_disk;
 mod harness;
 mod jobs;
 mod lifecycle;

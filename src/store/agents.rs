@@ -54,7 +54,7 @@ impl Store {
     ) -> Result<()> {
         let name = name.to_string();
         self.writer
-            .write(move |tx| {
+            .write_one_statement(move |tx| {
                 let stored: Option<(String, String)> = tx
                     .prepare_cached("SELECT fields, log FROM agents WHERE name = ?1")?
                     .query_row([&name], |row| Ok((row.get(0)?, row.get(1)?)))

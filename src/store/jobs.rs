@@ -102,7 +102,7 @@ impl Store {
         let queue = job.queue.clone();
         let claimable = !job.awaits_attachments;
         self.writer
-            .write(move |tx| {
+            .write_one_statement(move |tx| {
                 let exclude = (!job.exclude_agents.is_empty())
                     .then(|| serde_json::to_string(&job.exclude_agents))
                     .transpose()?;
@@ -214,7 +214,7 @@ impl Store {
         let id = job_id.to_string();
         let cancelled = self
             .writer
-            .write(move |tx| {
+            .write_one_statement(move |tx| {
                 let changed = tx.execute(
                     "UPDATE jobs SET state = 'cancelled'
                      WHERE job_id = ?1 AND state NOT IN (?2, ?3, ?4)",
@@ -313,7 +313,7 @@ impl Store {
         let id = job_id.to_string();
         let requeued = self
             .writer
-            .write(move |tx| {
+            .write_one_statement(move |tx| {
                 let status = update
                     .status
                     .as_ref()
@@ -403,22 +403,9 @@ impl Store {
 /// same statement that finds it, so no two agents can get the same job.
 fn claim(tx: &Connection, queues: &[String], agent: &str) -> Result<Option<ClaimedJob>> {
     let now = time::now();
-    let placeholders = vec!["?"; queues.len()].join(", ");
-    let sql = format!(
-        "UPDATE jobs SET state = 'running', started_at = ?
-         WHERE seq = (
-             SELECT seq FROM jobs
-             WHERE state = 'waiting' AND queue IN ({placeholders})
-               AND (attachments IS NULL OR attachments = 'complete')
-               AND (exclude_agents IS NULL
-                    OR NOT EXISTS (SELECT 1 FROM json_each(exclude_agents) WHERE value = ?))
-             ORDER BY priority DESC, created_at, seq
-             LIMIT 1)
-         RETURNING job_id, queue, created_at, job_data, attachments, client_id"
-    );
-    let mut values: Vec<&dyn rusqlite::ToSql> = vec![&now];
+    let sql = claim_sql(queues.len());
+    let mut values: Vec<&dyn rusqlite::ToSql> = vec![&now, &agent];
     values.extend(queues.iter().map(|q| q as &dyn rusqlite::ToSql));
-    values.push(&agent);
     let claimed = tx
         .prepare_cached(&sql)?
         .query_row(params_from_iter(values), |row| {
@@ -444,6 +431,38 @@ fn claim(tx: &Connection, queues: &[String], agent: &str) -> Result<Option<Claim
         attachments,
         client_id,
     }))
+}
+
+/// The claim statement for `queue_count` queues (`?1` now, `?2` the agent, then the
+/// queues). Each queue's best job is found on its own, through the index, and the best of
+/// those wins: one sort over all waiting jobs of several queues would cost a scan.
+fn claim_sql(queue_count: usize) -> String {
+    let best_of_queue = |n: usize| -> String {
+        format!(
+            "(SELECT seq, priority, created_at FROM jobs
+                 WHERE queue = ?{n} AND state = 'waiting'
+                   AND (attachments IS NULL OR attachments = 'complete')
+                   AND (exclude_agents IS NULL
+                        OR NOT EXISTS (SELECT 1 FROM json_each(exclude_agents) WHERE value = ?2))
+                 ORDER BY priority DESC, created_at, seq LIMIT 1)"
+        )
+    };
+    let best = match queue_count {
+        1 => format!("SELECT seq FROM {}", best_of_queue(3)),
+        _ => {
+            let candidates: Vec<String> = (3..3 + queue_count)
+                .map(|n| format!("SELECT * FROM {}", best_of_queue(n)))
+                .collect();
+            format!(
+                "SELECT seq FROM ({}) ORDER BY priority DESC, created_at, seq LIMIT 1",
+                candidates.join(" UNION ALL ")
+            )
+        }
+    };
+    format!(
+        "UPDATE jobs SET state = 'running', started_at = ?1 WHERE seq = ({best})
+         RETURNING job_id, queue, created_at, job_data, attachments, client_id"
+    )
 }
 
 fn attachment_gate(db: &Connection, job_id: &str) -> rusqlite::Result<AttachmentGate> {

@@ -41,7 +41,7 @@ impl Store {
     ) -> Result<()> {
         let (id, log_type) = (job_id.to_string(), log_type.to_string());
         self.writer
-            .write(move |tx| {
+            .write_one_statement(move |tx| {
                 tx.prepare_cached(
                     "INSERT OR REPLACE INTO log_fragments
                          (job_id, log_type, fragment_number, phase, timestamp, log_data, stored_at)

@@ -21,10 +21,9 @@ const MIGRATIONS: &[&str] = &[
         status         TEXT,              -- JSON {phase: exit code}
         device_info    TEXT               -- JSON object
     );
-    -- Dispatch reads only waiting jobs, best first.
-    CREATE INDEX jobs_dispatch ON jobs (queue, priority DESC, created_at, seq)
-        WHERE state = 'waiting';
-    CREATE INDEX jobs_by_queue ON jobs (queue, seq);
+    -- Dispatch reads the waiting jobs of a queue best first (ties: rowid = seq); the
+    -- same index lists a queue's jobs.
+    CREATE INDEX jobs_by_queue ON jobs (queue, state, priority DESC, created_at);
     CREATE INDEX jobs_by_age ON jobs (created_at);
 
     -- A rowid table: fragments can be large, which suits a clustered key poorly.

@@ -30,13 +30,25 @@ pub fn is_phase(name: &str) -> bool {
 /// Accepts what Python's `uuid.UUID(s)` accepts (the reference's rule): optional `urn:` and
 /// `uuid:` prefixes, optional braces, hyphens anywhere, then exactly 32 hex digits.
 pub fn is_valid_job_id(id: &str) -> bool {
-    let without_prefixes = id.replace("urn:", "").replace("uuid:", "");
-    let digits: String = without_prefixes
-        .trim_matches(|c| c == '{' || c == '}')
-        .chars()
-        .filter(|&c| c != '-')
-        .collect();
-    digits.len() == 32 && digits.chars().all(|c| c.is_ascii_hexdigit())
+    is_canonical_uuid(id) || {
+        let without_prefixes = id.replace("urn:", "").replace("uuid:", "");
+        let digits: String = without_prefixes
+            .trim_matches(|c| c == '{' || c == '}')
+            .chars()
+            .filter(|&c| c != '-')
+            .collect();
+        digits.len() == 32 && digits.chars().all(|c| c.is_ascii_hexdigit())
+    }
+}
+
+/// `8-4-4-4-12` hex digits: what clients send, checked without allocating (every agent
+/// request carries a job id).
+fn is_canonical_uuid(id: &str) -> bool {
+    id.len() == 36
+        && id.bytes().enumerate().all(|(at, byte)| match at {
+            8 | 13 | 18 | 23 => byte == b'-',
+            _ => byte.is_ascii_hexdigit(),
+        })
 }
 
 pub fn new_job_id() -> String {

@@ -2,7 +2,10 @@
 //! API uses: rendering `YYYY-MM-DDTHH:MM:SSZ` and parsing the ISO-8601 datetimes that
 //! agents and clients send.
 
+use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use regex_lite::Regex;
 
 /// Microseconds since 1970-01-01T00:00:00Z.
 pub type Micros = i64;
@@ -33,83 +36,56 @@ pub fn render(at: Micros) -> String {
     )
 }
 
-/// Parses `YYYY-MM-DD[T ]HH:MM[:SS[.ffffff]][Z|±HH:MM]`; a naive time is UTC. A date
-/// alone is rejected, as the reference's log schema does.
+/// marshmallow's ISO-8601 datetime grammar, which the reference validates with.
+static ISO_DATETIME: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"^(\d{4})-(\d{1,2})-(\d{1,2})[T ](\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:\.(\d{1,6})\d{0,6})?)?(Z|[+-]\d{2}(?::?\d{2})?)?$",
+    )
+    .expect("a valid regex")
+});
+
+/// Parses what the reference accepts: `YYYY-MM-DD[T ]HH:MM[:SS[.ffffff]][Z|±HH[[:]MM]]`,
+/// one-digit fields allowed; a naive time is UTC. A date alone is rejected.
 pub fn parse_iso8601(text: &str) -> Option<Micros> {
-    let text = text.trim();
-    let bytes = text.as_bytes();
-    if bytes.len() < 16 || !(bytes[10] == b'T' || bytes[10] == b't' || bytes[10] == b' ') {
+    let parts = ISO_DATETIME.captures(text)?;
+    let field = |index: usize| {
+        parts
+            .get(index)
+            .map_or(Some(0), |m| m.as_str().parse::<i64>().ok())
+    };
+    let (year, month, day) = (field(1)?, field(2)?, field(3)?);
+    let (hour, minute, second) = (field(4)?, field(5)?, field(6)?);
+    let fraction = parts.get(7).map_or(Some(0), |m| {
+        Some(field(7)? * 10_i64.pow(6 - m.as_str().len() as u32))
+    })?;
+    let valid = (1..=12).contains(&month)
+        && (1..=days_in_month(year, month)).contains(&day)
+        && hour <= 23
+        && minute <= 59
+        && second <= 59;
+    if !valid {
         return None;
     }
-    let (date, rest) = (&text[..10], &text[11..]);
-    let year = number(&date[0..4])?;
-    let month = number(&date[5..7])?;
-    let day = number(&date[8..10])?;
-    if &date[4..5] != "-" || &date[7..8] != "-" || !(1..=12).contains(&month) {
-        return None;
-    }
-    if day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
-    let (clock, offset_seconds) = split_offset(rest)?;
-    let mut parts = clock.splitn(3, ':');
-    let hour = number(parts.next()?)?;
-    let minute = number(parts.next()?)?;
-    let (second, fraction) = match parts.next() {
-        None => (0, 0),
-        Some(s) => {
-            let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-            if whole.len() != 2 {
+    let offset_seconds = match parts.get(8).map(|m| m.as_str()) {
+        None | Some("Z") => 0,
+        Some(offset) => {
+            let sign = if offset.starts_with('-') { -1 } else { 1 };
+            let digits: String = offset[1..].chars().filter(|c| *c != ':').collect();
+            let hours: i64 = digits[..2].parse().ok()?;
+            let minutes: i64 = if digits.len() > 2 {
+                digits[2..].parse().ok()?
+            } else {
+                0
+            };
+            if hours > 23 || minutes > 59 {
                 return None;
             }
-            (number(whole)?, fraction_micros(frac)?)
+            sign * (hours * 3600 + minutes * 60)
         }
     };
-    if hour > 23 || minute > 59 || second > 59 {
-        return None;
-    }
     let days = days_from_civil(year, month, day);
     let seconds = days * SECONDS_PER_DAY + hour * 3600 + minute * 60 + second - offset_seconds;
     Some(seconds * MICROS_PER_SECOND + fraction)
-}
-
-/// Splits `HH:MM:SS.fff+02:00` into the clock and the offset in seconds east of UTC.
-fn split_offset(rest: &str) -> Option<(&str, i64)> {
-    if let Some(clock) = rest.strip_suffix(['Z', 'z']) {
-        return Some((clock, 0));
-    }
-    match rest.rfind(['+', '-']) {
-        Some(at) => {
-            let (clock, offset) = rest.split_at(at);
-            let sign = if offset.starts_with('-') { -1 } else { 1 };
-            let (hours, minutes) = offset[1..].split_once(':').unwrap_or((&offset[1..], "00"));
-            if hours.len() != 2 || minutes.len() != 2 {
-                return None;
-            }
-            Some((
-                clock,
-                sign * (number(hours)? * 3600 + number(minutes)? * 60),
-            ))
-        }
-        None => Some((rest, 0)),
-    }
-}
-
-fn number(digits: &str) -> Option<i64> {
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
-fn fraction_micros(digits: &str) -> Option<i64> {
-    if digits.is_empty() {
-        return Some(0);
-    }
-    if digits.len() > 6 {
-        return None;
-    }
-    Some(number(digits)? * 10_i64.pow(6 - digits.len() as u32))
 }
 
 fn is_leap(year: i64) -> bool {

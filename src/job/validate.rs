@@ -80,12 +80,17 @@ static SSH_KEY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^(lp|gh):(\S+)$"
 static ENV_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-zA-Z_][a-zA-Z0-9_]*$").unwrap());
 static SECRET_PATH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-zA-Z0-9_/-]+$").unwrap());
+/// marshmallow's URL rule (schemes http, https, ftp, ftps; a host with a TLD, localhost,
+/// IPv4 or bracketed IPv6; any port; then nothing, `/`, or `/`/`?` and more).
 static URL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)^(?:http|https|ftp|ftps)://(?:[^\s:@/]+(?::[^\s@/]*)?@)?(?:(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+(?:[a-z]{2,63}|xn--[a-z0-9]{1,59})\.?|localhost|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[[0-9a-f:.]+\])(?::\d{1,5})?(?:[/?#]\S*)?$",
+        r"(?i)^(?:http|https|ftp|ftps)://(?:[^:@]+?(?::[^:@]*?)?@|)(?:(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+(?:[a-z]{2,6}\.?|[a-z0-9-]{2,}\.?)|localhost|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[[a-f0-9]*:[a-f0-9:]+\])(?::\d+)?(?:/?|[/?]\S+)$",
     )
     .unwrap()
 });
+/// Longer URLs and e-mail addresses are refused before any pattern runs on them, so a
+/// huge value cannot keep a worker busy.
+const MAX_PATTERN_INPUT: usize = 8192;
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)^[a-z0-9!#$%&'*+/=?^_`{|}~.-]+@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
         .unwrap()
@@ -602,6 +607,9 @@ fn validate_phase_map(value: &Value) -> Result<Value, Value> {
             Some(code) => {
                 output.insert(phase.clone(), Value::from(code));
             }
+            None if code.is_null() => {
+                entry.insert("value".into(), messages("Field may not be null."));
+            }
             None => {
                 entry.insert("value".into(), messages("Not a valid integer."));
             }
@@ -637,7 +645,9 @@ fn validate_provision_data(value: &Value) -> Result<Value, Value> {
 
 fn checked_string(value: &Value, pattern: &Regex, message: &str) -> Result<Value, Value> {
     match value.as_str() {
-        Some(text) if pattern.is_match(text) => Ok(value.clone()),
+        Some(text) if text.len() <= MAX_PATTERN_INPUT && pattern.is_match(text) => {
+            Ok(value.clone())
+        }
         Some(_) => Err(messages(message)),
         None => Err(messages("Not a valid string.")),
     }
@@ -659,15 +669,18 @@ fn coerce_int(value: &Value) -> Option<i64> {
 
 /// marshmallow's Boolean: real booleans plus its accepted truthy/falsy spellings.
 fn coerce_bool(value: &Value) -> Option<bool> {
+    const TRUTHY: [&str; 13] = [
+        "t", "T", "true", "True", "TRUE", "on", "On", "ON", "y", "Y", "yes", "Yes", "YES",
+    ];
+    const FALSY: [&str; 13] = [
+        "f", "F", "false", "False", "FALSE", "off", "Off", "OFF", "n", "N", "no", "No", "NO",
+    ];
     match value {
         Value::Bool(b) => Some(*b),
-        Value::Number(n) if n.as_i64() == Some(1) => Some(true),
-        Value::Number(n) if n.as_i64() == Some(0) => Some(false),
-        Value::String(s) => match s.to_lowercase().as_str() {
-            "t" | "true" | "on" | "y" | "yes" | "1" => Some(true),
-            "f" | "false" | "off" | "n" | "no" | "0" => Some(false),
-            _ => None,
-        },
+        Value::Number(n) if n.as_f64() == Some(1.0) => Some(true),
+        Value::Number(n) if n.as_f64() == Some(0.0) => Some(false),
+        Value::String(s) if s == "1" || TRUTHY.contains(&s.as_str()) => Some(true),
+        Value::String(s) if s == "0" || FALSY.contains(&s.as_str()) => Some(false),
         _ => None,
     }
 }

@@ -37,6 +37,12 @@ pub async fn report(
 ) -> ApiResult {
     let mut fields =
         validate_body(&body, BodySchema::AgentReport).map_err(ApiError::invalid_body)?;
+    if !is_cookie_safe(&name) {
+        return Err(ApiError::json(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid agent name '{name}': use letters, digits and -_.:@+~ only"),
+        ));
+    }
     let log = match fields.remove("log") {
         Some(Value::Array(lines)) => lines
             .into_iter()
@@ -51,6 +57,15 @@ pub async fn report(
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     Ok(response)
+}
+
+/// An agent's name travels back in the `agent_name` cookie, so it must not need quoting
+/// (a `;` would cut it short and identify the agent under another name).
+fn is_cookie_safe(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:@+~".contains(&b))
 }
 
 /// `GET /v1/agents/data`

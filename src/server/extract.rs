@@ -2,7 +2,7 @@
 //! a malformed one is 400, an oversized one 413), repeated query parameters, the
 //! `agent_name` cookie, and the `file` part of multipart uploads streamed to disk.
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Multipart, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -17,12 +17,15 @@ use crate::store::StoredBlob;
 /// A request body parsed as JSON, bounded by the server's body limit.
 pub struct JsonBody(pub Value);
 
-impl FromRequest<std::sync::Arc<App>> for JsonBody {
+/// The raw bytes of a JSON request body, bounded by the server's body limit, for
+/// handlers that parse straight into a typed struct on their hot path.
+pub struct JsonBytes(pub Bytes);
+
+impl FromRequest<std::sync::Arc<App>> for JsonBytes {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, app: &std::sync::Arc<App>) -> Result<Self, ApiError> {
-        let limit = app.config.max_body_size;
-        let bytes = Limited::new(request.into_body(), limit)
+        let bytes = Limited::new(request.into_body(), app.config.max_body_size)
             .collect()
             .await
             .map_err(|error| {
@@ -33,12 +36,28 @@ impl FromRequest<std::sync::Arc<App>> for JsonBody {
                 }
             })?
             .to_bytes();
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(JsonBody(Value::Object(Default::default())));
+        Ok(JsonBytes(bytes))
+    }
+}
+
+impl JsonBytes {
+    /// Parses like the reference: an empty body is `{}`, malformed JSON is a 400.
+    pub fn parse(&self) -> Result<Value, ApiError> {
+        if self.0.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Object(Default::default()));
         }
-        serde_json::from_slice(&bytes)
+        serde_json::from_slice(&self.0).map_err(|_| ApiError::bad_request())
+    }
+}
+
+impl FromRequest<std::sync::Arc<App>> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, app: &std::sync::Arc<App>) -> Result<Self, ApiError> {
+        JsonBytes::from_request(request, app)
+            .await?
+            .parse()
             .map(JsonBody)
-            .map_err(|_| ApiError::bad_request())
     }
 }
 

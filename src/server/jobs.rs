@@ -16,6 +16,9 @@ use crate::job::validate::{validate_body, validate_job, BodySchema};
 use crate::job::{self, is_valid_job_id, time};
 use crate::store::{AttachmentGate, BlobKind, JobFilter, NewJob, StoreError};
 
+/// How many distinct queues one claim may name (each is a branch of the claim query).
+const MAX_CLAIM_QUEUES: usize = 64;
+
 /// The longest long-poll a client may ask for with `wait=`.
 pub const MAX_WAIT_SECONDS: u64 = 60;
 
@@ -56,6 +59,10 @@ pub fn wait_parameter(query: &QueryPairs) -> Result<Duration, ApiError> {
 /// `POST /v1/job`
 pub async fn submit(State(app): State<Arc<App>>, JsonBody(body): JsonBody) -> ApiResult {
     let job = validate_job(&body).map_err(ApiError::invalid_body)?;
+    let uses_secrets = job
+        .data
+        .get("test_data")
+        .is_some_and(|t| t.get("secrets").is_some());
     if !job.exclude_agents.is_empty()
         && app
             .store
@@ -66,6 +73,13 @@ pub async fn submit(State(app): State<Arc<App>>, JsonBody(body): JsonBody) -> Ap
         return Err(ApiError::json(
             StatusCode::UNPROCESSABLE_ENTITY,
             "There are no agents on the specified queue that are allowed to run this job",
+        ));
+    }
+    if uses_secrets {
+        // What the reference answers when it runs without a secrets store.
+        return Err(ApiError::json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "No secrets store",
         ));
     }
     if let Some(id) = &job.requested_id {
@@ -100,11 +114,19 @@ pub async fn claim(
     query: QueryPairs,
     AgentCookie(agent): AgentCookie,
 ) -> ApiResult {
-    let queues: Vec<String> = query.all("queue").map(str::to_string).collect();
+    let mut queues: Vec<String> = query.all("queue").map(str::to_string).collect();
+    queues.sort();
+    queues.dedup();
     if queues.is_empty() {
         return Err(ApiError::json(
             StatusCode::BAD_REQUEST,
             "No queue(s) specified in request",
+        ));
+    }
+    if queues.len() > MAX_CLAIM_QUEUES {
+        return Err(ApiError::json(
+            StatusCode::BAD_REQUEST,
+            format!("Too many queues in one request (at most {MAX_CLAIM_QUEUES})"),
         ));
     }
     let Some(agent) = agent else {

@@ -60,15 +60,19 @@ impl Store {
                     .query_row([&name], |row| Ok((row.get(0)?, row.get(1)?)))
                     .optional()?;
                 let (mut merged, mut kept_log): (Map<String, Value>, Vec<String>) = match stored {
-                    Some((fields, log)) => (serde_json::from_str(&fields)?, serde_json::from_str(&log)?),
+                    Some((fields, log)) => {
+                        (serde_json::from_str(&fields)?, serde_json::from_str(&log)?)
+                    }
                     None => Default::default(),
                 };
                 merged.extend(fields);
                 kept_log.extend(log);
                 let excess = kept_log.len().saturating_sub(KEPT_HISTORY as usize);
                 kept_log.drain(..excess);
+                // An upsert, not a replace: the row keeps its place in the listing.
                 tx.prepare_cached(
-                    "INSERT OR REPLACE INTO agents (name, fields, log, updated_at) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO agents (name, fields, log, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (name) DO UPDATE SET fields = ?2, log = ?3, updated_at = ?4",
                 )?
                 .execute(params![
                     name,
@@ -85,8 +89,9 @@ impl Store {
         let rows = self
             .readers
             .read(|db| {
-                let mut query = db
-                    .prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY name"))?;
+                let mut query = db.prepare_cached(&format!(
+                    "SELECT {AGENT_COLUMNS} FROM agents ORDER BY rowid"
+                ))?;
                 let rows = query.query_map([], agent)?;
                 Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
             })
@@ -119,7 +124,7 @@ impl Store {
                 let mut query = db.prepare_cached(&format!(
                     "SELECT {AGENT_COLUMNS} FROM agents
                      WHERE EXISTS (SELECT 1 FROM json_each(agents.fields, '$.queues') WHERE value = ?1)
-                     ORDER BY name"
+                     ORDER BY rowid"
                 ))?;
                 let rows = query.query_map([&queue], agent)?;
                 Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -177,13 +182,12 @@ impl Store {
             .await
     }
 
-    /// `{queue: description}` for every advertised queue.
+    /// `{queue: description}` for every known queue (advertised, or given images).
     pub async fn queue_descriptions(&self) -> Result<BTreeMap<String, String>> {
         self.readers
             .read(|db| {
-                let mut query = db.prepare_cached(
-                    "SELECT name, coalesce(description, '') FROM queues WHERE updated_at IS NOT NULL",
-                )?;
+                let mut query =
+                    db.prepare_cached("SELECT name, coalesce(description, '') FROM queues")?;
                 let rows = query.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
                 Ok(rows.collect::<rusqlite::Result<_>>()?)
             })

@@ -46,9 +46,11 @@ pub enum UploadError {
     Store(#[from] StoreError),
 }
 
-/// An upload in progress. Dropped before `finish`, it deletes its temporary file.
+/// An upload in progress. Unless `finish` moved it into place, dropping it deletes its
+/// temporary file.
 pub struct BlobUpload {
     file: Option<tokio::fs::File>,
+    moved_into_place: bool,
     temp_path: PathBuf,
     final_dir: PathBuf,
     size: u64,
@@ -111,6 +113,7 @@ impl Store {
         let file = tokio::fs::File::create(&temp_path).await?;
         Ok(BlobUpload {
             file: Some(file),
+            moved_into_place: false,
             temp_path,
             final_dir: self.blobs.root.clone(),
             size: 0,
@@ -146,6 +149,7 @@ impl BlobUpload {
         drop(file);
         let file_name = uuid::Uuid::new_v4().to_string();
         tokio::fs::rename(&self.temp_path, self.final_dir.join(&file_name)).await?;
+        self.moved_into_place = true;
         // The rename itself must survive a crash too.
         tokio::fs::File::open(&self.final_dir)
             .await?
@@ -160,7 +164,7 @@ impl BlobUpload {
 
 impl Drop for BlobUpload {
     fn drop(&mut self) {
-        if self.file.is_some() {
+        if !self.moved_into_place {
             let _ = std::fs::remove_file(&self.temp_path);
         }
     }

@@ -1,8 +1,7 @@
-//! A small pool of read-only uses of SQLite connections. Reads run on tokio's blocking
-//! threads so they never stall the async workers, and in WAL mode they never wait for
-//! the writer.
+//! A small pool of read connections. Reads run on tokio's blocking threads so they never
+//! stall the async workers, and in WAL mode they never wait for the writer.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
@@ -10,15 +9,15 @@ use tokio::sync::Semaphore;
 use super::{Result, StoreError};
 
 pub struct Readers {
-    idle: Mutex<Vec<Connection>>,
-    available: Semaphore,
+    idle: Pool,
+    available: Arc<Semaphore>,
 }
 
 impl Readers {
     pub fn new(connections: Vec<Connection>) -> Readers {
         Readers {
-            available: Semaphore::new(connections.len()),
-            idle: Mutex::new(connections),
+            available: Arc::new(Semaphore::new(connections.len())),
+            idle: Arc::new(Mutex::new(connections)),
         }
     }
 
@@ -27,27 +26,59 @@ impl Readers {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let _permit = self
+        let permit = self
             .available
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| StoreError::Closed)?;
-        let connection = self
-            .idle
-            .lock()
-            .map_err(|_| StoreError::Closed)?
-            .pop()
-            .ok_or(StoreError::Closed)?;
-        let (connection, outcome) = tokio::task::spawn_blocking(move || {
-            let outcome = query(&connection);
-            (connection, outcome)
+        let idle = self.idle.clone();
+        // The connection is leased inside the blocking task, which runs to the end even when
+        // the request that started it is dropped (a client hanging up); the lease gives it
+        // back however the query ends, panics included.
+        tokio::task::spawn_blocking(move || {
+            let lease = Lease::take(idle)?;
+            let outcome = query(lease.connection());
+            drop(lease);
+            drop(permit);
+            outcome
         })
         .await
-        .map_err(|_| StoreError::Closed)?;
-        self.idle
-            .lock()
-            .map_err(|_| StoreError::Closed)?
-            .push(connection);
-        outcome
+        .map_err(|_| StoreError::Closed)?
+    }
+}
+
+type Pool = Arc<Mutex<Vec<Connection>>>;
+
+fn lock(pool: &Pool) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+    pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+struct Lease {
+    connection: Option<Connection>,
+    pool: Pool,
+}
+
+impl Lease {
+    fn take(pool: Pool) -> Result<Lease> {
+        let connection = lock(&pool).pop().ok_or(StoreError::Closed)?;
+        Ok(Lease {
+            connection: Some(connection),
+            pool,
+        })
+    }
+
+    fn connection(&self) -> &Connection {
+        self.connection
+            .as_ref()
+            .expect("a lease holds its connection until dropped")
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            lock(&self.pool).push(connection);
+        }
     }
 }

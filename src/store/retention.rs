@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use rusqlite::params;
+use rusqlite::{params, Connection};
 
 use super::{Result, Store};
 use crate::job::time::Micros;
@@ -31,8 +31,10 @@ impl Store {
             .write(move |tx| {
                 let mut expired = Expired {
                     jobs: tx.execute("DELETE FROM jobs WHERE created_at < ?1", [cutoff])?,
-                    fragments: tx
-                        .execute("DELETE FROM log_fragments WHERE stored_at < ?1", [cutoff])?,
+                    fragments: tx.execute(
+                        "DELETE FROM log_fragments WHERE rowid < ?1",
+                        [first_fragment_kept(tx, cutoff)?],
+                    )?,
                     agents: tx.execute("DELETE FROM agents WHERE updated_at < ?1", [cutoff])?,
                     files: 0,
                 };
@@ -73,4 +75,29 @@ impl Store {
         }
         Ok(removed)
     }
+}
+
+/// The rowid of the oldest fragment stored at or after `cutoff`. Rowids and storage
+/// times grow together (one writer appends), so the expired fragments are exactly the
+/// rows before it; a bisection over rowids finds it in a few dozen lookups.
+fn first_fragment_kept(db: &Connection, cutoff: Micros) -> rusqlite::Result<i64> {
+    let (mut low, mut high): (i64, i64) = db.query_row(
+        "SELECT coalesce(min(rowid), 0), coalesce(max(rowid), 0) + 1 FROM log_fragments",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    let mut first_at_or_after = db.prepare(
+        "SELECT rowid, stored_at FROM log_fragments WHERE rowid >= ?1 ORDER BY rowid LIMIT 1",
+    )?;
+    while low < high {
+        let middle = low + (high - low) / 2;
+        let (rowid, stored_at): (i64, Micros) =
+            first_at_or_after.query_row([middle], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        if stored_at >= cutoff {
+            high = middle;
+        } else {
+            low = rowid + 1;
+        }
+    }
+    Ok(low)
 }

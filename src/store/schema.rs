@@ -37,7 +37,8 @@ const MIGRATIONS: &[&str] = &[
         stored_at       INTEGER NOT NULL,
         UNIQUE (job_id, log_type, fragment_number)
     );
-    CREATE INDEX log_fragments_by_age ON log_fragments (stored_at);
+    -- No index on stored_at: fragments are appended in time order, so expiry bisects on
+    -- rowid instead of making every fragment write maintain one more index.
 
     CREATE TABLE blobs (
         job_id    TEXT NOT NULL,

@@ -18,9 +18,9 @@ const MAX_GROUP: usize = 512;
 /// What answers the caller once its group's commit has succeeded or failed.
 type Finisher = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
-/// A queued write: runs inside the group's transaction (gets no connection when the
-/// transaction could not be opened) and returns its finisher.
-type Job = Box<dyn FnOnce(Option<&Connection>) -> Finisher + Send>;
+/// A queued write: runs inside the group's transaction (gets no connection when there is
+/// no transaction to run in) and returns its finisher and its own failure, if any.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> (Finisher, Option<StoreError>) + Send>;
 
 pub struct Writer {
     queue: Option<mpsc::Sender<Job>>,
@@ -72,9 +72,11 @@ impl Writer {
                 Some(connection) => operation(connection),
                 None => Err(StoreError::Closed),
             };
-            Box::new(move |committed: Result<(), StoreError>| {
+            let failure = outcome.as_ref().err().cloned();
+            let finish: Finisher = Box::new(move |committed: Result<(), StoreError>| {
                 let _ = answer.send(committed.and(outcome));
-            })
+            });
+            (finish, failure)
         });
         self.queue
             .as_ref()
@@ -107,8 +109,9 @@ fn in_savepoint<T>(
             Ok(value)
         }
         Err(error) => {
-            run("ROLLBACK TO one_write")?;
-            run("RELEASE one_write")?;
+            // If the rollback fails too, the writer notices the aborted transaction; the
+            // caller should hear the first cause (a full disk, say).
+            let _ = run("ROLLBACK TO one_write").and_then(|()| run("RELEASE one_write"));
             Err(error)
         }
     }
@@ -132,17 +135,35 @@ fn run(connection: Connection, receiver: mpsc::Receiver<Job>) {
 }
 
 fn run_group(connection: &Connection, group: &mut Vec<Job>) {
-    let (finishers, committed) = match execute_cached(connection, "BEGIN IMMEDIATE") {
-        Ok(()) => {
-            let finishers: Vec<Finisher> =
-                group.drain(..).map(|job| job(Some(connection))).collect();
-            let committed = execute_cached(connection, "COMMIT");
-            if committed.is_err() {
-                let _ = execute_cached(connection, "ROLLBACK");
-            }
-            (finishers, committed)
+    if let Err(error) = execute_cached(connection, "BEGIN IMMEDIATE") {
+        for job in group.drain(..) {
+            job(None).0(Err(error.clone()));
         }
-        Err(error) => (group.drain(..).map(|job| job(None)).collect(), Err(error)),
+        return;
+    }
+    let mut finishers = Vec::with_capacity(group.len());
+    let mut aborted: Option<StoreError> = None;
+    for job in group.drain(..) {
+        if aborted.is_some() {
+            finishers.push(job(None).0);
+            continue;
+        }
+        let (finish, failure) = job(Some(connection));
+        finishers.push(finish);
+        // Some failures (a full disk, an I/O error) make SQLite roll the whole transaction
+        // back: what ran before is gone, and what follows must not run outside it.
+        if connection.is_autocommit() {
+            aborted =
+                Some(failure.unwrap_or_else(|| {
+                    StoreError::Database("the transaction was rolled back".into())
+                }));
+        }
+    }
+    let committed = match aborted {
+        Some(error) => Err(error),
+        None => execute_cached(connection, "COMMIT").inspect_err(|_| {
+            let _ = execute_cached(connection, "ROLLBACK");
+        }),
     };
     for finish in finishers {
         finish(committed.clone());

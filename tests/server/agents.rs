@@ -186,3 +186,34 @@ fn wait_times_and_queue_jobs() {
         json!({})
     );
 }
+
+#[test]
+fn listings_keep_agents_in_order_and_include_image_only_queues() {
+    let server = Server::start();
+    for agent in ["zeta", "alpha", "mid"] {
+        server.post_json(
+            &format!("/v1/agents/data/{agent}"),
+            &json!({"state": "waiting"}),
+        );
+    }
+    server.post_json("/v1/agents/data/zeta", &json!({"state": "test"}));
+    let names: Vec<_> = server
+        .get("/v1/agents/data")
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].clone())
+        .collect();
+    assert_eq!(
+        names,
+        vec![json!("zeta"), json!("alpha"), json!("mid")],
+        "first report decides the order"
+    );
+
+    server.post_json(
+        "/v1/agents/images",
+        &json!({"imgq": {"noble": "url: http://example.com/n.img"}}),
+    );
+    assert_eq!(server.get("/v1/agents/queues").json(), json!({"imgq": ""}));
+}

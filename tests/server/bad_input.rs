@@ -96,3 +96,110 @@ fn garbage_on_the_socket_does_not_hurt_the_server() {
     let _ = stream.read_to_end(&mut answer);
     assert_eq!(server.get("/v1/").status, 200);
 }
+
+#[test]
+fn non_ascii_and_odd_values_are_refused_not_crashed_on() {
+    let server = Server::start();
+    let job = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+    let fragment = json!({"fragment_number": 0, "timestamp": "202é01-01T00:00", "phase": "setup", "log_data": "x"});
+    let refused = server.post_json(&format!("/v1/result/{job}/log/output"), &fragment);
+    assert_eq!(
+        refused.json()["detail"]["json"]["timestamp"],
+        json!(["Not a valid datetime."])
+    );
+    let query = server.get(&format!(
+        "/v1/result/{job}/log/output?start_timestamp=202%C3%A901-01T00:00"
+    ));
+    assert_eq!(
+        query.json()["message"],
+        json!({"start_timestamp": ["Not a valid datetime."]})
+    );
+    assert_eq!(
+        server
+            .get(&format!("/v1/result/{job}/log/output?start_fragment=abc"))
+            .json()["message"],
+        json!({"start_fragment": ["Not a valid integer."]})
+    );
+    assert_eq!(
+        server.get("/v1/result/bad/log/output?foo=1").json()["message"],
+        json!({"foo": ["Unknown field."]}),
+        "query errors win over the id check"
+    );
+
+    let odd_name = server.post_json("/v1/agents/data/a%3Bb", &json!({"state": "waiting"}));
+    assert_eq!(
+        odd_name.status, 400,
+        "a name that would break the cookie is refused"
+    );
+    assert_eq!(server.get("/v1/agents/data").json(), json!([]));
+
+    let huge_url = format!("http://example.com/{}", "x".repeat(100_000));
+    let response = server.post_json(
+        "/v1/job",
+        &json!({"job_queue": "q", "provision_data": {"url": huge_url}}),
+    );
+    assert_eq!(response.status, 422);
+    assert_eq!(server.get(&format!("/v1/job/{job}/position")).status, 410);
+}
+
+#[test]
+fn a_claim_names_a_bounded_number_of_queues() {
+    let server = Server::start();
+    let id = server.submit(&json!({"job_queue": "q"}));
+    let repeated = server.request(
+        "GET",
+        "/v1/job?queue=q&queue=q&queue=other",
+        &[("Cookie", "agent_name=a")],
+        b"",
+    );
+    assert_eq!(repeated.json()["job_id"], json!(id));
+    let many: String = (0..65).map(|n| format!("queue=q{n}&")).collect();
+    let refused = server.request(
+        "GET",
+        &format!("/v1/job?{many}"),
+        &[("Cookie", "agent_name=a")],
+        b"",
+    );
+    assert_eq!(refused.status, 400);
+    assert!(refused.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("Too many queues"));
+}
+
+#[test]
+fn secrets_are_refused_until_a_secrets_store_exists() {
+    let server = Server::start();
+    let response = server.post_json(
+        "/v1/job",
+        &json!({"job_queue": "q", "test_data": {"secrets": {"TOKEN": "a/b"}}}),
+    );
+    assert_eq!(
+        (response.status, response.json()["message"].clone()),
+        (422, json!("No secrets store"))
+    );
+    assert_eq!(server.get("/v1/job/search").json(), json!([]));
+}
+
+#[test]
+fn clients_hanging_up_mid_request_do_not_exhaust_the_server() {
+    use std::io::Write;
+    let server = Server::start();
+    for _ in 0..300 {
+        server.submit(&json!({"job_queue": "q", "tags": ["t"]}));
+    }
+    for _ in 0..40 {
+        let mut stream = std::net::TcpStream::connect(&server.address).unwrap();
+        let request = "GET /v1/job/search?tags=t HTTP/1.1\r\nHost: x\r\n\r\n";
+        stream.write_all(request.as_bytes()).unwrap();
+        drop(stream);
+        let mut upload = std::net::TcpStream::connect(&server.address).unwrap();
+        let head = "POST /v1/result/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0/artifact HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\npartial";
+        upload.write_all(head.as_bytes()).unwrap();
+    }
+    for _ in 0..10 {
+        let search = server.get("/v1/job/search?tags=t");
+        assert_eq!(search.status, 200, "{}", search.text());
+        assert_eq!(search.json().as_array().unwrap().len(), 300);
+    }
+}

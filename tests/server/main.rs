@@ -9,3 +9,4 @@ mod jobs;
 mod lifecycle;
 mod logs;
 mod results;
+mod retention;

@@ -213,3 +213,51 @@ fn events_are_relayed_only_to_the_configured_webhook() {
         (500, json!("Webhook URL not configured"))
     );
 }
+
+#[test]
+fn webhook_failures_map_to_the_reference_errors() {
+    // A webhook that refuses our token.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut buffer = [0u8; 4096];
+            let _ = stream.read(&mut buffer);
+            let _ = stream.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let server = Server::start_with(&["--webhook-url", &url]);
+    let id = server.submit(&json!({"job_queue": "q"}));
+    let event = |target: &str| json!({"job_status_webhook": target, "events": [{"event_name": "job_start", "timestamp": "t"}]});
+    let refused = server.post_json(&format!("/v1/job/{id}/events"), &event(&format!("{url}/x")));
+    assert_eq!(
+        (refused.status, refused.json()["message"].clone()),
+        (500, json!("Webhook authentication failed"))
+    );
+
+    // A webhook origin where nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let server = Server::start_with(&["--webhook-url", &dead_url]);
+    let id = server.submit(&json!({"job_queue": "q"}));
+    let unreachable = server.post_json(
+        &format!("/v1/job/{id}/events"),
+        &event(&format!("{dead_url}/x")),
+    );
+    assert_eq!(
+        (unreachable.status, unreachable.json()["message"].clone()),
+        (502, json!("Webhook unreachable"))
+    );
+    let missing = server.post_json(&format!("/v1/job/{id}/events"), &json!({"events": []}));
+    assert_eq!(
+        missing.json()["detail"]["json"]["job_status_webhook"],
+        json!(["Missing data for required field."])
+    );
+    let bad_id = server.post_json("/v1/job/nope/events", &event(&format!("{dead_url}/x")));
+    assert_eq!(bad_id.status, 400);
+}

@@ -14,6 +14,10 @@ use crate::job::time::Micros;
 /// renames its file into place just before its row commits).
 const ORPHAN_GRACE: Duration = Duration::from_secs(600);
 
+/// Rows deleted per table in one write: a large expiry never holds the writer (and so
+/// every claim and log post) for long.
+const BATCH: i64 = 5000;
+
 /// What one expiry pass removed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Expired {
@@ -21,38 +25,44 @@ pub struct Expired {
     pub fragments: usize,
     pub files: usize,
     pub agents: usize,
+    /// Advertised queues and wait-time samples.
+    pub other: usize,
+}
+
+impl Expired {
+    fn is_empty(&self) -> bool {
+        *self == Expired::default()
+    }
+
+    fn add(&mut self, more: Expired) {
+        self.jobs += more.jobs;
+        self.fragments += more.fragments;
+        self.files += more.files;
+        self.agents += more.agents;
+        self.other += more.other;
+    }
 }
 
 impl Store {
-    /// Deletes everything older than `cutoff`, then archive files nothing points to.
+    /// Deletes everything older than `cutoff`, batch by batch, then archive files nothing
+    /// points to.
     pub async fn expire(&self, cutoff: Micros) -> Result<Expired> {
-        let (mut expired, dropped_files) = self
-            .writer
-            .write(move |tx| {
-                let mut expired = Expired {
-                    jobs: tx.execute("DELETE FROM jobs WHERE created_at < ?1", [cutoff])?,
-                    fragments: tx.execute(
-                        "DELETE FROM log_fragments WHERE rowid < ?1",
-                        [first_fragment_kept(tx, cutoff)?],
-                    )?,
-                    agents: tx.execute("DELETE FROM agents WHERE updated_at < ?1", [cutoff])?,
-                    files: 0,
-                };
-                tx.execute("DELETE FROM queues WHERE updated_at < ?1", [cutoff])?;
-                tx.execute("DELETE FROM wait_times WHERE recorded_at < ?1", [cutoff])?;
-                let dropped: Vec<String> = tx
-                    .prepare("DELETE FROM blobs WHERE stored_at < ?1 RETURNING file_name")?
-                    .query_map(params![cutoff], |row| row.get(0))?
-                    .collect::<rusqlite::Result<_>>()?;
-                expired.files = dropped.len();
-                Ok((expired, dropped))
-            })
-            .await?;
-        for file_name in &dropped_files {
-            self.blobs.remove(Some(file_name));
+        let mut total = Expired::default();
+        loop {
+            let (batch, dropped_files) = self
+                .writer
+                .write(move |tx| expire_batch(tx, cutoff))
+                .await?;
+            for file_name in &dropped_files {
+                self.blobs.remove(Some(file_name));
+            }
+            if batch.is_empty() {
+                break;
+            }
+            total.add(batch);
         }
-        expired.files += self.remove_orphan_files().await?;
-        Ok(expired)
+        total.files += self.remove_orphan_files().await?;
+        Ok(total)
     }
 
     async fn remove_orphan_files(&self) -> Result<usize> {
@@ -100,4 +110,39 @@ fn first_fragment_kept(db: &Connection, cutoff: Micros) -> rusqlite::Result<i64>
         }
     }
     Ok(low)
+}
+
+/// Deletes up to `BATCH` expired rows of each table; returns the archive files whose rows
+/// went.
+fn expire_batch(tx: &Connection, cutoff: Micros) -> Result<(Expired, Vec<String>)> {
+    let delete = |table: &str, expired: &str, bound: Micros| {
+        tx.execute(
+            &format!(
+                "DELETE FROM {table} WHERE rowid IN
+                     (SELECT rowid FROM {table} WHERE {expired} LIMIT {BATCH})"
+            ),
+            [bound],
+        )
+    };
+    let dropped_files: Vec<String> = tx
+        .prepare(&format!(
+            "DELETE FROM blobs WHERE rowid IN
+                 (SELECT rowid FROM blobs WHERE stored_at < ?1 LIMIT {BATCH})
+             RETURNING file_name"
+        ))?
+        .query_map(params![cutoff], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let expired = Expired {
+        jobs: delete("jobs", "created_at < ?1", cutoff)?,
+        fragments: delete(
+            "log_fragments",
+            "rowid < ?1",
+            first_fragment_kept(tx, cutoff)?,
+        )?,
+        agents: delete("agents", "updated_at < ?1", cutoff)?,
+        other: delete("queues", "updated_at < ?1", cutoff)?
+            + delete("wait_times", "recorded_at < ?1", cutoff)?,
+        files: dropped_files.len(),
+    };
+    Ok((expired, dropped_files))
 }

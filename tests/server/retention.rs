@@ -18,14 +18,27 @@ fn eventually(mut done: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn old_jobs_logs_archives_and_agents_expire() {
-    let server = Server::start_with(&["--retention", "1s"]);
+    let server = Server::start_with(&["--retention", "3s"]);
     let id = server.submit(&json!({"job_queue": "q"}));
-    let fragment = json!({"fragment_number": 0, "timestamp": "2026-01-01T00:00:00", "phase": "setup", "log_data": "old"});
-    server.post_json(&format!("/v1/result/{id}/log/output"), &fragment);
+    assert_eq!(server.get(&format!("/v1/job/{id}")).status, 200);
+    // More fragments than one expiry batch deletes.
+    let posters: Vec<_> = (0..4)
+        .map(|thread| {
+            let (address, id) = (server.address.clone(), id.clone());
+            std::thread::spawn(move || {
+                for n in 0..1300 {
+                    let fragment = json!({"fragment_number": thread * 10_000 + n, "timestamp": "2026-01-01T00:00:00", "phase": "setup", "log_data": "old"});
+                    let path = format!("/v1/result/{id}/log/output");
+                    let body = fragment.to_string();
+                    crate::harness::send(&address, "POST", &path, &[], body.as_bytes()).unwrap();
+                }
+            })
+        })
+        .collect();
+    posters.into_iter().for_each(|t| t.join().unwrap());
     server.upload(&format!("/v1/result/{id}/artifact"), "file", b"old archive");
     server.post_json("/v1/agents/data/old-agent", &json!({"queues": ["q"]}));
     server.claim("old-agent", "q");
-    assert_eq!(server.get(&format!("/v1/job/{id}")).status, 200);
 
     assert!(
         eventually(|| server.get(&format!("/v1/job/{id}")).status == 204),

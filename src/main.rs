@@ -6,6 +6,8 @@ mod job;
 mod server;
 mod store;
 
+use std::ffi::OsString;
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -27,9 +29,27 @@ enum Command {
     Serve(server::config::ServeArgs),
 }
 
+/// Names the binary may be installed under (a symlink or a copy), and the subcommand
+/// each one stands for.
+const ROLE_NAMES: &[(&str, &str)] = &[("testflinger-server", "serve")];
+
+/// The command line, with the subcommand implied by the program's name put in.
+fn arguments() -> Vec<OsString> {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    let program = args
+        .first()
+        .and_then(|path| Path::new(path).file_name())
+        .and_then(|name| name.to_str())
+        .unwrap_or_default();
+    if let Some((_, subcommand)) = ROLE_NAMES.iter().find(|(name, _)| *name == program) {
+        args.insert(1, subcommand.into());
+    }
+    args
+}
+
 fn main() -> ExitCode {
     init_logging();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(arguments());
     let outcome = match cli.command {
         Command::Serve(args) => server::config::Config::resolve(args).and_then(run_server),
     };

@@ -88,3 +88,16 @@ fn help_lists_the_roles_that_exist() {
         );
     }
 }
+
+#[test]
+fn the_binary_installed_as_testflinger_server_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let alias = dir.path().join("testflinger-server");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_tf"), &alias).unwrap();
+    let output = Command::new(&alias).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        help.contains("--data-dir") && help.contains("--bind"),
+        "{help}"
+    );
+}

@@ -49,10 +49,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         http: webhook::http_client(),
     });
     let expiry = tokio::spawn(expire_forever(app.clone()));
-    let router = routes::api()
-        .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn(log_request))
-        .with_state(app.clone());
+    let mut router = routes::api().layer(DefaultBodyLimit::disable());
+    // The log level is fixed at start-up: without debug logging, requests skip the layer.
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        router = router.layer(middleware::from_fn(log_request));
+    }
+    let router = router.with_state(app.clone());
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await

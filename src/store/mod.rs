@@ -6,6 +6,7 @@
 
 mod agents;
 pub mod blobs;
+mod checkpointer;
 mod jobs;
 mod logs;
 mod readers;
@@ -23,6 +24,7 @@ pub use blobs::{BlobKind, StoredBlob};
 pub use jobs::{AttachmentGate, JobFilter, NewJob, ResultUpdate};
 pub use logs::{Fragment, FragmentQuery};
 
+use checkpointer::Checkpointer;
 use readers::Readers;
 use signals::Signals;
 use writer::Writer;
@@ -85,6 +87,8 @@ pub struct Store {
     readers: Readers,
     blobs: blobs::BlobDir,
     signals: Signals,
+    /// Held for its thread; dropped after the writer, whose last act is a full checkpoint.
+    _checkpointer: Checkpointer,
 }
 
 const READ_CONNECTIONS: usize = 4;
@@ -98,6 +102,11 @@ impl Store {
         let db_path = data_dir.join("tf.db");
         let mut writer_connection = open_connection(&db_path, sync)
             .with_context(|| format!("cannot open database {}", db_path.display()))?;
+        // The checkpoint thread (see `checkpointer`) copies most pages out of the WAL; the
+        // writer's own checkpoint then finds little left to do, and, running between
+        // commits, lets the WAL start over instead of growing under constant load.
+        writer_connection.pragma_update(None, "wal_autocheckpoint", 16000)?;
+        writer_connection.pragma_update(None, "journal_size_limit", 128 << 20)?;
         schema::migrate(&mut writer_connection)
             .with_context(|| format!("cannot migrate database {}", db_path.display()))?;
         let readers = (0..READ_CONNECTIONS)
@@ -105,7 +114,10 @@ impl Store {
             .collect::<rusqlite::Result<Vec<_>>>()
             .context("cannot open read connections")?;
         let blobs = blobs::BlobDir::open(&data_dir.join("blobs"))?;
+        let checkpointer = Checkpointer::start(open_connection(&db_path, sync)?)
+            .context("cannot start the checkpoint thread")?;
         Ok(Store {
+            _checkpointer: checkpointer,
             writer: Writer::start(writer_connection).context("cannot start the writer thread")?,
             readers: Readers::new(readers),
             blobs,

@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Run the lab server: the Testflinger v1 HTTP API on SQLite
     Serve(server::config::ServeArgs),
+    /// Manage the server's API clients directly on its data dir (on the lab host)
+    Clients(server::admin::ClientsArgs),
 }
 
 /// Names the binary may be installed under (a symlink or a copy), and the subcommand
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(arguments());
     let outcome = match cli.command {
         Command::Serve(args) => server::config::Config::resolve(args).and_then(run_server),
+        Command::Clients(args) => server::admin::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

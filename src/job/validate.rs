@@ -15,8 +15,12 @@ use super::PHASES;
 #[derive(Clone, Copy)]
 enum Kind {
     Str,
-    /// A string of at least one character.
-    NonEmptyStr,
+    /// A string of at least this many characters.
+    StrAtLeast(usize),
+    /// `{string: integer}`.
+    IntMap,
+    /// An integer of at least this value, or `null`.
+    IntAtLeastOrNull(i64),
     Int,
     Bool,
     Url,
@@ -116,7 +120,7 @@ static RESERVE_DATA: Schema = schema(&[
 ]);
 
 static JOB: Schema = schema(&[
-    req("job_queue", Kind::NonEmptyStr),
+    req("job_queue", Kind::StrAtLeast(1)),
     opt("job_id", Kind::Str),
     opt("parent_job_id", Kind::Str),
     opt("name", Kind::Str),
@@ -155,6 +159,12 @@ pub enum BodySchema {
     ProvisionLog,
     /// `POST /v1/job/<id>/events`
     StatusUpdate,
+    /// `PUT /v1/client-permissions/<id>`
+    ClientPermissions,
+    /// `POST`/`DELETE /v1/restricted-queues/<queue>`
+    QueueOwner,
+    /// `PUT /v1/secrets/<client>/<path>`
+    Secret,
 }
 
 impl BodySchema {
@@ -192,7 +202,37 @@ impl BodySchema {
             opt("job_queue", Kind::Str),
             opt("events", Kind::List(&Kind::Nested(&EVENT), None, None)),
         ]);
+        static CLIENT_PERMISSIONS: Schema = schema(&[
+            opt("client_secret", Kind::StrAtLeast(15)),
+            opt("max_priority", Kind::IntMap),
+            opt("max_reservation_time", Kind::IntMap),
+            opt(
+                "role",
+                Kind::OneOf(&["admin", "manager", "contributor", "agent"]),
+            ),
+            opt("email", Kind::Email),
+        ]);
+        static QUEUE_OWNER: Schema = schema(&[req("client_id", Kind::Str)]);
+        static SECRET: Schema = Schema {
+            fields: &[
+                req("value", Kind::StrAtLeast(1)),
+                opt("expire_after", Kind::IntAtLeastOrNull(1)),
+                opt("ephemeral", Kind::Bool),
+            ],
+            check: Some(|secret| {
+                let ephemeral = secret.get("ephemeral") == Some(&Value::Bool(true));
+                let expires = secret.get("expire_after").is_some_and(is_truthy);
+                if ephemeral && expires {
+                    Err("Provide either 'ephemeral' or 'expire_after', not both.".into())
+                } else {
+                    Ok(())
+                }
+            }),
+        };
         match self {
+            BodySchema::ClientPermissions => &CLIENT_PERMISSIONS,
+            BodySchema::QueueOwner => &QUEUE_OWNER,
+            BodySchema::Secret => &SECRET,
             BodySchema::Action => &ACTION,
             BodySchema::ResultPost => &RESULT_POST,
             BodySchema::LogPost => &LOG_POST,
@@ -379,6 +419,8 @@ pub struct ValidJob {
     pub exclude_agents: Vec<String>,
     /// Some `*_data` section declares `attachments`: dispatch waits for the upload.
     pub awaits_attachments: bool,
+    /// Reservation timeout in seconds (3600 when not given), for the permission check.
+    pub reserve_timeout: u64,
 }
 
 /// Validates a submission body. `Err` holds the `detail.json` error tree.
@@ -396,7 +438,13 @@ pub fn validate_job(body: &Value) -> Result<ValidJob, Value> {
                 .as_object()
                 .is_some_and(|o| o.contains_key("attachments"))
     });
+    let reserve_timeout = data
+        .get("reserve_data")
+        .and_then(|reserve| reserve.get("timeout"))
+        .and_then(Value::as_u64)
+        .unwrap_or(3600);
     Ok(ValidJob {
+        reserve_timeout,
         queue: data["job_queue"].as_str().unwrap_or_default().to_string(),
         priority: data
             .get("job_priority")
@@ -474,7 +522,7 @@ fn validate_object(
 fn validate_value(value: &Value, kind: &Kind) -> Result<Value, Value> {
     if value.is_null() {
         return match kind {
-            Kind::ProvisionData | Kind::Duration => Ok(Value::Null),
+            Kind::ProvisionData | Kind::Duration | Kind::IntAtLeastOrNull(_) => Ok(Value::Null),
             _ => Err(messages("Field may not be null.")),
         };
     }
@@ -483,10 +531,20 @@ fn validate_value(value: &Value, kind: &Kind) -> Result<Value, Value> {
             .as_str()
             .map(|_| value.clone())
             .ok_or_else(|| messages("Not a valid string.")),
-        Kind::NonEmptyStr => match value.as_str() {
+        Kind::StrAtLeast(min) => match value.as_str() {
             None => Err(messages("Not a valid string.")),
-            Some("") => Err(messages("Shorter than minimum length 1.")),
+            Some(text) if text.chars().count() < *min => {
+                Err(messages(&format!("Shorter than minimum length {min}.")))
+            }
             Some(_) => Ok(value.clone()),
+        },
+        Kind::IntMap => validate_int_map(value),
+        Kind::IntAtLeastOrNull(min) => match coerce_int(value) {
+            Some(n) if n >= *min => Ok(Value::from(n)),
+            Some(_) => Err(messages(&format!(
+                "Must be greater than or equal to {min}."
+            ))),
+            None => Err(messages("Not a valid integer.")),
         },
         Kind::Int => coerce_int(value)
             .map(Value::from)
@@ -587,6 +645,29 @@ fn validate_secret_map(value: &Value) -> Result<Value, Value> {
     }
     if errors.is_empty() {
         Ok(value.clone())
+    } else {
+        Err(Value::Object(errors))
+    }
+}
+
+fn validate_int_map(value: &Value) -> Result<Value, Value> {
+    let Some(map) = value.as_object() else {
+        return Err(messages("Not a valid mapping type."));
+    };
+    let mut output = Map::new();
+    let mut errors = Map::new();
+    for (key, number) in map {
+        match coerce_int(number) {
+            Some(number) => {
+                output.insert(key.clone(), Value::from(number));
+            }
+            None => {
+                errors.insert(key.clone(), json!({"value": ["Not a valid integer."]}));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(Value::Object(output))
     } else {
         Err(Value::Object(errors))
     }

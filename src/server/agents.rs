@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use serde_json::{json, Map, Value};
 
+use super::clients::restricted_to;
 use super::extract::JsonBody;
 use super::reply::{self, ApiError, ApiResult};
 use super::App;
@@ -16,16 +17,24 @@ use crate::job::validate::{validate_body, BodySchema};
 use crate::store::{AgentFields, ProvisionLogEntry};
 
 /// An agent as `GET /v1/agents/data` shows it: every stored field, `updated_at`, and
-/// `restricted_to` (restricted queues come with the auth issue; none yet).
-fn agent_document(agent: AgentFields) -> Value {
+/// `restricted_to` (its restricted queues that have owners, with the owners).
+async fn agent_document(app: &App, agent: AgentFields) -> Result<Value, ApiError> {
+    let queues: Vec<String> = agent
+        .fields
+        .get("queues")
+        .and_then(|q| serde_json::from_value(q.clone()).ok())
+        .unwrap_or_default();
     let mut document = agent.fields;
     document.insert("name".into(), Value::String(agent.name));
     document.insert(
         "updated_at".into(),
         Value::String(time::render(agent.updated_at)),
     );
-    document.insert("restricted_to".into(), json!({}));
-    Value::Object(document)
+    document.insert(
+        "restricted_to".into(),
+        Value::Object(restricted_to(app, &queues).await?),
+    );
+    Ok(Value::Object(document))
 }
 
 /// `POST /v1/agents/data/<name>`: an agent's heartbeat and state report. Sets the
@@ -70,16 +79,17 @@ fn is_cookie_safe(name: &str) -> bool {
 
 /// `GET /v1/agents/data`
 pub async fn list(State(app): State<Arc<App>>) -> ApiResult {
-    let agents = app.store.agents().await?;
-    Ok(reply::json(&Value::Array(
-        agents.into_iter().map(agent_document).collect(),
-    )))
+    let mut documents = Vec::new();
+    for agent in app.store.agents().await? {
+        documents.push(agent_document(&app, agent).await?);
+    }
+    Ok(reply::json(&Value::Array(documents)))
 }
 
 /// `GET /v1/agents/data/<name>`: unknown agents are a 404 with body `{}`.
 pub async fn show(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult {
     match app.store.agent(&name).await? {
-        Some(agent) => Ok(reply::json(&agent_document(agent))),
+        Some(agent) => Ok(reply::json(&agent_document(&app, agent).await?)),
         None => Ok(reply::json_body(StatusCode::NOT_FOUND, &json!({}))),
     }
 }

@@ -44,6 +44,17 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     webhook_auth: Option<String>,
+    /// File with the key that signs access tokens (the reference's JWT_SIGNING_KEY is also
+    /// honoured) [default: DATA_DIR/jwt-signing.key, created on first start]
+    #[arg(long, env = "TF_JWT_KEY_FILE", value_name = "FILE")]
+    jwt_key_file: Option<PathBuf>,
+    /// Seconds of clock skew allowed on access tokens (also JWT_LEEWAY) [default: 5]
+    #[arg(long, env = "TF_JWT_LEEWAY", value_name = "SECONDS")]
+    jwt_leeway: Option<i64>,
+    /// File with the 32-byte master key that encrypts stored secrets (raw or base64)
+    /// [default: DATA_DIR/secrets.key, created on first start]
+    #[arg(long, env = "TF_SECRETS_KEY_FILE", value_name = "FILE")]
+    secrets_key_file: Option<PathBuf>,
 }
 
 /// The settings file: the same keys as the flags, all optional.
@@ -59,6 +70,9 @@ struct ConfigFile {
     sync: Option<SyncMode>,
     webhook_url: Option<String>,
     webhook_auth: Option<String>,
+    jwt_key_file: Option<PathBuf>,
+    jwt_leeway: Option<i64>,
+    secrets_key_file: Option<PathBuf>,
 }
 
 fn human_duration<'de, D: serde::Deserializer<'de>>(
@@ -79,6 +93,12 @@ pub struct Config {
     pub sync: SyncMode,
     pub webhook_url: Option<String>,
     pub webhook_auth: Option<String>,
+    /// Where the JWT signing key lives, unless `jwt_key` gives it directly.
+    pub jwt_key_file: PathBuf,
+    /// The reference's `JWT_SIGNING_KEY`, when set.
+    pub jwt_key: Option<String>,
+    pub jwt_leeway: i64,
+    pub secrets_key_file: PathBuf,
 }
 
 impl Config {
@@ -88,15 +108,37 @@ impl Config {
             None => ConfigFile::default(),
         };
         let reference_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let data_dir: PathBuf = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| "tf-data".into());
+        let reference_leeway = match reference_env("JWT_LEEWAY") {
+            Some(text) => Some(
+                text.parse()
+                    .context("JWT_LEEWAY must be a number of seconds")?,
+            ),
+            None => None,
+        };
         Ok(Config {
             bind: args
                 .bind
                 .or(file.bind)
                 .unwrap_or(([127, 0, 0, 1], 5000).into()),
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| "tf-data".into()),
+            jwt_key_file: args
+                .jwt_key_file
+                .or(file.jwt_key_file)
+                .unwrap_or_else(|| data_dir.join("jwt-signing.key")),
+            jwt_key: reference_env("JWT_SIGNING_KEY"),
+            jwt_leeway: args
+                .jwt_leeway
+                .or(file.jwt_leeway)
+                .or(reference_leeway)
+                .unwrap_or(5),
+            secrets_key_file: args
+                .secrets_key_file
+                .or(file.secrets_key_file)
+                .unwrap_or_else(|| data_dir.join("secrets.key")),
+            data_dir,
             retention: args
                 .retention
                 .or(file.retention)

@@ -41,9 +41,10 @@ impl FromRequest<std::sync::Arc<App>> for JsonBytes {
 }
 
 impl JsonBytes {
-    /// Parses like the reference: an empty body is `{}`, malformed JSON is a 400.
+    /// Parses like the reference: an empty body is `{}`, anything else that is not JSON
+    /// (whitespace alone included) is a 400.
     pub fn parse(&self) -> Result<Value, ApiError> {
-        if self.0.iter().all(u8::is_ascii_whitespace) {
+        if self.0.is_empty() {
             return Ok(Value::Object(Default::default()));
         }
         serde_json::from_slice(&self.0).map_err(|_| ApiError::bad_request())

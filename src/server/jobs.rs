@@ -4,15 +4,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Extension, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::{json, Map, Value};
 
+use super::auth::Identity;
 use super::extract::{receive_file, AgentCookie, JsonBody, QueryPairs};
 use super::reply::{self, ApiError, ApiResult};
-use super::App;
-use crate::job::validate::{validate_body, validate_job, BodySchema};
+use super::{permissions, App};
+use crate::job::validate::{validate_body, validate_job, BodySchema, ValidJob};
 use crate::job::{self, is_valid_job_id, time};
 use crate::store::{AttachmentGate, BlobKind, JobFilter, NewJob, StoreError};
 
@@ -57,12 +58,12 @@ pub fn wait_parameter(query: &QueryPairs) -> Result<Duration, ApiError> {
 }
 
 /// `POST /v1/job`
-pub async fn submit(State(app): State<Arc<App>>, JsonBody(body): JsonBody) -> ApiResult {
+pub async fn submit(
+    State(app): State<Arc<App>>,
+    Extension(identity): Extension<Identity>,
+    JsonBody(body): JsonBody,
+) -> ApiResult {
     let job = validate_job(&body).map_err(ApiError::invalid_body)?;
-    let uses_secrets = job
-        .data
-        .get("test_data")
-        .is_some_and(|t| t.get("secrets").is_some());
     if !job.exclude_agents.is_empty()
         && app
             .store
@@ -75,16 +76,11 @@ pub async fn submit(State(app): State<Arc<App>>, JsonBody(body): JsonBody) -> Ap
             "There are no agents on the specified queue that are allowed to run this job",
         ));
     }
-    if uses_secrets {
-        // What the reference answers when it runs without a secrets store.
-        return Err(ApiError::json(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "No secrets store",
-        ));
-    }
+    let secrets_owner = check_secrets(&app, &identity, &job).await?;
     if let Some(id) = &job.requested_id {
         check_job_id(id)?;
     }
+    permissions::check_submission(&app, &identity, &job).await?;
     let job_id = job.requested_id.clone().unwrap_or_else(job::new_job_id);
     let stored = app
         .store
@@ -94,7 +90,7 @@ pub async fn submit(State(app): State<Arc<App>>, JsonBody(body): JsonBody) -> Ap
             priority: job.priority,
             awaits_attachments: job.awaits_attachments,
             exclude_agents: job.exclude_agents,
-            client_id: None,
+            client_id: secrets_owner,
             data: job.data,
         })
         .await;
@@ -106,6 +102,70 @@ pub async fn submit(State(app): State<Arc<App>>, JsonBody(body): JsonBody) -> Ap
         )),
         Err(error) => Err(error.into()),
     }
+}
+
+/// The secret paths a job names (`test_data.secrets`: `{ENV_NAME: path}`).
+fn secret_paths(data: &Map<String, Value>) -> Option<&Map<String, Value>> {
+    data.get("test_data")?.get("secrets")?.as_object()
+}
+
+/// A job naming secrets needs a secrets store, a known submitter, and every path present
+/// in the submitter's secrets. Returns the submitter, whose secrets the agent will get.
+async fn check_secrets(
+    app: &App,
+    identity: &Identity,
+    job: &ValidJob,
+) -> Result<Option<String>, ApiError> {
+    let Some(secrets) = secret_paths(&job.data) else {
+        return Ok(None);
+    };
+    let refuse = |message: String| Err(ApiError::json(StatusCode::UNPROCESSABLE_ENTITY, message));
+    if !app.store.has_secrets_store() {
+        return refuse("No secrets store".into());
+    }
+    let Some(client_id) = &identity.client_id else {
+        return refuse("Missing client ID (user not authenticated)".into());
+    };
+    let paths = secrets
+        .values()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect();
+    let mut missing = app.store.missing_secrets(client_id, paths).await?;
+    if !missing.is_empty() {
+        missing.sort();
+        missing.dedup();
+        return refuse(format!("Inaccessible secret paths: {}", missing.join(", ")));
+    }
+    Ok(Some(client_id.clone()))
+}
+
+/// Puts the values of a claimed job's secrets in place of their paths, for the agent
+/// only (nothing else ever sees them); unreadable ones become "".
+async fn resolve_secrets(
+    app: &App,
+    job: &mut Map<String, Value>,
+    owner: Option<&str>,
+) -> Result<(), ApiError> {
+    let Some(paths) = secret_paths(job).cloned() else {
+        return Ok(());
+    };
+    let mut values = Map::new();
+    for (name, path) in paths {
+        let value = match (owner, path.as_str()) {
+            (Some(owner), Some(path)) => app
+                .store
+                .take_secret(owner, path)
+                .await?
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        values.insert(name, Value::String(value));
+    }
+    if let Some(test_data) = job.get_mut("test_data").and_then(Value::as_object_mut) {
+        test_data.insert("secrets".into(), Value::Object(values));
+    }
+    Ok(())
 }
 
 /// `GET /v1/job?queue=…[&wait=…]`: an agent takes the next job of its queues.
@@ -140,6 +200,7 @@ pub async fn claim(
         return Ok(reply::no_content());
     };
     let mut job = claimed.data;
+    resolve_secrets(&app, &mut job, claimed.client_id.as_deref()).await?;
     job.insert("job_id".into(), Value::String(claimed.job_id));
     job.insert(
         "started_at".into(),

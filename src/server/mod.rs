@@ -1,14 +1,22 @@
 //! `tf serve`: the lab server. Routes live in `routes`, handlers by resource in the
 //! other files; they reach storage only through `Store`'s domain operations.
 
+pub mod admin;
 mod agents;
+mod auth;
+mod clients;
 pub mod config;
 mod extract;
 mod jobs;
+mod jwt;
+mod keys;
+mod permissions;
 mod queues;
 mod reply;
 mod results;
 mod routes;
+mod secrets;
+mod tokens;
 mod webhook;
 
 use std::sync::Arc;
@@ -20,13 +28,16 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 
 use crate::job::time;
-use crate::store::Store;
+use crate::store::{SecretsKey, Store};
 use config::Config;
 
 /// What every handler shares.
 pub struct App {
     pub store: Store,
     pub config: Config,
+    /// Signs and checks access tokens.
+    pub jwt_key: Vec<u8>,
+    pub logins: tokens::LoginGuard,
     pub http: webhook::HttpClient,
 }
 
@@ -34,7 +45,14 @@ pub struct App {
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(600);
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let store = Store::open(&config.data_dir, config.sync)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let (jwt_key, secrets_key) = load_keys(&config)?;
+    let store = Store::open(
+        &config.data_dir,
+        config.sync,
+        Some(SecretsKey::new(&secrets_key)),
+    )?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
@@ -46,10 +64,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let app = Arc::new(App {
         store,
         config,
+        jwt_key,
+        logins: tokens::LoginGuard::default(),
         http: webhook::http_client(),
     });
     let expiry = tokio::spawn(expire_forever(app.clone()));
-    let mut router = routes::api().layer(DefaultBodyLimit::disable());
+    let mut router = routes::api(&app).layer(DefaultBodyLimit::disable());
     // The log level is fixed at start-up: without debug logging, requests skip the layer.
     if tracing::enabled!(tracing::Level::DEBUG) {
         router = router.layer(middleware::from_fn(log_request));
@@ -65,6 +85,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     drop(Arc::into_inner(app));
     tracing::info!("tf serve stopped");
     Ok(())
+}
+
+/// The JWT signing key and the secrets master key.
+fn load_keys(config: &Config) -> anyhow::Result<(Vec<u8>, [u8; 32])> {
+    let jwt = match &config.jwt_key {
+        Some(key) => key.as_bytes().to_vec(),
+        None => keys::load_or_create(&config.jwt_key_file, 32)?,
+    };
+    let secrets = keys::load_or_create(&config.secrets_key_file, 32)?;
+    Ok((
+        jwt,
+        keys::thirty_two_bytes(&secrets, &config.secrets_key_file)?,
+    ))
 }
 
 async fn log_request(request: Request, next: Next) -> Response {

@@ -3,12 +3,15 @@
 
 use std::sync::Arc;
 
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post, MethodRouter};
+use axum::middleware::{self, Next};
+use axum::routing::{get, post, put, MethodRouter};
 use axum::Router;
 
+use super::auth::{self, Role};
 use super::reply::{self, ApiError};
-use super::{agents, jobs, queues, results, webhook, App};
+use super::{agents, clients, jobs, queues, results, secrets, tokens, webhook, App};
 
 type Routes = Router<Arc<App>>;
 
@@ -18,6 +21,21 @@ fn at(router: Routes, path: &str, handlers: MethodRouter<Arc<App>>) -> Routes {
         .route(path, handlers.clone())
         .route(&format!("{path}/"), handlers)
 }
+
+/// Lets only callers with one of `roles` through to `routes`.
+fn gate(routes: Routes, app: &Arc<App>, roles: &'static [Role]) -> Routes {
+    let gate = move |state: State<Arc<App>>, request: Request, next: Next| {
+        auth::require(state, roles, request, next)
+    };
+    routes.route_layer(middleware::from_fn_with_state(app.clone(), gate))
+}
+
+const AGENT: &[Role] = &[Role::Agent];
+const USERS: &[Role] = &[Role::Admin, Role::Manager, Role::Contributor];
+const AGENTS_AND_MANAGERS: &[Role] = &[Role::Admin, Role::Manager, Role::Agent];
+const MANAGERS: &[Role] = &[Role::Admin, Role::Manager];
+const ADMIN: &[Role] = &[Role::Admin];
+const SECRET_OWNERS: &[Role] = &[Role::Contributor, Role::Manager, Role::Admin];
 
 /// Routes only agents call.
 fn agent_routes() -> Routes {
@@ -75,7 +93,48 @@ fn user_routes() -> Routes {
     let r = at(r, "/v1/agents/images/{queue}", get(agents::images));
     let r = at(r, "/v1/queues/wait_times", get(queues::wait_times));
     let r = at(r, "/v1/queues/{queue}/agents", get(agents::queue_agents));
+    let r = at(r, "/v1/restricted-queues", get(clients::restricted_queues));
+    let r = at(
+        r,
+        "/v1/restricted-queues/{queue}",
+        get(clients::restricted_queue),
+    );
     at(r, "/v1/queues/{queue}/jobs", get(queues::jobs))
+}
+
+/// Routes for managers and admins: clients and restricted queues.
+fn manager_routes() -> Routes {
+    let r = Router::new();
+    let r = at(r, "/v1/client-permissions", get(clients::list));
+    let r = at(
+        r,
+        "/v1/client-permissions/{client_id}",
+        get(clients::show).put(clients::put),
+    );
+    at(
+        r,
+        "/v1/restricted-queues/{queue}",
+        post(clients::restrict).delete(clients::unrestrict),
+    )
+}
+
+/// Routes for admins only.
+fn admin_routes() -> Routes {
+    let r = Router::new();
+    let r = at(r, "/v1/oauth2/revoke", post(tokens::revoke));
+    at(
+        r,
+        "/v1/client-permissions/{client_id}",
+        axum::routing::delete(clients::delete),
+    )
+}
+
+/// A client's own secrets (the path may contain slashes, so no trailing-slash twin).
+fn secret_routes() -> Routes {
+    Router::new().route(
+        "/v1/secrets/{client_id}/{*path}",
+        put(secrets::put).delete(secrets::delete),
+    )
 }
 
 /// Routes agents and the people who manage them call.
@@ -95,15 +154,20 @@ fn any_role_routes() -> Routes {
 
 /// Routes that need no identity at all.
 fn public_routes() -> Routes {
-    at(Router::new(), "/v1", get(version))
+    let r = at(Router::new(), "/v1", get(version));
+    let r = at(r, "/v1/oauth2/token", post(tokens::token));
+    at(r, "/v1/oauth2/refresh", post(tokens::refresh))
 }
 
-pub fn api() -> Routes {
+pub fn api(app: &Arc<App>) -> Routes {
     public_routes()
-        .merge(agent_routes())
-        .merge(user_routes())
-        .merge(agent_and_manager_routes())
-        .merge(any_role_routes())
+        .merge(gate(agent_routes(), app, AGENT))
+        .merge(gate(user_routes(), app, USERS))
+        .merge(gate(agent_and_manager_routes(), app, AGENTS_AND_MANAGERS))
+        .merge(gate(any_role_routes(), app, &Role::ALL))
+        .merge(gate(manager_routes(), app, MANAGERS))
+        .merge(gate(admin_routes(), app, ADMIN))
+        .merge(gate(secret_routes(), app, SECRET_OWNERS))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

@@ -7,11 +7,13 @@
 mod agents;
 pub mod blobs;
 mod checkpointer;
+mod clients;
 mod jobs;
 mod logs;
 mod readers;
 mod retention;
 mod schema;
+mod secrets;
 mod signals;
 mod writer;
 
@@ -21,8 +23,10 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use agents::{AgentFields, ProvisionLogEntry};
 pub use blobs::{BlobKind, StoredBlob};
+pub use clients::{Client, Revocation};
 pub use jobs::{AttachmentGate, JobFilter, NewJob, ResultUpdate};
 pub use logs::{Fragment, FragmentQuery};
+pub use secrets::{Expiry, SecretsKey};
 
 use checkpointer::Checkpointer;
 use readers::Readers;
@@ -87,6 +91,8 @@ pub struct Store {
     readers: Readers,
     blobs: blobs::BlobDir,
     signals: Signals,
+    /// The master key of the secrets store; without one there is no secrets store.
+    secrets: Option<SecretsKey>,
     /// Held for its thread; dropped after the writer, whose last act is a full checkpoint.
     _checkpointer: Checkpointer,
 }
@@ -95,7 +101,11 @@ const READ_CONNECTIONS: usize = 4;
 
 impl Store {
     /// Opens (creating and migrating as needed) the store in `data_dir`.
-    pub fn open(data_dir: &Path, sync: SyncMode) -> anyhow::Result<Store> {
+    pub fn open(
+        data_dir: &Path,
+        sync: SyncMode,
+        secrets: Option<SecretsKey>,
+    ) -> anyhow::Result<Store> {
         use anyhow::Context;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
@@ -122,6 +132,7 @@ impl Store {
             readers: Readers::new(readers),
             blobs,
             signals: Signals::default(),
+            secrets,
         })
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Result, Store};
 use crate::job::time::Micros;
@@ -101,12 +101,13 @@ fn first_fragment_kept(db: &Connection, cutoff: Micros) -> rusqlite::Result<i64>
     )?;
     while low < high {
         let middle = low + (high - low) / 2;
-        let (rowid, stored_at): (i64, Micros) =
-            first_at_or_after.query_row([middle], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        if stored_at >= cutoff {
-            high = middle;
-        } else {
-            low = rowid + 1;
+        let first: Option<(i64, Micros)> = first_at_or_after
+            .query_row([middle], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?;
+        match first {
+            Some((rowid, stored_at)) if stored_at < cutoff => low = rowid + 1,
+            // Kept from here on, or nothing at all from here on.
+            _ => high = middle,
         }
     }
     Ok(low)

@@ -83,6 +83,44 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX wait_times_by_queue ON wait_times (queue);
     CREATE INDEX wait_times_by_age ON wait_times (recorded_at);
     "#,
+    // 2: clients, tokens, restricted queues and secrets.
+    r#"
+    CREATE TABLE clients (
+        client_id            TEXT PRIMARY KEY,
+        secret_hash          TEXT,             -- bcrypt; the secret itself is never stored
+        role                 TEXT NOT NULL,
+        max_priority         TEXT,             -- JSON {queue or "*": priority}
+        allowed_queues       TEXT,             -- JSON [queue]
+        max_reservation_time TEXT,             -- JSON {queue or "*": seconds}
+        email                TEXT,
+        created_at           INTEGER NOT NULL
+    );
+
+    CREATE TABLE refresh_tokens (
+        token_hash    TEXT PRIMARY KEY,        -- SHA-256 of the token, never the token
+        client_id     TEXT NOT NULL,
+        issued_at     INTEGER NOT NULL,
+        expires_at    INTEGER NOT NULL,
+        last_accessed INTEGER NOT NULL,
+        revoked       INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX refresh_tokens_by_use ON refresh_tokens (last_accessed);
+
+    CREATE TABLE restricted_queues (
+        queue TEXT PRIMARY KEY
+    );
+
+    CREATE TABLE secrets (
+        client_id  TEXT NOT NULL,
+        path       TEXT NOT NULL,
+        nonce      BLOB NOT NULL,
+        ciphertext BLOB NOT NULL,              -- ChaCha20-Poly1305 under the master key
+        ephemeral  INTEGER NOT NULL,
+        expires_at INTEGER,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (client_id, path)
+    );
+    "#,
 ];
 
 pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {

@@ -5,7 +5,7 @@ use crate::harness::Server;
 #[test]
 fn agents_report_and_are_listed_with_their_log_trimmed() {
     let server = Server::start();
-    let first = server.post_json(
+    let first = server.agent().post_json(
         "/v1/agents/data/dev-1",
         &json!({"state": "waiting", "queues": ["q1", "q2"], "location": "lab", "log": ["boot"]}),
     );
@@ -16,7 +16,7 @@ fn agents_report_and_are_listed_with_their_log_trimmed() {
         Some("agent_name=dev-1; HttpOnly; Path=/; SameSite=Strict")
     );
     let lines: Vec<String> = (0..150).map(|n| format!("line {n}")).collect();
-    server.post_json(
+    server.agent().post_json(
         "/v1/agents/data/dev-1",
         &json!({"state": "test", "job_id": "j", "log": lines}),
     );
@@ -41,7 +41,7 @@ fn agents_report_and_are_listed_with_their_log_trimmed() {
     let missing = server.get("/v1/agents/data/ghost");
     assert_eq!((missing.status, missing.json()), (404, json!({})));
 
-    let bad = server.post_json(
+    let bad = server.agent().post_json(
         "/v1/agents/data/dev-1",
         &json!({"queues": "q1", "extra": 1}),
     );
@@ -55,7 +55,7 @@ fn agents_report_and_are_listed_with_their_log_trimmed() {
 #[test]
 fn queue_agents_shows_the_short_form_and_404s_unknown_queues() {
     let server = Server::start();
-    server.post_json(
+    server.agent().post_json(
         "/v1/agents/data/dev-1",
         &json!({"state": "waiting", "queues": ["q1"], "identifier": "id"}),
     );
@@ -75,7 +75,7 @@ fn queue_agents_shows_the_short_form_and_404s_unknown_queues() {
 fn provision_logs_keep_a_pass_fail_streak() {
     let server = Server::start();
     let log = |code: i64| {
-        server.post_json(
+        server.agent().post_json(
             "/v1/agents/provision_logs/dev-1",
             &json!({"job_id": "j", "exit_code": code, "detail": "d"}),
         )
@@ -85,7 +85,9 @@ fn provision_logs_keep_a_pass_fail_streak() {
         (orphan.status, orphan.text()),
         (404, "Agent not found\n".to_string())
     );
-    server.post_json("/v1/agents/data/dev-1", &json!({"state": "waiting"}));
+    server
+        .agent()
+        .post_json("/v1/agents/data/dev-1", &json!({"state": "waiting"}));
     for code in [1, 1, 0, 0, 0] {
         assert_eq!(log(code).text(), "OK");
     }
@@ -99,6 +101,7 @@ fn provision_logs_keep_a_pass_fail_streak() {
     );
     assert_eq!(
         server
+            .agent()
             .post_json("/v1/agents/provision_logs/dev-1", &json!({"job_id": "j"}))
             .status,
         422
@@ -110,6 +113,7 @@ fn queues_and_images_are_advertised() {
     let server = Server::start();
     assert_eq!(
         server
+            .agent()
             .post_json("/v1/agents/queues", &json!({"q1": "Pi 4", "q2": ""}))
             .text(),
         "OK"
@@ -118,40 +122,55 @@ fn queues_and_images_are_advertised() {
         server.get("/v1/agents/queues").json(),
         json!({"q1": "Pi 4", "q2": ""})
     );
-    let empty_name = server.post_json("/v1/agents/queues", &json!({"": "x"}));
+    let empty_name = server
+        .agent()
+        .post_json("/v1/agents/queues", &json!({"": "x"}));
     assert_eq!(
         empty_name.json()["detail"]["json"]["_schema"],
         json!(["Queue names must be non-empty strings"])
     );
     assert_eq!(
         server
+            .agent()
             .post_json("/v1/agents/queues", &json!({"q": 1}))
             .status,
         422
     );
     assert_eq!(
-        server.post_json("/v1/agents/queues", &json!(["q"])).status,
+        server
+            .agent()
+            .post_json("/v1/agents/queues", &json!(["q"]))
+            .status,
         422
     );
 
     let images = json!({"q1": {"jammy": "url: http://example.com/jammy.img.xz"}});
-    assert_eq!(server.post_json("/v1/agents/images", &images).text(), "OK");
+    assert_eq!(
+        server
+            .agent()
+            .post_json("/v1/agents/images", &images)
+            .text(),
+        "OK"
+    );
     assert_eq!(server.get("/v1/agents/images/q1").json(), images["q1"]);
     assert_eq!(server.get("/v1/agents/images/unknown").json(), json!({}));
     assert_eq!(
         server
+            .agent()
             .post_json("/v1/agents/images", &json!({"q1": {"a.b": "x"}}))
             .status,
         422
     );
     assert_eq!(
         server
+            .agent()
             .post_json("/v1/agents/images", &json!({"q1": {"$x": "x"}}))
             .status,
         422
     );
     assert_eq!(
         server
+            .agent()
             .post_json("/v1/agents/images", &json!({"q1": {"x": 1}}))
             .status,
         422
@@ -191,12 +210,14 @@ fn wait_times_and_queue_jobs() {
 fn listings_keep_agents_in_order_and_include_image_only_queues() {
     let server = Server::start();
     for agent in ["zeta", "alpha", "mid"] {
-        server.post_json(
+        server.agent().post_json(
             &format!("/v1/agents/data/{agent}"),
             &json!({"state": "waiting"}),
         );
     }
-    server.post_json("/v1/agents/data/zeta", &json!({"state": "test"}));
+    server
+        .agent()
+        .post_json("/v1/agents/data/zeta", &json!({"state": "test"}));
     let names: Vec<_> = server
         .get("/v1/agents/data")
         .json()
@@ -211,7 +232,7 @@ fn listings_keep_agents_in_order_and_include_image_only_queues() {
         "first report decides the order"
     );
 
-    server.post_json(
+    server.agent().post_json(
         "/v1/agents/images",
         &json!({"imgq": {"noble": "url: http://example.com/n.img"}}),
     );

@@ -10,6 +10,13 @@ fn malformed_and_mistyped_bodies_are_rejected_cleanly() {
         (bad_json.status, bad_json.json()),
         (400, json!({"detail": {}, "message": "Bad Request"}))
     );
+    let blank = server
+        .agent()
+        .post_raw("/v1/agents/images", "application/json", b" \n");
+    assert_eq!(
+        (blank.status, blank.json()["message"].clone()),
+        (400, json!("Bad Request"))
+    );
     let empty = server.post_raw("/v1/job", "application/json", b"");
     assert_eq!(
         empty.json()["detail"]["json"],
@@ -31,7 +38,10 @@ fn malformed_and_mistyped_bodies_are_rejected_cleanly() {
             "reserve_data": {"ssh_keys": {"0": ["String does not match expected pattern."]}, "timeout": ["Invalid duration format: Invalid duration '30x'"]}
         })
     );
-    let binary = server.post_raw("/v1/agents/data/x", "application/json", &[0xff, 0xfe, 0x00]);
+    let binary =
+        server
+            .agent()
+            .post_raw("/v1/agents/data/x", "application/json", &[0xff, 0xfe, 0x00]);
     assert_eq!(binary.status, 400);
 }
 
@@ -45,7 +55,10 @@ fn bodies_over_the_limit_get_413() {
         (413, json!("Payload too large"))
     );
     let id = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
-    let big_upload = server.upload(&format!("/v1/result/{id}/artifact"), "file", &[1u8; 4096]);
+    let big_upload =
+        server
+            .agent()
+            .upload(&format!("/v1/result/{id}/artifact"), "file", &[1u8; 4096]);
     assert_eq!(big_upload.status, 413);
     assert_eq!(
         server.get(&format!("/v1/result/{id}/artifact")).status,
@@ -60,6 +73,7 @@ fn bodies_over_the_limit_get_413() {
     );
     assert_eq!(
         server
+            .agent()
             .upload(&format!("/v1/result/{id}/artifact"), "file", &[1u8; 1024])
             .status,
         200
@@ -102,7 +116,9 @@ fn non_ascii_and_odd_values_are_refused_not_crashed_on() {
     let server = Server::start();
     let job = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
     let fragment = json!({"fragment_number": 0, "timestamp": "202é01-01T00:00", "phase": "setup", "log_data": "x"});
-    let refused = server.post_json(&format!("/v1/result/{job}/log/output"), &fragment);
+    let refused = server
+        .agent()
+        .post_json(&format!("/v1/result/{job}/log/output"), &fragment);
     assert_eq!(
         refused.json()["detail"]["json"]["timestamp"],
         json!(["Not a valid datetime."])
@@ -126,7 +142,9 @@ fn non_ascii_and_odd_values_are_refused_not_crashed_on() {
         "query errors win over the id check"
     );
 
-    let odd_name = server.post_json("/v1/agents/data/a%3Bb", &json!({"state": "waiting"}));
+    let odd_name = server
+        .agent()
+        .post_json("/v1/agents/data/a%3Bb", &json!({"state": "waiting"}));
     assert_eq!(
         odd_name.status, 400,
         "a name that would break the cookie is refused"
@@ -146,7 +164,7 @@ fn non_ascii_and_odd_values_are_refused_not_crashed_on() {
 fn a_claim_names_a_bounded_number_of_queues() {
     let server = Server::start();
     let id = server.submit(&json!({"job_queue": "q"}));
-    let repeated = server.request(
+    let repeated = server.agent().request(
         "GET",
         "/v1/job?queue=q&queue=q&queue=other",
         &[("Cookie", "agent_name=a")],
@@ -154,7 +172,7 @@ fn a_claim_names_a_bounded_number_of_queues() {
     );
     assert_eq!(repeated.json()["job_id"], json!(id));
     let many: String = (0..65).map(|n| format!("queue=q{n}&")).collect();
-    let refused = server.request(
+    let refused = server.agent().request(
         "GET",
         &format!("/v1/job?{many}"),
         &[("Cookie", "agent_name=a")],
@@ -165,20 +183,6 @@ fn a_claim_names_a_bounded_number_of_queues() {
         .as_str()
         .unwrap()
         .contains("Too many queues"));
-}
-
-#[test]
-fn secrets_are_refused_until_a_secrets_store_exists() {
-    let server = Server::start();
-    let response = server.post_json(
-        "/v1/job",
-        &json!({"job_queue": "q", "test_data": {"secrets": {"TOKEN": "a/b"}}}),
-    );
-    assert_eq!(
-        (response.status, response.json()["message"].clone()),
-        (422, json!("No secrets store"))
-    );
-    assert_eq!(server.get("/v1/job/search").json(), json!([]));
 }
 
 #[test]

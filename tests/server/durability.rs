@@ -16,9 +16,10 @@ fn every_acknowledged_write_survives_sigkill() {
     let acknowledged_fragments = Arc::new(Mutex::new(Vec::new()));
     let log_job = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
 
+    let agent = server.agent();
     let mut writers = Vec::new();
     for writer in 0..8 {
-        let (address, stop) = (address.clone(), stop.clone());
+        let (address, stop, agent) = (address.clone(), stop.clone(), agent.clone());
         let (jobs, fragments) = (acknowledged_jobs.clone(), acknowledged_fragments.clone());
         writers.push(std::thread::spawn(move || {
             let mut n = 0;
@@ -33,7 +34,7 @@ fn every_acknowledged_write_survives_sigkill() {
                 } else {
                     let number = writer * 1_000_000 + n;
                     let body = json!({"fragment_number": number, "timestamp": "2026-01-01T00:00:00", "phase": "test", "log_data": format!("<{number}>")}).to_string();
-                    send(&address, "POST", &format!("/v1/result/{log_job}/log/output"), &[("Content-Type", "application/json")], body.as_bytes())
+                    agent.try_request("POST", &format!("/v1/result/{log_job}/log/output"), &[("Content-Type", "application/json")], body.as_bytes())
                         .ok()
                         .filter(|r| r.status == 200)
                         .map(|_| fragments.lock().unwrap().push(number))
@@ -115,19 +116,13 @@ fn each_job_goes_to_exactly_one_of_many_concurrent_claimers() {
 
     let claimers: Vec<_> = (0..CLAIMERS)
         .map(|n| {
-            let address = server.address.clone();
+            let agent = server.agent();
             std::thread::spawn(move || {
                 let cookie = format!("agent_name=agent-{n}");
                 let mut mine = Vec::new();
                 loop {
-                    let response = send(
-                        &address,
-                        "GET",
-                        "/v1/job?queue=busy",
-                        &[("Cookie", &cookie)],
-                        b"",
-                    )
-                    .unwrap();
+                    let response =
+                        agent.request("GET", "/v1/job?queue=busy", &[("Cookie", &cookie)], b"");
                     match response.status {
                         200 => mine.push(response.json()["job_id"].as_str().unwrap().to_string()),
                         204 => return mine,

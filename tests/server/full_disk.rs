@@ -10,7 +10,7 @@ fn a_full_disk_is_a_clear_507_and_keeps_what_was_acknowledged() {
 
     let mut stored: u8 = 0;
     let refusal = loop {
-        let response = server.upload(
+        let response = server.agent().upload(
             &format!("/v1/result/{}/artifact", job(stored)),
             "file",
             &archive(stored),

@@ -14,6 +14,60 @@ pub struct Server {
     pub address: String,
     pub data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
+    /// Requests without credentials (the server's anonymous contributor).
+    anonymous: Caller,
+    agent_token: String,
+}
+
+/// The client the harness creates in every data dir, to call agent-only endpoints.
+const TEST_AGENT: (&str, &str) = ("tf-test-agent", "test-agent-secret-0123456789");
+
+/// Makes HTTP requests to the server, with or without an access token.
+#[derive(Clone)]
+pub struct Caller {
+    address: String,
+    token: Option<String>,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.anonymous
+    }
+}
+
+/// Runs `tf clients …` on a data dir; panics with its output on failure.
+pub fn tf_clients(data_dir: &Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_tf"))
+        .arg("clients")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .expect("run tf clients");
+    assert!(
+        output.status.success(),
+        "tf clients {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Creates a client with `secret` on a data dir.
+pub fn add_client(data_dir: &Path, client_id: &str, role: &str, secret: &str, extra: &[&str]) {
+    let secret_file = data_dir.join(format!("{client_id}.secret"));
+    std::fs::write(&secret_file, secret).expect("write secret file");
+    let mut args = vec![
+        "add",
+        client_id,
+        "--role",
+        role,
+        "--secret-file",
+        secret_file.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    tf_clients(data_dir, &args);
 }
 
 impl Server {
@@ -37,7 +91,7 @@ impl Server {
             .args(["--bind", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra_args);
-        Server::spawn(command, data_dir)
+        Server::spawn(command, Some(data_dir))
     }
 
     /// A server whose data dir is a private tmpfs of `kib` KiB, to see a full disk
@@ -45,18 +99,29 @@ impl Server {
     pub fn start_on_small_disk(kib: u32) -> Server {
         let temp = tempfile::tempdir().expect("temp dir");
         let data_dir = temp.path().to_str().expect("utf-8 path").to_string();
+        let tf = env!("CARGO_BIN_EXE_tf");
+        let (agent, secret) = TEST_AGENT;
+        // The tmpfs hides the directory's contents: the test agent is created after mounting.
         let script = format!(
-            "mount -t tmpfs -o size={kib}k tmpfs '{data_dir}' && exec '{}' serve --bind 127.0.0.1:0 --data-dir '{data_dir}'",
-            env!("CARGO_BIN_EXE_tf")
+            "mount -t tmpfs -o size={kib}k tmpfs '{data_dir}' && printf %s '{secret}' > '{data_dir}/{agent}.secret' \
+             && '{tf}' clients --data-dir '{data_dir}' add {agent} --role agent --secret-file '{data_dir}/{agent}.secret' >/dev/null \
+             && exec '{tf}' serve --bind 127.0.0.1:0 --data-dir '{data_dir}'"
         );
         let mut command = Command::new("unshare");
         command.args(["--user", "--map-root-user", "--mount", "sh", "-c", &script]);
-        let mut server = Server::spawn(command, temp.path());
+        let mut server = Server::spawn(command, None);
         server._temp = Some(temp);
         server
     }
 
-    fn spawn(mut command: Command, data_dir: &Path) -> Server {
+    /// Starts the server `command` runs on `data_dir`, creating the test agent there
+    /// first (unless `data_dir` is `None`: the command does it).
+    fn spawn(mut command: Command, data_dir: Option<&Path>) -> Server {
+        if let Some(data_dir) =
+            data_dir.filter(|dir| !dir.join(format!("{}.secret", TEST_AGENT.0)).exists())
+        {
+            add_client(data_dir, TEST_AGENT.0, "agent", TEST_AGENT.1, &[]);
+        }
         let mut child = command
             .env("RUST_LOG", "info")
             .env_remove("TF_BIND")
@@ -80,14 +145,92 @@ impl Server {
         };
         // Keep draining the log so the server never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
+        let anonymous = Caller {
+            address: address.clone(),
+            token: None,
+        };
+        let agent_token = anonymous.login(TEST_AGENT.0, TEST_AGENT.1)["access_token"]
+            .as_str()
+            .expect("an access token")
+            .to_string();
         Server {
             child,
             address,
-            data_dir: data_dir.to_path_buf(),
+            data_dir: data_dir.map(Path::to_path_buf).unwrap_or_default(),
             _temp: None,
+            anonymous,
+            agent_token,
         }
     }
 
+    /// Requests as the test agent (role agent).
+    pub fn agent(&self) -> Caller {
+        self.with_token(&self.agent_token)
+    }
+
+    /// Requests with the given access token.
+    pub fn with_token(&self, token: &str) -> Caller {
+        Caller {
+            address: self.address.clone(),
+            token: Some(token.to_string()),
+        }
+    }
+
+    /// Creates a client (on the data dir, like an admin on the lab host) and returns a
+    /// caller with its access token.
+    pub fn client(&self, client_id: &str, role: &str, extra: &[&str]) -> Caller {
+        let secret = format!("{client_id}-secret-0123456789");
+        add_client(&self.data_dir, client_id, role, &secret, extra);
+        let token = self.login(client_id, &secret)["access_token"]
+            .as_str()
+            .expect("a token")
+            .to_string();
+        self.with_token(&token)
+    }
+
+    /// Claims one job for `agent` from `queue`; `None` on 204.
+    pub fn claim(&self, agent: &str, queue: &str) -> Option<Value> {
+        let cookie = format!("agent_name={agent}");
+        let response = self.agent().request(
+            "GET",
+            &format!("/v1/job?queue={queue}"),
+            &[("Cookie", &cookie)],
+            b"",
+        );
+        match response.status {
+            200 => Some(response.json()),
+            204 => None,
+            other => panic!("claim answered {other}: {}", response.text()),
+        }
+    }
+
+    /// Stops the server the way a crash or an OOM kill would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns whether it exited successfully.
+    pub fn terminate(mut self) -> bool {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child
+            .wait()
+            .map(|status| status.success())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Caller {
     pub fn get(&self, path: &str) -> Response {
         self.request("GET", path, &[], b"")
     }
@@ -128,7 +271,45 @@ impl Server {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Response {
-        send(&self.address, method, path, headers, body).expect("HTTP exchange with tf serve")
+        self.try_request(method, path, headers, body)
+            .expect("HTTP exchange with tf serve")
+    }
+
+    /// Like `request`, for tests where the server may be gone.
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Response> {
+        let bearer = self.token.as_ref().map(|token| format!("Bearer {token}"));
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if let Some(bearer) = &bearer {
+            all.push(("Authorization", bearer));
+        }
+        send(&self.address, method, path, &all, body)
+    }
+
+    /// `POST /v1/oauth2/token` with HTTP Basic credentials; the JSON answer.
+    pub fn login(&self, client_id: &str, secret: &str) -> Value {
+        use base64::Engine;
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{secret}"));
+        let header = format!("Basic {basic}");
+        let response = self.request(
+            "POST",
+            "/v1/oauth2/token",
+            &[("Authorization", &header)],
+            b"",
+        );
+        assert_eq!(
+            response.status,
+            200,
+            "login of {client_id}: {}",
+            response.text()
+        );
+        response.json()
     }
 
     /// Submits a job and returns its id.
@@ -139,47 +320,6 @@ impl Server {
             .as_str()
             .expect("job_id")
             .to_string()
-    }
-
-    /// Claims one job for `agent` from `queue`; `None` on 204.
-    pub fn claim(&self, agent: &str, queue: &str) -> Option<Value> {
-        let cookie = format!("agent_name={agent}");
-        let response = self.request(
-            "GET",
-            &format!("/v1/job?queue={queue}"),
-            &[("Cookie", &cookie)],
-            b"",
-        );
-        match response.status {
-            200 => Some(response.json()),
-            204 => None,
-            other => panic!("claim answered {other}: {}", response.text()),
-        }
-    }
-
-    /// Stops the server the way a crash or an OOM kill would.
-    pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then waits for a clean exit; returns whether it exited successfully.
-    pub fn terminate(mut self) -> bool {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        self.child
-            .wait()
-            .map(|status| status.success())
-            .unwrap_or(false)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -30,14 +30,17 @@ fn a_submitted_job_is_claimed_once_and_shown_as_submitted() {
 fn claims_follow_priority_then_submission_order_across_queues() {
     let server = Server::start();
     let low = server.submit(&json!({"job_queue": "a"}));
-    let high = server.submit(&json!({"job_queue": "b", "job_priority": 5}));
+    let lead = server.client("lead", "contributor", &["--max-priority", "*=10"]);
+    let high = lead.submit(&json!({"job_queue": "b", "job_priority": 5}));
     let second_low = server.submit(&json!({"job_queue": "b"}));
-    let other_queue = server.submit(&json!({"job_queue": "c", "job_priority": 9}));
+    let other_queue = lead.submit(&json!({"job_queue": "c", "job_priority": 9}));
 
     let cookie = [("Cookie", "agent_name=x")];
     let mut order = Vec::new();
     loop {
-        let response = server.request("GET", "/v1/job?queue=a&queue=b", &cookie, b"");
+        let response = server
+            .agent()
+            .request("GET", "/v1/job?queue=a&queue=b", &cookie, b"");
         if response.status == 204 {
             assert!(response.body.is_empty(), "204 must have an empty body");
             break;
@@ -54,13 +57,15 @@ fn claims_follow_priority_then_submission_order_across_queues() {
 #[test]
 fn claiming_needs_a_queue_and_an_agent_name() {
     let server = Server::start();
-    let no_queue = server.request("GET", "/v1/job", &[("Cookie", "agent_name=x")], b"");
+    let no_queue = server
+        .agent()
+        .request("GET", "/v1/job", &[("Cookie", "agent_name=x")], b"");
     assert_eq!(no_queue.status, 400);
     assert_eq!(
         no_queue.json(),
         json!({"detail": {}, "message": "No queue(s) specified in request"})
     );
-    let no_agent = server.get("/v1/job?queue=q");
+    let no_agent = server.agent().get("/v1/job?queue=q");
     assert_eq!(no_agent.status, 401);
     assert_eq!(no_agent.json()["message"], json!("Agent not identified"));
 }
@@ -79,7 +84,7 @@ fn excluded_agents_never_get_the_job() {
     );
 
     for agent in ["a1", "a2"] {
-        server.post_json(
+        server.agent().post_json(
             &format!("/v1/agents/data/{agent}"),
             &json!({"queues": ["q"], "state": "waiting"}),
         );
@@ -107,7 +112,13 @@ fn a_job_with_attachments_waits_for_its_archive() {
         None,
         "dispatch must wait for the upload"
     );
-    assert_eq!(server.get(&format!("/v1/job/{id}/attachments")).status, 204);
+    assert_eq!(
+        server
+            .agent()
+            .get(&format!("/v1/job/{id}/attachments"))
+            .status,
+        204
+    );
 
     let missing_part = server.upload(&format!("/v1/job/{id}/attachments"), "other", b"x");
     assert_eq!(missing_part.status, 400);
@@ -125,7 +136,7 @@ fn a_job_with_attachments_waits_for_its_archive() {
     let claimed = server.claim("a", "q").unwrap();
     assert_eq!(claimed["job_id"], json!(id));
     assert_eq!(claimed["attachments_status"], json!("complete"));
-    let download = server.get(&format!("/v1/job/{id}/attachments"));
+    let download = server.agent().get(&format!("/v1/job/{id}/attachments"));
     assert_eq!(download.status, 200);
     assert_eq!(download.header("content-type"), Some("application/gzip"));
     assert_eq!(
@@ -186,7 +197,8 @@ fn position_counts_the_waiting_jobs_ahead() {
     let server = Server::start();
     let first = server.submit(&json!({"job_queue": "q"}));
     let second = server.submit(&json!({"job_queue": "q"}));
-    let urgent = server.submit(&json!({"job_queue": "q", "job_priority": 3}));
+    let lead = server.client("lead", "contributor", &["--max-priority", "q=3"]);
+    let urgent = lead.submit(&json!({"job_queue": "q", "job_priority": 3}));
     let position = |id: &str| server.get(&format!("/v1/job/{id}/position"));
     assert_eq!(position(&urgent).text(), "0");
     assert_eq!(position(&first).text(), "1");
@@ -313,16 +325,14 @@ fn paths_answer_with_and_without_trailing_slash() {
 #[test]
 fn long_poll_claim_returns_as_soon_as_a_job_arrives() {
     let server = Server::start();
-    let address = server.address.clone();
+    let agent = server.agent();
     let waiter = std::thread::spawn(move || {
-        crate::harness::send(
-            &address,
+        agent.request(
             "GET",
             "/v1/job?queue=late&wait=30",
             &[("Cookie", "agent_name=w")],
             b"",
         )
-        .unwrap()
     });
     // Give the waiter time to register; it must still get the job, never a 204.
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -331,14 +341,14 @@ fn long_poll_claim_returns_as_soon_as_a_job_arrives() {
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["job_id"], json!(id));
 
-    let empty = server.request(
+    let empty = server.agent().request(
         "GET",
         "/v1/job?queue=none&wait=0.2",
         &[("Cookie", "agent_name=w")],
         b"",
     );
     assert_eq!(empty.status, 204);
-    let bad = server.request(
+    let bad = server.agent().request(
         "GET",
         "/v1/job?queue=none&wait=soon",
         &[("Cookie", "agent_name=w")],

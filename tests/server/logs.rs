@@ -7,6 +7,7 @@ const JOB: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
 fn post(server: &Server, kind: &str, number: i64, phase: &str, timestamp: &str, text: &str) -> u16 {
     let body = json!({"fragment_number": number, "timestamp": timestamp, "phase": phase, "log_data": text});
     server
+        .agent()
         .post_json(&format!("/v1/result/{JOB}/log/{kind}"), &body)
         .status
 }
@@ -125,7 +126,7 @@ fn bad_log_requests_get_the_reference_errors() {
         404
     );
 
-    let missing = server.post_json(
+    let missing = server.agent().post_json(
         &format!("/v1/result/{JOB}/log/output"),
         &json!({"log_data": "x"}),
     );

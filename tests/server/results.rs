@@ -11,7 +11,8 @@ fn results_combine_state_status_device_info_and_logs() {
     let server = Server::start();
     let id = server.submit(&json!({"job_queue": "q"}));
     server.claim("a", "q");
-    let post = |body: serde_json::Value| server.post_json(&format!("/v1/result/{id}"), &body);
+    let post =
+        |body: serde_json::Value| server.agent().post_json(&format!("/v1/result/{id}"), &body);
     assert_eq!(
         post(json!({"job_state": "provision", "device_info": {"device_ip": "1.2.3.4"}})).text(),
         "OK"
@@ -31,7 +32,7 @@ fn results_combine_state_status_device_info_and_logs() {
         (0, "provision", "serial", "ser\n"),
         (2, "test", "output", "ok\n"),
     ] {
-        let response = server.post_json(
+        let response = server.agent().post_json(
             &format!("/v1/result/{id}/log/{kind}"),
             &fragment(n, phase, text),
         );
@@ -52,13 +53,14 @@ fn result_posts_are_validated_and_unknown_jobs_ignored() {
     let unknown = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
     assert_eq!(
         server
+            .agent()
             .post_json(&format!("/v1/result/{unknown}"), &json!({"job_state": "x"}))
             .text(),
         "OK"
     );
     assert_eq!(server.get(&format!("/v1/result/{unknown}")).status, 204);
 
-    let bad_phase = server.post_json(
+    let bad_phase = server.agent().post_json(
         &format!("/v1/result/{unknown}"),
         &json!({"status": {"foo": 1}}),
     );
@@ -69,12 +71,16 @@ fn result_posts_are_validated_and_unknown_jobs_ignored() {
             .unwrap()
             .starts_with("Must be one of:")
     );
-    let extra = server.post_json(&format!("/v1/result/{unknown}"), &json!({"bogus": 1}));
+    let extra = server
+        .agent()
+        .post_json(&format!("/v1/result/{unknown}"), &json!({"bogus": 1}));
     assert_eq!(
         extra.json()["detail"],
         json!({"json": {"bogus": ["Unknown field."]}})
     );
-    let bad_id = server.post_json("/v1/result/xyz", &json!({"job_state": "x"}));
+    let bad_id = server
+        .agent()
+        .post_json("/v1/result/xyz", &json!({"job_state": "x"}));
     assert_eq!(
         (bad_id.status, bad_id.json()["message"].clone()),
         (400, json!("Invalid job_id specified"))
@@ -86,7 +92,7 @@ fn a_result_post_can_requeue_a_job() {
     let server = Server::start();
     let id = server.submit(&json!({"job_queue": "q"}));
     server.claim("a", "q");
-    server.post_json(
+    server.agent().post_json(
         &format!("/v1/result/{id}"),
         &json!({"job_state": "waiting"}),
     );
@@ -96,17 +102,18 @@ fn a_result_post_can_requeue_a_job() {
 #[test]
 fn artifacts_upload_replace_and_download() {
     let server = Server::start();
+    let agent = server.agent();
     let id = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
     assert_eq!(server.get(&format!("/v1/result/{id}/artifact")).status, 204);
     assert_eq!(
-        server
+        agent
             .upload(&format!("/v1/result/{id}/artifact"), "file", b"first")
             .text(),
         "OK"
     );
     let second = vec![7u8; 3 << 20];
     assert_eq!(
-        server
+        agent
             .upload(&format!("/v1/result/{id}/artifact"), "file", &second)
             .status,
         200
@@ -126,12 +133,12 @@ fn artifacts_upload_replace_and_download() {
     assert_eq!(blob_files, 1, "the replaced archive's file is deleted");
 
     assert_eq!(
-        server
+        agent
             .upload(&format!("/v1/result/{id}/artifact"), "nope", b"x")
             .status,
         400
     );
-    let not_multipart = server.post_raw(&format!("/v1/result/{id}/artifact"), "text/plain", b"x");
+    let not_multipart = agent.post_raw(&format!("/v1/result/{id}/artifact"), "text/plain", b"x");
     assert_eq!(
         not_multipart.json(),
         json!({"detail": {}, "message": "Bad Request"})
@@ -172,7 +179,9 @@ fn events_are_relayed_only_to_the_configured_webhook() {
         "job_status_webhook": format!("{webhook_url}/hook/path"), "agent_id": "a1", "job_queue": "q",
         "events": [{"event_name": "setup_start", "timestamp": "now", "detail": ""}]
     });
-    let relayed = server.post_json(&format!("/v1/job/{id}/events"), &event);
+    let relayed = server
+        .agent()
+        .post_json(&format!("/v1/job/{id}/events"), &event);
     assert_eq!(
         (relayed.status, relayed.text()),
         (202, "thanks".to_string())
@@ -191,12 +200,14 @@ fn events_are_relayed_only_to_the_configured_webhook() {
     );
 
     let elsewhere = json!({"job_status_webhook": "http://example.com/hook", "events": []});
-    let refused = server.post_json(&format!("/v1/job/{id}/events"), &elsewhere);
+    let refused = server
+        .agent()
+        .post_json(&format!("/v1/job/{id}/events"), &elsewhere);
     assert_eq!(
         (refused.status, refused.json()["message"].clone()),
         (403, json!("Invalid job_status_webhook URL specified"))
     );
-    let unknown = server.post_json(
+    let unknown = server.agent().post_json(
         "/v1/job/aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee/events",
         &elsewhere,
     );
@@ -207,7 +218,9 @@ fn events_are_relayed_only_to_the_configured_webhook() {
 
     let unconfigured = Server::start();
     let id = unconfigured.submit(&json!({"job_queue": "q"}));
-    let response = unconfigured.post_json(&format!("/v1/job/{id}/events"), &elsewhere);
+    let response = unconfigured
+        .agent()
+        .post_json(&format!("/v1/job/{id}/events"), &elsewhere);
     assert_eq!(
         (response.status, response.json()["message"].clone()),
         (500, json!("Webhook URL not configured"))
@@ -233,7 +246,9 @@ fn webhook_failures_map_to_the_reference_errors() {
     let server = Server::start_with(&["--webhook-url", &url]);
     let id = server.submit(&json!({"job_queue": "q"}));
     let event = |target: &str| json!({"job_status_webhook": target, "events": [{"event_name": "job_start", "timestamp": "t"}]});
-    let refused = server.post_json(&format!("/v1/job/{id}/events"), &event(&format!("{url}/x")));
+    let refused = server
+        .agent()
+        .post_json(&format!("/v1/job/{id}/events"), &event(&format!("{url}/x")));
     assert_eq!(
         (refused.status, refused.json()["message"].clone()),
         (500, json!("Webhook authentication failed"))
@@ -245,7 +260,7 @@ fn webhook_failures_map_to_the_reference_errors() {
     drop(closed);
     let server = Server::start_with(&["--webhook-url", &dead_url]);
     let id = server.submit(&json!({"job_queue": "q"}));
-    let unreachable = server.post_json(
+    let unreachable = server.agent().post_json(
         &format!("/v1/job/{id}/events"),
         &event(&format!("{dead_url}/x")),
     );
@@ -253,11 +268,15 @@ fn webhook_failures_map_to_the_reference_errors() {
         (unreachable.status, unreachable.json()["message"].clone()),
         (502, json!("Webhook unreachable"))
     );
-    let missing = server.post_json(&format!("/v1/job/{id}/events"), &json!({"events": []}));
+    let missing = server
+        .agent()
+        .post_json(&format!("/v1/job/{id}/events"), &json!({"events": []}));
     assert_eq!(
         missing.json()["detail"]["json"]["job_status_webhook"],
         json!(["Missing data for required field."])
     );
-    let bad_id = server.post_json("/v1/job/nope/events", &event(&format!("{dead_url}/x")));
+    let bad_id = server
+        .agent()
+        .post_json("/v1/job/nope/events", &event(&format!("{dead_url}/x")));
     assert_eq!(bad_id.status, 400);
 }

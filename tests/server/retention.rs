@@ -24,20 +24,24 @@ fn old_jobs_logs_archives_and_agents_expire() {
     // More fragments than one expiry batch deletes.
     let posters: Vec<_> = (0..4)
         .map(|thread| {
-            let (address, id) = (server.address.clone(), id.clone());
+            let (agent, id) = (server.agent(), id.clone());
             std::thread::spawn(move || {
                 for n in 0..1300 {
                     let fragment = json!({"fragment_number": thread * 10_000 + n, "timestamp": "2026-01-01T00:00:00", "phase": "setup", "log_data": "old"});
                     let path = format!("/v1/result/{id}/log/output");
                     let body = fragment.to_string();
-                    crate::harness::send(&address, "POST", &path, &[], body.as_bytes()).unwrap();
+                    agent.request("POST", &path, &[], body.as_bytes());
                 }
             })
         })
         .collect();
     posters.into_iter().for_each(|t| t.join().unwrap());
-    server.upload(&format!("/v1/result/{id}/artifact"), "file", b"old archive");
-    server.post_json("/v1/agents/data/old-agent", &json!({"queues": ["q"]}));
+    server
+        .agent()
+        .upload(&format!("/v1/result/{id}/artifact"), "file", b"old archive");
+    server
+        .agent()
+        .post_json("/v1/agents/data/old-agent", &json!({"queues": ["q"]}));
     server.claim("old-agent", "q");
 
     assert!(
@@ -72,12 +76,24 @@ fn fresh_data_is_kept() {
     let server = Server::start_with(&["--retention", "1h"]);
     let id = server.submit(&json!({"job_queue": "q"}));
     let fragment = json!({"fragment_number": 0, "timestamp": "2026-01-01T00:00:00", "phase": "setup", "log_data": "new"});
-    server.post_json(&format!("/v1/result/{id}/log/output"), &fragment);
+    server
+        .agent()
+        .post_json(&format!("/v1/result/{id}/log/output"), &fragment);
     // The expiry pass also runs at start-up; give it a moment, then everything is still there.
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(server.get(&format!("/v1/job/{id}")).status, 200);
     assert_eq!(
         server.get(&format!("/v1/result/{id}/log/output")).json()["output"]["setup"]["log_data"],
         json!("new")
+    );
+}
+
+#[test]
+fn jobs_expire_when_no_log_was_ever_written() {
+    let server = Server::start_with(&["--retention", "1s"]);
+    let id = server.submit(&json!({"job_queue": "q"}));
+    assert!(
+        eventually(|| server.get(&format!("/v1/job/{id}")).status == 204),
+        "the job never expired"
     );
 }

@@ -1,0 +1,192 @@
+//! `tf clients …`: managing API clients on the lab host itself, straight on the data dir
+//! (the server may be running). The HTTP `client-permissions` API does the same remotely
+//! but cannot create the first admin.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use serde_json::{Map, Value};
+
+use super::auth::Role;
+use super::tokens::BCRYPT_COST;
+use crate::store::{Client, Store, SyncMode};
+
+#[derive(Debug, clap::Args)]
+pub struct ClientsArgs {
+    /// The server's data directory
+    #[arg(long, env = "TF_DATA_DIR", default_value = "tf-data", global = true)]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: ClientsCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ClientsCommand {
+    /// Create a client and print its generated secret (shown only this once)
+    Add {
+        client_id: String,
+        /// admin, manager, contributor or agent
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Highest job priority on QUEUE (`*` for every queue); repeatable
+        #[arg(long = "max-priority", value_name = "QUEUE=N", value_parser = parse_limit)]
+        max_priority: Vec<(String, i64)>,
+        /// A restricted queue the client may submit to; repeatable
+        #[arg(long = "allowed-queue", value_name = "QUEUE")]
+        allowed_queues: Vec<String>,
+        /// Longest reservation on QUEUE (`*` for every queue), in seconds; repeatable
+        #[arg(long = "max-reservation", value_name = "QUEUE=SECONDS", value_parser = parse_limit)]
+        max_reservation: Vec<(String, i64)>,
+        /// The owner's e-mail address
+        #[arg(long)]
+        email: Option<String>,
+        /// Read the secret from this file instead of generating one
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<PathBuf>,
+    },
+    /// List the clients and their roles
+    List,
+    /// Show one client's permissions as JSON
+    Show { client_id: String },
+    /// Delete a client
+    Remove { client_id: String },
+    /// Give a client a new secret and print it (shown only this once)
+    RotateSecret {
+        client_id: String,
+        /// Read the secret from this file instead of generating one
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<PathBuf>,
+    },
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::parse(text)
+        .ok_or_else(|| format!("'{text}' is not one of admin, manager, contributor, agent"))
+}
+
+fn parse_limit(text: &str) -> Result<(String, i64), String> {
+    let (queue, number) = text.split_once('=').ok_or("expected QUEUE=NUMBER")?;
+    let number = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{number}' is not a whole number"))?;
+    Ok((queue.trim().to_string(), number))
+}
+
+fn limits(pairs: Vec<(String, i64)>) -> Option<Map<String, Value>> {
+    (!pairs.is_empty()).then(|| {
+        pairs
+            .into_iter()
+            .map(|(q, n)| (q, Value::from(n)))
+            .collect()
+    })
+}
+
+/// A secret from a file, or a fresh random one (32 alphanumerics).
+fn secret(file: Option<PathBuf>) -> anyhow::Result<(String, bool)> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let secret = text.trim().to_string();
+        if secret.chars().count() < 15 {
+            bail!(
+                "the secret in {} is shorter than 15 characters",
+                path.display()
+            );
+        }
+        return Ok((secret, false));
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let secret = bytes
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect();
+    Ok((secret, true))
+}
+
+pub fn run(args: ClientsArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let store = Store::open(&args.data_dir, SyncMode::Normal, None)?;
+        execute(&store, args.command).await
+    })
+}
+
+async fn execute(store: &Store, command: ClientsCommand) -> anyhow::Result<()> {
+    match command {
+        ClientsCommand::Add {
+            client_id,
+            role,
+            max_priority,
+            allowed_queues,
+            max_reservation,
+            email,
+            secret_file,
+        } => {
+            if store.client(&client_id).await?.is_some() {
+                bail!("client {client_id} already exists (use rotate-secret for a new secret)");
+            }
+            let (secret, generated) = secret(secret_file)?;
+            let client = Client {
+                client_id: client_id.clone(),
+                role: role.as_str().into(),
+                max_priority: limits(max_priority),
+                allowed_queues: (!allowed_queues.is_empty()).then_some(allowed_queues),
+                max_reservation_time: limits(max_reservation),
+                email,
+            };
+            store
+                .save_client(client, Some(bcrypt::hash(&secret, BCRYPT_COST)?))
+                .await?;
+            report_secret(&client_id, &secret, generated);
+        }
+        ClientsCommand::List => {
+            for client in store.clients().await? {
+                println!("{}\t{}", client.client_id, client.role);
+            }
+        }
+        ClientsCommand::Show { client_id } => {
+            let (client, _) = store
+                .client(&client_id)
+                .await?
+                .with_context(|| format!("no client {client_id}"))?;
+            let shown: BTreeMap<_, _> = client.permissions().into_iter().collect();
+            println!("{}", serde_json::to_string_pretty(&shown)?);
+        }
+        ClientsCommand::Remove { client_id } => {
+            if !store.remove_client(&client_id).await? {
+                bail!("no client {client_id}");
+            }
+            println!("removed client {client_id}");
+        }
+        ClientsCommand::RotateSecret {
+            client_id,
+            secret_file,
+        } => {
+            let (client, _) = store
+                .client(&client_id)
+                .await?
+                .with_context(|| format!("no client {client_id}"))?;
+            let (secret, generated) = secret(secret_file)?;
+            store
+                .save_client(client, Some(bcrypt::hash(&secret, BCRYPT_COST)?))
+                .await?;
+            report_secret(&client_id, &secret, generated);
+        }
+    }
+    Ok(())
+}
+
+fn report_secret(client_id: &str, secret: &str, generated: bool) {
+    if generated {
+        println!("client_id: {client_id}\nsecret: {secret}");
+        eprintln!("(the secret is shown only now; keep it safe)");
+    } else {
+        println!("client_id: {client_id}");
+    }
+}

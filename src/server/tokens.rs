@@ -1,0 +1,258 @@
+//! `/v1/oauth2/*`: client credentials → access token (HS256 JWT, 10 minutes) + refresh
+//! token (opaque, 6 days, revocable). Secrets are checked against bcrypt hashes; refresh
+//! tokens are stored only as SHA-256 hashes. Repeated failed logins for one client id
+//! lock it out for a while, so its secret cannot be guessed at speed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Extension, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use base64::Engine;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::auth::Identity;
+use super::extract::JsonBody;
+use super::jwt;
+use super::reply::{self, ApiError, ApiResult};
+use super::App;
+use crate::job::time;
+use crate::store::{Client, Revocation};
+
+pub const ACCESS_TOKEN_SECONDS: i64 = 600;
+/// The reference's bcrypt cost for client secrets.
+pub const BCRYPT_COST: u32 = 8;
+const REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(6 * 86_400);
+const FAILURES_BEFORE_LOCKOUT: u32 = 5;
+const LOCKOUT: Duration = Duration::from_secs(60);
+
+/// Failed logins per client id.
+#[derive(Default)]
+pub struct LoginGuard {
+    failures: Mutex<HashMap<String, (u32, Option<Instant>)>>,
+}
+
+impl LoginGuard {
+    fn locked_for(&self, client_id: &str) -> Option<Duration> {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let until = failures.get(client_id)?.1?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    fn record(&self, client_id: &str, succeeded: bool) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if succeeded {
+            failures.remove(client_id);
+            return;
+        }
+        let entry = failures.entry(client_id.to_string()).or_insert((0, None));
+        entry.0 += 1;
+        if entry.0 >= FAILURES_BEFORE_LOCKOUT {
+            *entry = (0, Some(Instant::now() + LOCKOUT));
+        }
+    }
+}
+
+/// A signed access token carrying `client`'s permissions.
+pub fn access_token(app: &App, client: &Client) -> String {
+    let now = time::now() / 1_000_000;
+    let claims = json!({
+        "exp": now + ACCESS_TOKEN_SECONDS,
+        "iat": now,
+        "sub": "access_token",
+        "permissions": client.permissions(),
+    });
+    jwt::sign(&claims, &app.jwt_key)
+}
+
+fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+fn new_refresh_token() -> Result<String, ApiError> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut token = String::with_capacity(48);
+    while token.len() < 48 {
+        let mut byte = [0u8; 1];
+        getrandom::fill(&mut byte).map_err(|_| {
+            ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, "No randomness available")
+        })?;
+        // 248 = 4 × 62: bytes above it are drawn again, so every character is as likely.
+        if byte[0] < 248 {
+            token.push(char::from(ALPHABET[usize::from(byte[0]) % 62]));
+        }
+    }
+    Ok(token)
+}
+
+/// Client id and secret from an HTTP Basic header.
+fn basic_credentials(headers: &HeaderMap) -> Result<(String, String), ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(ApiError::text(
+            StatusCode::UNAUTHORIZED,
+            "No authorization header specified",
+        ));
+    };
+    let malformed = || {
+        ApiError::text(
+            StatusCode::UNAUTHORIZED,
+            "Client id and key must be specified in authorization header",
+        )
+    };
+    let encoded = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Basic "))
+        .ok_or_else(malformed)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(malformed)?;
+    match decoded.split_once(':') {
+        Some((id, secret)) if !id.is_empty() && !secret.is_empty() => {
+            Ok((id.to_string(), secret.to_string()))
+        }
+        _ => Err(malformed()),
+    }
+}
+
+/// `POST /v1/oauth2/token` with HTTP Basic client credentials.
+pub async fn token(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
+    let (client_id, secret) = basic_credentials(&headers)?;
+    if let Some(wait) = app.logins.locked_for(&client_id) {
+        return Err(ApiError::text(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Too many failed logins for {client_id}; try again in {} s",
+                wait.as_secs() + 1
+            ),
+        ));
+    }
+    let stored = app.store.client(&client_id).await?;
+    let hash = stored.as_ref().and_then(|(_, hash)| hash.clone());
+    // bcrypt is slow on purpose: it runs off the async workers.
+    let verified = tokio::task::spawn_blocking(move || {
+        let hash = hash.unwrap_or_else(|| DUMMY_HASH.clone());
+        bcrypt::verify(secret, &hash).unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false);
+    let client = match stored {
+        Some((client, Some(_))) if verified => client,
+        _ => {
+            app.logins.record(&client_id, false);
+            tracing::info!("failed login for client {client_id}");
+            return Err(ApiError::text(
+                StatusCode::UNAUTHORIZED,
+                "Invalid client id or client key",
+            ));
+        }
+    };
+    app.logins.record(&client_id, true);
+    let refresh_token = new_refresh_token()?;
+    let expires_at = time::now() + REFRESH_TOKEN_LIFETIME.as_micros() as i64;
+    app.store
+        .store_refresh_token(token_hash(&refresh_token), &client.client_id, expires_at)
+        .await?;
+    Ok(reply::json(&json!({
+        "access_token": access_token(&app, &client),
+        "token_type": "Bearer",
+        "expires_in": ACCESS_TOKEN_SECONDS,
+        "refresh_token": refresh_token,
+    })))
+}
+
+/// A bcrypt hash to check against for unknown clients, so that both answers take as long.
+static DUMMY_HASH: LazyLock<String> =
+    LazyLock::new(|| bcrypt::hash("no such client", BCRYPT_COST).unwrap_or_default());
+
+/// The `refresh_token` of a refresh or revoke body, validated like the reference.
+fn refresh_token_field(body: &Value) -> Result<String, ApiError> {
+    let error = |message: &str| ApiError::invalid_body(json!({"refresh_token": [message]}));
+    match body.get("refresh_token") {
+        None => Err(error("Missing data for required field.")),
+        Some(Value::String(token)) if token.is_empty() => {
+            Err(error("Shorter than minimum length 1."))
+        }
+        Some(Value::String(token)) => Ok(token.clone()),
+        Some(_) => Err(error("Not a valid string.")),
+    }
+}
+
+/// `POST /v1/oauth2/refresh`: a new access token with the client's current permissions.
+pub async fn refresh(State(app): State<Arc<App>>, JsonBody(body): JsonBody) -> ApiResult {
+    let token = refresh_token_field(&body)?;
+    let invalid = || ApiError::json(StatusCode::BAD_REQUEST, "Invalid refresh token.");
+    let record = app
+        .store
+        .use_refresh_token(token_hash(&token))
+        .await?
+        .ok_or_else(invalid)?;
+    if record.revoked {
+        return Err(ApiError::json(
+            StatusCode::BAD_REQUEST,
+            "Refresh token revoked.",
+        ));
+    }
+    if record.expires_at < time::now() {
+        return Err(ApiError::json(
+            StatusCode::BAD_REQUEST,
+            "Refresh token expired",
+        ));
+    }
+    let (client, _) = app
+        .store
+        .client(&record.client_id)
+        .await?
+        .ok_or_else(invalid)?;
+    Ok(reply::json(&json!({
+        "access_token": access_token(&app, &client),
+        "token_type": "Bearer",
+        "expires_in": ACCESS_TOKEN_SECONDS,
+    })))
+}
+
+/// `POST /v1/oauth2/revoke` (admin).
+pub async fn revoke(
+    State(app): State<Arc<App>>,
+    Extension(identity): Extension<Identity>,
+    JsonBody(body): JsonBody,
+) -> ApiResult {
+    let token = refresh_token_field(&body)?;
+    match app.store.revoke_refresh_token(token_hash(&token)).await? {
+        Revocation::Unknown => Err(ApiError::json(
+            StatusCode::BAD_REQUEST,
+            "Refresh token not found",
+        )),
+        Revocation::AlreadyRevoked => Err(ApiError::json(
+            StatusCode::BAD_REQUEST,
+            "Refresh token has already been revoked",
+        )),
+        Revocation::Revoked => {
+            tracing::info!(
+                "refresh token revoked by {}",
+                identity.client_id.unwrap_or_default()
+            );
+            Ok(reply::json(&json!({"status": "OK"})))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_tokens_are_48_alphanumerics_and_differ() {
+        let (a, b) = (new_refresh_token().unwrap(), new_refresh_token().unwrap());
+        assert_eq!(a.len(), 48);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+    }
+}

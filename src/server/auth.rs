@@ -73,7 +73,11 @@ pub fn authenticate(headers: &HeaderMap, app: &App) -> Result<Option<Identity>, 
     if header.is_empty() {
         return Ok(Some(Identity::anonymous()));
     }
-    let Some(token) = header.strip_prefix("Bearer ") else {
+    // HTTP trims trailing blanks, so an empty token arrives as a bare "Bearer".
+    let Some(token) = header
+        .strip_prefix("Bearer ")
+        .or((header == "Bearer").then_some(""))
+    else {
         return Ok(None);
     };
     if token.is_empty() {

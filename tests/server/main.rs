@@ -1,6 +1,7 @@
 //! Integration tests: each starts the real `tf serve` and talks HTTP to it.
 
 mod agents;
+mod auth;
 mod bad_input;
 mod durability;
 mod full_disk;

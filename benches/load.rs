@@ -1,7 +1,7 @@
 //! Load generator for any Testflinger-compatible server.
 //!
 //!     cargo bench --bench load                       # starts its own `tf serve`
-//!     cargo bench --bench load -- --url http://host:5000 [--connections 32] [--seconds 5]
+//!     cargo bench --bench load -- --url http://host:5000 --agent ID:SECRET [--connections 32] [--seconds 5]
 //!
 //! Measures job submission, job claims by concurrent agents, empty-queue polls and log
 //! fragment ingest, each as requests per second with p50/p99 latency. Every connection
@@ -27,6 +27,9 @@ struct Options {
     fragment_bytes: Option<usize>,
     /// Run only the figures whose name starts with this.
     only: Option<String>,
+    /// `CLIENT_ID:SECRET` of an agent client on the `--url` server (claims and log
+    /// fragments need role agent).
+    agent: Option<String>,
 }
 
 fn options() -> Options {
@@ -36,6 +39,7 @@ fn options() -> Options {
         seconds: 5.0,
         fragment_bytes: None,
         only: None,
+        agent: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -48,6 +52,7 @@ fn options() -> Options {
                 options.fragment_bytes = Some(value().parse().expect("--fragment-bytes N"))
             }
             "--only" => options.only = Some(value()),
+            "--agent" => options.agent = Some(value()),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -68,9 +73,23 @@ impl Drop for OwnServer {
     }
 }
 
+/// The agent client the generator creates on its own server.
+const OWN_AGENT: &str = "bench-agent:bench-agent-secret-0123456789";
+
 fn start_own_server() -> (OwnServer, String) {
     use std::io::BufRead;
     let data = tempfile::tempdir().expect("temp dir");
+    let (agent, secret) = OWN_AGENT.split_once(':').unwrap();
+    let secret_file = data.path().join("agent.secret");
+    std::fs::write(&secret_file, secret).unwrap();
+    let created = Command::new(env!("CARGO_BIN_EXE_tf"))
+        .args(["clients", "--data-dir"])
+        .arg(data.path())
+        .args(["add", agent, "--role", "agent", "--secret-file"])
+        .arg(&secret_file)
+        .output()
+        .expect("run tf clients");
+    assert!(created.status.success(), "tf clients add failed");
     let mut child = Command::new(env!("CARGO_BIN_EXE_tf"))
         .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
         .arg(data.path())
@@ -89,9 +108,21 @@ fn start_own_server() -> (OwnServer, String) {
     (OwnServer { child, _data: data }, address)
 }
 
+/// One request a worker makes: who sends it, and the answer that means success.
+struct Call {
+    method: Method,
+    path: String,
+    body: Bytes,
+    expected: StatusCode,
+    /// Sent with the agent's access token (claims, log fragments).
+    as_agent: bool,
+}
+
 #[derive(Clone)]
 struct Target {
     address: String,
+    /// An access token of a client with role agent.
+    agent_token: Option<String>,
 }
 
 impl Target {
@@ -113,19 +144,19 @@ impl Target {
 async fn call(
     sender: &mut SendRequest<Full<Bytes>>,
     target: &Target,
-    method: Method,
-    path: &str,
-    body: Bytes,
+    call: &Call,
 ) -> (StatusCode, Bytes) {
     sender.ready().await.expect("connection ready");
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
+    let mut request = Request::builder()
+        .method(call.method.clone())
+        .uri(&call.path)
         .header("host", &target.address)
         .header("content-type", "application/json")
-        .header("cookie", "agent_name=bench-agent")
-        .body(Full::new(body))
-        .unwrap();
+        .header("cookie", "agent_name=bench-agent");
+    if let (true, Some(token)) = (call.as_agent, &target.agent_token) {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request.body(Full::new(call.body.clone())).unwrap();
     let response = sender.send_request(request).await.expect("response");
     let status = response.status();
     let body = response
@@ -165,7 +196,7 @@ impl Figures {
 async fn drive<F, Fut>(target: &Target, connections: usize, duration: Duration, step: F) -> Figures
 where
     F: Fn(usize, usize) -> Fut + Clone + 'static,
-    Fut: std::future::Future<Output = Option<(Method, String, Bytes, StatusCode)>>,
+    Fut: std::future::Future<Output = Option<Call>>,
 {
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
@@ -179,13 +210,13 @@ where
             let mut latencies = Vec::new();
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) && started.elapsed() < duration {
-                let Some((method, path, body, expected)) = step(worker, n).await else {
+                let Some(request) = step(worker, n).await else {
                     break;
                 };
                 let sent = Instant::now();
-                let (status, answer) = call(&mut sender, &target, method, &path, body).await;
+                let (status, answer) = call(&mut sender, &target, &request).await;
                 latencies.push(sent.elapsed().as_micros() as u32);
-                if status != expected {
+                if status != request.expected {
                     // The end of the work (e.g. the queue ran dry): stop everyone.
                     if status == StatusCode::NO_CONTENT {
                         stop.store(true, Ordering::Relaxed);
@@ -193,7 +224,9 @@ where
                         break;
                     }
                     panic!(
-                        "{path}: expected {expected}, got {status}: {}",
+                        "{}: expected {}, got {status}: {}",
+                        request.path,
+                        request.expected,
                         String::from_utf8_lossy(&answer)
                     );
                 }
@@ -236,7 +269,15 @@ async fn run(options: Options, target: Target) {
         let body = job_body(&queue);
         let submits = drive(&target, connections, duration, move |_, _| {
             let body = body.clone();
-            async move { Some((Method::POST, "/v1/job".to_string(), body, StatusCode::OK)) }
+            async move {
+                Some(Call {
+                    method: Method::POST,
+                    path: "/v1/job".into(),
+                    body,
+                    expected: StatusCode::OK,
+                    as_agent: false,
+                })
+            }
         })
         .await;
         let submitted = submits.requests;
@@ -249,7 +290,15 @@ async fn run(options: Options, target: Target) {
                 Duration::from_secs(3600),
                 move |_, _| {
                     let path = path.clone();
-                    async move { Some((Method::GET, path, Bytes::new(), StatusCode::OK)) }
+                    async move {
+                        Some(Call {
+                            method: Method::GET,
+                            path,
+                            body: Bytes::new(),
+                            expected: StatusCode::OK,
+                            as_agent: true,
+                        })
+                    }
                 },
             )
             .await;
@@ -265,7 +314,15 @@ async fn run(options: Options, target: Target) {
         let path = format!("/v1/job?queue=bench-empty-{run_id}");
         let polls = drive(&target, connections, duration, move |_, _| {
             let path = path.clone();
-            async move { Some((Method::GET, path, Bytes::new(), StatusCode::NO_CONTENT)) }
+            async move {
+                Some(Call {
+                    method: Method::GET,
+                    path,
+                    body: Bytes::new(),
+                    expected: StatusCode::NO_CONTENT,
+                    as_agent: true,
+                })
+            }
         })
         .await;
         polls.report("empty-queue poll", "");
@@ -298,7 +355,13 @@ async fn fragment_ingest(
             let body = format!(
                 r#"{{"fragment_number": {n}, "timestamp": "2026-01-01T00:00:00", "phase": "test", "log_data": "{log_data}"}}"#
             );
-            Some((Method::POST, format!("/v1/result/{job}/log/output"), Bytes::from(body), StatusCode::OK))
+            Some(Call {
+                method: Method::POST,
+                path: format!("/v1/result/{job}/log/output"),
+                body: Bytes::from(body),
+                expected: StatusCode::OK,
+                as_agent: true,
+            })
         }
     })
     .await;
@@ -311,12 +374,46 @@ async fn fragment_ingest(
     );
 }
 
+/// An access token for `CLIENT_ID:SECRET` from `POST /v1/oauth2/token`.
+async fn login(target: &Target, credentials: &str) -> String {
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(credentials);
+    let mut sender = target.connect().await;
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/oauth2/token")
+        .header("host", &target.address)
+        .header("authorization", format!("Basic {basic}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.expect("login response");
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "login failed: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    answer["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
+}
+
 fn main() {
-    let options = options();
+    let mut options = options();
     let (_own, address) = match &options.url {
         Some(url) => (None, url.trim_start_matches("http://").to_string()),
         None => {
             let (server, address) = start_own_server();
+            options.agent = Some(OWN_AGENT.to_string());
             (Some(server), address)
         }
     };
@@ -329,5 +426,14 @@ fn main() {
         .build()
         .unwrap();
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, run(options, Target { address }));
+    local.block_on(&runtime, async move {
+        let mut target = Target {
+            address,
+            agent_token: None,
+        };
+        if let Some(credentials) = &options.agent {
+            target.agent_token = Some(login(&target, credentials).await);
+        }
+        run(options, target).await
+    });
 }

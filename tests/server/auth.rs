@@ -407,7 +407,7 @@ fn submissions_need_permission_for_priority_restricted_queues_and_long_reservati
     );
 
     // Restrict queue "private" to "owner".
-    let owner = server.client("owner", "contributor", &[]);
+    server.client("owner", "contributor", &[]);
     let manager = server.client("boss", "manager", &[]);
     server.agent().post_json(
         "/v1/agents/data/dev-1",
@@ -437,10 +437,9 @@ fn submissions_need_permission_for_priority_restricted_queues_and_long_reservati
         )
     );
     let owner = server.with_token(
-        &server.login("owner", "owner-secret-0123456789")["access_token"]
+        server.login("owner", "owner-secret-0123456789")["access_token"]
             .as_str()
-            .unwrap()
-            .to_string(),
+            .unwrap(),
     );
     assert_eq!(
         submit(&owner, json!({"job_queue": "private"})).0,

@@ -71,9 +71,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let expiry = tokio::spawn(expire_forever(app.clone()));
     let mut router = routes::api(&app).layer(DefaultBodyLimit::disable());
     // The log level is fixed at start-up: without debug logging, requests skip the layer.
-    if tracing::enabled!(tracing::Level::DEBUG) {
-        router = router.layer(middleware::from_fn(log_request));
-    }
+    router = router.layer(middleware::from_fn(trace_request));
     let router = router.with_state(app.clone());
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
@@ -100,11 +98,24 @@ fn load_keys(config: &Config) -> anyhow::Result<(Vec<u8>, [u8; 32])> {
     ))
 }
 
-async fn log_request(request: Request, next: Next) -> Response {
-    let (method, uri) = (request.method().clone(), request.uri().clone());
-    let response = next.run(request).await;
-    tracing::debug!("{method} {uri} -> {}", response.status().as_u16());
-    response
+/// Numbers each request: what is logged while it runs carries `request{id=N}`, the
+/// client gets the same number in `x-request-id`, and at debug level one line per request
+/// says what it was and how it ended.
+async fn trace_request(request: Request, next: Next) -> Response {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tracing::Instrument;
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("request", id);
+    async move {
+        let (method, path) = (request.method().clone(), request.uri().path().to_string());
+        let mut response = next.run(request).await;
+        tracing::debug!("{method} {path} -> {}", response.status().as_u16());
+        response.headers_mut().insert("x-request-id", id.into());
+        response
+    }
+    .instrument(span)
+    .await
 }
 
 async fn expire_forever(app: Arc<App>) {

@@ -101,3 +101,22 @@ fn the_binary_installed_as_testflinger_server_serves() {
         "{help}"
     );
 }
+
+#[test]
+fn every_answer_carries_a_request_id_for_the_logs() {
+    let server = Server::start();
+    let first = server.get("/v1/");
+    let second = server.get("/v1/job/search");
+    let id = |response: &crate::harness::Response| -> u64 {
+        response
+            .header("x-request-id")
+            .expect("x-request-id")
+            .parse()
+            .unwrap()
+    };
+    assert!(id(&second) > id(&first));
+    assert!(
+        server.get("/nowhere").header("x-request-id").is_some(),
+        "errors carry one too"
+    );
+}

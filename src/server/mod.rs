@@ -73,8 +73,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // The log level is fixed at start-up: without debug logging, requests skip the layer.
     router = router.layer(middleware::from_fn(trace_request));
     let router = router.with_state(app.clone());
+    let closing = app.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        closing.store.end_long_polls();
+    };
     axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
         .context("the HTTP server failed")?;
     expiry.abort();

@@ -159,10 +159,7 @@ impl Store {
             if let Some(job) = self.claim_now(queues, agent).await? {
                 return Ok(Some(job));
             }
-            if tokio::time::timeout_at(deadline, select_all(wakeups))
-                .await
-                .is_err()
-            {
+            if !self.signals.wait(select_all(wakeups), deadline).await {
                 return Ok(None);
             }
         }

@@ -88,7 +88,7 @@ impl Store {
             let found = logs.iter().any(|log| log.last_fragment_number >= 0);
             match wakeup {
                 Some(wakeup) if !found => {
-                    if tokio::time::timeout_at(deadline, wakeup).await.is_err() {
+                    if !self.signals.wait(wakeup, deadline).await {
                         return Ok(logs);
                     }
                 }

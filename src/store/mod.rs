@@ -137,6 +137,14 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Ends every long-poll now (with the answer it would give at its deadline): the
+    /// server is stopping.
+    pub fn end_long_polls(&self) {
+        self.signals.close();
+    }
+}
+
 fn open_connection(path: &Path, sync: SyncMode) -> rusqlite::Result<Connection> {
     let connection = Connection::open_with_flags(
         path,

@@ -3,6 +3,7 @@
 //! look at the database, so a signal sent between their look and their wait is not lost.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -13,6 +14,9 @@ type Registry = Mutex<HashMap<String, Arc<Notify>>>;
 pub struct Signals {
     queues: Registry,
     jobs: Registry,
+    /// Cancelled when the server stops: long-polls answer at once instead of holding the
+    /// shutdown up for their whole wait.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 /// A waiter's hold on one signal; dropping it forgets the key once nobody else waits.
@@ -37,6 +41,23 @@ impl Signals {
 
     pub fn wake_job(&self, job_id: &str) {
         wake(&self.jobs, job_id);
+    }
+
+    /// Waits for `wakeup` until `deadline`; false when the deadline passed or the server
+    /// is closing.
+    pub async fn wait<T>(
+        &self,
+        wakeup: impl Future<Output = T>,
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        tokio::select! {
+            woken = tokio::time::timeout_at(deadline, wakeup) => woken.is_ok(),
+            _ = self.closing.cancelled() => false,
+        }
+    }
+
+    pub fn close(&self) {
+        self.closing.cancel();
     }
 }
 

@@ -120,3 +120,28 @@ fn every_answer_carries_a_request_id_for_the_logs() {
         "errors carry one too"
     );
 }
+
+#[test]
+fn stopping_ends_long_polls_instead_of_waiting_for_them() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data.path(), &[]);
+    let agent = server.agent();
+    let waiter = std::thread::spawn(move || {
+        agent.request(
+            "GET",
+            "/v1/job?queue=idle&wait=60",
+            &[("Cookie", "agent_name=w")],
+            b"",
+        )
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    assert!(server.terminate());
+    let answer = waiter.join().unwrap();
+    assert_eq!(
+        answer.status, 204,
+        "the waiting agent gets the empty answer"
+    );
+    // Not a speed assertion: a shutdown that waited for the poll would take a minute.
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}

@@ -55,6 +55,12 @@ pub struct ServeArgs {
     /// [default: DATA_DIR/secrets.key, created on first start]
     #[arg(long, env = "TF_SECRETS_KEY_FILE", value_name = "FILE")]
     secrets_key_file: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key)
+    #[arg(long, env = "TF_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, env = "TF_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// The settings file: the same keys as the flags, all optional.
@@ -73,6 +79,8 @@ struct ConfigFile {
     jwt_key_file: Option<PathBuf>,
     jwt_leeway: Option<i64>,
     secrets_key_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 fn human_duration<'de, D: serde::Deserializer<'de>>(
@@ -99,6 +107,8 @@ pub struct Config {
     pub jwt_key: Option<String>,
     pub jwt_leeway: i64,
     pub secrets_key_file: PathBuf,
+    /// Certificate chain and key files: serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Config {
@@ -138,6 +148,14 @@ impl Config {
                 .secrets_key_file
                 .or(file.secrets_key_file)
                 .unwrap_or_else(|| data_dir.join("secrets.key")),
+            tls: match (
+                args.tls_cert.or(file.tls_cert),
+                args.tls_key.or(file.tls_key),
+            ) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => anyhow::bail!("tls_cert and tls_key go together"),
+            },
             data_dir,
             retention: args
                 .retention

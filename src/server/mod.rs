@@ -16,6 +16,7 @@ mod reply;
 mod results;
 mod routes;
 mod secrets;
+mod tls;
 mod tokens;
 mod webhook;
 
@@ -48,6 +49,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let (jwt_key, secrets_key) = load_keys(&config)?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|(cert, key)| tls::acceptor(cert, key))
+        .transpose()?;
     let store = Store::open(
         &config.data_dir,
         config.sync,
@@ -57,8 +63,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     let address = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
-        "tf serve listening on http://{address}, data in {}",
+        "tf serve listening on {scheme}://{address}, data in {}",
         config.data_dir.display()
     );
     let app = Arc::new(App {
@@ -78,10 +85,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown_signal().await;
         closing.store.end_long_polls();
     };
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("the HTTP server failed")?;
+    match tls {
+        Some(acceptor) => {
+            let listener = tls::TlsListener::new(listener, acceptor)?;
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+    .context("the HTTP server failed")?;
     expiry.abort();
     let _ = expiry.await;
     // The last handle closes the store: the writer commits what it has and stops.

@@ -126,6 +126,7 @@ impl Server {
             .env("RUST_LOG", "info")
             .env_remove("TF_BIND")
             .env_remove("WEBHOOK_URL")
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start tf serve");
@@ -135,7 +136,11 @@ impl Server {
                 .next()
                 .expect("tf serve exited before listening")
                 .expect("read stderr");
-            if let Some(rest) = line.split("listening on http://").nth(1) {
+            let after = line.split("listening on ").nth(1).map(|rest| {
+                rest.trim_start_matches("https://")
+                    .trim_start_matches("http://")
+            });
+            if let Some(rest) = after {
                 break rest
                     .split([',', ' '])
                     .next()
@@ -145,22 +150,23 @@ impl Server {
         };
         // Keep draining the log so the server never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        let anonymous = Caller {
-            address: address.clone(),
-            token: None,
-        };
-        let agent_token = anonymous.login(TEST_AGENT.0, TEST_AGENT.1)["access_token"]
-            .as_str()
-            .expect("an access token")
-            .to_string();
-        Server {
+        let mut server = Server {
             child,
+            anonymous: Caller {
+                address: address.clone(),
+                token: None,
+            },
             address,
             data_dir: data_dir.map(Path::to_path_buf).unwrap_or_default(),
             _temp: None,
-            anonymous,
-            agent_token,
-        }
+            agent_token: String::new(),
+        };
+        // Logged in once the server is owned, so a failed login still stops the process.
+        server.agent_token = server.login(TEST_AGENT.0, TEST_AGENT.1)["access_token"]
+            .as_str()
+            .expect("an access token")
+            .to_string();
+        server
     }
 
     /// Requests as the test agent (role agent).

@@ -11,3 +11,4 @@ mod lifecycle;
 mod logs;
 mod results;
 mod retention;
+mod tls;

@@ -117,6 +117,8 @@ impl Store {
         // commits, lets the WAL start over instead of growing under constant load.
         writer_connection.pragma_update(None, "wal_autocheckpoint", 16000)?;
         writer_connection.pragma_update(None, "journal_size_limit", 128 << 20)?;
+        // 64 MiB of page cache: the indexes the writer touches stay in memory.
+        writer_connection.pragma_update(None, "cache_size", -65536)?;
         schema::migrate(&mut writer_connection)
             .with_context(|| format!("cannot migrate database {}", db_path.display()))?;
         let readers = (0..READ_CONNECTIONS)

@@ -97,13 +97,8 @@ fn secret(file: Option<PathBuf>) -> anyhow::Result<(String, bool)> {
         }
         return Ok((secret, false));
     }
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-    let secret = bytes
-        .iter()
-        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
-        .collect();
+    let secret =
+        super::keys::random_alphanumeric(32).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     Ok((secret, true))
 }
 
@@ -176,6 +171,8 @@ async fn execute(store: &Store, command: ClientsCommand) -> anyhow::Result<()> {
             store
                 .save_client(client, Some(bcrypt::hash(&secret, BCRYPT_COST)?))
                 .await?;
+            // Whoever held the old secret may hold its refresh tokens too.
+            store.revoke_client_tokens(&client_id).await?;
             report_secret(&client_id, &secret, generated);
         }
     }

@@ -98,6 +98,7 @@ pub fn authenticate(headers: &HeaderMap, app: &App) -> Result<Option<Identity>, 
             format!("Token missing required claim: {claim}"),
         ),
         JwtError::Undecodable => ApiError::json(StatusCode::FORBIDDEN, "Unable to decode token"),
+        JwtError::Invalid => ApiError::json(StatusCode::FORBIDDEN, "Invalid Token"),
     })?;
     let permissions = match claims.get("permissions") {
         Some(Value::Object(permissions)) => permissions.clone(),

@@ -142,22 +142,21 @@ async fn check_secrets(
 
 /// Puts the values of a claimed job's secrets in place of their paths, for the agent
 /// only (nothing else ever sees them); unreadable ones become "".
-async fn resolve_secrets(
-    app: &App,
-    job: &mut Map<String, Value>,
-    owner: Option<&str>,
-) -> Result<(), ApiError> {
+async fn resolve_secrets(app: &App, job: &mut Map<String, Value>, owner: Option<&str>) {
     let Some(paths) = secret_paths(job).cloned() else {
-        return Ok(());
+        return;
     };
     let mut values = Map::new();
     for (name, path) in paths {
         let value = match (owner, path.as_str()) {
-            (Some(owner), Some(path)) => app
-                .store
-                .take_secret(owner, path)
-                .await?
-                .unwrap_or_default(),
+            (Some(owner), Some(path)) => match app.store.take_secret(owner, path).await {
+                Ok(value) => value.unwrap_or_default(),
+                // The job is already claimed: it runs, without this secret.
+                Err(error) => {
+                    tracing::warn!("cannot read secret {path} of {owner}: {error}");
+                    String::new()
+                }
+            },
             _ => String::new(),
         };
         values.insert(name, Value::String(value));
@@ -165,7 +164,6 @@ async fn resolve_secrets(
     if let Some(test_data) = job.get_mut("test_data").and_then(Value::as_object_mut) {
         test_data.insert("secrets".into(), Value::Object(values));
     }
-    Ok(())
 }
 
 /// `GET /v1/job?queue=…[&wait=…]`: an agent takes the next job of its queues.
@@ -200,7 +198,7 @@ pub async fn claim(
         return Ok(reply::no_content());
     };
     let mut job = claimed.data;
-    resolve_secrets(&app, &mut job, claimed.client_id.as_deref()).await?;
+    resolve_secrets(&app, &mut job, claimed.client_id.as_deref()).await;
     job.insert("job_id".into(), Value::String(claimed.job_id));
     job.insert(
         "started_at".into(),

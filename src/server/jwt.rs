@@ -17,6 +17,8 @@ pub enum JwtError {
     BadSignature,
     MissingClaim(&'static str),
     Undecodable,
+    /// Well-formed but not acceptable (another algorithm, say).
+    Invalid,
 }
 
 fn mac(key: &[u8]) -> HmacSha256 {
@@ -55,7 +57,7 @@ pub fn verify(token: &str, key: &[u8], leeway: i64, now: i64) -> Result<Value, J
         .ok_or(JwtError::Undecodable)?;
     let signature = decode(signature).map_err(|_| JwtError::Undecodable)?;
     if header.get("alg").and_then(Value::as_str) != Some("HS256") {
-        return Err(JwtError::BadSignature);
+        return Err(JwtError::Invalid);
     }
     let signing_input = format!("{header_part}.{payload_part}");
     let mut verifier = mac(key);
@@ -74,7 +76,7 @@ pub fn verify(token: &str, key: &[u8], leeway: i64, now: i64) -> Result<Value, J
             .and_then(Value::as_f64)
             .ok_or(JwtError::Undecodable)
     };
-    if number("exp")? < (now - leeway) as f64 {
+    if number("exp")? <= (now - leeway) as f64 {
         return Err(JwtError::Expired);
     }
     if number("iat")? > (now + leeway) as f64 {

@@ -8,10 +8,21 @@ use std::path::Path;
 
 use anyhow::Context;
 
+/// Keys shorter than this are refused: an empty or truncated key file would let anyone
+/// sign tokens.
+const MIN_KEY_BYTES: usize = 32;
+
 /// Reads a key file, creating it with `length` random bytes if it does not exist.
 pub fn load_or_create(path: &Path, length: usize) -> anyhow::Result<Vec<u8>> {
     match std::fs::read(path) {
         Ok(key) => {
+            if key.len() < MIN_KEY_BYTES {
+                anyhow::bail!(
+                    "{} holds {} bytes; a key needs at least {MIN_KEY_BYTES}",
+                    path.display(),
+                    key.len()
+                );
+            }
             let mode = std::fs::metadata(path)?.permissions().mode();
             if mode & 0o077 != 0 {
                 tracing::warn!(
@@ -26,14 +37,19 @@ pub fn load_or_create(path: &Path, length: usize) -> anyhow::Result<Vec<u8>> {
             let mut key = vec![0u8; length];
             getrandom::fill(&mut key)
                 .map_err(|e| anyhow::anyhow!("no randomness for a key: {e}"))?;
+            // Written aside and renamed: a crash never leaves a short key behind.
+            let partial = path.with_extension("partial");
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
-                .create_new(true)
+                .create(true)
+                .truncate(true)
                 .mode(0o600)
-                .open(path)
-                .with_context(|| format!("cannot create key file {}", path.display()))?;
+                .open(&partial)
+                .with_context(|| format!("cannot create key file {}", partial.display()))?;
             file.write_all(&key)?;
             file.sync_all()?;
+            std::fs::rename(&partial, path)
+                .with_context(|| format!("cannot create key file {}", path.display()))?;
             tracing::info!("created key file {}", path.display());
             Ok(key)
         }
@@ -41,6 +57,21 @@ pub fn load_or_create(path: &Path, length: usize) -> anyhow::Result<Vec<u8>> {
             Err(error).with_context(|| format!("cannot read key file {}", path.display()))
         }
     }
+}
+
+/// `length` random letters and digits, each equally likely.
+pub fn random_alphanumeric(length: usize) -> Result<String, getrandom::Error> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut text = String::with_capacity(length);
+    let mut pool = [0u8; 64];
+    while text.len() < length {
+        getrandom::fill(&mut pool)?;
+        // 248 = 4 × 62: larger bytes are dropped, so no character is favoured.
+        for byte in pool.iter().filter(|b| **b < 248).take(length - text.len()) {
+            text.push(char::from(ALPHABET[usize::from(*byte) % 62]));
+        }
+    }
+    Ok(text)
 }
 
 /// A 32-byte key from a file: raw bytes, or base64 text of them.

@@ -23,6 +23,8 @@ mod webhook;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::os::unix::fs::DirBuilderExt;
+
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
@@ -46,7 +48,11 @@ pub struct App {
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(600);
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
+    // Private: the database holds secret hashes and sits next to the key files.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let (jwt_key, secrets_key) = load_keys(&config)?;
     let tls = config
@@ -110,6 +116,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// The JWT signing key and the secrets master key.
 fn load_keys(config: &Config) -> anyhow::Result<(Vec<u8>, [u8; 32])> {
     let jwt = match &config.jwt_key {
+        Some(key) if key.len() < 16 => {
+            anyhow::bail!("JWT_SIGNING_KEY is too short to sign tokens safely")
+        }
         Some(key) => key.as_bytes().to_vec(),
         None => keys::load_or_create(&config.jwt_key_file, 32)?,
     };

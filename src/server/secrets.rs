@@ -82,9 +82,14 @@ pub async fn put(
         match secret.get("expire_after") {
             None => Expiry::At(time::now() + DEFAULT_LIFETIME_SECONDS * 1_000_000),
             Some(Value::Null) => Expiry::Never,
-            Some(seconds) => {
-                Expiry::At(time::now() + seconds.as_i64().unwrap_or(1).saturating_mul(1_000_000))
-            }
+            Some(seconds) => seconds
+                .as_i64()
+                .and_then(|seconds| seconds.checked_mul(1_000_000))
+                .and_then(|micros| time::now().checked_add(micros))
+                .map(Expiry::At)
+                .ok_or_else(|| {
+                    ApiError::invalid_body(json!({"expire_after": ["Number too large."]}))
+                })?,
         }
     };
     let value = secret

@@ -15,9 +15,9 @@ use sha2::{Digest, Sha256};
 
 use super::auth::Identity;
 use super::extract::JsonBody;
-use super::jwt;
 use super::reply::{self, ApiError, ApiResult};
 use super::App;
+use super::{jwt, keys};
 use crate::job::time;
 use crate::store::{Client, Revocation};
 
@@ -28,30 +28,37 @@ const REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(6 * 86_400);
 const FAILURES_BEFORE_LOCKOUT: u32 = 5;
 const LOCKOUT: Duration = Duration::from_secs(60);
 
-/// Failed logins per client id.
+/// Login attempts per known client id.
 #[derive(Default)]
 pub struct LoginGuard {
-    failures: Mutex<HashMap<String, (u32, Option<Instant>)>>,
+    attempts: Mutex<HashMap<String, (u32, Option<Instant>)>>,
 }
 
 impl LoginGuard {
-    fn locked_for(&self, client_id: &str) -> Option<Duration> {
-        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let until = failures.get(client_id)?.1?;
-        until.checked_duration_since(Instant::now())
+    /// Counts an attempt before its secret is checked, so parallel guesses count too;
+    /// `Err` is how long the client id stays locked.
+    fn attempt(&self, client_id: &str) -> Result<(), Duration> {
+        let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let entry = attempts.entry(client_id.to_string()).or_insert((0, None));
+        match entry.1 {
+            Some(until) if until > now => return Err(until - now),
+            Some(_) => *entry = (0, None),
+            None => {}
+        }
+        entry.0 += 1;
+        if entry.0 > FAILURES_BEFORE_LOCKOUT {
+            *entry = (0, Some(now + LOCKOUT));
+            return Err(LOCKOUT);
+        }
+        Ok(())
     }
 
-    fn record(&self, client_id: &str, succeeded: bool) {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if succeeded {
-            failures.remove(client_id);
-            return;
-        }
-        let entry = failures.entry(client_id.to_string()).or_insert((0, None));
-        entry.0 += 1;
-        if entry.0 >= FAILURES_BEFORE_LOCKOUT {
-            *entry = (0, Some(Instant::now() + LOCKOUT));
-        }
+    fn succeeded(&self, client_id: &str) {
+        self.attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(client_id);
     }
 }
 
@@ -75,19 +82,8 @@ fn token_hash(token: &str) -> String {
 }
 
 fn new_refresh_token() -> Result<String, ApiError> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut token = String::with_capacity(48);
-    while token.len() < 48 {
-        let mut byte = [0u8; 1];
-        getrandom::fill(&mut byte).map_err(|_| {
-            ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, "No randomness available")
-        })?;
-        // 248 = 4 × 62: bytes above it are drawn again, so every character is as likely.
-        if byte[0] < 248 {
-            token.push(char::from(ALPHABET[usize::from(byte[0]) % 62]));
-        }
-    }
-    Ok(token)
+    keys::random_alphanumeric(48)
+        .map_err(|_| ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, "No randomness available"))
 }
 
 /// Client id and secret from an HTTP Basic header.
@@ -125,18 +121,24 @@ fn basic_credentials(headers: &HeaderMap) -> Result<(String, String), ApiError> 
 /// `POST /v1/oauth2/token` with HTTP Basic client credentials.
 pub async fn token(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
     let (client_id, secret) = basic_credentials(&headers)?;
-    if let Some(wait) = app.logins.locked_for(&client_id) {
-        return Err(ApiError::text(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "Too many failed logins for {client_id}; try again in {} s",
-                wait.as_secs() + 1
-            ),
-        ));
-    }
+    let invalid = || ApiError::text(StatusCode::UNAUTHORIZED, "Invalid client id or client key");
     let stored = app.store.client(&client_id).await?;
+    // Only known clients are counted (unknown ids have nothing to guess), so the table
+    // of attempts stays as small as the client list.
+    if stored.is_some() {
+        app.logins.attempt(&client_id).map_err(|wait| {
+            ApiError::text(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "Too many failed logins for {client_id}; try again in {} s",
+                    wait.as_secs() + 1
+                ),
+            )
+        })?;
+    }
     let hash = stored.as_ref().and_then(|(_, hash)| hash.clone());
-    // bcrypt is slow on purpose: it runs off the async workers.
+    // bcrypt is slow on purpose: it runs off the async workers, and unknown clients are
+    // checked against a dummy hash so that both answers take as long.
     let verified = tokio::task::spawn_blocking(move || {
         let hash = hash.unwrap_or_else(|| DUMMY_HASH.clone());
         bcrypt::verify(secret, &hash).unwrap_or(false)
@@ -146,15 +148,12 @@ pub async fn token(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult
     let client = match stored {
         Some((client, Some(_))) if verified => client,
         _ => {
-            app.logins.record(&client_id, false);
-            tracing::info!("failed login for client {client_id}");
-            return Err(ApiError::text(
-                StatusCode::UNAUTHORIZED,
-                "Invalid client id or client key",
-            ));
+            let shown: String = client_id.chars().take(64).collect();
+            tracing::info!("failed login for client {:?}", shown);
+            return Err(invalid());
         }
     };
-    app.logins.record(&client_id, true);
+    app.logins.succeeded(&client_id);
     let refresh_token = new_refresh_token()?;
     let expires_at = time::now() + REFRESH_TOKEN_LIFETIME.as_micros() as i64;
     app.store

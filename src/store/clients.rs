@@ -151,15 +151,32 @@ impl Store {
             .await
     }
 
-    /// Deletes a client; false when there was none.
+    /// Deletes a client with its refresh tokens and secrets; false when there was none.
     pub async fn remove_client(&self, client_id: &str) -> Result<bool> {
         let client_id = client_id.to_string();
         self.writer
-            .write_one_statement(move |tx| {
-                Ok(tx
+            .write(move |tx| {
+                let removed = tx
                     .prepare_cached("DELETE FROM clients WHERE client_id = ?1")?
                     .execute([&client_id])?
-                    > 0)
+                    > 0;
+                tx.prepare_cached("DELETE FROM refresh_tokens WHERE client_id = ?1")?
+                    .execute([&client_id])?;
+                tx.prepare_cached("DELETE FROM secrets WHERE client_id = ?1")?
+                    .execute([&client_id])?;
+                Ok(removed)
+            })
+            .await
+    }
+
+    /// Revokes every refresh token of a client (after its secret changed).
+    pub async fn revoke_client_tokens(&self, client_id: &str) -> Result<()> {
+        let client_id = client_id.to_string();
+        self.writer
+            .write_one_statement(move |tx| {
+                tx.prepare_cached("UPDATE refresh_tokens SET revoked = 1 WHERE client_id = ?1")?
+                    .execute([&client_id])?;
+                Ok(())
             })
             .await
     }
@@ -184,16 +201,16 @@ impl Store {
             .await
     }
 
-    /// Looks a refresh token up by its hash and notes that it was used.
+    /// Looks a refresh token up by its hash and notes that it was used. Unknown tokens
+    /// cost only a read (the endpoint is public).
     pub async fn use_refresh_token(&self, token_hash: String) -> Result<Option<RefreshToken>> {
-        self.writer
-            .write_one_statement(move |tx| {
-                Ok(tx
-                    .prepare_cached(
-                        "UPDATE refresh_tokens SET last_accessed = ?2 WHERE token_hash = ?1
-                         RETURNING client_id, expires_at, revoked",
-                    )?
-                    .query_row(params![token_hash, time::now()], |row| {
+        let lookup = token_hash.clone();
+        let found = self
+            .readers
+            .read(move |db| {
+                Ok(db
+                    .prepare_cached("SELECT client_id, expires_at, revoked FROM refresh_tokens WHERE token_hash = ?1")?
+                    .query_row([&lookup], |row| {
                         Ok(RefreshToken {
                             client_id: row.get(0)?,
                             expires_at: row.get(1)?,
@@ -202,7 +219,19 @@ impl Store {
                     })
                     .optional()?)
             })
-            .await
+            .await?;
+        if found.is_some() {
+            self.writer
+                .write_one_statement(move |tx| {
+                    tx.prepare_cached(
+                        "UPDATE refresh_tokens SET last_accessed = ?2 WHERE token_hash = ?1",
+                    )?
+                    .execute(params![token_hash, time::now()])?;
+                    Ok(())
+                })
+                .await?;
+        }
+        Ok(found)
     }
 
     pub async fn revoke_refresh_token(&self, token_hash: String) -> Result<Revocation> {

@@ -8,11 +8,15 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Result, Store};
-use crate::job::time::Micros;
+use crate::job::time::{self, Micros};
 
 /// A stored archive file no row points to is deleted after this grace period (an upload
 /// renames its file into place just before its row commits).
 const ORPHAN_GRACE: Duration = Duration::from_secs(600);
+
+/// Refresh tokens unused this long are forgotten (the reference's 90 days), whatever
+/// the retention of jobs.
+const REFRESH_TOKEN_IDLE: Micros = 90 * 86_400 * 1_000_000;
 
 /// Rows deleted per table in one write: a large expiry never holds the writer (and so
 /// every claim and log post) for long.
@@ -25,7 +29,7 @@ pub struct Expired {
     pub fragments: usize,
     pub files: usize,
     pub agents: usize,
-    /// Advertised queues and wait-time samples.
+    /// Advertised queues, wait-time samples, idle refresh tokens, expired secrets.
     pub other: usize,
 }
 
@@ -142,7 +146,13 @@ fn expire_batch(tx: &Connection, cutoff: Micros) -> Result<(Expired, Vec<String>
         )?,
         agents: delete("agents", "updated_at < ?1", cutoff)?,
         other: delete("queues", "updated_at < ?1", cutoff)?
-            + delete("wait_times", "recorded_at < ?1", cutoff)?,
+            + delete("wait_times", "recorded_at < ?1", cutoff)?
+            + delete(
+                "refresh_tokens",
+                "last_accessed < ?1",
+                time::now() - REFRESH_TOKEN_IDLE,
+            )?
+            + delete("secrets", "expires_at < ?1", time::now())?,
         files: dropped_files.len(),
     };
     Ok((expired, dropped_files))

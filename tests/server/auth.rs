@@ -773,3 +773,158 @@ fn the_clients_command_manages_clients_on_the_data_dir() {
     tf_clients(data.path(), &["remove", "ops"]);
     assert!(!tf_clients(data.path(), &["list"]).contains("ops"));
 }
+
+#[test]
+fn parallel_guesses_count_towards_the_lock_out() {
+    let server = Server::start();
+    crate::harness::add_client(
+        &server.data_dir,
+        "dev",
+        "contributor",
+        "dev-secret-0123456789",
+        &[],
+    );
+    let basic = |secret: &str| {
+        use base64::Engine;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("dev:{secret}"))
+        )
+    };
+    let guesses: Vec<_> = (0..12)
+        .map(|n| {
+            let (caller, header) = ((*server).clone(), basic(&format!("wrong-guess-{n:04}")));
+            std::thread::spawn(move || {
+                caller
+                    .request(
+                        "POST",
+                        "/v1/oauth2/token",
+                        &[("Authorization", &header)],
+                        b"",
+                    )
+                    .status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = guesses.into_iter().map(|g| g.join().unwrap()).collect();
+    assert!(
+        statuses.iter().filter(|s| **s == 401).count() <= 5,
+        "{statuses:?}"
+    );
+    let right = server.request(
+        "POST",
+        "/v1/oauth2/token",
+        &[("Authorization", &basic("dev-secret-0123456789"))],
+        b"",
+    );
+    assert_eq!(right.status, 429);
+}
+
+#[test]
+fn rotating_a_secret_revokes_the_refresh_tokens_it_gave() {
+    let server = Server::start();
+    crate::harness::add_client(
+        &server.data_dir,
+        "dev",
+        "contributor",
+        "dev-secret-0123456789",
+        &[],
+    );
+    let refresh_token = server.login("dev", "dev-secret-0123456789")["refresh_token"].clone();
+    tf_clients(&server.data_dir, &["rotate-secret", "dev"]);
+    let refreshed = server.post_json(
+        "/v1/oauth2/refresh",
+        &json!({"refresh_token": refresh_token}),
+    );
+    assert_eq!(refreshed.json()["message"], json!("Refresh token revoked."));
+    for body in [
+        json!({}),
+        json!({"refresh_token": ""}),
+        json!({"refresh_token": 5}),
+    ] {
+        assert_eq!(
+            server.post_json("/v1/oauth2/refresh", &body).status,
+            422,
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn tokens_of_another_algorithm_are_invalid() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let server = Server::start();
+    let claims = json!({"exp": now() + 60, "iat": now(), "sub": "s", "permissions": {"client_id": "x", "role": "admin"}});
+    let unsigned = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let response = server.with_token(&unsigned).get("/v1/client-permissions");
+    assert_eq!(
+        (response.status, response.json()["message"].clone()),
+        (403, json!("Invalid Token"))
+    );
+}
+
+#[test]
+fn secret_requests_check_owner_path_and_lifetime() {
+    let server = Server::start();
+    let dev = server.client("dev", "contributor", &[]);
+    let delete = |caller: &Caller, path: &str| {
+        let response = caller.request("DELETE", &format!("/v1/secrets/dev/{path}"), &[], b"");
+        (response.status, response.json()["message"].clone())
+    };
+    assert_eq!(
+        delete(&server, "a"),
+        (
+            401,
+            json!("A login (known client_id) is required to securely store information.")
+        )
+    );
+    assert_eq!(
+        delete(&server.client("other", "contributor", &[]), "a").0,
+        403
+    );
+    assert_eq!(delete(&dev, "a//b").0, 422);
+    let put = |body: Value| {
+        dev.request(
+            "PUT",
+            "/v1/secrets/dev/k",
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    };
+    assert_eq!(
+        put(json!({"value": "v", "expire_after": null})).json(),
+        json!({"expires_at": null})
+    );
+    assert_eq!(put(json!({"value": "v", "expire_after": 0})).status, 422);
+    assert_eq!(put(json!({"value": ""})).status, 422);
+    assert_eq!(
+        put(json!({"value": "v", "expire_after": 9_300_000_000_000_i64})).status,
+        422
+    );
+}
+
+#[test]
+fn a_short_signing_key_stops_the_start() {
+    let data = tempfile::tempdir().unwrap();
+    let key = data.path().join("short.key");
+    std::fs::write(&key, "tiny").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tf"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--jwt-key-file",
+            key.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("a key needs at least 32"));
+}

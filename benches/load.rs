@@ -156,7 +156,14 @@ async fn call(
     if let (true, Some(token)) = (call.as_agent, &target.agent_token) {
         request = request.header("authorization", format!("Bearer {token}"));
     }
-    let request = request.body(Full::new(call.body.clone())).unwrap();
+    exchange(sender, request.body(Full::new(call.body.clone())).unwrap()).await
+}
+
+/// Sends one request on the connection and reads the whole answer.
+async fn exchange(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> (StatusCode, Bytes) {
     let response = sender.send_request(request).await.expect("response");
     let status = response.status();
     let body = response
@@ -386,14 +393,7 @@ async fn login(target: &Target, credentials: &str) -> String {
         .header("authorization", format!("Basic {basic}"))
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let response = sender.send_request(request).await.expect("login response");
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let (status, body) = exchange(&mut sender, request).await;
     assert_eq!(
         status,
         StatusCode::OK,

@@ -756,18 +756,15 @@ fn the_clients_command_manages_clients_on_the_data_dir() {
         json!("Bearer")
     );
 
-    let again = std::process::Command::new(env!("CARGO_BIN_EXE_tf"))
-        .args([
-            "clients",
-            "--data-dir",
-            data.path().to_str().unwrap(),
-            "add",
-            "ops",
-            "--role",
-            "nobody",
-        ])
-        .output()
-        .unwrap();
+    let again = crate::harness::tf(&[
+        "clients",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "add",
+        "ops",
+        "--role",
+        "nobody",
+    ]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("'nobody' is not one of"));
     tf_clients(data.path(), &["remove", "ops"]);
@@ -913,18 +910,15 @@ fn a_short_signing_key_stops_the_start() {
     let data = tempfile::tempdir().unwrap();
     let key = data.path().join("short.key");
     std::fs::write(&key, "tiny").unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tf"))
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.path().to_str().unwrap(),
-            "--jwt-key-file",
-            key.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let output = crate::harness::tf(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--jwt-key-file",
+        key.to_str().unwrap(),
+    ]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("a key needs at least 32"));
 }

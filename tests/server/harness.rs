@@ -37,6 +37,14 @@ impl std::ops::Deref for Server {
     }
 }
 
+/// Runs `tf` with `args` to the end.
+pub fn tf(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tf"))
+        .args(args)
+        .output()
+        .expect("run tf")
+}
+
 /// Runs `tf clients …` on a data dir; panics with its output on failure.
 pub fn tf_clients(data_dir: &Path, args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_tf"))

@@ -2,14 +2,7 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::harness::Server;
-
-fn tf(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tf"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use crate::harness::{tf, Server};
 
 #[test]
 fn sigterm_stops_cleanly_and_keeps_the_data() {

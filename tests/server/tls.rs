@@ -143,29 +143,23 @@ fn bad_certificate_files_stop_the_start_with_a_clear_message() {
     let junk = dir.path().join("junk.pem");
     std::fs::write(&junk, "not a certificate").unwrap();
     let junk = junk.to_str().unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tf"))
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "--tls-cert",
-            junk,
-            "--tls-key",
-            junk,
-        ])
-        .output()
-        .unwrap();
+    let output = crate::harness::tf(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--tls-cert",
+        junk,
+        "--tls-key",
+        junk,
+    ]);
     assert!(!output.status.success());
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("no PEM certificates in"),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let half = std::process::Command::new(env!("CARGO_BIN_EXE_tf"))
-        .args(["serve", "--tls-cert", junk])
-        .output()
-        .unwrap();
+    let half = crate::harness::tf(&["serve", "--tls-cert", junk]);
     assert!(String::from_utf8_lossy(&half.stderr).contains("--tls-key"));
 }

@@ -7,6 +7,7 @@ mod auth;
 mod clients;
 pub mod config;
 mod extract;
+mod http;
 mod jobs;
 mod jwt;
 mod keys;
@@ -29,6 +30,7 @@ use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use axum::serve::ListenerExt;
 
 use crate::job::time;
 use crate::store::{SecretsKey, Store};
@@ -93,18 +95,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     match tls {
         Some(acceptor) => {
-            let listener = tls::TlsListener::new(listener, acceptor)?;
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
+            http::serve(tls::TlsListener::new(listener, acceptor)?, router, shutdown).await
         }
         None => {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
+            // Small answers go out at once instead of waiting for Nagle's timer.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            http::serve(listener, router, shutdown).await
         }
     }
-    .context("the HTTP server failed")?;
     expiry.abort();
     let _ = expiry.await;
     // The last handle closes the store: the writer commits what it has and stops.

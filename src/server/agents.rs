@@ -8,7 +8,6 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::clients::restricted_to;
 use super::extract::JsonBody;
 use super::reply::{self, ApiError, ApiResult};
 use super::App;
@@ -17,24 +16,29 @@ use crate::job::validate::{validate_body, BodySchema};
 use crate::store::{AgentFields, ProvisionLogEntry};
 
 /// An agent as `GET /v1/agents/data` shows it: every stored field, `updated_at`, and
-/// `restricted_to` (its restricted queues that have owners, with the owners).
-async fn agent_document(app: &App, agent: AgentFields) -> Result<Value, ApiError> {
-    let queues: Vec<String> = agent
-        .fields
-        .get("queues")
-        .and_then(|q| serde_json::from_value(q.clone()).ok())
-        .unwrap_or_default();
+/// `restricted_to` (its restricted queues that have owners, with the owners), given the
+/// lab's restricted queues.
+fn agent_document(agent: AgentFields, restricted: &[(String, Vec<String>)]) -> Value {
+    let serves = |queue: &str| {
+        agent
+            .fields
+            .get("queues")
+            .and_then(Value::as_array)
+            .is_some_and(|queues| queues.iter().any(|q| q.as_str() == Some(queue)))
+    };
+    let restricted_to: Map<String, Value> = restricted
+        .iter()
+        .filter(|(queue, owners)| !owners.is_empty() && serves(queue))
+        .map(|(queue, owners)| (queue.clone(), json!(owners)))
+        .collect();
     let mut document = agent.fields;
     document.insert("name".into(), Value::String(agent.name));
     document.insert(
         "updated_at".into(),
         Value::String(time::render(agent.updated_at)),
     );
-    document.insert(
-        "restricted_to".into(),
-        Value::Object(restricted_to(app, &queues).await?),
-    );
-    Ok(Value::Object(document))
+    document.insert("restricted_to".into(), Value::Object(restricted_to));
+    Value::Object(document)
 }
 
 /// `POST /v1/agents/data/<name>`: an agent's heartbeat and state report. Sets the
@@ -80,8 +84,9 @@ fn is_cookie_safe(name: &str) -> bool {
 /// `GET /v1/agents/data`
 pub async fn list(State(app): State<Arc<App>>) -> ApiResult {
     let mut documents = Vec::new();
+    let restricted = app.store.restricted_queues().await?;
     for agent in app.store.agents().await? {
-        documents.push(agent_document(&app, agent).await?);
+        documents.push(agent_document(agent, &restricted));
     }
     Ok(reply::json(&Value::Array(documents)))
 }
@@ -89,7 +94,10 @@ pub async fn list(State(app): State<Arc<App>>) -> ApiResult {
 /// `GET /v1/agents/data/<name>`: unknown agents are a 404 with body `{}`.
 pub async fn show(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult {
     match app.store.agent(&name).await? {
-        Some(agent) => Ok(reply::json(&agent_document(&app, agent).await?)),
+        Some(agent) => {
+            let restricted = app.store.restricted_queues().await?;
+            Ok(reply::json(&agent_document(agent, &restricted)))
+        }
         None => Ok(reply::json_body(StatusCode::NOT_FOUND, &json!({}))),
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::auth::{Identity, Role};
 use super::extract::JsonBody;
@@ -235,14 +235,4 @@ pub async fn unrestrict(
     let client_id = owner_field(&Value::Object(owner))?;
     app.store.unrestrict_queue(&queue, &client_id).await?;
     Ok(reply::ok_text())
-}
-
-/// `restricted_to` of an agent: its queues that are restricted and have owners.
-pub async fn restricted_to(app: &App, queues: &[String]) -> Result<Map<String, Value>, ApiError> {
-    let restricted = app.store.restricted_queues().await?;
-    Ok(restricted
-        .into_iter()
-        .filter(|(queue, owners)| !owners.is_empty() && queues.contains(queue))
-        .map(|(queue, owners)| (queue, json!(owners)))
-        .collect())
 }

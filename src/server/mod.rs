@@ -43,6 +43,7 @@ pub struct App {
     /// Signs and checks access tokens.
     pub jwt_key: Vec<u8>,
     pub logins: tokens::LoginGuard,
+    pub verified_tokens: auth::VerifiedTokens,
     pub http: webhook::HttpClient,
 }
 
@@ -81,6 +82,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config,
         jwt_key,
         logins: tokens::LoginGuard::default(),
+        verified_tokens: auth::VerifiedTokens::default(),
         http: webhook::http_client(),
     });
     let expiry = tokio::spawn(expire_forever(app.clone()));

@@ -922,3 +922,28 @@ fn a_short_signing_key_stops_the_start() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("a key needs at least 32"));
 }
+
+#[test]
+fn a_token_verified_once_is_still_checked_byte_for_byte() {
+    let server = Server::start();
+    let token = server.login("tf-test-agent", "test-agent-secret-0123456789")["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for _ in 0..3 {
+        assert_eq!(
+            server.with_token(&token).get("/v1/agents/data/x").status,
+            404,
+            "accepted (unknown agent)"
+        );
+    }
+    // Change one character inside the signature.
+    let at = token.len() - 5;
+    let swapped = if &token[at..at + 1] == "A" { "B" } else { "A" };
+    let tampered = format!("{}{swapped}{}", &token[..at], &token[at + 1..]);
+    let refused = server.with_token(&tampered).get("/v1/agents/data/x");
+    assert_eq!(
+        (refused.status, refused.json()["message"].clone()),
+        (403, json!("Invalid Token signature"))
+    );
+}

@@ -2,10 +2,7 @@
 //! API uses: rendering `YYYY-MM-DDTHH:MM:SSZ` and parsing the ISO-8601 datetimes that
 //! agents and clients send.
 
-use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-use regex_lite::Regex;
 
 /// Microseconds since 1970-01-01T00:00:00Z.
 pub type Micros = i64;
@@ -36,28 +33,91 @@ pub fn render(at: Micros) -> String {
     )
 }
 
-/// marshmallow's ISO-8601 datetime grammar, which the reference validates with.
-static ISO_DATETIME: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"^(\d{4})-(\d{1,2})-(\d{1,2})[T ](\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:\.(\d{1,6})\d{0,6})?)?(Z|[+-]\d{2}(?::?\d{2})?)?$",
-    )
-    .expect("a valid regex")
-});
+/// Reads marshmallow's ISO-8601 datetime grammar (the reference validates with it):
+/// `\d{4}-\d{1,2}-\d{1,2}[T ]\d{1,2}:\d{1,2}(:\d{1,2}(\.\d{1,6}\d{0,6})?)?(Z|[+-]\d{2}(:?\d{2})?)?`.
+/// By hand rather than with a regex: every log fragment carries a timestamp.
+struct Cursor<'a> {
+    rest: &'a [u8],
+}
+
+impl Cursor<'_> {
+    /// Between `min` and `max` digits, as a number.
+    fn digits(&mut self, min: usize, max: usize) -> Option<(i64, usize)> {
+        let count = self
+            .rest
+            .iter()
+            .take(max)
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if count < min {
+            return None;
+        }
+        let value = self.rest[..count]
+            .iter()
+            .fold(0, |n, b| n * 10 + i64::from(b - b'0'));
+        self.rest = &self.rest[count..];
+        Some((value, count))
+    }
+
+    fn number(&mut self, min: usize, max: usize) -> Option<i64> {
+        self.digits(min, max).map(|(value, _)| value)
+    }
+
+    /// Takes one of `bytes` if it comes next.
+    fn take(&mut self, bytes: &[u8]) -> Option<u8> {
+        let first = *self.rest.first()?;
+        bytes.contains(&first).then(|| {
+            self.rest = &self.rest[1..];
+            first
+        })
+    }
+}
 
 /// Parses what the reference accepts: `YYYY-MM-DD[T ]HH:MM[:SS[.ffffff]][Z|±HH[[:]MM]]`,
 /// one-digit fields allowed; a naive time is UTC. A date alone is rejected.
 pub fn parse_iso8601(text: &str) -> Option<Micros> {
-    let parts = ISO_DATETIME.captures(text)?;
-    let field = |index: usize| {
-        parts
-            .get(index)
-            .map_or(Some(0), |m| m.as_str().parse::<i64>().ok())
+    let mut at = Cursor {
+        rest: text.as_bytes(),
     };
-    let (year, month, day) = (field(1)?, field(2)?, field(3)?);
-    let (hour, minute, second) = (field(4)?, field(5)?, field(6)?);
-    let fraction = parts.get(7).map_or(Some(0), |m| {
-        Some(field(7)? * 10_i64.pow(6 - m.as_str().len() as u32))
-    })?;
+    let year = at.number(4, 4)?;
+    at.take(b"-")?;
+    let month = at.number(1, 2)?;
+    at.take(b"-")?;
+    let day = at.number(1, 2)?;
+    at.take(b"T ")?;
+    let hour = at.number(1, 2)?;
+    at.take(b":")?;
+    let minute = at.number(1, 2)?;
+    let (mut second, mut fraction) = (0, 0);
+    if at.take(b":").is_some() {
+        second = at.number(1, 2)?;
+        if at.take(b".").is_some() {
+            let (micros, count) = at.digits(1, 6)?;
+            fraction = micros * 10_i64.pow(6 - count as u32);
+            at.digits(0, 6)?; // digits beyond microseconds are ignored
+        }
+    }
+    let offset_seconds = match at.take(b"Z+-") {
+        None => 0,
+        Some(b'Z') => 0,
+        Some(sign) => {
+            let hours = at.number(2, 2)?;
+            let colon = at.take(b":").is_some();
+            let minutes = match at.number(2, 2) {
+                Some(minutes) => minutes,
+                None if colon => return None,
+                None => 0,
+            };
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let sign = if sign == b'-' { -1 } else { 1 };
+            sign * (hours * 3600 + minutes * 60)
+        }
+    };
+    if !at.rest.is_empty() {
+        return None;
+    }
     let valid = (1..=12).contains(&month)
         && (1..=days_in_month(year, month)).contains(&day)
         && hour <= 23
@@ -66,23 +126,6 @@ pub fn parse_iso8601(text: &str) -> Option<Micros> {
     if !valid {
         return None;
     }
-    let offset_seconds = match parts.get(8).map(|m| m.as_str()) {
-        None | Some("Z") => 0,
-        Some(offset) => {
-            let sign = if offset.starts_with('-') { -1 } else { 1 };
-            let digits: String = offset[1..].chars().filter(|c| *c != ':').collect();
-            let hours: i64 = digits[..2].parse().ok()?;
-            let minutes: i64 = if digits.len() > 2 {
-                digits[2..].parse().ok()?
-            } else {
-                0
-            };
-            if hours > 23 || minutes > 59 {
-                return None;
-            }
-            sign * (hours * 3600 + minutes * 60)
-        }
-    };
     let days = days_from_civil(year, month, day);
     let seconds = days * SECONDS_PER_DAY + hour * 3600 + minute * 60 + second - offset_seconds;
     Some(seconds * MICROS_PER_SECOND + fraction)

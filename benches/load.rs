@@ -159,6 +159,17 @@ async fn call(
     exchange(sender, request.body(Full::new(call.body.clone())).unwrap()).await
 }
 
+/// A `GET` an agent makes, answered with `expected` when all is well.
+fn agent_get(path: &str, expected: StatusCode) -> Call {
+    Call {
+        method: Method::GET,
+        path: path.to_string(),
+        body: Bytes::new(),
+        expected,
+        as_agent: true,
+    }
+}
+
 /// Sends one request on the connection and reads the whole answer.
 async fn exchange(
     sender: &mut SendRequest<Full<Bytes>>,
@@ -296,16 +307,8 @@ async fn run(options: Options, target: Target) {
                 connections,
                 Duration::from_secs(3600),
                 move |_, _| {
-                    let path = path.clone();
-                    async move {
-                        Some(Call {
-                            method: Method::GET,
-                            path,
-                            body: Bytes::new(),
-                            expected: StatusCode::OK,
-                            as_agent: true,
-                        })
-                    }
+                    let call = agent_get(&path, StatusCode::OK);
+                    async move { Some(call) }
                 },
             )
             .await;
@@ -320,16 +323,8 @@ async fn run(options: Options, target: Target) {
     if wanted("poll") {
         let path = format!("/v1/job?queue=bench-empty-{run_id}");
         let polls = drive(&target, connections, duration, move |_, _| {
-            let path = path.clone();
-            async move {
-                Some(Call {
-                    method: Method::GET,
-                    path,
-                    body: Bytes::new(),
-                    expected: StatusCode::NO_CONTENT,
-                    as_agent: true,
-                })
-            }
+            let call = agent_get(&path, StatusCode::NO_CONTENT);
+            async move { Some(call) }
         })
         .await;
         polls.report("empty-queue poll", "");

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::auth::{Identity, Role};
 use super::extract::JsonBody;
@@ -187,10 +187,14 @@ pub async fn restricted_queue(State(app): State<Arc<App>>, Path(queue): Path<Str
     Ok(reply::json(&queue_document(queue, owners)))
 }
 
-/// The `client_id` of a restricted-queue body; empty is a 400.
-fn owner_field(body: &Value) -> Result<String, ApiError> {
-    let owner = validate_body(body, BodySchema::QueueOwner).map_err(ApiError::invalid_body)?;
-    match owner.get("client_id").and_then(Value::as_str) {
+/// A restricted-queue body, validated (a missing `client_id` is a 422).
+fn owner_body(body: &Value) -> Result<Map<String, Value>, ApiError> {
+    validate_body(body, BodySchema::QueueOwner).map_err(ApiError::invalid_body)
+}
+
+/// The `client_id` of a validated restricted-queue body; empty is a 400.
+fn owner(body: &Map<String, Value>) -> Result<String, ApiError> {
+    match body.get("client_id").and_then(Value::as_str) {
         Some("") | None => Err(ApiError::json(
             StatusCode::BAD_REQUEST,
             "Error: Missing client ID.",
@@ -205,7 +209,7 @@ pub async fn restrict(
     Path(queue): Path<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
-    let client_id = owner_field(&body)?;
+    let client_id = owner(&owner_body(&body)?)?;
     app.store
         .client(&client_id)
         .await?
@@ -227,12 +231,12 @@ pub async fn unrestrict(
     Path(queue): Path<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
-    let owner = validate_body(&body, BodySchema::QueueOwner).map_err(ApiError::invalid_body)?;
+    let body = owner_body(&body)?;
     app.store
         .restricted_queue(&queue)
         .await?
         .ok_or_else(not_restricted)?;
-    let client_id = owner_field(&Value::Object(owner))?;
+    let client_id = owner(&body)?;
     app.store.unrestrict_queue(&queue, &client_id).await?;
     Ok(reply::ok_text())
 }

@@ -947,3 +947,36 @@ fn a_token_verified_once_is_still_checked_byte_for_byte() {
         (403, json!("Invalid Token signature"))
     );
 }
+
+#[test]
+fn the_clients_command_reports_unknown_clients() {
+    let data = tempfile::tempdir().unwrap();
+    for args in [
+        ["show", "ghost"],
+        ["remove", "ghost"],
+        ["rotate-secret", "ghost"],
+    ] {
+        let mut full = vec!["clients", "--data-dir", data.path().to_str().unwrap()];
+        full.extend(args);
+        let output = crate::harness::tf(&full);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("no client ghost"),
+            "{args:?}"
+        );
+    }
+    let short = data.path().join("short.secret");
+    std::fs::write(&short, "too-short").unwrap();
+    let output = crate::harness::tf(&[
+        "clients",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "add",
+        "x",
+        "--role",
+        "agent",
+        "--secret-file",
+        short.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("shorter than 15 characters"));
+}

@@ -2,6 +2,8 @@
 //! role was asked for (by subcommand or by the name the binary was called under) and
 //! hands over.
 
+mod agent;
+mod api;
 mod job;
 mod server;
 mod store;
@@ -29,11 +31,16 @@ enum Command {
     Serve(server::config::ServeArgs),
     /// Manage the server's API clients directly on its data dir (on the lab host)
     Clients(server::admin::ClientsArgs),
+    /// Run the agent of one device: take jobs from the server and run their phases
+    Agent(agent::config::AgentArgs),
 }
 
 /// Names the binary may be installed under (a symlink or a copy), and the subcommand
 /// each one stands for.
-const ROLE_NAMES: &[(&str, &str)] = &[("testflinger-server", "serve")];
+const ROLE_NAMES: &[(&str, &str)] = &[
+    ("testflinger-server", "serve"),
+    ("testflinger-agent", "agent"),
+];
 
 /// The command line, with the subcommand implied by the program's name put in.
 fn arguments() -> Vec<OsString> {
@@ -50,11 +57,18 @@ fn arguments() -> Vec<OsString> {
 }
 
 fn main() -> ExitCode {
-    init_logging();
     let cli = Cli::parse_from(arguments());
     let outcome = match cli.command {
-        Command::Serve(args) => server::config::Config::resolve(args).and_then(run_server),
-        Command::Clients(args) => server::admin::run(args),
+        Command::Serve(args) => {
+            init_logging();
+            server::config::Config::resolve(args).and_then(run_server)
+        }
+        Command::Clients(args) => {
+            init_logging();
+            server::admin::run(args)
+        }
+        // The agent logs where its config says.
+        Command::Agent(args) => agent::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

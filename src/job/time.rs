@@ -17,8 +17,22 @@ pub fn now() -> Micros {
         .unwrap_or(0)
 }
 
-/// Renders like the reference: seconds precision, `Z` suffix.
+/// Renders like the reference server: seconds precision, `Z` suffix.
 pub fn render(at: Micros) -> String {
+    format!("{}Z", render_seconds(at))
+}
+
+/// Renders like Python's `datetime.now(timezone.utc).isoformat()`, as the reference agent
+/// stamps fragments and events: `2025-01-01T12:00:00.123456+00:00`.
+pub fn render_micros(at: Micros) -> String {
+    format!(
+        "{}.{:06}+00:00",
+        render_seconds(at),
+        at.rem_euclid(MICROS_PER_SECOND)
+    )
+}
+
+fn render_seconds(at: Micros) -> String {
     let seconds = at.div_euclid(MICROS_PER_SECOND);
     let (days, second_of_day) = (
         seconds.div_euclid(SECONDS_PER_DAY),
@@ -26,7 +40,7 @@ pub fn render(at: Micros) -> String {
     );
     let (year, month, day) = civil_from_days(days);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
         second_of_day / 3600,
         second_of_day / 60 % 60,
         second_of_day % 60

@@ -38,8 +38,15 @@ pub async fn post_result(
 }
 
 /// `GET /v1/result/<id>`: state, device info, and per phase its exit status and logs.
-pub async fn get_result(State(app): State<Arc<App>>, Path(job_id): Path<String>) -> ApiResult {
+/// Extension: `?logs=false` leaves the logs out, so an agent checking for cancellation
+/// every second costs the server one row read.
+pub async fn get_result(
+    State(app): State<Arc<App>>,
+    Path(job_id): Path<String>,
+    query: QueryPairs,
+) -> ApiResult {
     check_job_id(&job_id)?;
+    let with_logs = query.last("logs") != Some("false");
     let Some(result) = app.store.result(&job_id).await? else {
         return Ok(reply::no_content());
     };
@@ -53,7 +60,12 @@ pub async fn get_result(State(app): State<Arc<App>>, Path(job_id): Path<String>)
             view.insert(format!("{phase}_status"), status.clone());
         }
     }
-    for (phase, log_type, text) in app.store.full_logs(&job_id).await? {
+    let logs = if with_logs {
+        app.store.full_logs(&job_id).await?
+    } else {
+        Vec::new()
+    };
+    for (phase, log_type, text) in logs {
         let suffix = if log_type == "output" {
             "output"
         } else {

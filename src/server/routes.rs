@@ -173,14 +173,21 @@ pub fn api(app: &Arc<App>) -> Routes {
 }
 
 /// `GET /v1/`: the health check agents and load balancers use.
+/// `GET /v1`. The `tf-extensions` header tells `tf` clients and agents which additions
+/// to the reference API this server has (a reference server sends none).
 async fn version() -> axum::response::Response {
-    reply::text(
+    let mut response = reply::text(
         StatusCode::OK,
         format!(
             "Testflinger Server v1.5.0 (tf {})",
             env!("CARGO_PKG_VERSION")
         ),
-    )
+    );
+    response.headers_mut().insert(
+        crate::api::EXTENSIONS_HEADER,
+        axum::http::HeaderValue::from_static(crate::api::EXTENSIONS),
+    );
+    response
 }
 
 async fn not_found() -> axum::response::Response {

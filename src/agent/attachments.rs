@@ -1,0 +1,138 @@
+//! Unpacks a job's attachments archive into `<run dir>/attachments/`. Every member is
+//! checked before anything is written, so a hostile archive leaves nothing behind:
+//! members must sit under `provision/`, `firmware_update/` or `test/`, must not climb out
+//! with `..` or an absolute path, links must point inside, and device files and FIFOs are
+//! refused. Permissions are tamed as Python's "data" filter does.
+
+use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context};
+use flate2::read::GzDecoder;
+use tar::{Archive, EntryType};
+
+/// The only top-level directories an attachments archive may hold.
+const PHASE_DIRS: &[&str] = &["provision", "firmware_update", "test"];
+
+pub fn extract(archive: &Path, destination: &Path) -> anyhow::Result<()> {
+    check_members(archive)?;
+    std::fs::create_dir_all(destination)
+        .with_context(|| format!("cannot create {}", destination.display()))?;
+    let mut tar = open(archive)?;
+    for entry in tar
+        .entries()
+        .context("cannot read the attachments archive")?
+    {
+        let mut entry = entry.context("cannot read the attachments archive")?;
+        let entry_type = entry.header().entry_type();
+        let mode = entry.header().mode().unwrap_or(0o644);
+        let relative = normalized(&entry.path()?)?;
+        if !entry
+            .unpack_in(destination)
+            .with_context(|| format!("cannot unpack {}", relative.display()))?
+        {
+            bail!("refused to unpack {}", relative.display());
+        }
+        let target = destination.join(&relative);
+        let tamed = match entry_type {
+            EntryType::Directory => Some(0o755),
+            EntryType::Regular | EntryType::Continuous | EntryType::Link => {
+                Some(if mode & 0o100 != 0 { 0o755 } else { 0o644 })
+            }
+            _ => None,
+        };
+        if let Some(mode) = tamed {
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("cannot set permissions of {}", target.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn open(archive: &Path) -> anyhow::Result<Archive<GzDecoder<File>>> {
+    let file = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
+    Ok(Archive::new(GzDecoder::new(file)))
+}
+
+/// Reads the whole archive once and refuses it if any member is unsafe.
+fn check_members(archive: &Path) -> anyhow::Result<()> {
+    let mut tar = open(archive)?;
+    let entries = tar
+        .entries()
+        .context("the attachments archive is not a gzip-compressed tar file")?;
+    for entry in entries {
+        let entry = entry.context("the attachments archive is damaged")?;
+        let name = entry.path()?.into_owned();
+        check_member(&entry, &name)
+            .with_context(|| format!("unsafe attachment member {:?}", name.display()))?;
+    }
+    Ok(())
+}
+
+fn check_member(entry: &tar::Entry<'_, GzDecoder<File>>, name: &Path) -> anyhow::Result<()> {
+    let relative = normalized(name)?;
+    let mut components = relative.components();
+    let top = components.next().and_then(|c| c.as_os_str().to_str());
+    if !top.is_some_and(|top| PHASE_DIRS.contains(&top)) {
+        bail!("members must be inside provision/, firmware_update/ or test/");
+    }
+    let entry_type = entry.header().entry_type();
+    if components.next().is_none() && !entry_type.is_dir() {
+        bail!("only a directory may be named like a phase");
+    }
+    match entry_type {
+        EntryType::Regular | EntryType::Continuous | EntryType::Directory => Ok(()),
+        EntryType::Symlink => {
+            let target = entry.link_name()?.context("a link without a target")?;
+            if target.is_absolute() {
+                bail!("links must not point to an absolute path");
+            }
+            let parent = relative.parent().unwrap_or(Path::new(""));
+            normalized(&parent.join(target)).map(drop)
+        }
+        EntryType::Link => {
+            let target = entry.link_name()?.context("a link without a target")?;
+            normalized(&target).map(drop)
+        }
+        other => bail!("{other:?} members (devices, FIFOs, …) are not allowed"),
+    }
+}
+
+/// The path with `.` and `..` resolved lexically; an error if it is absolute or climbs
+/// above the archive's root.
+fn normalized(path: &Path) -> anyhow::Result<PathBuf> {
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => parts.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if parts.pop().is_none() {
+                    bail!("the path climbs out of the attachments directory");
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => bail!("absolute paths are not allowed"),
+        }
+    }
+    if parts.is_empty() {
+        bail!("an empty path");
+    }
+    Ok(parts.iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalized;
+    use std::path::Path;
+
+    #[test]
+    fn paths_are_resolved_lexically() {
+        assert_eq!(
+            normalized(Path::new("test/./a/../b")).unwrap(),
+            Path::new("test/b")
+        );
+        assert!(normalized(Path::new("test/../../etc")).is_err());
+        assert!(normalized(Path::new("/etc/passwd")).is_err());
+    }
+}

@@ -1,0 +1,431 @@
+//! `tf agent`: the phase runner on a device host. It registers with the server, waits
+//! for jobs on its queues (long-polling when the server is `tf serve`), runs each job's
+//! phase commands (see `job`), and reports everything through the job's on-disk outbox
+//! so that nothing is lost while the server is away.
+
+mod artifacts;
+mod attachments;
+pub mod config;
+mod job;
+mod logging;
+mod masking;
+mod metrics;
+mod outbox;
+mod process;
+mod recovery;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{json, Value};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{Api, ApiError, EXTENSIONS_HEADER};
+use config::{AgentArgs, Config};
+use metrics::Metrics;
+
+/// How long a claim waits on a server that can long-poll.
+const CLAIM_WAIT_SECONDS: u64 = 30;
+const SHORT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Server-unreachable back-off: from 1 s, doubling, up to a minute.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const LAST_RETRY: Duration = Duration::from_secs(60);
+/// The reference refreshes the server's view of an idle agent once a day.
+const HEARTBEAT_AFTER_SECONDS: i64 = 24 * 3600;
+
+pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args)?;
+    logging::init(&config)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let agent = Arc::new(Agent::new(config)?);
+            agent.run().await
+        })
+}
+
+/// What the admin (through the server) or the supervisor (through SIGUSR1) asked for,
+/// carried out once no job is running.
+#[derive(Default)]
+struct Requests {
+    offline: bool,
+    restart: bool,
+    comment: String,
+}
+
+pub struct Agent {
+    config: Config,
+    api: Arc<Api>,
+    metrics: Arc<Metrics>,
+    requests: Mutex<Requests>,
+    /// SIGTERM or SIGINT: finish up and exit.
+    stopping: CancellationToken,
+    /// The server is `tf serve`: long-poll claims and cheap state checks.
+    extended: AtomicBool,
+}
+
+/// The agent's record on the server, as far as the agent uses it.
+#[derive(Default)]
+struct ServerView {
+    state: Option<String>,
+    comment: String,
+    restricted_queues: Vec<String>,
+    updated_at: Option<i64>,
+}
+
+impl Agent {
+    fn new(config: Config) -> anyhow::Result<Agent> {
+        let api = Api::new(&config.server_address)?
+            .with_token_file(&config.token_file)
+            .with_agent_cookie(&config.agent_id);
+        Ok(Agent {
+            metrics: Arc::new(Metrics::new(&config.agent_id, config.identifier.as_deref())),
+            api: Arc::new(api),
+            config,
+            requests: Mutex::default(),
+            stopping: CancellationToken::new(),
+            extended: AtomicBool::new(false),
+        })
+    }
+
+    fn requests(&self) -> std::sync::MutexGuard<'_, Requests> {
+        self.requests.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn run(self: Arc<Self>) -> anyhow::Result<()> {
+        for dir in [&self.config.logging_basedir, &self.config.results_basedir] {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        if let Some(port) = self.config.metrics_port {
+            self.metrics.clone().serve(port).await?;
+        }
+        self.watch_signals()?;
+        tracing::info!(
+            "Starting agent {} for {}",
+            self.config.agent_id,
+            self.api.base()
+        );
+        self.set_state("waiting", "").await;
+        self.advertise().await;
+        recovery::finish_interrupted_jobs(&self).await;
+
+        while !self.stopping.is_cancelled() {
+            self.wait_for_server().await;
+            if self.stopping.is_cancelled() {
+                break;
+            }
+            let view = self.server_view().await;
+            self.note_requests(&view);
+            self.heartbeat(&view).await;
+            if let Some(queues) = &self.config.advertised_queues {
+                self.post_quietly("/v1/agents/queues", queues).await;
+            }
+            recovery::retry_unsent_results(&self).await;
+            if self.carry_out_requests().await? {
+                self.pause().await;
+                continue;
+            }
+            let mut claimed = self.claim(&view).await;
+            let idle_pass_waited = claimed.waited;
+            while let Some(job) = claimed.job.take() {
+                job::run(&self, job).await;
+                if self.stopping.is_cancelled() {
+                    return Ok(());
+                }
+                self.wait_for_server().await;
+                self.post_quietly(
+                    &format!("/v1/agents/data/{}", self.config.agent_id),
+                    &json!({"job_id": ""}),
+                )
+                .await;
+                let view = self.server_view().await;
+                self.note_requests(&view);
+                if self.carry_out_requests().await? {
+                    break;
+                }
+                self.set_state("waiting", "").await;
+                claimed = self.claim(&view).await;
+            }
+            if !idle_pass_waited {
+                self.pause().await;
+            }
+        }
+        tracing::info!("Caught a stop signal, exiting");
+        Ok(())
+    }
+
+    /// SIGTERM/SIGINT stop the agent (a running phase is killed and the job wrapped up);
+    /// SIGUSR1 asks for a restart once no job runs, as with the reference.
+    fn watch_signals(self: &Arc<Self>) -> anyhow::Result<()> {
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut restart = signal(SignalKind::user_defined1())?;
+        let agent = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = terminate.recv() => agent.stopping.cancel(),
+                    _ = interrupt.recv() => agent.stopping.cancel(),
+                    _ = restart.recv() => {
+                        tracing::info!("Marked agent for restart");
+                        agent.request(false, true, "Restart signal detected from supervisor process");
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Records an offline or restart request; the first comment given wins.
+    fn request(&self, offline: bool, restart: bool, comment: &str) {
+        let mut requests = self.requests();
+        if (offline && !requests.offline) || (restart && !requests.restart && !requests.offline) {
+            requests.comment = comment.to_string();
+        }
+        requests.offline |= offline;
+        requests.restart |= restart;
+    }
+
+    /// Notes what the server's record of the agent asks for.
+    fn note_requests(&self, view: &ServerView) {
+        match view.state.as_deref() {
+            Some("offline" | "maintenance") => self.request(true, false, &view.comment),
+            Some("restart") => self.request(false, true, &view.comment),
+            _ => {}
+        }
+    }
+
+    /// Goes offline or exits for a restart if that was asked for. `Ok(true)`: went
+    /// offline, so take no job. A restart ends the process with status 1 (the supervisor
+    /// starts it again), as the reference does.
+    async fn carry_out_requests(&self) -> anyhow::Result<bool> {
+        let (offline, restart, comment) = {
+            let requests = self.requests();
+            (requests.offline, requests.restart, requests.comment.clone())
+        };
+        if offline {
+            tracing::error!(
+                "Agent {} is offline, not processing jobs! Reason: {}",
+                self.config.agent_id,
+                if comment.is_empty() {
+                    "Unknown"
+                } else {
+                    &comment
+                }
+            );
+            self.set_state("offline", &comment).await;
+            // Cleared, so that an admin putting the agent back online is heard.
+            *self.requests() = Requests {
+                restart,
+                ..Requests::default()
+            };
+            return Ok(true);
+        }
+        if restart {
+            self.set_state("offline", &comment).await;
+            anyhow::bail!("Restart Requested");
+        }
+        Ok(false)
+    }
+
+    async fn set_state(&self, state: &str, comment: &str) {
+        self.post_quietly(
+            &format!("/v1/agents/data/{}", self.config.agent_id),
+            &json!({"state": state, "comment": comment}),
+        )
+        .await;
+    }
+
+    /// Advertised queues and images, and the agent's description.
+    async fn advertise(&self) {
+        let config = &self.config;
+        if let Some(queues) = &config.advertised_queues {
+            self.post_quietly("/v1/agents/queues", queues).await;
+        }
+        if let Some(images) = &config.advertised_images {
+            self.post_quietly("/v1/agents/images", images).await;
+        }
+        let mut data = json!({
+            "location": config.location,
+            "queues": config.job_queues,
+            "provision_type": config.provision_type,
+        });
+        if let Some(identifier) = &config.identifier {
+            data["identifier"] = json!(identifier);
+        }
+        self.post_quietly(&format!("/v1/agents/data/{}", config.agent_id), &data)
+            .await;
+    }
+
+    /// A POST whose failure is only worth a log line.
+    async fn post_quietly(&self, path: &str, body: &Value) {
+        if let Err(error) = self.api.post_json(path, body, SHORT_TIMEOUT).await {
+            tracing::warn!("{error}");
+        }
+    }
+
+    /// Returns once `GET /v1` answers (below 500), backing off while it does not. Also
+    /// notes whether the server is `tf serve`.
+    async fn wait_for_server(&self) {
+        let mut retry = FIRST_RETRY;
+        loop {
+            match self
+                .api
+                .send(
+                    hyper::Method::GET,
+                    "/v1",
+                    crate::api::RequestBody::Empty,
+                    Duration::from_secs(10),
+                )
+                .await
+            {
+                Ok(reply) if !reply.status.is_server_error() => {
+                    let extended = reply.headers.contains_key(EXTENSIONS_HEADER);
+                    self.extended.store(extended, Ordering::Relaxed);
+                    return;
+                }
+                Ok(reply) => tracing::warn!("Testflinger server answers {}", reply.status),
+                Err(error) => tracing::warn!(
+                    "Testflinger server unreachable, waiting for connectivity: {error}"
+                ),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(retry) => {}
+                _ = self.stopping.cancelled() => return,
+            }
+            retry = (retry * 2).min(LAST_RETRY);
+        }
+    }
+
+    fn is_extended(&self) -> bool {
+        self.extended.load(Ordering::Relaxed)
+    }
+
+    async fn server_view(&self) -> ServerView {
+        let path = format!("/v1/agents/data/{}", self.config.agent_id);
+        let data: Value = match self.api.get(&path, SHORT_TIMEOUT).await {
+            Ok(reply) => reply.json().unwrap_or(Value::Null),
+            Err(error) => {
+                if error.status() != Some(hyper::StatusCode::NOT_FOUND) {
+                    tracing::warn!("Failed to retrieve agent data: {error}");
+                }
+                Value::Null
+            }
+        };
+        let restricted_queues = data
+            .get("restricted_to")
+            .and_then(Value::as_object)
+            .map(|queues| {
+                queues
+                    .iter()
+                    .filter(|(_, owners)| owners.as_array().is_some_and(|o| !o.is_empty()))
+                    .map(|(queue, _)| queue.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ServerView {
+            state: data
+                .get("state")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            comment: data
+                .get("comment")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            restricted_queues,
+            updated_at: updated_at(&data),
+        }
+    }
+
+    /// Tells the server the agent is still there when its record is a day old (the
+    /// server forgets agents not heard from for a week), echoing the server's state.
+    async fn heartbeat(&self, view: &ServerView) {
+        let (Some(state), Some(updated_at)) = (&view.state, view.updated_at) else {
+            return;
+        };
+        let now = crate::job::time::now() / 1_000_000;
+        if now - updated_at >= HEARTBEAT_AFTER_SECONDS {
+            tracing::info!("Sending heartbeat to Testflinger server");
+            self.set_state(state, &view.comment).await;
+        }
+    }
+
+    /// Asks for a job. Against `tf serve` the request waits up to 30 s for one to arrive.
+    async fn claim(&self, view: &ServerView) -> Claimed {
+        let queues = if view.restricted_queues.is_empty() {
+            &self.config.job_queues
+        } else {
+            &view.restricted_queues
+        };
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for queue in queues {
+            query.append_pair("queue", queue);
+        }
+        let long_poll = self.is_extended();
+        let mut timeout = SHORT_TIMEOUT;
+        if long_poll {
+            query.append_pair("wait", &CLAIM_WAIT_SECONDS.to_string());
+            timeout += Duration::from_secs(CLAIM_WAIT_SECONDS);
+        }
+        let path = format!("/v1/job?{}", query.finish());
+        let request = self.api.get(&path, timeout);
+        let reply = tokio::select! {
+            reply = request => reply,
+            _ = self.stopping.cancelled() => return Claimed::default(),
+        };
+        match reply {
+            Ok(reply) => {
+                let job: Value = reply.json().unwrap_or(Value::Null);
+                let is_job = job.as_object().is_some_and(|o| !o.is_empty());
+                Claimed {
+                    job: is_job.then_some(job),
+                    waited: long_poll,
+                }
+            }
+            Err(error) => {
+                if matches!(error.status().map(|s| s.as_u16()), Some(401 | 403)) {
+                    tracing::error!("Agent not authorized to request jobs. {error}");
+                } else {
+                    log_claim_error(&error);
+                }
+                Claimed::default()
+            }
+        }
+    }
+
+    /// Sleeps `polling_interval` (or until told to stop).
+    async fn pause(&self) {
+        let interval = Duration::from_secs(self.config.polling_interval);
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = self.stopping.cancelled() => {}
+        }
+    }
+}
+
+#[derive(Default)]
+struct Claimed {
+    job: Option<Value>,
+    /// The request itself waited for a job, so no pause is needed before the next.
+    waited: bool,
+}
+
+fn log_claim_error(error: &ApiError) {
+    tracing::warn!("Cannot check for jobs: {error}");
+}
+
+/// `updated_at` of the agent record, in seconds: an ISO string, or Mongo's `{"$date": …}`.
+fn updated_at(data: &Value) -> Option<i64> {
+    let raw = data.get("updated_at")?;
+    let text = raw
+        .as_str()
+        .or_else(|| raw.get("$date").and_then(Value::as_str))?;
+    crate::job::time::parse_iso8601(text).map(|micros| micros / 1_000_000)
+}

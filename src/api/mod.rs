@@ -1,0 +1,424 @@
+//! The typed client for the Testflinger v1 HTTP API: one module for the agent, the CLI and
+//! the multi-device connector. It knows the server's base address, the bearer token (from
+//! a refresh token, renewed once on a 401) and the `agent_name` cookie; callers name paths
+//! and bodies.
+
+mod auth;
+mod body;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
+pub use auth::TokenFile;
+use body::ApiBody;
+pub use body::{RequestBody, Upload};
+
+/// The header by which `tf serve` tells clients which extensions it has (see
+/// `docs/compatibility.md`); a reference server does not send it.
+pub const EXTENSIONS_HEADER: &str = "tf-extensions";
+/// `long-poll`: `wait=<seconds>` on `GET /v1/job` and on log reads.
+/// `result-without-logs`: `GET /v1/result/<id>?logs=false`.
+pub const EXTENSIONS: &str = "long-poll, result-without-logs";
+
+/// Why a request did not produce an answer we could use.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No answer: connection refused, reset, timed out, or a TLS failure.
+    #[error("cannot reach {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// An answer, but not a success.
+    #[error("{method} {path}: the server answered {status}{}", message_suffix(.message))]
+    Status {
+        method: Method,
+        path: String,
+        status: StatusCode,
+        message: String,
+    },
+    /// A local file to upload or download into could not be used.
+    #[error("{path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn message_suffix(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
+    }
+}
+
+impl ApiError {
+    /// Whether sending the same request again later may succeed: the server was away or
+    /// failed on its side. A 4xx is final, resending it would be refused again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApiError::Unreachable { .. } => true,
+            ApiError::Status { status, .. } => {
+                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::File { .. } => false,
+        }
+    }
+
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A server answer, whatever its status.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as JSON; an empty body (the server's 204) reads as `null`.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        if self.body.is_empty() {
+            serde_json::from_value(Value::Null)
+        } else {
+            serde_json::from_slice(&self.body)
+        }
+    }
+
+    /// The error message of a failed answer: the JSON `message` field when there is one
+    /// (the reference's error bodies), else the text itself.
+    fn message(&self) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_else(|| text.trim().to_string())
+    }
+}
+
+pub struct Api {
+    base: String,
+    http: Client<HttpsConnector<HttpConnector>, ApiBody>,
+    token: Option<TokenFile>,
+    cookie: Option<HeaderValue>,
+}
+
+impl Api {
+    /// A client for `server_address`, read as the reference reads it: `http://` is added
+    /// when the value does not start with `http`, and any path part is dropped (the
+    /// reference joins absolute `/v1/...` paths onto it).
+    pub fn new(server_address: &str) -> anyhow::Result<Api> {
+        let base = base_url(server_address)?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| anyhow::anyhow!("cannot load the system's TLS root certificates: {e}"))?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Ok(Api {
+            base,
+            http,
+            token: None,
+            cookie: None,
+        })
+    }
+
+    /// Authenticates with bearer tokens obtained from the refresh token in `path`.
+    pub fn with_token_file(mut self, path: &Path) -> Api {
+        self.token = Some(TokenFile::new(path));
+        self
+    }
+
+    /// Identifies as agent `name` (the server needs the `agent_name` cookie to hand out jobs).
+    pub fn with_agent_cookie(mut self, name: &str) -> Api {
+        self.cookie = HeaderValue::from_str(&format!("agent_name={name}")).ok();
+        self
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends one request and returns the answer whatever its status.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: RequestBody,
+        timeout: Duration,
+    ) -> Result<Reply, ApiError> {
+        self.exchange(path, timeout, self.respond(&method, path, &body))
+            .await
+    }
+
+    /// A JSON POST without the bearer token and without the 401 replay (token renewal).
+    async fn send_unauthenticated(
+        &self,
+        path: &str,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<Reply, ApiError> {
+        let body = RequestBody::json(body);
+        self.exchange(
+            path,
+            timeout,
+            self.respond_once(&Method::POST, path, &body, None),
+        )
+        .await
+    }
+
+    /// Waits for `response` and its whole body, within `timeout`.
+    async fn exchange(
+        &self,
+        path: &str,
+        timeout: Duration,
+        response: impl Future<Output = Result<Response<Incoming>, ApiError>>,
+    ) -> Result<Reply, ApiError> {
+        let exchange = async {
+            let (parts, body) = response.await?.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| self.unreachable(path, format!("answer cut off: {e}")))?
+                .to_bytes();
+            Ok(Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(timeout, exchange).await.map_err(|_| {
+            self.unreachable(path, format!("no answer within {}s", timeout.as_secs()))
+        })?
+    }
+
+    /// The server's response, body still streaming; after a 401 the access token is
+    /// renewed and the request replayed once.
+    async fn respond(
+        &self,
+        method: &Method,
+        path: &str,
+        body: &RequestBody,
+    ) -> Result<Response<Incoming>, ApiError> {
+        let token = match &self.token {
+            Some(token) => token.access_token(self).await,
+            None => None,
+        };
+        let response = self.respond_once(method, path, body, token).await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let Some(token_file) = &self.token else {
+            return Ok(response);
+        };
+        match token_file.renew(self).await {
+            Some(fresh) => self.respond_once(method, path, body, Some(fresh)).await,
+            None => Ok(response),
+        }
+    }
+
+    async fn respond_once(
+        &self,
+        method: &Method,
+        path: &str,
+        body: &RequestBody,
+        token: Option<String>,
+    ) -> Result<Response<Incoming>, ApiError> {
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if let Some(cookie) = &self.cookie {
+            request = request.header(header::COOKIE, cookie.clone());
+        }
+        for (name, value) in body.headers() {
+            request = request.header(name, value);
+        }
+        let request = request
+            .body(body.open().await?)
+            .map_err(|e| self.unreachable(path, format!("invalid request: {e}")))?;
+        self.http
+            .request(request)
+            .await
+            .map_err(|e| self.unreachable(path, describe_client_error(&e)))
+    }
+
+    fn unreachable(&self, path: &str, reason: String) -> ApiError {
+        ApiError::Unreachable {
+            url: format!("{}{path}", self.base),
+            reason,
+        }
+    }
+
+    /// Sends a request and insists on a 2xx answer.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: RequestBody,
+        timeout: Duration,
+    ) -> Result<Reply, ApiError> {
+        let reply = self.send(method.clone(), path, body, timeout).await?;
+        if reply.status.is_success() {
+            Ok(reply)
+        } else {
+            Err(ApiError::Status {
+                method,
+                path: path.to_string(),
+                status: reply.status,
+                message: reply.message(),
+            })
+        }
+    }
+
+    pub async fn get(&self, path: &str, timeout: Duration) -> Result<Reply, ApiError> {
+        self.call(Method::GET, path, RequestBody::Empty, timeout)
+            .await
+    }
+
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<Reply, ApiError> {
+        self.call(Method::POST, path, RequestBody::json(body), timeout)
+            .await
+    }
+
+    /// Uploads a file as a multipart form, streamed from disk.
+    pub async fn upload(
+        &self,
+        path: &str,
+        upload: Upload,
+        timeout: Duration,
+    ) -> Result<Reply, ApiError> {
+        self.call(Method::POST, path, RequestBody::Upload(upload), timeout)
+            .await
+    }
+
+    /// Streams a download into `destination`; `Ok(false)` when the server had nothing (204).
+    pub async fn download(
+        &self,
+        path: &str,
+        destination: &Path,
+        timeout: Duration,
+    ) -> Result<bool, ApiError> {
+        let file_error = |source| ApiError::File {
+            path: destination.to_path_buf(),
+            source,
+        };
+        let transfer = async {
+            let response = self
+                .respond(&Method::GET, path, &RequestBody::Empty)
+                .await?;
+            let status = response.status();
+            if !status.is_success() {
+                let body = response.into_body().collect().await.map(|b| b.to_bytes());
+                let reply = Reply {
+                    status,
+                    headers: HeaderMap::new(),
+                    body: body.unwrap_or_default(),
+                };
+                return Err(ApiError::Status {
+                    method: Method::GET,
+                    path: path.to_string(),
+                    status,
+                    message: reply.message(),
+                });
+            }
+            if status == StatusCode::NO_CONTENT {
+                return Ok(false);
+            }
+            let mut file = tokio::fs::File::create(destination)
+                .await
+                .map_err(file_error)?;
+            let mut body = response.into_body();
+            while let Some(frame) = body.frame().await {
+                let frame =
+                    frame.map_err(|e| self.unreachable(path, format!("download cut off: {e}")))?;
+                if let Some(data) = frame.data_ref() {
+                    file.write_all(data).await.map_err(file_error)?;
+                }
+            }
+            file.flush().await.map_err(file_error)?;
+            Ok(true)
+        };
+        tokio::time::timeout(timeout, transfer).await.map_err(|_| {
+            self.unreachable(
+                path,
+                format!("download not done within {}s", timeout.as_secs()),
+            )
+        })?
+    }
+}
+
+/// `scheme://authority` of a server address, as the reference agent and CLI read it.
+fn base_url(server_address: &str) -> anyhow::Result<String> {
+    let address = server_address.trim();
+    let with_scheme = if address.to_ascii_lowercase().starts_with("http") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    };
+    let uri: hyper::Uri = with_scheme
+        .parse()
+        .map_err(|e| anyhow::anyhow!("server address {server_address:?} is not a URL: {e}"))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme @ ("http" | "https")), Some(authority)) => {
+            Ok(format!("{scheme}://{authority}"))
+        }
+        _ => anyhow::bail!(
+            "server address {server_address:?} must look like http://host:port or https://host"
+        ),
+    }
+}
+
+/// The innermost cause of a connection failure is the one a person can act on
+/// ("Connection refused"), not hyper's "client error (Connect)".
+fn describe_client_error(error: &hyper_util::client::legacy::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base_url;
+
+    #[test]
+    fn server_addresses_read_like_the_reference() {
+        assert_eq!(base_url("host:5000").unwrap(), "http://host:5000");
+        assert_eq!(
+            base_url("https://tf.example.com/prefix/").unwrap(),
+            "https://tf.example.com"
+        );
+        assert_eq!(base_url("HTTP://h").unwrap(), "http://h");
+        assert!(base_url("ftp://h").is_err());
+        assert!(base_url("").is_err());
+    }
+}

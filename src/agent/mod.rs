@@ -27,8 +27,10 @@ use crate::api::{Api, ApiError, EXTENSIONS_HEADER};
 use config::{AgentArgs, Config};
 use metrics::Metrics;
 
-/// How long a claim waits on a server that can long-poll.
-const CLAIM_WAIT_SECONDS: u64 = 30;
+/// The longest a claim waits on a server that can long-poll. It waits
+/// `polling_interval` otherwise, so the agent still looks at its server record (offline,
+/// restart) as often as the reference does, while a job is picked up the moment it comes.
+const MAX_CLAIM_WAIT_SECONDS: u64 = 30;
 const SHORT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Server-unreachable back-off: from 1 s, doubling, up to a minute.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -357,7 +359,7 @@ impl Agent {
         }
     }
 
-    /// Asks for a job. Against `tf serve` the request waits up to 30 s for one to arrive.
+    /// Asks for a job. Against `tf serve` the request waits for one to arrive.
     async fn claim(&self, view: &ServerView) -> Claimed {
         let queues = if view.restricted_queues.is_empty() {
             &self.config.job_queues
@@ -371,8 +373,12 @@ impl Agent {
         let long_poll = self.is_extended();
         let mut timeout = SHORT_TIMEOUT;
         if long_poll {
-            query.append_pair("wait", &CLAIM_WAIT_SECONDS.to_string());
-            timeout += Duration::from_secs(CLAIM_WAIT_SECONDS);
+            let wait = self
+                .config
+                .polling_interval
+                .clamp(1, MAX_CLAIM_WAIT_SECONDS);
+            query.append_pair("wait", &wait.to_string());
+            timeout += Duration::from_secs(wait);
         }
         let path = format!("/v1/job?{}", query.finish());
         let request = self.api.get(&path, timeout);

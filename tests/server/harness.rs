@@ -93,10 +93,15 @@ impl Server {
 
     /// A server on `data_dir`, which outlives it (for restart tests).
     pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> Server {
+        Server::start_at(data_dir, "127.0.0.1:0", extra_args)
+    }
+
+    /// A server on `data_dir` listening on `bind` (a restart on the same address).
+    pub fn start_at(data_dir: &Path, bind: &str, extra_args: &[&str]) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tf"));
         command
             .arg("serve")
-            .args(["--bind", "127.0.0.1:0", "--data-dir"])
+            .args(["--bind", bind, "--data-dir"])
             .arg(data_dir)
             .args(extra_args);
         Server::spawn(command, Some(data_dir))
@@ -175,6 +180,15 @@ impl Server {
             .expect("an access token")
             .to_string();
         server
+    }
+
+    /// A refresh token of the test agent, as an agent's token file holds it.
+    #[allow(dead_code)] // for the agent tests, which share this harness
+    pub fn agent_refresh_token(&self) -> String {
+        self.login(TEST_AGENT.0, TEST_AGENT.1)["refresh_token"]
+            .as_str()
+            .expect("a refresh token")
+            .to_string()
     }
 
     /// Requests as the test agent (role agent).

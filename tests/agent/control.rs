@@ -1,0 +1,153 @@
+//! The agent's config file, its registration, restart requests and metrics.
+
+use serde_json::json;
+
+use crate::harness::{tf, Server};
+use crate::runner::{wait_for, wait_for_state, Agent};
+
+#[test]
+fn config_mistakes_are_one_line_errors_naming_the_file_and_key() {
+    let temp = tempfile::tempdir().unwrap();
+    let config = temp.path().join("agent.conf");
+    let path = config.to_str().unwrap();
+    let cases = [
+        (
+            "agent_id: a\nserver_address: s\njob_queues: [q]\ncolour: red\n",
+            "unknown key `colour`",
+        ),
+        (
+            "agent_id: 7\nserver_address: s\njob_queues: [q]\n",
+            "`agent_id` must be a string",
+        ),
+        (
+            "agent_id: a\nserver_address: s\n",
+            "required key `job_queues` is missing",
+        ),
+        ("agent_id: [unclosed\n", "not valid YAML"),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(&config, text).unwrap();
+        let run = tf(&["agent", "-c", path]);
+        assert!(!run.status.success());
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            stderr.contains(expected) && stderr.contains(path),
+            "{stderr}"
+        );
+    }
+    let missing = tf(&["agent", "-c", "/nonexistent/agent.conf"]);
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("cannot read the agent config /nonexistent/agent.conf"),
+        "{stderr}"
+    );
+}
+
+/// Every key of the reference's `testflinger-agent.conf.example`, in its types.
+const EVERY_KEY: &str = r#"
+identifier: cid-202401-12345
+location: lab 3, rack 2
+logging_level: INFO
+logging_quiet: true
+output_bytes: 10485760
+provision_type: muxpi
+global_timeout: 43200
+output_timeout: 9000
+setup_command: echo setup
+provision_command: echo provision
+firmware_update_command: echo firmware
+test_command: echo test
+allocate_command: echo allocate
+reserve_command: echo reserve
+cleanup_command: echo cleanup
+advertised_queues:
+  q: The test queue
+advertised_images:
+  q:
+    core22: "url: http://images/core22.img.xz"
+"#;
+
+#[test]
+fn a_config_with_every_reference_key_registers_the_agent() {
+    let server = Server::start();
+    let _agent = Agent::start(&server, EVERY_KEY);
+    let data = wait_for("the agent to register", || {
+        let data = server.get("/v1/agents/data/agent-1").json();
+        (data["location"] == json!("lab 3, rack 2")).then_some(data)
+    });
+    assert_eq!(data["provision_type"], json!("muxpi"));
+    assert_eq!(data["identifier"], json!("cid-202401-12345"));
+    assert_eq!(data["queues"], json!(["q"]));
+    let images = server.get("/v1/agents/images/q").json();
+    assert_eq!(
+        images["core22"],
+        json!("url: http://images/core22.img.xz"),
+        "{images}"
+    );
+}
+
+#[test]
+fn sigusr1_restarts_an_idle_agent_with_status_1() {
+    let server = Server::start();
+    let mut agent = Agent::start(&server, "");
+    wait_for("the agent to register", || {
+        let data = server.get("/v1/agents/data/agent-1").json();
+        (data["state"] == json!("waiting")).then_some(())
+    });
+    agent.signal("USR1");
+    let status = agent.wait_for_exit();
+    assert_eq!(status.code(), Some(1), "{}", agent.log());
+    assert!(agent.log().contains("Restart Requested"));
+    let data = server.get("/v1/agents/data/agent-1").json();
+    assert_eq!(data["state"], json!("offline"));
+    assert_eq!(
+        data["comment"],
+        json!("Restart signal detected from supervisor process")
+    );
+}
+
+#[test]
+fn the_server_can_ask_for_a_restart() {
+    let server = Server::start();
+    let mut agent = Agent::start(&server, "");
+    wait_for("the agent to register", || {
+        let data = server.get("/v1/agents/data/agent-1").json();
+        (data["state"] == json!("waiting")).then_some(())
+    });
+    let asked = server.agent().post_json(
+        "/v1/agents/data/agent-1",
+        &json!({"state": "restart", "comment": "new version"}),
+    );
+    assert_eq!(asked.status, 200);
+    assert_eq!(agent.wait_for_exit().code(), Some(1), "{}", agent.log());
+}
+
+#[test]
+fn metrics_count_jobs_and_phase_durations() {
+    let server = Server::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let home = tempfile::tempdir().unwrap();
+    let mut agent = Agent::configure(home.path(), &server, "test_command: exit 2\n");
+    agent.spawn(&["-p", &port.to_string()]);
+    let job_id = server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "x"}}));
+    wait_for_state(&server, &job_id, &["complete"]);
+    let metrics = crate::harness::send(&format!("127.0.0.1:{port}"), "GET", "/metrics", &[], b"")
+        .unwrap()
+        .text();
+    assert!(
+        metrics.contains("jobs_total{agent_id=\"agent-1\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("failures_total{agent_id=\"agent-1\",test_phase=\"test\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("phase_duration_seconds_count{agent_id=\"agent-1\",test_phase=\"test\",identifier=\"\",release=\"\"} 1"),
+        "{metrics}"
+    );
+}

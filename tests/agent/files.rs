@@ -1,0 +1,145 @@
+//! Files in and out of a job: attachments (hostile ones too) and masked secrets.
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tar::{EntryType, Header};
+
+use crate::harness::{Caller, Server};
+use crate::runner::{wait_for_state, Agent};
+
+enum Kind<'a> {
+    File(&'a str, u32),
+    Symlink(&'a str),
+    Fifo,
+}
+
+/// A gzip-compressed tar with members named exactly as given: the names are written into
+/// the headers raw, so `..` and absolute paths get through as an attacker would send them.
+fn archive(members: &[(&str, Kind)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (name, kind) in members {
+        let mut header = Header::new_gnu();
+        let raw = &mut header.as_gnu_mut().unwrap().name;
+        raw[..name.len()].copy_from_slice(name.as_bytes());
+        let content: &[u8] = match kind {
+            Kind::File(text, mode) => {
+                header.set_entry_type(EntryType::Regular);
+                header.set_mode(*mode);
+                text.as_bytes()
+            }
+            Kind::Symlink(target) => {
+                header.set_entry_type(EntryType::Symlink);
+                header.set_link_name(target).unwrap();
+                header.set_mode(0o777);
+                b""
+            }
+            Kind::Fifo => {
+                header.set_entry_type(EntryType::Fifo);
+                header.set_mode(0o644);
+                b""
+            }
+        };
+        header.set_size(content.len() as u64);
+        header.set_cksum();
+        builder.append(&header, content).unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+/// Submits a job that declares attachments and uploads `archive` for it.
+fn submit_with_attachments(server: &Server, job: &Value, archive: &[u8]) -> String {
+    let job_id = server.submit(job);
+    let upload = server.upload(&format!("/v1/job/{job_id}/attachments"), "file", archive);
+    assert_eq!(upload.status, 200, "{}", upload.text());
+    job_id
+}
+
+#[test]
+fn attachments_are_unpacked_for_the_phases() {
+    let server = Server::start();
+    let settings = "test_command: cat attachments/test/data/hello.txt; test -x attachments/test/run.sh && echo executable\n";
+    let _agent = Agent::start(&server, settings);
+    let job = json!({
+        "job_queue": "q",
+        "test_data": {"test_cmds": "x", "attachments": [{"agent": "data/hello.txt"}]},
+    });
+    let files = archive(&[
+        ("test/data/hello.txt", Kind::File("hi there\n", 0o666)),
+        ("test/run.sh", Kind::File("#!/bin/sh\n", 0o777)),
+    ]);
+    let job_id = submit_with_attachments(&server, &job, &files);
+    let result = wait_for_state(&server, &job_id, &["complete"]);
+    let output = result["test_output"].as_str().unwrap();
+    assert!(output.ends_with("hi there\nexecutable\n"), "{output:?}");
+}
+
+#[test]
+fn hostile_attachments_are_refused_whole() {
+    let server = Server::start();
+    // Setup would run first; cleanup shows what landed in the run directory.
+    let settings = "setup_command: echo setup ran\ncleanup_command: ls -R attachments 2>/dev/null || echo nothing unpacked\n";
+    let _agent = Agent::start(&server, settings);
+    let job = json!({
+        "job_queue": "q",
+        "test_data": {"test_cmds": "x", "attachments": [{"agent": "a"}]},
+    });
+    let hostile = [
+        ("test/../../escape.txt", Kind::File("x", 0o644)),
+        ("/tmp/absolute.txt", Kind::File("x", 0o644)),
+        ("elsewhere.txt", Kind::File("x", 0o644)),
+        ("test/link", Kind::Symlink("/etc")),
+        ("test/up", Kind::Symlink("../../../..")),
+        ("test/pipe", Kind::Fifo),
+    ];
+    for bad in hostile {
+        let name = bad.0;
+        let files = archive(&[("test/fine.txt", Kind::File("fine", 0o644)), bad]);
+        let job_id = submit_with_attachments(&server, &job, &files);
+        let result = wait_for_state(&server, &job_id, &["complete"]);
+        let setup = result["setup_output"].as_str().unwrap_or_default();
+        assert!(
+            setup.contains("ERROR: cannot unpack the job's attachments"),
+            "{name}: {result}"
+        );
+        assert!(result.get("setup_status").is_none(), "{name}: {result}");
+        let cleanup = result["cleanup_output"].as_str().unwrap();
+        assert!(
+            cleanup.ends_with("nothing unpacked\n"),
+            "{name}: {cleanup:?}"
+        );
+    }
+}
+
+#[test]
+fn secrets_reach_the_phase_but_not_its_output() {
+    let server = Server::start_with(&[]);
+    let dev: Caller = server.client("dev", "contributor", &[]);
+    let value = "s3cr3t-value-that-must-not-leak";
+    let stored = dev.request(
+        "PUT",
+        "/v1/secrets/dev/lab/token",
+        &[("Content-Type", "application/json")],
+        json!({"value": value}).to_string().as_bytes(),
+    );
+    assert_eq!(stored.status, 200, "{}", stored.text());
+    let settings = "test_command: 'echo \"token is $TOKEN\"; echo \"again: $TOKEN\" >&2'\n";
+    let agent = Agent::start(&server, settings);
+    let job_id = dev.submit(&json!({
+        "job_queue": "q",
+        "test_data": {"test_cmds": "x", "secrets": {"TOKEN": "lab/token"}},
+    }));
+    let result = wait_for_state(&server, &job_id, &["complete"]);
+    let output = result["test_output"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{result}\n{}", agent.log()));
+    let digest = Sha256::digest(value.as_bytes());
+    let mask = format!("**{:02x}{:02x}{:02x}**", digest[0], digest[1], digest[2]);
+    assert!(
+        output.ends_with(&format!("token is {mask}\nagain: {mask}\n")),
+        "{output:?}"
+    );
+    assert!(!output.contains(value));
+}

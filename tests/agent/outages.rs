@@ -1,0 +1,104 @@
+//! Nothing lost: the server dying mid-job, the agent dying mid-job, and the agent dying
+//! with reports still to send.
+
+use serde_json::{json, Value};
+
+use crate::harness::Server;
+use crate::runner::{wait_for, wait_for_state, Agent};
+
+fn test_output(server: &Server, job_id: &str) -> String {
+    let result: Value = server.get(&format!("/v1/result/{job_id}")).json();
+    result["test_output"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn output_printed_while_the_server_was_down_arrives_once_and_in_order() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data.path(), &[]);
+    let address = server.address.clone();
+    let settings = "test_command: for i in $(seq 1 40); do echo line $i; sleep 0.1; done\n";
+    let _agent = Agent::start(&server, settings);
+    let job_id = server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "x"}}));
+    wait_for("the first lines", || {
+        test_output(&server, &job_id)
+            .contains("line 3\n")
+            .then_some(())
+    });
+    server.kill();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let server = Server::start_at(data.path(), &address, &[]);
+
+    let result = wait_for_state(&server, &job_id, &["complete"]);
+    let expected: String = (1..=40).map(|i| format!("line {i}\n")).collect();
+    // Every line exactly once, in order, after the three banner lines.
+    let output = result["test_output"].as_str().unwrap();
+    let printed: String = output.lines().skip(3).map(|l| format!("{l}\n")).collect();
+    assert_eq!(printed, expected);
+    assert_eq!(result["test_status"], json!(0));
+}
+
+#[test]
+fn a_job_interrupted_by_an_agent_kill_is_ended_when_the_agent_returns() {
+    let server = Server::start();
+    let settings = "test_command: echo before the kill; sleep 30\n";
+    let mut agent = Agent::start(&server, settings);
+    let job_id = server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "x"}}));
+    wait_for("the test phase to print", || {
+        test_output(&server, &job_id)
+            .contains("before the kill")
+            .then_some(())
+    });
+    agent.kill();
+    agent.spawn(&[]);
+
+    let result = wait_for_state(&server, &job_id, &["complete"]);
+    let output = result["test_output"].as_str().unwrap();
+    assert!(output.contains("before the kill\n"), "{output:?}");
+    assert!(
+        output.contains("ERROR: the agent stopped while this job was running"),
+        "{output:?}"
+    );
+    wait_for("the run directory to go", || {
+        (!agent.run_dir(&job_id).exists()).then_some(())
+    });
+}
+
+#[test]
+fn reports_still_unsent_when_the_agent_dies_are_sent_after_its_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data.path(), &[]);
+    let address = server.address.clone();
+    let settings = "test_command: echo started; sleep 1; echo finished; mkdir artifacts; echo kept > artifacts/out.txt\n";
+    let mut agent = Agent::start(&server, settings);
+    let job_id = server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "x"}}));
+    wait_for("the test phase to start", || {
+        test_output(&server, &job_id)
+            .contains("started")
+            .then_some(())
+    });
+    // The job ends while the server is away: its end (artifacts, outcome) stays queued.
+    server.kill();
+    let outbox = agent.run_dir(&job_id).join(".tf-agent/outbox.jsonl");
+    wait_for("the job to end on the agent", || {
+        let entries = std::fs::read_to_string(&outbox).ok()?;
+        entries.contains(r#"{"kind":"done"}"#).then_some(())
+    });
+    agent.kill();
+
+    let server = Server::start_at(data.path(), &address, &[]);
+    agent.spawn(&[]);
+    let result = wait_for_state(&server, &job_id, &["complete"]);
+    assert!(
+        result["test_output"]
+            .as_str()
+            .unwrap()
+            .ends_with("started\nfinished\n"),
+        "{result}"
+    );
+    assert_eq!(result["test_status"], json!(0));
+    let archive = server.get(&format!("/v1/result/{job_id}/artifact"));
+    assert_eq!(archive.status, 200, "the artifacts were not uploaded");
+}

@@ -1,0 +1,105 @@
+//! Stop conditions: global and output timeouts, cancellation, and the agent being told
+//! to stop. Each kills the phase's whole process group and says why in the log.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::harness::Server;
+use crate::runner::{run_job, wait_for, wait_for_state, Agent};
+
+fn output(result: &Value, phase: &str) -> String {
+    result[format!("{phase}_output")]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Whether the process whose id is in `pid_file` still runs.
+fn is_alive(pid_file: &Path) -> bool {
+    let pid = std::fs::read_to_string(pid_file).expect("pid file");
+    Path::new(&format!("/proc/{}", pid.trim())).exists()
+}
+
+#[test]
+fn the_global_timeout_kills_the_whole_process_group() {
+    let server = Server::start();
+    let temp = tempfile::tempdir().unwrap();
+    let pid_file = temp.path().join("background.pid");
+    // A background child that would outlive its shell if only the shell were killed.
+    let settings = format!(
+        "setup_command: sleep 300 & echo $! > {}; echo started; wait\ncleanup_command: echo cleaned\n",
+        pid_file.display()
+    );
+    let job = json!({"job_queue": "q", "global_timeout": 1});
+    let (_agent, _, result) = run_job(&server, &settings, &job);
+    assert_eq!(result["setup_status"], json!(247), "{result}");
+    let setup = output(&result, "setup");
+    assert!(setup.contains("started\n"), "{setup:?}");
+    assert!(
+        setup.ends_with("\nERROR: Global timeout reached! (1s)\n"),
+        "{setup:?}"
+    );
+    assert_eq!(result["cleanup_status"], json!(0));
+    wait_for("the background process to die", || {
+        (!is_alive(&pid_file)).then_some(())
+    });
+}
+
+#[test]
+fn the_output_timeout_applies_to_the_test_phase() {
+    let server = Server::start();
+    let settings = "test_command: echo begin; sleep 300\ncleanup_command: echo cleaned\n";
+    let job = json!({"job_queue": "q", "output_timeout": 1, "test_data": {"test_cmds": "x"}});
+    let (_agent, _, result) = run_job(&server, settings, &job);
+    assert_eq!(result["test_status"], json!(247));
+    assert!(
+        output(&result, "test").ends_with("begin\n\nERROR: Output timeout reached! (1s)\n"),
+        "{result}"
+    );
+    assert_eq!(result["cleanup_status"], json!(0));
+}
+
+#[test]
+fn cancelling_a_job_stops_the_running_phase() {
+    let server = Server::start();
+    let settings = "test_command: echo waiting; sleep 300\ncleanup_command: echo cleaned\n";
+    let _agent = Agent::start(&server, settings);
+    let job_id = server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "x"}}));
+    wait_for("the test phase to print", || {
+        let result = server.get(&format!("/v1/result/{job_id}")).json();
+        output(&result, "test").contains("waiting").then_some(())
+    });
+    let cancel = server.post_json(
+        &format!("/v1/job/{job_id}/action"),
+        &json!({"action": "cancel"}),
+    );
+    assert_eq!(cancel.status, 200);
+    let result = wait_for_state(&server, &job_id, &["complete"]);
+    assert_eq!(result["test_status"], json!(247));
+    assert!(
+        output(&result, "test").ends_with("waiting\n\nJob cancellation was requested, exiting.\n"),
+        "{result}"
+    );
+    assert_eq!(result["cleanup_status"], json!(0));
+}
+
+#[test]
+fn sigterm_to_the_agent_ends_the_job_and_the_agent() {
+    let server = Server::start();
+    let settings = "test_command: echo running; sleep 300\n";
+    let mut agent = Agent::start(&server, settings);
+    let job_id = server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "x"}}));
+    wait_for("the test phase to print", || {
+        let result = server.get(&format!("/v1/result/{job_id}")).json();
+        output(&result, "test").contains("running").then_some(())
+    });
+    agent.signal("TERM");
+    assert!(agent.wait_for_exit().success(), "{}", agent.log());
+    let result = wait_for_state(&server, &job_id, &["complete"]);
+    assert_eq!(result["test_status"], json!(247));
+    assert!(
+        output(&result, "test").contains("The agent is stopping"),
+        "{result}"
+    );
+}

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -25,6 +25,9 @@ use tokio::io::AsyncWriteExt;
 
 pub use auth::TokenFile;
 use body::ApiBody;
+
+/// A response body: streamed from the server, or already read.
+type ReplyBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 pub use body::{RequestBody, Upload};
 
 /// The header by which `tf serve` tells clients which extensions it has (see
@@ -179,12 +182,11 @@ impl Api {
         timeout: Duration,
     ) -> Result<Reply, ApiError> {
         let body = RequestBody::json(body);
-        self.exchange(
-            path,
-            timeout,
-            self.respond_once(&Method::POST, path, &body, None),
-        )
-        .await
+        let response = async {
+            let response = self.respond_once(&Method::POST, path, &body, None).await?;
+            Ok(response.map(BodyExt::boxed))
+        };
+        self.exchange(path, timeout, response).await
     }
 
     /// Waits for `response` and its whole body, within `timeout`.
@@ -192,7 +194,7 @@ impl Api {
         &self,
         path: &str,
         timeout: Duration,
-        response: impl Future<Output = Result<Response<Incoming>, ApiError>>,
+        response: impl Future<Output = Result<Response<ReplyBody>, ApiError>>,
     ) -> Result<Reply, ApiError> {
         let exchange = async {
             let (parts, body) = response.await?.into_parts();
@@ -212,27 +214,53 @@ impl Api {
         })?
     }
 
-    /// The server's response, body still streaming; after a 401 the access token is
+    /// The server's response, body still streaming. When the server refuses the access
+    /// token (401, or the 403 it gives for a token signed with another key), the token is
     /// renewed and the request replayed once.
     async fn respond(
         &self,
         method: &Method,
         path: &str,
         body: &RequestBody,
-    ) -> Result<Response<Incoming>, ApiError> {
+    ) -> Result<Response<ReplyBody>, ApiError> {
         let token = match &self.token {
             Some(token) => token.access_token(self).await,
             None => None,
         };
         let response = self.respond_once(method, path, body, token).await?;
-        if response.status() != StatusCode::UNAUTHORIZED {
+        let Some(token_file) = &self.token else {
+            return Ok(response.map(BodyExt::boxed));
+        };
+        let (response, token_refused) = match response.status() {
+            StatusCode::UNAUTHORIZED => (response.map(BodyExt::boxed), true),
+            StatusCode::FORBIDDEN => {
+                // A short error message: read it to tell a bad token from a missing role.
+                let (parts, incoming) = response.into_parts();
+                let bytes = incoming
+                    .collect()
+                    .await
+                    .map_err(|e| self.unreachable(path, format!("answer cut off: {e}")))?
+                    .to_bytes();
+                let message = Reply {
+                    status: parts.status,
+                    headers: HeaderMap::new(),
+                    body: bytes.clone(),
+                }
+                .message();
+                let body = Full::new(bytes).map_err(|never| match never {}).boxed();
+                let about_token = message.to_ascii_lowercase().contains("token");
+                (Response::from_parts(parts, body), about_token)
+            }
+            _ => (response.map(BodyExt::boxed), false),
+        };
+        if !token_refused {
             return Ok(response);
         }
-        let Some(token_file) = &self.token else {
-            return Ok(response);
-        };
         match token_file.renew(self).await {
-            Some(fresh) => self.respond_once(method, path, body, Some(fresh)).await,
+            Some(fresh) => Ok(self
+                .respond_once(method, path, body, Some(fresh))
+                .await?
+                .map(BodyExt::boxed)),
             None => Ok(response),
         }
     }

@@ -151,3 +151,61 @@ fn metrics_count_jobs_and_phase_durations() {
         "{metrics}"
     );
 }
+
+#[test]
+fn an_agent_serving_a_restricted_queue_takes_jobs_only_from_it() {
+    let server = Server::start();
+    server.client("owner", "contributor", &[]);
+    let manager = server.client("boss", "manager", &[]);
+    // The queue must be served before it can be restricted; the real agent starts later.
+    server.agent().post_json(
+        "/v1/agents/data/agent-1",
+        &json!({"queues": ["q", "private"], "state": "waiting"}),
+    );
+    let restricted = manager.post_json(
+        "/v1/restricted-queues/private",
+        &json!({"client_id": "owner"}),
+    );
+    assert_eq!(restricted.status, 200, "{}", restricted.text());
+    // A fresh token carries the newly allowed queue.
+    let login = server.login("owner", "owner-secret-0123456789");
+    let owner = server.with_token(login["access_token"].as_str().unwrap());
+    // Submitted first, so it would be taken first if the agent polled every queue.
+    let public = server.submit(&json!({"job_queue": "q"}));
+    let private = owner.submit(&json!({"job_queue": "private"}));
+    let _agent = Agent::start(
+        &server,
+        "job_queues: [q, private]\nsetup_command: echo hi\n",
+    );
+    wait_for_state(&server, &private, &["complete"]);
+    let public_state = server.get(&format!("/v1/result/{public}")).json();
+    assert_eq!(
+        public_state["job_state"],
+        json!("waiting"),
+        "{public_state}"
+    );
+}
+
+#[test]
+fn a_refused_access_token_is_renewed_from_the_token_file() {
+    let data = tempfile::tempdir().unwrap();
+    let key_file = data.path().join("other.key");
+    let server = Server::start_in(data.path(), &[]);
+    let address = server.address.clone();
+    let _agent = Agent::start(&server, "setup_command: echo hi\n");
+    let first = server.submit(&json!({"job_queue": "q"}));
+    wait_for_state(&server, &first, &["complete"]);
+
+    // A new signing key: the server now refuses the agent's access token (403 "Invalid
+    // Token signature"); its refresh token, kept in the database, still works.
+    drop(server);
+    std::fs::write(&key_file, "a-completely-different-signing-key-0123456789").unwrap();
+    let server = Server::start_at(
+        data.path(),
+        &address,
+        &["--jwt-key-file", key_file.to_str().unwrap()],
+    );
+    let second = server.submit(&json!({"job_queue": "q"}));
+    let result = wait_for_state(&server, &second, &["complete"]);
+    assert_eq!(result["setup_status"], json!(0), "{}", _agent.log());
+}

@@ -113,7 +113,7 @@ impl Agent {
             self.config.agent_id,
             self.api.base()
         );
-        self.set_state("waiting", "").await;
+        self.come_online().await;
         self.advertise().await;
         recovery::finish_interrupted_jobs(&self).await;
 
@@ -231,9 +231,38 @@ impl Agent {
         }
         if restart {
             self.set_state("offline", &comment).await;
+            if let Err(error) = std::fs::write(self.restart_marker(), comment) {
+                tracing::warn!("cannot note the restart: {error}");
+            }
             anyhow::bail!("Restart Requested");
         }
         Ok(false)
+    }
+
+    /// Reports the agent waiting for jobs, unless an admin set it offline or to
+    /// maintenance: that stands across agent restarts (the reference resets it). The
+    /// offline state the agent itself reports while restarting is lifted.
+    async fn come_online(&self) {
+        let marker = self.restart_marker();
+        let restarted = marker.exists();
+        let _ = std::fs::remove_file(&marker);
+        let view = self.server_view().await;
+        if let (Some(state @ ("offline" | "maintenance")), false) =
+            (view.state.as_deref(), restarted)
+        {
+            tracing::warn!(
+                "Agent {} is {state} on the server ({}); it stays so until set to waiting",
+                self.config.agent_id,
+                view.comment
+            );
+            return;
+        }
+        self.set_state("waiting", "").await;
+    }
+
+    /// Left by an agent that exits to be restarted, for the next one to find.
+    fn restart_marker(&self) -> std::path::PathBuf {
+        self.config.logging_basedir.join(".tf-agent-restarting")
     }
 
     async fn set_state(&self, state: &str, comment: &str) {

@@ -104,6 +104,12 @@ fn sigusr1_restarts_an_idle_agent_with_status_1() {
         data["comment"],
         json!("Restart signal detected from supervisor process")
     );
+    // Restarted (as a supervisor would), it lifts the offline it set itself.
+    agent.spawn(&[]);
+    wait_for("the restarted agent to wait for jobs", || {
+        let data = server.get("/v1/agents/data/agent-1").json();
+        (data["state"] == json!("waiting")).then_some(())
+    });
 }
 
 #[test]

@@ -193,3 +193,123 @@ fn a_failed_recovery_takes_the_agent_offline() {
     let comment = data["comment"].as_str().unwrap();
     assert!(comment.contains("Recovery failed during job"), "{comment}");
 }
+
+/// Accepts HTTP requests on a local port and hands over each body.
+fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<Value>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            if let Ok(body) = serde_json::from_slice(&body) {
+                let _ = sender.send(body);
+            }
+        }
+    });
+    (url, receiver)
+}
+
+#[test]
+fn job_events_reach_the_webhook_as_the_reference_sends_them() {
+    let (webhook, events) = webhook_receiver();
+    let server = Server::start_with(&["--webhook-url", &webhook]);
+    let settings = "setup_command: echo hi\ntest_command: echo tested\n";
+    let job = json!({
+        "job_queue": "q",
+        "test_data": {"test_cmds": "x"},
+        "job_status_webhook": format!("{webhook}/hook"),
+    });
+    let (_agent, _, _) = run_job(&server, settings, &job);
+    let last = wait_for("the job_end event", || {
+        let body = events
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .ok()?;
+        let list = body["events"].as_array()?.clone();
+        (list.last()?["event_name"] == json!("job_end")).then_some(list)
+    });
+    let names: Vec<&str> = last
+        .iter()
+        .map(|e| e["event_name"].as_str().unwrap())
+        .collect();
+    let mut expected = vec!["job_start"];
+    let phases = [
+        "setup",
+        "provision",
+        "firmware_update",
+        "test",
+        "allocate",
+        "reserve",
+        "cleanup",
+    ];
+    let pairs: Vec<String> = phases
+        .iter()
+        .flat_map(|p| [format!("{p}_start"), format!("{p}_success")])
+        .collect();
+    expected.extend(pairs.iter().map(String::as_str));
+    expected.push("job_end");
+    assert_eq!(names, expected);
+    assert_eq!(last.last().unwrap()["detail"], json!("normal_exit"));
+    let job_page = last[0]["detail"].as_str().unwrap();
+    assert!(job_page.contains("/jobs/"), "{job_page}");
+}
+
+#[test]
+fn the_serial_log_a_connector_writes_is_uploaded() {
+    let server = Server::start();
+    let settings = "test_command: echo console line > test-serial.log; echo tested\n";
+    let job = json!({"job_queue": "q", "test_data": {"test_cmds": "x"}});
+    let (_agent, _, result) = run_job(&server, settings, &job);
+    assert_eq!(result["test_serial"], json!("console line\n"), "{result}");
+}
+
+/// An admin's offline stands across an agent restart (the reference's startup resets it).
+#[test]
+fn an_offline_agent_takes_no_job_until_it_is_back() {
+    let server = Server::start();
+    server.agent().post_json(
+        "/v1/agents/data/agent-1",
+        &json!({"state": "offline", "comment": "maintenance window"}),
+    );
+    let agent = Agent::start(&server, "setup_command: echo hi\n");
+    let offline_passes = || {
+        agent
+            .log()
+            .matches("is offline, not processing jobs")
+            .count()
+    };
+    wait_for("the agent to notice it is offline", || {
+        (offline_passes() > 0).then_some(())
+    });
+    let job_id = server.submit(&json!({"job_queue": "q"}));
+    let seen = offline_passes();
+    wait_for("another offline pass", || {
+        (offline_passes() > seen).then_some(())
+    });
+    let waiting = server.get(&format!("/v1/result/{job_id}")).json();
+    assert_eq!(waiting["job_state"], json!("waiting"));
+    assert!(agent.log().contains("Reason: maintenance window"));
+
+    server
+        .agent()
+        .post_json("/v1/agents/data/agent-1", &json!({"state": "waiting"}));
+    wait_for_state(&server, &job_id, &["complete"]);
+}

@@ -18,17 +18,8 @@ use super::outbox::Outbox;
 use super::process::{CancelCheck, OutputSink, PhaseCommand, Stop, StopConditions};
 use super::{artifacts, attachments, Agent};
 use crate::api::Api;
-use crate::job::{is_valid_job_id, time};
+use crate::job::{is_truthy, is_valid_job_id, time, MAIN_PHASES};
 
-/// The phases run in order; `cleanup` always follows.
-const MAIN_PHASES: &[&str] = &[
-    "setup",
-    "provision",
-    "firmware_update",
-    "test",
-    "allocate",
-    "reserve",
-];
 /// Phases that run only when the job has `<phase>_data`.
 const DATA_PHASES: &[&str] = &[
     "provision",
@@ -481,18 +472,6 @@ pub fn queue_final_reports(run_dir: &Path, job_id: &str, outbox: &Outbox) {
     }
     outbox.post(format!("/v1/result/{job_id}"), outcome);
     outbox.mark_done();
-}
-
-/// Python's truthiness, which the reference applies to phase data and `skip`.
-fn is_truthy(value: &Value) -> bool {
-    match value {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64() != Some(0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    }
 }
 
 /// Asks the server for a job's state: cheaply (`?logs=false`, every second) on

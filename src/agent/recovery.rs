@@ -21,17 +21,10 @@ const INTERRUPTED_NOTE: &str = "\nERROR: the agent stopped while this job was ru
 /// At startup: ends the jobs the previous agent process left unfinished.
 pub async fn finish_interrupted_jobs(agent: &Agent) {
     for run_dir in job_dirs(&agent.config.execution_basedir) {
-        let Some(job_id) = job_id_of(&run_dir) else {
+        let Some((job_id, outbox)) = reopen(agent, &run_dir) else {
             continue;
         };
         tracing::warn!("Job {job_id} was interrupted; sending what it left and ending it");
-        let outbox = match Outbox::open(&run_dir, agent.api.clone()) {
-            Ok(outbox) => outbox,
-            Err(error) => {
-                tracing::error!("cannot resend job {job_id}: {error:#}");
-                continue;
-            }
-        };
         if !outbox.is_done() {
             let phase = last_phase(&run_dir);
             outbox.fragment(&job_id, "output", &phase, INTERRUPTED_NOTE);
@@ -45,15 +38,8 @@ pub async fn finish_interrupted_jobs(agent: &Agent) {
 /// Between jobs: sends what the set-aside jobs still hold.
 pub async fn retry_unsent_results(agent: &Agent) {
     for run_dir in job_dirs(&agent.config.results_basedir) {
-        let Some(job_id) = job_id_of(&run_dir) else {
+        let Some((job_id, outbox)) = reopen(agent, &run_dir) else {
             continue;
-        };
-        let outbox = match Outbox::open(&run_dir, agent.api.clone()) {
-            Ok(outbox) => outbox,
-            Err(error) => {
-                tracing::error!("cannot resend job {job_id}: {error:#}");
-                continue;
-            }
         };
         // A directory the reference agent set aside has no outbox yet.
         if !outbox.is_done() {
@@ -112,6 +98,19 @@ fn job_dirs(base: &Path) -> Vec<PathBuf> {
         .collect();
     dirs.sort();
     dirs
+}
+
+/// The job of a run directory and its outbox, sending again; `None` (and a log line)
+/// when the directory is not a job's or cannot be used.
+fn reopen(agent: &Agent, run_dir: &Path) -> Option<(String, Outbox)> {
+    let job_id = job_id_of(run_dir)?;
+    match Outbox::open(run_dir, agent.api.clone()) {
+        Ok(outbox) => Some((job_id, outbox)),
+        Err(error) => {
+            tracing::error!("cannot resend job {job_id}: {error:#}");
+            None
+        }
+    }
 }
 
 /// The job id from `testflinger.json`; `None` (and a log line) for anything else.

@@ -16,6 +16,22 @@ pub const PHASES: [&str; 7] = [
     "cleanup",
 ];
 
+/// The phases the agent runs in order before `cleanup` (which always runs, last).
+pub const MAIN_PHASES: &[&str] = PHASES.split_at(6).0;
+
+/// Python's truthiness, which the reference applies to job data (`skip`, phase data).
+pub fn is_truthy(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
 /// States after which a job never runs again. The reference has two spellings of "done":
 /// agents post `complete`, older schemas know `completed`.
 pub const TERMINAL_STATES: [&str; 3] = ["cancelled", "complete", "completed"];

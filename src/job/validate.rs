@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::duration::parse_duration;
 use super::time::parse_iso8601;
-use super::PHASES;
+use super::{is_truthy, PHASES};
 
 /// A field's type. Lists and nested objects carry their element type or schema.
 #[derive(Clone, Copy)]
@@ -393,17 +393,6 @@ fn exactly_one_boot_image_source(data: &Map<String, Value>) -> Result<(), String
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
-    }
-}
-
-fn is_truthy(value: &Value) -> bool {
-    match value {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64() != Some(0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
     }
 }
 

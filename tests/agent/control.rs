@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::harness::{tf, Server};
-use crate::runner::{wait_for, wait_for_state, Agent};
+use crate::runner::{wait_for, wait_for_agent_state, wait_for_state, Agent};
 
 #[test]
 fn config_mistakes_are_one_line_errors_naming_the_file_and_key() {
@@ -90,10 +90,7 @@ fn a_config_with_every_reference_key_registers_the_agent() {
 fn sigusr1_restarts_an_idle_agent_with_status_1() {
     let server = Server::start();
     let mut agent = Agent::start(&server, "");
-    wait_for("the agent to register", || {
-        let data = server.get("/v1/agents/data/agent-1").json();
-        (data["state"] == json!("waiting")).then_some(())
-    });
+    wait_for_agent_state(&server, "waiting");
     agent.signal("USR1");
     let status = agent.wait_for_exit();
     assert_eq!(status.code(), Some(1), "{}", agent.log());
@@ -106,20 +103,14 @@ fn sigusr1_restarts_an_idle_agent_with_status_1() {
     );
     // Restarted (as a supervisor would), it lifts the offline it set itself.
     agent.spawn(&[]);
-    wait_for("the restarted agent to wait for jobs", || {
-        let data = server.get("/v1/agents/data/agent-1").json();
-        (data["state"] == json!("waiting")).then_some(())
-    });
+    wait_for_agent_state(&server, "waiting");
 }
 
 #[test]
 fn the_server_can_ask_for_a_restart() {
     let server = Server::start();
     let mut agent = Agent::start(&server, "");
-    wait_for("the agent to register", || {
-        let data = server.get("/v1/agents/data/agent-1").json();
-        (data["state"] == json!("waiting")).then_some(())
-    });
+    wait_for_agent_state(&server, "waiting");
     let asked = server.agent().post_json(
         "/v1/agents/data/agent-1",
         &json!({"state": "restart", "comment": "new version"}),

@@ -1,18 +1,10 @@
 //! Nothing lost: the server dying mid-job, the agent dying mid-job, and the agent dying
 //! with reports still to send.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::harness::Server;
-use crate::runner::{wait_for, wait_for_state, Agent};
-
-fn test_output(server: &Server, job_id: &str) -> String {
-    let result: Value = server.get(&format!("/v1/result/{job_id}")).json();
-    result["test_output"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
+use crate::runner::{wait_for, wait_for_state, wait_for_test_output, Agent};
 
 #[test]
 fn output_printed_while_the_server_was_down_arrives_once_and_in_order() {
@@ -22,11 +14,7 @@ fn output_printed_while_the_server_was_down_arrives_once_and_in_order() {
     let settings = "test_command: for i in $(seq 1 40); do echo line $i; sleep 0.1; done\n";
     let _agent = Agent::start(&server, settings);
     let job_id = server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "x"}}));
-    wait_for("the first lines", || {
-        test_output(&server, &job_id)
-            .contains("line 3\n")
-            .then_some(())
-    });
+    wait_for_test_output(&server, &job_id, "line 3\n");
     server.kill();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let server = Server::start_at(data.path(), &address, &[]);
@@ -46,11 +34,7 @@ fn a_job_interrupted_by_an_agent_kill_is_ended_when_the_agent_returns() {
     let settings = "test_command: echo before the kill; sleep 30\n";
     let mut agent = Agent::start(&server, settings);
     let job_id = server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "x"}}));
-    wait_for("the test phase to print", || {
-        test_output(&server, &job_id)
-            .contains("before the kill")
-            .then_some(())
-    });
+    wait_for_test_output(&server, &job_id, "before the kill");
     agent.kill();
     agent.spawn(&[]);
 
@@ -74,11 +58,7 @@ fn reports_still_unsent_when_the_agent_dies_are_sent_after_its_restart() {
     let settings = "test_command: echo started; sleep 1; echo finished; mkdir artifacts; echo kept > artifacts/out.txt\n";
     let mut agent = Agent::start(&server, settings);
     let job_id = server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "x"}}));
-    wait_for("the test phase to start", || {
-        test_output(&server, &job_id)
-            .contains("started")
-            .then_some(())
-    });
+    wait_for_test_output(&server, &job_id, "started");
     // The job ends while the server is away: its end (artifacts, outcome) stays queued.
     server.kill();
     let outbox = agent.run_dir(&job_id).join(".tf-agent/outbox.jsonl");

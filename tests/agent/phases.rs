@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::harness::Server;
-use crate::runner::{run_job, wait_for, wait_for_state, Agent};
+use crate::runner::{run_job, wait_for, wait_for_agent_state, wait_for_state, Agent};
 
 fn text(result: &Value, key: &str) -> String {
     result[key].as_str().unwrap_or_default().to_string()
@@ -83,10 +83,7 @@ fn a_job_runs_its_phases_in_order_and_ends_complete() {
     let data = server.get("/v1/agents/data/agent-1").json();
     assert_eq!(data["job_id"], json!(""), "{data}");
     assert_eq!(data["provision_streak_type"], json!("pass"), "{data}");
-    wait_for("the agent to wait again", || {
-        let data = server.get("/v1/agents/data/agent-1").json();
-        (data["state"] == json!("waiting")).then_some(())
-    });
+    wait_for_agent_state(&server, "waiting");
 }
 
 #[test]
@@ -186,10 +183,7 @@ fn a_failed_recovery_takes_the_agent_offline() {
     let job = json!({"job_queue": "q", "provision_data": {"distro": "x"}});
     let (_agent, _, result) = run_job(&server, settings, &job);
     assert_eq!(result["provision_status"], json!(46));
-    let data = wait_for("the agent to be offline", || {
-        let data = server.get("/v1/agents/data/agent-1").json();
-        (data["state"] == json!("offline")).then_some(data)
-    });
+    let data = wait_for_agent_state(&server, "offline");
     let comment = data["comment"].as_str().unwrap();
     assert!(comment.contains("Recovery failed during job"), "{comment}");
 }

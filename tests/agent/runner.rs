@@ -180,3 +180,20 @@ pub fn run_job(server: &Server, settings: &str, job: &Value) -> (Agent, String, 
     let result = wait_for_state(server, &job_id, &["complete"]);
     (agent, job_id, result)
 }
+
+/// The server's record of `agent-1` once its state is `state`.
+pub fn wait_for_agent_state(server: &Server, state: &str) -> Value {
+    wait_for(&format!("agent-1 to be {state}"), || {
+        let data = server.get("/v1/agents/data/agent-1").json();
+        (data["state"] == state).then_some(data)
+    })
+}
+
+/// Waits until the job's test phase has printed `text` (as the server has it).
+pub fn wait_for_test_output(server: &Server, job_id: &str, text: &str) {
+    wait_for(&format!("the test phase to print {text:?}"), || {
+        let result = server.get(&format!("/v1/result/{job_id}")).json();
+        let output = result["test_output"].as_str()?;
+        output.contains(text).then_some(())
+    })
+}

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::harness::Server;
-use crate::runner::{run_job, wait_for, wait_for_state, Agent};
+use crate::runner::{run_job, wait_for, wait_for_state, wait_for_test_output, Agent};
 
 fn output(result: &Value, phase: &str) -> String {
     result[format!("{phase}_output")]
@@ -66,10 +66,7 @@ fn cancelling_a_job_stops_the_running_phase() {
     let settings = "test_command: echo waiting; sleep 300\ncleanup_command: echo cleaned\n";
     let _agent = Agent::start(&server, settings);
     let job_id = server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "x"}}));
-    wait_for("the test phase to print", || {
-        let result = server.get(&format!("/v1/result/{job_id}")).json();
-        output(&result, "test").contains("waiting").then_some(())
-    });
+    wait_for_test_output(&server, &job_id, "waiting");
     let cancel = server.post_json(
         &format!("/v1/job/{job_id}/action"),
         &json!({"action": "cancel"}),
@@ -90,10 +87,7 @@ fn sigterm_to_the_agent_ends_the_job_and_the_agent() {
     let settings = "test_command: echo running; sleep 300\n";
     let mut agent = Agent::start(&server, settings);
     let job_id = server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "x"}}));
-    wait_for("the test phase to print", || {
-        let result = server.get(&format!("/v1/result/{job_id}")).json();
-        output(&result, "test").contains("running").then_some(())
-    });
+    wait_for_test_output(&server, &job_id, "running");
     agent.signal("TERM");
     assert!(agent.wait_for_exit().success(), "{}", agent.log());
     let result = wait_for_state(&server, &job_id, &["complete"]);

@@ -323,7 +323,11 @@ impl Store {
                     .transpose()?;
                 let queue: Option<(String, String)> = tx
                     .prepare_cached(
-                        "UPDATE jobs SET state = coalesce(?2, state),
+                        // A cancelled job only leaves `cancelled` for the agent's final
+                        // `complete`: a phase report racing the cancel must not undo it.
+                        "UPDATE jobs SET state = CASE
+                                             WHEN state = 'cancelled' AND ?2 NOT IN ('complete', 'completed')
+                                             THEN state ELSE coalesce(?2, state) END,
                                          status = coalesce(?3, status),
                                          device_info = coalesce(?4, device_info)
                          WHERE job_id = ?1 RETURNING queue, state",

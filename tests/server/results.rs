@@ -100,6 +100,25 @@ fn a_result_post_can_requeue_a_job() {
 }
 
 #[test]
+fn a_phase_report_racing_a_cancel_does_not_undo_it() {
+    let server = Server::start();
+    let id = server.submit(&json!({"job_queue": "q"}));
+    server.claim("a", "q");
+    let cancel = server.post_json(
+        &format!("/v1/job/{id}/action"),
+        &json!({"action": "cancel"}),
+    );
+    assert_eq!(cancel.status, 200);
+    let state = |body: serde_json::Value| {
+        server.agent().post_json(&format!("/v1/result/{id}"), &body);
+        server.get(&format!("/v1/result/{id}")).json()["job_state"].clone()
+    };
+    assert_eq!(state(json!({"job_state": "test"})), json!("cancelled"));
+    // The agent's final report still ends it, as with the reference.
+    assert_eq!(state(json!({"job_state": "complete"})), json!("complete"));
+}
+
+#[test]
 fn artifacts_upload_replace_and_download() {
     let server = Server::start();
     let agent = server.agent();

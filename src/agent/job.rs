@@ -59,7 +59,23 @@ pub async fn run(agent: &Agent, job: Value) {
     let runner = match JobRunner::start(agent, job, &job_id, &run_dir) {
         Ok(runner) => runner,
         Err(error) => {
-            tracing::error!("cannot start job {job_id}: {error:#}");
+            // Without a run directory there is no outbox: say so directly, and end the
+            // job rather than leave it running forever.
+            let message = format!("ERROR: the agent cannot start this job: {error:#}\n");
+            tracing::error!("{}", message.trim_end());
+            let fragment = json!({
+                "fragment_number": 0, "phase": "setup", "log_data": message,
+                "timestamp": time::render_micros(time::now()),
+            });
+            agent
+                .post_quietly(&format!("/v1/result/{job_id}/log/output"), &fragment)
+                .await;
+            agent
+                .post_quietly(
+                    &format!("/v1/result/{job_id}"),
+                    &json!({"job_state": "complete"}),
+                )
+                .await;
             return;
         }
     };

@@ -279,6 +279,7 @@ impl Sender {
     /// Sends one entry until the server takes it or refuses it for good.
     async fn deliver(&self, entry: &Entry) {
         let mut backoff = Duration::from_millis(250);
+        let mut attempts = 0;
         loop {
             let outcome = match entry {
                 Entry::Done => return,
@@ -300,15 +301,19 @@ impl Sender {
                         .map(drop)
                 }
             };
-            match outcome {
+            let error = match outcome {
                 Ok(()) => return,
-                Err(error) if error.is_transient() => {
+                Err(error) => error,
+            };
+            attempts += 1;
+            match Retry::after(&error, attempts) {
+                Retry::Later => {
                     tracing::warn!("{error}; will resend in {}ms", backoff.as_millis());
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
-                Err(error) => {
-                    log_refusal(&error);
+                Retry::GiveUp => {
+                    tracing::error!("the server refused a report, dropping it: {error}");
                     return;
                 }
             }
@@ -316,6 +321,30 @@ impl Sender {
     }
 }
 
-fn log_refusal(error: &ApiError) {
-    tracing::error!("the server refused a report, dropping it: {error}");
+/// What to do with a report the server did not take.
+enum Retry {
+    Later,
+    GiveUp,
+}
+
+/// Attempts at a report the server keeps failing on (an answered 500): past these it is
+/// dropped rather than holding up every report behind it.
+const MAX_FAILED_ATTEMPTS: u32 = 5;
+
+impl Retry {
+    fn after(error: &ApiError, attempts: u32) -> Retry {
+        let Some(status) = error.status() else {
+            // No answer: the server is away. Keep everything until it is back.
+            return match error {
+                ApiError::Unreachable { .. } => Retry::Later,
+                _ => Retry::GiveUp,
+            };
+        };
+        match status.as_u16() {
+            // Away behind a proxy, busy, or our credentials need an admin: wait for it.
+            401 | 403 | 429 | 502 | 503 | 504 => Retry::Later,
+            500..=599 if attempts < MAX_FAILED_ATTEMPTS => Retry::Later,
+            _ => Retry::GiveUp,
+        }
+    }
 }

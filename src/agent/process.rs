@@ -157,7 +157,9 @@ impl PhaseCommand<'_> {
             }
             let now = Instant::now();
             if pending.flush_at().is_some_and(|t| t <= now) {
-                pending.flush_all(sink);
+                // Whole lines, so a secret is never cut in two before it is masked; a
+                // line still being written follows half a second later.
+                pending.flush_lines(sink);
             }
             if stop.is_none() && exit_status.is_none() && now >= next_check {
                 next_check = now + CHECK_EVERY;

@@ -68,18 +68,6 @@ fn message_suffix(message: &str) -> String {
 }
 
 impl ApiError {
-    /// Whether sending the same request again later may succeed: the server was away or
-    /// failed on its side. A 4xx is final, resending it would be refused again.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            ApiError::Unreachable { .. } => true,
-            ApiError::Status { status, .. } => {
-                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
-            }
-            ApiError::File { .. } => false,
-        }
-    }
-
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             ApiError::Status { status, .. } => Some(*status),

@@ -307,3 +307,19 @@ fn an_offline_agent_takes_no_job_until_it_is_back() {
         .post_json("/v1/agents/data/agent-1", &json!({"state": "waiting"}));
     wait_for_state(&server, &job_id, &["complete"]);
 }
+
+#[test]
+fn a_job_the_agent_cannot_start_is_ended_with_the_reason() {
+    let server = Server::start();
+    // A run directory cannot be created under a file.
+    let (_agent, _, result) = run_job(
+        &server,
+        "execution_basedir: /dev/null/run\nsetup_command: echo hi\n",
+        &json!({"job_queue": "q"}),
+    );
+    let setup = text(&result, "setup_output");
+    assert!(
+        setup.contains("ERROR: the agent cannot start this job"),
+        "{result}"
+    );
+}

@@ -396,6 +396,8 @@ fn base_url(server_address: &str) -> anyhow::Result<String> {
     let address = server_address.trim();
     let with_scheme = if address.to_ascii_lowercase().starts_with("http") {
         address.to_string()
+    } else if address.contains("://") {
+        anyhow::bail!("server address {server_address:?}: only http:// and https:// are supported");
     } else {
         format!("http://{address}")
     };

@@ -17,9 +17,19 @@ const PHASE_DIRS: &[&str] = &["provision", "firmware_update", "test"];
 
 pub fn extract(archive: &Path, destination: &Path) -> anyhow::Result<()> {
     check_members(archive)?;
+    let outcome = unpack(archive, destination);
+    if outcome.is_err() {
+        // Nothing half-unpacked stays behind.
+        let _ = std::fs::remove_dir_all(destination);
+    }
+    outcome
+}
+
+fn unpack(archive: &Path, destination: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(destination)
         .with_context(|| format!("cannot create {}", destination.display()))?;
     let mut tar = open(archive)?;
+    let mut links = Vec::new();
     for entry in tar
         .entries()
         .context("cannot read the attachments archive")?
@@ -46,6 +56,20 @@ pub fn extract(archive: &Path, destination: &Path) -> anyhow::Result<()> {
             std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
                 .with_context(|| format!("cannot set permissions of {}", target.display()))?;
         }
+        if entry_type == EntryType::Symlink {
+            links.push(target);
+        }
+    }
+    // Belt and braces: every link, followed for real, ends inside the destination.
+    let root = destination.canonicalize()?;
+    for link in links {
+        let resolved = link.canonicalize().ok();
+        if !resolved.is_some_and(|r| r.starts_with(&root)) {
+            bail!(
+                "unsafe attachment member {:?}: the link points outside",
+                link.display()
+            );
+        }
     }
     Ok(())
 }
@@ -61,11 +85,27 @@ fn check_members(archive: &Path) -> anyhow::Result<()> {
     let entries = tar
         .entries()
         .context("the attachments archive is not a gzip-compressed tar file")?;
+    let mut links: Vec<PathBuf> = Vec::new();
     for entry in entries {
         let entry = entry.context("the attachments archive is damaged")?;
         let name = entry.path()?.into_owned();
-        check_member(&entry, &name)
-            .with_context(|| format!("unsafe attachment member {:?}", name.display()))?;
+        let unsafe_member = |reason: anyhow::Error| {
+            reason.context(format!("unsafe attachment member {:?}", name.display()))
+        };
+        check_member(&entry, &name).map_err(unsafe_member)?;
+        // A path through an earlier link could lead anywhere that link leads.
+        let relative = normalized(&name)?;
+        if links
+            .iter()
+            .any(|link| relative != *link && relative.starts_with(link))
+        {
+            return Err(unsafe_member(anyhow::anyhow!(
+                "the path goes through a link"
+            )));
+        }
+        if entry.header().entry_type() == EntryType::Symlink {
+            links.push(relative);
+        }
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::config::{Config, DEFAULT_GLOBAL_TIMEOUT, DEFAULT_OUTPUT_TIMEOUT};
 use super::masking::Masker;
-use super::outbox::Outbox;
+use super::outbox::{self, Outbox};
 use super::process::{CancelCheck, OutputSink, PhaseCommand, Stop, StopConditions};
 use super::{artifacts, attachments, Agent};
 use crate::api::Api;
@@ -37,6 +37,8 @@ const RUNNER_FAILED: i32 = 100;
 /// How long the end of a job waits for its reports to reach the server before the run
 /// directory is set aside for later.
 const DELIVERY_WAIT: Duration = Duration::from_secs(30);
+/// The longest cleanup of an agent that was told to stop.
+const STOPPING_CLEANUP_SECONDS: i64 = 60;
 /// The serial log is sent in pieces of this many characters, as the reference does.
 const SERIAL_CHUNK: usize = 1 << 20;
 
@@ -98,6 +100,10 @@ struct JobRunner<'a> {
 impl<'a> JobRunner<'a> {
     /// Creates the run directory with the reference's files in it.
     fn start(agent: &'a Agent, job: Value, job_id: &str, run_dir: &Path) -> anyhow::Result<Self> {
+        let outbox = Outbox::create(
+            &outbox::dir_of(&agent.config.execution_basedir, job_id),
+            agent.api.clone(),
+        )?;
         if run_dir.exists() {
             // Left by a run of the same job that the server handed out again.
             std::fs::remove_dir_all(run_dir)?;
@@ -105,7 +111,6 @@ impl<'a> JobRunner<'a> {
         std::fs::create_dir_all(run_dir)?;
         std::fs::write(run_dir.join("testflinger.json"), job.to_string())?;
         std::fs::write(run_dir.join("testflinger-outcome.json"), "{}")?;
-        let outbox = Outbox::open(run_dir, agent.api.clone())?;
         let events = Events::new(agent, &job, job_id);
         Ok(JobRunner {
             agent,
@@ -143,16 +148,14 @@ impl<'a> JobRunner<'a> {
                 self.end_reason = "setup_fail".into();
             }
         }
-        if !self.agent.stopping.is_cancelled() {
-            self.event("cleanup_start", "");
-            let exit_code = self.run_phase("cleanup").await;
-            let event = if exit_code == 0 {
-                "cleanup_success"
-            } else {
-                "cleanup_fail"
-            };
-            self.event(event, "");
-        }
+        self.event("cleanup_start", "");
+        let exit_code = self.run_phase("cleanup").await;
+        let event = if exit_code == 0 {
+            "cleanup_success"
+        } else {
+            "cleanup_fail"
+        };
+        self.event(event, "");
         let end_reason = self.end_reason.clone();
         self.event("job_end", &end_reason);
         self.finish().await;
@@ -161,7 +164,6 @@ impl<'a> JobRunner<'a> {
     async fn run_main_phases(&mut self) {
         for phase in MAIN_PHASES {
             if self.agent.stopping.is_cancelled() {
-                self.end_reason = format!("{phase}_fail");
                 return;
             }
             if self.state_checker().is_cancelled().await {
@@ -170,9 +172,11 @@ impl<'a> JobRunner<'a> {
                 return;
             }
             let view = self.agent.server_view().await;
-            self.agent.note_requests(&view);
+            if let Some(hold) = self.agent.note_server_view(&view) {
+                self.agent.requests().admin_hold = Some(hold);
+            }
             self.post_result(json!({"job_state": phase}));
-            let comment = self.agent.requests().comment.clone();
+            let comment = self.agent.requests().comment();
             self.agent.set_state(phase, &comment).await;
             self.event(&format!("{phase}_start"), "");
 
@@ -272,6 +276,12 @@ impl<'a> JobRunner<'a> {
             self.config.global_timeout,
             DEFAULT_GLOBAL_TIMEOUT,
         );
+        // A stopping agent's cleanup gets at most a minute (supervisors kill soon after).
+        let global_timeout = if self.agent.stopping.is_cancelled() {
+            global_timeout.min(STOPPING_CLEANUP_SECONDS)
+        } else {
+            global_timeout
+        };
         let output_timeout = Config::effective_timeout(
             self.job.get("output_timeout").and_then(Value::as_i64),
             self.config.output_timeout,
@@ -283,7 +293,13 @@ impl<'a> JobRunner<'a> {
             output_timeout: (phase == "test").then_some(output_timeout.max(0) as u64),
             cancellation: (phase != "provision").then_some(&checker),
             cancel_every: checker.interval(),
-            agent_stopping: &self.agent.stopping,
+            // Cleanup still runs when the agent is told to stop (the device must not be
+            // left dirty); only a second signal cuts it short.
+            agent_stopping: if phase == "cleanup" {
+                &self.agent.stopping_now
+            } else {
+                &self.agent.stopping
+            },
         };
         let command = PhaseCommand {
             command: &command,
@@ -360,12 +376,16 @@ impl<'a> JobRunner<'a> {
         if self.job.get("attachments_status").and_then(Value::as_str) != Some("complete") {
             return Ok(());
         }
-        let archive = self.outbox.agent_dir().join("attachments.tar.gz");
+        let archive = self.outbox.dir().join("attachments.tar.gz");
         let path = format!("/v1/job/{}/attachments", self.job_id);
-        self.agent
+        if !self
+            .agent
             .api
-            .download(&path, &archive, Duration::from_secs(600))
-            .await?;
+            .download(&path, &archive, Duration::from_secs(2 * 3600))
+            .await?
+        {
+            anyhow::bail!("the server has no attachments for this job");
+        }
         let destination = self.run_dir.join("attachments");
         tokio::task::block_in_place(|| attachments::extract(&archive, &destination))?;
         let _ = std::fs::remove_file(&archive);
@@ -383,26 +403,58 @@ impl<'a> JobRunner<'a> {
         Ok(())
     }
 
-    /// Uploads `<phase>-serial.log` (written by the device connector) as serial fragments.
+    /// Uploads `<phase>-serial.log` (written by the device connector) as serial fragments,
+    /// read a piece at a time (serial logs can be large).
     fn send_serial_log(&self, phase: &str) {
+        use std::io::Read;
         let path = self.run_dir.join(format!("{phase}-serial.log"));
-        let Ok(bytes) = std::fs::read(&path) else {
+        let Ok(mut file) = File::open(&path) else {
             return;
         };
-        let text = String::from_utf8_lossy(&bytes);
-        let characters: Vec<char> = text.chars().collect();
-        for chunk in characters.chunks(SERIAL_CHUNK) {
-            let chunk: String = chunk.iter().collect();
-            self.outbox.fragment(&self.job_id, "serial", phase, &chunk);
+        let mut pending: Vec<u8> = Vec::new();
+        let mut buffer = vec![0u8; SERIAL_CHUNK];
+        loop {
+            let read = match file.read(&mut buffer) {
+                Ok(n) => n,
+                Err(error) => {
+                    tracing::warn!("cannot read {}: {error}", path.display());
+                    0
+                }
+            };
+            pending.extend_from_slice(&buffer[..read]);
+            // Cut at a character boundary; an incomplete character waits for the next read.
+            let cut = if read == 0 {
+                pending.len()
+            } else {
+                match std::str::from_utf8(&pending) {
+                    Err(error) if error.error_len().is_none() => error.valid_up_to(),
+                    _ => pending.len(),
+                }
+            };
+            let rest = pending.split_off(cut);
+            if !pending.is_empty() {
+                let text = String::from_utf8_lossy(&pending);
+                self.outbox.fragment(&self.job_id, "serial", phase, &text);
+            }
+            pending = rest;
+            if read == 0 {
+                return;
+            }
         }
     }
 
-    /// Ends the job on the server: artifacts, then the outcome; then the run directory
-    /// goes, or is set aside for sending later if the server is away.
+    /// Ends the job on the server: artifacts, then the outcome. The run directory goes
+    /// once the server has everything; if it is away, sending goes on in the background
+    /// while the agent takes its next job.
     async fn finish(self) {
         queue_final_reports(&self.run_dir, &self.job_id, &self.outbox);
-        let delivered = self.outbox.close(DELIVERY_WAIT).await;
-        super::recovery::dispose(self.agent, &self.run_dir, delivered);
+        let cleanup = remove_when_delivered(&self.run_dir, self.outbox.dir());
+        if !self.outbox.close(DELIVERY_WAIT, cleanup).await {
+            tracing::warn!(
+                "The server has not taken all of job {}'s results yet; they keep being sent",
+                self.job_id
+            );
+        }
     }
 
     fn post_result(&self, body: Value) {
@@ -454,7 +506,7 @@ impl<'a> JobRunner<'a> {
             "Set to offline by agent. Recovery failed during job '{}' execution.",
             self.job_id
         );
-        self.agent.request(true, false, &comment);
+        self.agent.request_offline(&comment);
         self.agent.set_state("offline", &comment).await;
         self.agent.metrics.recovery_failed();
     }
@@ -468,9 +520,23 @@ impl<'a> JobRunner<'a> {
     }
 }
 
+/// What runs once a job's reports are all delivered: its directories go.
+pub fn remove_when_delivered(run_dir: &Path, outbox_dir: &Path) -> impl FnOnce() + Send + 'static {
+    let (run_dir, outbox_dir) = (run_dir.to_path_buf(), outbox_dir.to_path_buf());
+    move || {
+        for dir in [&run_dir, &outbox_dir] {
+            if let Err(error) = std::fs::remove_dir_all(dir) {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("cannot remove {}: {error}", dir.display());
+                }
+            }
+        }
+    }
+}
+
 /// Queues the end of a job: its artifacts archive and outcome, then the `Done` mark.
 pub fn queue_final_reports(run_dir: &Path, job_id: &str, outbox: &Outbox) {
-    let archive = outbox.agent_dir().join("artifacts.tar.gz");
+    let archive = outbox.dir().join("artifacts.tar.gz");
     match artifacts::pack(run_dir, &archive) {
         Ok(true) => outbox.upload(format!("/v1/result/{job_id}/artifact"), "artifacts.tar.gz"),
         Ok(false) => {}

@@ -8,8 +8,11 @@ use std::borrow::Cow;
 use regex_lite::{Captures, Regex};
 use sha2::{Digest, Sha256};
 
-pub struct Masker {
-    pattern: Regex,
+pub enum Masker {
+    /// All secrets in one alternation, longest first.
+    Pattern(Regex),
+    /// Secrets too large for a pattern, replaced one after the other, longest first.
+    Literal(Vec<String>),
 }
 
 impl Masker {
@@ -22,13 +25,27 @@ impl Masker {
         // Longest first, so a secret that contains another is hidden whole.
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));
         let alternation: Vec<String> = values.iter().map(|v| regex_lite::escape(v)).collect();
-        let pattern = Regex::new(&alternation.join("|")).ok()?;
-        Some(Masker { pattern })
+        Some(match Regex::new(&alternation.join("|")) {
+            Ok(pattern) => Masker::Pattern(pattern),
+            Err(_) => Masker::Literal(values.into_iter().map(str::to_string).collect()),
+        })
     }
 
     pub fn mask<'t>(&self, text: &'t str) -> Cow<'t, str> {
-        self.pattern
-            .replace_all(text, |found: &Captures| mask_of(&found[0]))
+        match self {
+            Masker::Pattern(pattern) => {
+                pattern.replace_all(text, |found: &Captures| mask_of(&found[0]))
+            }
+            Masker::Literal(values) => {
+                let mut masked = Cow::Borrowed(text);
+                for value in values {
+                    if masked.contains(value.as_str()) {
+                        masked = Cow::Owned(masked.replace(value.as_str(), &mask_of(value)));
+                    }
+                }
+                masked
+            }
+        }
     }
 }
 

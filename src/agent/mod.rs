@@ -31,7 +31,9 @@ use metrics::Metrics;
 /// `polling_interval` otherwise, so the agent still looks at its server record (offline,
 /// restart) as often as the reference does, while a job is picked up the moment it comes.
 const MAX_CLAIM_WAIT_SECONDS: u64 = 30;
-const SHORT_TIMEOUT: Duration = Duration::from_secs(30);
+/// For the agent's small requests (the reference allows 30 s; during a job every such
+/// wait holds the job up).
+const SHORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Server-unreachable back-off: from 1 s, doubling, up to a minute.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LAST_RETRY: Duration = Duration::from_secs(60);
@@ -51,13 +53,26 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         })
 }
 
-/// What the admin (through the server) or the supervisor (through SIGUSR1) asked for,
-/// carried out once no job is running.
+/// What is to happen once no job runs.
 #[derive(Default)]
 struct Requests {
-    offline: bool,
-    restart: bool,
-    comment: String,
+    /// The agent takes its device out of service itself (recovery failed), with why.
+    offline: Option<String>,
+    /// Restart (SIGUSR1, or the server's `restart` state), with why.
+    restart: Option<String>,
+    /// An admin's `offline`/`maintenance` (state, comment) seen during a job: the phase
+    /// reports overwrite it on the server, so it is put back when the job ends.
+    admin_hold: Option<(String, String)>,
+}
+
+impl Requests {
+    /// The comment sent along with the agent's state reports during a job.
+    fn comment(&self) -> String {
+        self.offline
+            .clone()
+            .or_else(|| self.restart.clone())
+            .unwrap_or_default()
+    }
 }
 
 pub struct Agent {
@@ -65,8 +80,10 @@ pub struct Agent {
     api: Arc<Api>,
     metrics: Arc<Metrics>,
     requests: Mutex<Requests>,
-    /// SIGTERM or SIGINT: finish up and exit.
+    /// SIGTERM or SIGINT: kill the running phase, clean up, report and exit.
     stopping: CancellationToken,
+    /// A second SIGTERM or SIGINT: do not wait for the cleanup either.
+    stopping_now: CancellationToken,
     /// The server is `tf serve`: long-poll claims and cheap state checks.
     extended: AtomicBool,
 }
@@ -91,6 +108,7 @@ impl Agent {
             config,
             requests: Mutex::default(),
             stopping: CancellationToken::new(),
+            stopping_now: CancellationToken::new(),
             extended: AtomicBool::new(false),
         })
     }
@@ -123,8 +141,20 @@ impl Agent {
                 break;
             }
             let view = self.server_view().await;
-            self.note_requests(&view);
             self.heartbeat(&view).await;
+            if let Some((state, comment)) = self.note_server_view(&view) {
+                tracing::error!(
+                    "Agent {} is {state}, not processing jobs! Reason: {}",
+                    self.config.agent_id,
+                    if comment.is_empty() {
+                        "Unknown"
+                    } else {
+                        &comment
+                    }
+                );
+                self.pause().await;
+                continue;
+            }
             if let Some(queues) = &self.config.advertised_queues {
                 self.post_quietly("/v1/agents/queues", queues).await;
             }
@@ -147,7 +177,9 @@ impl Agent {
                 )
                 .await;
                 let view = self.server_view().await;
-                self.note_requests(&view);
+                if let Some(hold) = self.note_server_view(&view) {
+                    self.requests().admin_hold = Some(hold);
+                }
                 if self.carry_out_requests().await? {
                     break;
                 }
@@ -172,11 +204,11 @@ impl Agent {
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = terminate.recv() => agent.stopping.cancel(),
-                    _ = interrupt.recv() => agent.stopping.cancel(),
+                    _ = terminate.recv() => agent.stop(),
+                    _ = interrupt.recv() => agent.stop(),
                     _ = restart.recv() => {
                         tracing::info!("Marked agent for restart");
-                        agent.request(false, true, "Restart signal detected from supervisor process");
+                        agent.request_restart("Restart signal detected from supervisor process");
                     }
                 }
             }
@@ -184,57 +216,72 @@ impl Agent {
         Ok(())
     }
 
-    /// Records an offline or restart request; the first comment given wins.
-    fn request(&self, offline: bool, restart: bool, comment: &str) {
-        let mut requests = self.requests();
-        if (offline && !requests.offline) || (restart && !requests.restart && !requests.offline) {
-            requests.comment = comment.to_string();
+    /// The first stop signal ends the job gracefully; the second ends the cleanup too.
+    fn stop(&self) {
+        if self.stopping.is_cancelled() {
+            self.stopping_now.cancel();
+        } else {
+            self.stopping.cancel();
         }
-        requests.offline |= offline;
-        requests.restart |= restart;
     }
 
-    /// Notes what the server's record of the agent asks for.
-    fn note_requests(&self, view: &ServerView) {
+    /// Restart once idle; the first reason given is kept.
+    fn request_restart(&self, comment: &str) {
+        self.requests()
+            .restart
+            .get_or_insert_with(|| comment.to_string());
+    }
+
+    /// Take the device out of service once idle; the first reason given is kept.
+    fn request_offline(&self, comment: &str) {
+        self.requests()
+            .offline
+            .get_or_insert_with(|| comment.to_string());
+    }
+
+    /// Notes a restart the server asks for, and returns the admin's `offline` or
+    /// `maintenance` state (with its comment) if the server has the agent in one.
+    fn note_server_view(&self, view: &ServerView) -> Option<(String, String)> {
         match view.state.as_deref() {
-            Some("offline" | "maintenance") => self.request(true, false, &view.comment),
-            Some("restart") => self.request(false, true, &view.comment),
-            _ => {}
+            Some("restart") => {
+                self.request_restart(&view.comment);
+                None
+            }
+            Some(state @ ("offline" | "maintenance")) => {
+                Some((state.to_string(), view.comment.clone()))
+            }
+            _ => None,
         }
     }
 
-    /// Goes offline or exits for a restart if that was asked for. `Ok(true)`: went
-    /// offline, so take no job. A restart ends the process with status 1 (the supervisor
+    /// Carries out what was asked for while a job ran. `Ok(true)`: the agent is out of
+    /// service, so take no job. A restart ends the process with status 1 (the supervisor
     /// starts it again), as the reference does.
     async fn carry_out_requests(&self) -> anyhow::Result<bool> {
-        let (offline, restart, comment) = {
-            let requests = self.requests();
-            (requests.offline, requests.restart, requests.comment.clone())
+        let (offline, restart, hold) = {
+            let mut requests = self.requests();
+            (
+                requests.offline.take(),
+                requests.restart.clone(),
+                requests.admin_hold.take(),
+            )
         };
-        if offline {
-            tracing::error!(
-                "Agent {} is offline, not processing jobs! Reason: {}",
-                self.config.agent_id,
-                if comment.is_empty() {
-                    "Unknown"
-                } else {
-                    &comment
-                }
-            );
+        if let Some(comment) = offline {
+            tracing::error!("Agent {} goes offline: {comment}", self.config.agent_id);
             self.set_state("offline", &comment).await;
-            // Cleared, so that an admin putting the agent back online is heard.
-            *self.requests() = Requests {
-                restart,
-                ..Requests::default()
-            };
             return Ok(true);
         }
-        if restart {
+        if let Some(comment) = restart {
             self.set_state("offline", &comment).await;
             if let Err(error) = std::fs::write(self.restart_marker(), comment) {
                 tracing::warn!("cannot note the restart: {error}");
             }
             anyhow::bail!("Restart Requested");
+        }
+        if let Some((state, comment)) = hold {
+            // The job's phase reports replaced the admin's state: put it back.
+            self.set_state(&state, &comment).await;
+            return Ok(true);
         }
         Ok(false)
     }
@@ -262,7 +309,8 @@ impl Agent {
 
     /// Left by an agent that exits to be restarted, for the next one to find.
     fn restart_marker(&self) -> std::path::PathBuf {
-        self.config.logging_basedir.join(".tf-agent-restarting")
+        let name = format!(".tf-agent-restarting-{}", self.config.agent_id);
+        self.config.logging_basedir.join(name)
     }
 
     async fn set_state(&self, state: &str, comment: &str) {

@@ -1,13 +1,21 @@
 //! The job's outbox: everything the agent tells the server about a job (log fragments,
-//! result and state reports, events, the artifact archive, the final outcome) is appended
-//! to a file in the run directory first, then sent in order by a background task that
-//! waits out server outages. Because the file survives the agent, a restarted agent
-//! resends whatever was not acknowledged. The server stores every entry idempotently
-//! (fragments by number, results by replacement), so a resend never duplicates output.
+//! result and state reports, provision logs, the artifact archive, the final outcome) is
+//! appended to a file first, then sent in order by a background task that waits out
+//! server outages. Because the file survives the agent, a restarted agent resends
+//! whatever was not acknowledged.
+//!
+//! `tf serve` stores fragments by number and results by replacement, so a resend after a
+//! lost acknowledgement changes nothing there; a provision-log entry or (on a reference
+//! server) a fragment can then be stored twice.
+//!
+//! The outbox lives in `<execution_basedir>/.tf-agent/<job_id>/`, outside the run
+//! directory, so a phase command cleaning its working directory cannot wipe it. A lock on
+//! it keeps two agents sharing an `execution_basedir` from sending the same job.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -21,29 +29,36 @@ use tokio::sync::watch;
 use crate::api::{Api, ApiError, Upload};
 use crate::job::time;
 
-/// The agent's own files inside a run directory.
+/// The directory under `execution_basedir` that holds the agent's own per-job files.
 pub const AGENT_DIR: &str = ".tf-agent";
 const ENTRIES: &str = "outbox.jsonl";
 /// How many bytes of `outbox.jsonl` the server has acknowledged, as 20 digits written in
 /// place, so an update is a single small write.
 const SENT: &str = "outbox.sent";
+const LOCK: &str = "lock";
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-const UPLOAD_TIMEOUT: Duration = Duration::from_secs(600);
+/// An artifact archive may be large and the link slow; this only guards against a hang.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
+
+/// The outbox directory of job `job_id`.
+pub fn dir_of(execution_basedir: &Path, job_id: &str) -> PathBuf {
+    execution_basedir.join(AGENT_DIR).join(job_id)
+}
 
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Entry {
     /// A JSON POST.
     Post { path: String, body: Value },
-    /// A file (relative to the agent dir) uploaded as the multipart field `file`.
+    /// A file (relative to the outbox directory) uploaded as the multipart field `file`.
     Upload { path: String, file: String },
     /// Nothing to send: the job's last entry is in.
     Done,
 }
 
-/// What the appending side needs to know; shared with nobody but itself.
+/// What the appending side keeps.
 struct Appender {
     file: File,
     appended: u64,
@@ -52,51 +67,88 @@ struct Appender {
     done: bool,
 }
 
+/// Why an outbox cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another agent process is sending this job.
+    #[error("another agent holds {0}")]
+    Busy(PathBuf),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
 pub struct Outbox {
-    agent_dir: PathBuf,
+    dir: PathBuf,
     appender: Mutex<Appender>,
     appended: watch::Sender<u64>,
     sent: watch::Receiver<u64>,
     sender: tokio::task::JoinHandle<()>,
+    /// Held (flock) for as long as this outbox sends.
+    _lock: File,
 }
 
 impl Outbox {
-    /// Opens (or creates) the outbox of the run directory `run_dir` and starts sending
-    /// what it holds that the server has not acknowledged yet.
-    pub fn open(run_dir: &Path, api: Arc<Api>) -> anyhow::Result<Outbox> {
-        let agent_dir = run_dir.join(AGENT_DIR);
-        std::fs::create_dir_all(&agent_dir)
-            .with_context(|| format!("cannot create {}", agent_dir.display()))?;
-        let entries_path = agent_dir.join(ENTRIES);
+    /// A new, empty outbox in `dir` for a job starting now (anything an earlier run of
+    /// the same job left there is discarded).
+    pub fn create(dir: &Path, api: Arc<Api>) -> Result<Outbox, OpenError> {
+        Outbox::open_locked(dir, api, true)
+    }
+
+    /// Opens the outbox in `dir` and starts sending what it holds that the server has not
+    /// acknowledged yet.
+    pub fn open(dir: &Path, api: Arc<Api>) -> Result<Outbox, OpenError> {
+        Outbox::open_locked(dir, api, false)
+    }
+
+    fn open_locked(dir: &Path, api: Arc<Api>, fresh: bool) -> Result<Outbox, OpenError> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let lock = File::create(dir.join(LOCK)).context("cannot create the outbox lock")?;
+        // SAFETY: flock on a descriptor we own; it only takes or refuses an advisory lock.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(OpenError::Busy(dir.to_path_buf()));
+        }
+        if fresh {
+            for name in [ENTRIES, SENT] {
+                let _ = std::fs::remove_file(dir.join(name));
+            }
+        }
+        let entries_path = dir.join(ENTRIES);
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .read(true)
             .open(&entries_path)
             .with_context(|| format!("cannot open {}", entries_path.display()))?;
-        let (fragment_numbers, done) = scan(&entries_path)?;
-        let appended = file.seek(SeekFrom::End(0))?;
+        let (fragment_numbers, done, complete_bytes) = scan(&entries_path)?;
+        // A line cut short by a crash or a full disk is dropped, so appends start clean.
+        file.set_len(complete_bytes)
+            .context("cannot trim the outbox")?;
+        let appended = file
+            .seek(SeekFrom::End(0))
+            .context("cannot seek the outbox")?;
         let sent_marker = OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
-            .open(agent_dir.join(SENT))?;
+            .open(dir.join(SENT))
+            .context("cannot open the outbox progress")?;
         let sent = read_sent(&sent_marker).min(appended);
 
         let (appended_tx, appended_rx) = watch::channel(appended);
         let (sent_tx, sent_rx) = watch::channel(sent);
+        let reader = File::open(&entries_path).context("cannot read the outbox")?;
         let sender = Sender {
             api,
-            agent_dir: agent_dir.clone(),
-            reader: BufReader::new(File::open(&entries_path)?),
+            dir: dir.to_path_buf(),
+            reader: BufReader::new(reader),
             sent,
             sent_marker,
             appended: appended_rx,
             progress: sent_tx,
         };
         Ok(Outbox {
-            agent_dir,
+            dir: dir.to_path_buf(),
             appender: Mutex::new(Appender {
                 file,
                 appended,
@@ -106,6 +158,7 @@ impl Outbox {
             appended: appended_tx,
             sent: sent_rx,
             sender: tokio::spawn(sender.run()),
+            _lock: lock,
         })
     }
 
@@ -114,8 +167,9 @@ impl Outbox {
         self.lock().done
     }
 
-    pub fn agent_dir(&self) -> &Path {
-        &self.agent_dir
+    /// The outbox directory, where files to upload are kept.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Appender> {
@@ -142,21 +196,24 @@ impl Outbox {
     /// Queues a log fragment of `log_type` with the next job-wide fragment number.
     pub fn fragment(&self, job_id: &str, log_type: &str, phase: &str, text: &str) {
         let mut appender = self.lock();
-        let number = appender
+        let number = *appender
             .fragment_numbers
             .entry(log_type.into())
             .or_insert(0);
         let entry = Entry::Post {
             path: format!("/v1/result/{job_id}/log/{log_type}"),
             body: json!({
-                "fragment_number": *number,
+                "fragment_number": number,
                 "timestamp": time::render_micros(time::now()),
                 "phase": phase,
                 "log_data": text,
             }),
         };
-        *number += 1;
-        self.append_locked(&mut appender, &entry);
+        if self.append_locked(&mut appender, &entry) {
+            appender
+                .fragment_numbers
+                .insert(log_type.into(), number + 1);
+        }
     }
 
     fn append(&self, entry: &Entry) {
@@ -164,48 +221,69 @@ impl Outbox {
         self.append_locked(&mut appender, entry);
     }
 
-    fn append_locked(&self, appender: &mut Appender, entry: &Entry) {
+    /// Appends one entry as one line; `false` (and a log line) if the disk refused it.
+    fn append_locked(&self, appender: &mut Appender, entry: &Entry) -> bool {
         let mut line = serde_json::to_vec(entry).expect("outbox entries serialize");
         line.push(b'\n');
-        // One write per entry, so a reader never sees half of one unless the disk filled.
         if let Err(error) = appender.file.write_all(&line) {
+            // Take back any part that made it, so the next entry starts on a line of its own.
+            let _ = appender.file.set_len(appender.appended);
             tracing::error!(
                 "cannot write to the outbox in {}: {error}; this report is lost",
-                self.agent_dir.display()
+                self.dir.display()
             );
-            return;
+            return false;
         }
         appender.appended += line.len() as u64;
         if matches!(entry, Entry::Done) {
             appender.done = true;
         }
         self.appended.send_replace(appender.appended);
+        true
     }
 
-    /// Waits until everything queued so far was delivered, or `limit` passed; then stops
-    /// the sender. Returns whether everything was delivered.
-    pub async fn close(mut self, limit: Duration) -> bool {
+    /// Waits up to `limit` for everything queued so far to be delivered. Whatever is left
+    /// keeps being sent in the background (the agent moves on to its next job); once all
+    /// is delivered, `then` runs (it removes the job's directories). Returns whether
+    /// everything was delivered within `limit`.
+    pub async fn close(mut self, limit: Duration, then: impl FnOnce() + Send + 'static) -> bool {
         let target = self.lock().appended;
         let delivered = tokio::time::timeout(limit, self.sent.wait_for(|sent| *sent >= target))
             .await
-            .map(|r| r.is_ok())
-            .unwrap_or(false);
-        self.sender.abort();
-        delivered
+            .is_ok_and(|r| r.is_ok());
+        if delivered {
+            self.sender.abort();
+            then();
+            return true;
+        }
+        tokio::spawn(async move {
+            if self.sent.wait_for(|sent| *sent >= target).await.is_ok() {
+                self.sender.abort();
+                then();
+            }
+        });
+        false
     }
 }
 
-/// Reads the entries written so far: the fragment counters, and whether `Done` is in.
-fn scan(path: &Path) -> anyhow::Result<(HashMap<String, u64>, bool)> {
+/// Reads the entries written so far: the fragment counters, whether `Done` is in, and
+/// how many bytes of whole lines there are.
+fn scan(path: &Path) -> anyhow::Result<(HashMap<String, u64>, bool, u64)> {
     let mut numbers = HashMap::new();
     let mut done = false;
-    for line in BufReader::new(File::open(path)?).lines() {
-        let Ok(entry) = serde_json::from_str::<Entry>(&line?) else {
-            continue; // a line cut short by a crash or a full disk
-        };
-        match entry {
-            Entry::Done => done = true,
-            Entry::Post { path, body } => {
+    let mut complete = 0;
+    let mut reader = BufReader::new(File::open(path)?);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = reader.read_until(b'\n', &mut line)?;
+        if read == 0 || !line.ends_with(b"\n") {
+            break;
+        }
+        complete += read as u64;
+        match serde_json::from_slice::<Entry>(&line) {
+            Ok(Entry::Done) => done = true,
+            Ok(Entry::Post { path, body }) => {
                 let log_type = path.rsplit_once("/log/").map(|(_, t)| t.to_string());
                 let number = body.get("fragment_number").and_then(Value::as_u64);
                 if let (Some(log_type), Some(number)) = (log_type, number) {
@@ -213,10 +291,10 @@ fn scan(path: &Path) -> anyhow::Result<(HashMap<String, u64>, bool)> {
                     *next = (*next).max(number + 1);
                 }
             }
-            Entry::Upload { .. } => {}
+            Ok(Entry::Upload { .. }) | Err(_) => {}
         }
     }
-    Ok((numbers, done))
+    Ok((numbers, done, complete))
 }
 
 fn read_sent(marker: &File) -> u64 {
@@ -233,7 +311,7 @@ fn read_sent(marker: &File) -> u64 {
 /// The background half: sends entries in file order, one at a time.
 struct Sender {
     api: Arc<Api>,
-    agent_dir: PathBuf,
+    dir: PathBuf,
     reader: BufReader<File>,
     sent: u64,
     sent_marker: File,
@@ -246,6 +324,7 @@ impl Sender {
         if self.reader.seek(SeekFrom::Start(self.sent)).is_err() {
             return;
         }
+        let mut line = Vec::new();
         loop {
             if *self.appended.borrow_and_update() <= self.sent {
                 if self.appended.changed().await.is_err() {
@@ -253,17 +332,18 @@ impl Sender {
                 }
                 continue;
             }
-            let mut line = String::new();
-            match self.reader.read_line(&mut line) {
-                Ok(_) if line.ends_with('\n') => {}
-                // The rest of the line is not written yet (or the disk filled): wait.
+            line.clear();
+            match self.reader.read_until(b'\n', &mut line) {
+                Ok(_) if line.ends_with(b"\n") => {}
+                // Appended entries are whole lines; anything else is a read that raced
+                // the write. Read it again shortly.
                 _ => {
                     let _ = self.reader.seek(SeekFrom::Start(self.sent));
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             }
-            match serde_json::from_str::<Entry>(&line) {
+            match serde_json::from_slice::<Entry>(&line) {
                 Ok(entry) => self.deliver(&entry).await,
                 Err(error) => tracing::warn!("skipping an unreadable outbox entry: {error}"),
             }
@@ -290,7 +370,7 @@ impl Sender {
                     .map(drop),
                 Entry::Upload { path, file } => {
                     let upload = Upload {
-                        file: self.agent_dir.join(file),
+                        file: self.dir.join(file),
                         field: "file".into(),
                         filename: "file".into(),
                         content_type: "application/x-gzip".into(),

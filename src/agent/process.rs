@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use futures_util::future::{Fuse, FusedFuture, FutureExt};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
@@ -123,6 +124,7 @@ impl PhaseCommand<'_> {
         let mut exit_status = None;
         let mut output_open = true;
         let mut linger_until: Option<Instant> = None;
+        let mut cancel_check = std::pin::pin!(Fuse::terminated());
 
         loop {
             let output_done = !output_open || linger_until.is_some_and(|t| Instant::now() >= t);
@@ -150,26 +152,31 @@ impl PhaseCommand<'_> {
                     exit_status = Some(status?);
                     linger_until = Some(Instant::now() + LINGER);
                 }
-                _ = conditions.agent_stopping.cancelled(), if stop.is_none() => {
+                _ = conditions.agent_stopping.cancelled(), if stop.is_none() && exit_status.is_none() => {
                     stop = Some(Stop::AgentStopping);
+                }
+                cancelled = &mut cancel_check, if !cancel_check.is_terminated() => {
+                    if cancelled && stop.is_none() && exit_status.is_none() {
+                        stop = Some(Stop::Cancelled);
+                    }
                 }
                 _ = sleep_until(wake_at) => {}
             }
             let now = Instant::now();
             if pending.flush_at().is_some_and(|t| t <= now) {
-                // Whole lines, so a secret is never cut in two before it is masked; a
-                // line still being written follows half a second later.
+                // Whole lines where there are some, so a secret is seldom cut in two
+                // before it is masked; a line still being written follows later.
                 pending.flush_lines(sink);
             }
             if stop.is_none() && exit_status.is_none() && now >= next_check {
                 next_check = now + CHECK_EVERY;
                 stop = timed_out(conditions, started, last_output, now);
-                if stop.is_none() && now >= next_cancel_check {
+                // The check runs alongside (output keeps flowing, timeouts keep counting);
+                // a new one starts only when the last has answered.
+                if now >= next_cancel_check && cancel_check.is_terminated() {
                     next_cancel_check = now + conditions.cancel_every;
                     if let Some(check) = conditions.cancellation {
-                        if check.is_cancelled().await {
-                            stop = Some(Stop::Cancelled);
-                        }
+                        cancel_check.set(check.is_cancelled().fuse());
                     }
                 }
             }
@@ -312,6 +319,8 @@ impl Pending {
             _ => cut,
         };
         if cut == 0 {
+            // Only part of a character so far: look again after the next delay.
+            self.since = Some(Instant::now());
             return;
         }
         let rest = self.bytes.split_off(cut);

@@ -8,6 +8,7 @@ mod body;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
-pub use auth::TokenFile;
+pub use auth::Bearer;
 use body::ApiBody;
 
 /// A response body: streamed from the server, or already read.
@@ -51,6 +52,9 @@ pub enum ApiError {
         status: StatusCode,
         message: String,
     },
+    /// No token could be had, in a way that ends the command (the CLI's login chain).
+    #[error("{0}")]
+    Auth(String),
     /// A local file to upload or download into could not be used.
     #[error("{path}: {source}")]
     File {
@@ -104,10 +108,11 @@ impl Reply {
     }
 }
 
+#[derive(Clone)]
 pub struct Api {
     base: String,
     http: Client<HttpsConnector<HttpConnector>, ApiBody>,
-    token: Option<TokenFile>,
+    bearer: Option<Arc<Bearer>>,
     cookie: Option<HeaderValue>,
 }
 
@@ -129,14 +134,20 @@ impl Api {
         Ok(Api {
             base,
             http,
-            token: None,
+            bearer: None,
             cookie: None,
         })
     }
 
     /// Authenticates with bearer tokens obtained from the refresh token in `path`.
-    pub fn with_token_file(mut self, path: &Path) -> Api {
-        self.token = Some(TokenFile::new(path));
+    pub fn with_token_file(self, path: &Path) -> Api {
+        let bearer = Bearer::from_token_file(self.clone(), path);
+        self.with_bearer(bearer)
+    }
+
+    /// Authenticates with the tokens `bearer` obtains.
+    pub fn with_bearer(mut self, bearer: Bearer) -> Api {
+        self.bearer = Some(Arc::new(bearer));
         self
     }
 
@@ -163,15 +174,31 @@ impl Api {
     }
 
     /// A JSON POST without the bearer token and without the 401 replay (token renewal).
-    async fn send_unauthenticated(
+    pub async fn post_unauthenticated(
         &self,
         path: &str,
         body: &Value,
         timeout: Duration,
     ) -> Result<Reply, ApiError> {
-        let body = RequestBody::json(body);
+        self.send_authorized(Method::POST, path, "", RequestBody::json(body), timeout)
+            .await
+    }
+
+    /// A request with this `Authorization` header (none when empty) instead of the bearer
+    /// token, and without the 401 replay: the login requests themselves.
+    pub async fn send_authorized(
+        &self,
+        method: Method,
+        path: &str,
+        authorization: &str,
+        body: RequestBody,
+        timeout: Duration,
+    ) -> Result<Reply, ApiError> {
+        let authorization = (!authorization.is_empty()).then(|| authorization.to_string());
         let response = async {
-            let response = self.respond_once(&Method::POST, path, &body, None).await?;
+            let response = self
+                .respond_once(&method, path, &body, authorization)
+                .await?;
             Ok(response.map(BodyExt::boxed))
         };
         self.exchange(path, timeout, response).await
@@ -211,14 +238,13 @@ impl Api {
         path: &str,
         body: &RequestBody,
     ) -> Result<Response<ReplyBody>, ApiError> {
-        let token = match &self.token {
-            Some(token) => token.access_token(self).await,
-            None => None,
-        };
-        let response = self.respond_once(method, path, body, token).await?;
-        let Some(token_file) = &self.token else {
+        let Some(bearer) = &self.bearer else {
+            let response = self.respond_once(method, path, body, None).await?;
             return Ok(response.map(BodyExt::boxed));
         };
+        let token = bearer.current().await.map_err(ApiError::Auth)?;
+        let authorization = token.map(|t| format!("Bearer {t}"));
+        let response = self.respond_once(method, path, body, authorization).await?;
         let (response, token_refused) = match response.status() {
             StatusCode::UNAUTHORIZED => (response.map(BodyExt::boxed), true),
             StatusCode::FORBIDDEN => {
@@ -244,9 +270,9 @@ impl Api {
         if !token_refused {
             return Ok(response);
         }
-        match token_file.renew(self).await {
+        match bearer.renew().await.map_err(ApiError::Auth)? {
             Some(fresh) => Ok(self
-                .respond_once(method, path, body, Some(fresh))
+                .respond_once(method, path, body, Some(format!("Bearer {fresh}")))
                 .await?
                 .map(BodyExt::boxed)),
             None => Ok(response),
@@ -258,13 +284,13 @@ impl Api {
         method: &Method,
         path: &str,
         body: &RequestBody,
-        token: Option<String>,
+        authorization: Option<String>,
     ) -> Result<Response<Incoming>, ApiError> {
         let mut request = Request::builder()
             .method(method.clone())
             .uri(format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        if let Some(authorization) = authorization {
+            request = request.header(header::AUTHORIZATION, authorization);
         }
         if let Some(cookie) = &self.cookie {
             request = request.header(header::COOKIE, cookie.clone());

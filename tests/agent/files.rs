@@ -93,10 +93,20 @@ fn hostile_attachments_are_refused_whole() {
         ("test/link", Kind::Symlink("/etc")),
         ("test/up", Kind::Symlink("../../../..")),
         ("test/pipe", Kind::Fifo),
+        // A link to `.` makes a lexically harmless path climb for real.
+        ("test/q", Kind::Symlink(".")),
     ];
     for bad in hostile {
         let name = bad.0;
-        let files = archive(&[("test/fine.txt", Kind::File("fine", 0o644)), bad]);
+        let through_link = (
+            "test/q/q/q/q/q/l",
+            Kind::Symlink("../../../../../../../../etc/passwd"),
+        );
+        let mut members = vec![("test/fine.txt", Kind::File("fine", 0o644)), bad];
+        if name == "test/q" {
+            members.push(through_link);
+        }
+        let files = archive(&members);
         let job_id = submit_with_attachments(&server, &job, &files);
         let result = wait_for_state(&server, &job_id, &["complete"]);
         let setup = result["setup_output"].as_str().unwrap_or_default();

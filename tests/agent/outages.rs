@@ -61,7 +61,9 @@ fn reports_still_unsent_when_the_agent_dies_are_sent_after_its_restart() {
     wait_for_test_output(&server, &job_id, "started");
     // The job ends while the server is away: its end (artifacts, outcome) stays queued.
     server.kill();
-    let outbox = agent.run_dir(&job_id).join(".tf-agent/outbox.jsonl");
+    let outbox = agent
+        .home
+        .join(format!("execution/.tf-agent/{job_id}/outbox.jsonl"));
     wait_for("the job to end on the agent", || {
         let entries = std::fs::read_to_string(&outbox).ok()?;
         entries.contains(r#"{"kind":"done"}"#).then_some(())
@@ -81,4 +83,38 @@ fn reports_still_unsent_when_the_agent_dies_are_sent_after_its_restart() {
     assert_eq!(result["test_status"], json!(0));
     let archive = server.get(&format!("/v1/result/{job_id}/artifact"));
     assert_eq!(archive.status, 200, "the artifacts were not uploaded");
+}
+
+#[test]
+fn an_agent_sharing_the_run_directories_leaves_the_other_agents_job_alone() {
+    let server = Server::start();
+    let go = tempfile::tempdir().unwrap();
+    let go_file = go.path().join("go");
+    let settings = format!(
+        "test_command: 'echo started; while [ ! -e {} ]; do sleep 0.05; done; echo done'\n",
+        go_file.display()
+    );
+    let first = Agent::start(&server, &settings);
+    let job_id = server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "x"}}));
+    wait_for_test_output(&server, &job_id, "started");
+    // A second agent on the same host, with the same execution_basedir, starting up.
+    let shared = first.home.join("execution");
+    let second = Agent::start(
+        &server,
+        &format!(
+            "agent_id: agent-2\njob_queues: [other]\nexecution_basedir: {}\n",
+            shared.display()
+        ),
+    );
+    wait_for("the second agent to be up", || {
+        second
+            .log()
+            .contains("Starting agent agent-2")
+            .then_some(())
+    });
+    std::fs::write(&go_file, "").unwrap();
+    let result = wait_for_state(&server, &job_id, &["complete"]);
+    let output = result["test_output"].as_str().unwrap();
+    assert!(output.ends_with("started\ndone\n"), "{output:?}");
+    assert_eq!(result["test_status"], json!(0));
 }

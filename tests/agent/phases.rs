@@ -3,7 +3,9 @@
 use serde_json::{json, Value};
 
 use crate::harness::Server;
-use crate::runner::{run_job, wait_for, wait_for_agent_state, wait_for_state, Agent};
+use crate::runner::{
+    run_job, wait_for, wait_for_agent_state, wait_for_state, wait_for_test_output, Agent,
+};
 
 fn text(result: &Value, key: &str) -> String {
     result[key].as_str().unwrap_or_default().to_string()
@@ -321,5 +323,49 @@ fn a_job_the_agent_cannot_start_is_ended_with_the_reason() {
     assert!(
         setup.contains("ERROR: the agent cannot start this job"),
         "{result}"
+    );
+}
+
+#[test]
+fn maintenance_set_during_a_job_is_kept_after_it() {
+    let server = Server::start();
+    let go = tempfile::tempdir().unwrap();
+    let go_file = go.path().join("go");
+    let settings = format!(
+        "test_command: 'echo started; while [ ! -e {} ]; do sleep 0.05; done'\nreserve_command: echo reserving\n",
+        go_file.display()
+    );
+    let agent = Agent::start(&server, &settings);
+    let job_id = server.submit(&json!({
+        "job_queue": "q",
+        "test_data": {"test_cmds": "x"},
+        "reserve_data": {"ssh_keys": ["lp:someone"]},
+    }));
+    wait_for_test_output(&server, &job_id, "started");
+    server.agent().post_json(
+        "/v1/agents/data/agent-1",
+        &json!({"state": "maintenance", "comment": "lab work"}),
+    );
+    std::fs::write(&go_file, "").unwrap();
+    wait_for_state(&server, &job_id, &["complete"]);
+    // The reserve phase report overwrote it on the server; the agent puts it back.
+    let data = wait_for_agent_state(&server, "maintenance");
+    assert_eq!(data["comment"], json!("lab work"));
+    let next = server.submit(&json!({"job_queue": "q"}));
+    let seen = agent
+        .log()
+        .matches("is maintenance, not processing jobs")
+        .count();
+    wait_for("another idle pass", || {
+        (agent
+            .log()
+            .matches("is maintenance, not processing jobs")
+            .count()
+            > seen)
+            .then_some(())
+    });
+    assert_eq!(
+        server.get(&format!("/v1/result/{next}")).json()["job_state"],
+        json!("waiting")
     );
 }

@@ -4,6 +4,9 @@
 
 mod agent;
 mod api;
+mod cli;
+mod completions;
+mod demo;
 mod job;
 mod server;
 mod store;
@@ -12,17 +15,20 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
     name = "tf",
     version,
-    about = "Testflinger-compatible hardware test lab in one binary"
+    about = "Testflinger-compatible hardware test lab in one binary",
+    infer_long_args = true
 )]
 struct Cli {
+    #[command(flatten)]
+    client: cli::GlobalOptions,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -33,42 +39,84 @@ enum Command {
     Clients(server::admin::ClientsArgs),
     /// Run the agent of one device: take jobs from the server and run their phases
     Agent(agent::config::AgentArgs),
+    /// A whole lab on this machine: server, agent and a job, followed live
+    Demo(demo::DemoArgs),
+    /// Print a shell completion script (bash, zsh or fish)
+    Completions(completions::CompletionsArgs),
+    /// The job ids of the local history (for completion scripts)
+    #[command(name = "__job-ids", hide = true)]
+    JobIds,
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 /// Names the binary may be installed under (a symlink or a copy), and the subcommand
-/// each one stands for.
+/// each one stands for ("" for the client, whose subcommand the user gives).
 const ROLE_NAMES: &[(&str, &str)] = &[
     ("testflinger-server", "serve"),
     ("testflinger-agent", "agent"),
+    ("testflinger-cli", ""),
+    ("testflinger", ""),
 ];
 
 /// The command line, with the subcommand implied by the program's name put in.
-fn arguments() -> Vec<OsString> {
+fn arguments() -> (Vec<OsString>, String) {
     let mut args: Vec<OsString> = std::env::args_os().collect();
     let program = args
         .first()
         .and_then(|path| Path::new(path).file_name())
         .and_then(|name| name.to_str())
-        .unwrap_or_default();
+        .unwrap_or("tf")
+        .to_string();
     if let Some((_, subcommand)) = ROLE_NAMES.iter().find(|(name, _)| *name == program) {
-        args.insert(1, subcommand.into());
+        if !subcommand.is_empty() {
+            args.insert(1, subcommand.into());
+        }
     }
-    args
+    (args, program)
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(arguments());
+    let (args, program) = arguments();
+    let mut command = Cli::command().name(program.clone()).bin_name(program);
+    let matches = match command.try_get_matches_from_mut(args) {
+        Ok(matches) => matches,
+        Err(error) => error.exit(),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.format(&mut command).exit(),
+    };
     let outcome = match cli.command {
-        Command::Serve(args) => {
+        None => {
+            // As the reference: the help on stdout, exit 0.
+            println!("{}", command.render_help());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Client(client)) => {
+            if let Some(message) = cli::credential_pairing_error(&client) {
+                command
+                    .error(clap::error::ErrorKind::ArgumentConflict, message)
+                    .exit();
+            }
+            return cli::run(cli.client, client);
+        }
+        Some(Command::Serve(args)) => {
             init_logging();
             server::config::Config::resolve(args).and_then(run_server)
         }
-        Command::Clients(args) => {
+        Some(Command::Clients(args)) => {
             init_logging();
             server::admin::run(args)
         }
         // The agent logs where its config says.
-        Command::Agent(args) => agent::run(args),
+        Some(Command::Agent(args)) => agent::run(args),
+        Some(Command::Demo(args)) => demo::run(args),
+        Some(Command::Completions(args)) => completions::run(&args, &mut command),
+        Some(Command::JobIds) => {
+            completions::print_job_ids();
+            Ok(())
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -64,7 +64,8 @@ impl Store {
     }
 
     /// The log per phase (every phase, or only `query.phase`). With a `wait`, an answer
-    /// without any fragment is given only after none arrived for that long.
+    /// without any fragment is given only once that long passed or the job changed (a
+    /// fragment, or a new state a follower wants to see).
     pub async fn log(
         &self,
         job_id: &str,
@@ -74,6 +75,7 @@ impl Store {
     ) -> Result<Vec<PhaseLog>> {
         let subscription = (!wait.is_zero()).then(|| self.signals.job(job_id));
         let deadline = tokio::time::Instant::now() + wait;
+        let mut woken = false;
         loop {
             let wakeup = subscription.as_ref().map(|s| {
                 let mut notified = Box::pin(s.notify.notified());
@@ -87,10 +89,11 @@ impl Store {
                 .await?;
             let found = logs.iter().any(|log| log.last_fragment_number >= 0);
             match wakeup {
-                Some(wakeup) if !found => {
+                Some(wakeup) if !found && !woken => {
                     if !self.signals.wait(wakeup, deadline).await {
                         return Ok(logs);
                     }
+                    woken = true;
                 }
                 _ => return Ok(logs),
             }

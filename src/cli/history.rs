@@ -1,0 +1,109 @@
+//! The local job history, `$XDG_CONFIG_HOME/testflinger-cli-history.json`, shared with the
+//! reference CLI: the last ten submitted jobs with their queue, submission time and last
+//! known state, oldest first.
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use super::config::config_home;
+
+const KEEP: usize = 10;
+
+pub struct History {
+    path: PathBuf,
+    /// In file order (insertion order), which serde_json's sorted maps would lose.
+    jobs: Vec<(String, Value)>,
+}
+
+impl History {
+    pub fn load() -> History {
+        let path = config_home().join("testflinger-cli-history.json");
+        let jobs = match std::fs::read(&path) {
+            Err(_) => Vec::new(),
+            Ok(bytes) => ordered_entries(&String::from_utf8_lossy(&bytes)).unwrap_or_else(|| {
+                eprintln!(
+                    "ERROR: Error loading history file from {}: not a JSON object; starting afresh",
+                    path.display()
+                );
+                Vec::new()
+            }),
+        };
+        History { path, jobs }
+    }
+
+    /// Job ids, oldest first.
+    pub fn ids(&self) -> impl Iterator<Item = &String> {
+        self.jobs.iter().map(|(id, _)| id)
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &(String, Value)> {
+        self.jobs.iter()
+    }
+
+    /// Records a newly submitted job (state `unknown`), keeping the last ten.
+    pub fn add(&mut self, job_id: &str, queue: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let entry = json!({"queue": queue, "submission_time": now, "job_state": "unknown"});
+        match self.jobs.iter_mut().find(|(id, _)| id == job_id) {
+            Some((_, existing)) => *existing = entry,
+            None => self.jobs.push((job_id.to_string(), entry)),
+        }
+        let excess = self.jobs.len().saturating_sub(KEEP);
+        self.jobs.drain(..excess);
+        self.save();
+    }
+
+    /// Notes a job's state, for jobs in the history only.
+    pub fn update(&mut self, job_id: &str, state: &str) {
+        if let Some((_, entry)) = self.jobs.iter_mut().find(|(id, _)| id == job_id) {
+            if entry.get("job_state").and_then(Value::as_str) != Some(state) {
+                entry["job_state"] = json!(state);
+                self.save();
+            }
+        }
+    }
+
+    fn save(&self) {
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let entries: Vec<String> = self
+            .jobs
+            .iter()
+            .map(|(id, entry)| {
+                format!(
+                    "{}: {}",
+                    Value::from(id.as_str()),
+                    super::pyjson::dumps(entry)
+                )
+            })
+            .collect();
+        let _ = std::fs::write(&self.path, format!("{{{}}}", entries.join(", ")));
+    }
+}
+
+/// The top-level entries of a JSON object, in file order.
+fn ordered_entries(text: &str) -> Option<Vec<(String, Value)>> {
+    // Parse once for validity and values; then recover the key order from the text.
+    let Value::Object(map) = serde_json::from_str::<Value>(text).ok()? else {
+        return None;
+    };
+    let mut order: Vec<(usize, String)> = map
+        .keys()
+        .filter_map(|key| {
+            text.find(&Value::from(key.as_str()).to_string())
+                .map(|at| (at, key.clone()))
+        })
+        .collect();
+    order.sort();
+    Some(
+        order
+            .into_iter()
+            .map(|(_, key)| (key.clone(), map[&key].clone()))
+            .collect(),
+    )
+}

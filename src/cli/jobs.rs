@@ -1,0 +1,294 @@
+//! Looking at one job (`status`, `show`, `results`, `artifacts`, `cancel`), the local
+//! history (`jobs`) and the settings file (`config`).
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::Args;
+use serde_json::Value;
+
+use super::config::Settings;
+use super::history::History;
+use super::session::{Failure, Session};
+use super::{pyjson, yaml};
+
+pub const NO_JOB_DATA: &str =
+    "No data found for that job id. Check the job id to be sure it is correct";
+pub const INVALID_JOB_ID: &str =
+    "Invalid job id specified. Check the job id to be sure it is correct";
+
+/// The job's state from `GET /v1/result/<id>`, with the reference's wording for the
+/// two answers that mean "no such job".
+pub async fn job_state(session: &Session, job_id: &str) -> Result<String, anyhow::Error> {
+    match session.get(&format!("/v1/result/{job_id}")).await {
+        Ok(result) => Ok(match result.get("job_state") {
+            Some(Value::String(state)) => state.clone(),
+            _ => "None".into(),
+        }),
+        Err(failure) => match failure.status() {
+            Some(204) => bail!(NO_JOB_DATA),
+            Some(400) => bail!(INVALID_JOB_ID),
+            _ => Err(failure.into_error()),
+        },
+    }
+}
+
+pub async fn status(session: &Session, job_id: &str) -> anyhow::Result<ExitCode> {
+    match job_state(session, job_id).await {
+        Ok(state) => {
+            History::load().update(job_id, &state);
+            println!("{state}");
+        }
+        Err(error) if [NO_JOB_DATA, INVALID_JOB_ID].contains(&error.to_string().as_str()) => {
+            return Err(error)
+        }
+        // The reference's soft failure: stdout, exit 0.
+        Err(_) => println!(
+            "Unable to retrieve job state from the server, check your connection or try again later."
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// Print the job in YAML instead of JSON
+    #[arg(long)]
+    pub yaml: bool,
+    pub job_id: String,
+}
+
+pub async fn show(session: &Session, args: &ShowArgs) -> anyhow::Result<ExitCode> {
+    let job = match session.get(&format!("/v1/job/{}", args.job_id)).await {
+        Ok(job) => job,
+        Err(failure) => match failure.status() {
+            Some(204) => bail!("No data found for that job id."),
+            Some(400) => bail!(INVALID_JOB_ID),
+            Some(_) => bail!("{}", failure.message()),
+            None => return Err(failure.into_error()),
+        },
+    };
+    if args.yaml {
+        // PyYAML's text already ends in a newline and print() adds one.
+        println!("{}", yaml::dump(&job));
+    } else {
+        println!("{}", pyjson::dumps_sorted(&job));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn results(session: &Session, job_id: &str) -> anyhow::Result<ExitCode> {
+    match session.get(&format!("/v1/result/{job_id}")).await {
+        Ok(results) => {
+            println!("{}", pyjson::dumps_sorted(&results));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(failure) => match failure.status() {
+            Some(204) => bail!("No results found for that job id."),
+            Some(400 | 404) => bail!(INVALID_JOB_ID),
+            Some(status) => {
+                bail!("ERROR: Unexpected error status from testflinger server: {status}")
+            }
+            None => Err(failure.into_error()),
+        },
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ArtifactsArgs {
+    /// Where to save the tarball
+    #[arg(long, default_value = "artifacts.tgz")]
+    pub filename: std::path::PathBuf,
+    pub job_id: String,
+}
+
+pub async fn artifacts(session: &Session, args: &ArtifactsArgs) -> anyhow::Result<ExitCode> {
+    println!("Downloading artifacts tarball...");
+    let path = format!("/v1/result/{}/artifact", args.job_id);
+    // Into a temporary name first: a failed download never clobbers an older tarball.
+    let partial = args.filename.with_extension("partial");
+    let progress = std::io::stderr()
+        .is_terminal()
+        .then(|| Progress::start(&partial));
+    let outcome = session
+        .api
+        .download(&path, &partial, Duration::from_secs(3600))
+        .await;
+    if let Some(progress) = progress {
+        progress.stop();
+    }
+    match outcome {
+        Ok(true) => {
+            std::fs::rename(&partial, &args.filename)?;
+            println!("Artifacts downloaded to {}", args.filename.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(false) => bail!("No artifacts tarball found for that job id."),
+        Err(error) => {
+            let _ = std::fs::remove_file(&partial);
+            match error.status().map(|s| s.as_u16()) {
+                Some(204) => bail!("No artifacts tarball found for that job id."),
+                Some(400) => bail!(INVALID_JOB_ID),
+                Some(status) => {
+                    bail!("ERROR: Unexpected error status from testflinger server: {status}")
+                }
+                None => bail!("Unable to communicate with specified server. ({error})"),
+            }
+        }
+    }
+}
+
+/// A byte counter on stderr while a download runs (only on a terminal).
+struct Progress {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Progress {
+    fn start(file: &std::path::Path) -> Progress {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (flag, file) = (stop.clone(), file.to_path_buf());
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+                eprint!("\r\x1b[K{:.1} MiB downloaded", bytes as f64 / 1048576.0);
+                let _ = std::io::stderr().flush();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            eprint!("\r\x1b[K");
+        });
+        Progress { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
+pub async fn cancel(session: &Session, job_id: &str) -> anyhow::Result<ExitCode> {
+    let body = serde_json::json!({"action": "cancel"});
+    match session
+        .post(&format!("/v1/job/{job_id}/action"), &body)
+        .await
+    {
+        Ok(_) => {
+            History::load().update(job_id, "cancelled");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(failure) if failure.status() == Some(400) => {
+            bail!("Invalid job ID specified or the job is already complete/cancelled.")
+        }
+        Err(Failure::Status { status, message }) => {
+            bail!("Unable to cancel the job: the server answered {status}: {message}")
+        }
+        Err(failure) => Err(failure.into_error()),
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct JobsArgs {
+    /// Include job status (may add delay)
+    #[arg(short = 's', long)]
+    pub status: bool,
+}
+
+pub async fn jobs(session: &Session, args: &JobsArgs) -> anyhow::Result<ExitCode> {
+    let mut history = History::load();
+    let entries: Vec<(String, Value)> = history.entries().cloned().collect();
+    println!(
+        "{:<36} {:<9} Submission Time  Queue",
+        "Job ID",
+        if args.status { "Status" } else { "" }
+    );
+    println!("{}", "-".repeat(79));
+    for (job_id, entry) in entries {
+        let mut state = String::new();
+        if args.status {
+            state = entry
+                .get("job_state")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown")
+                .to_string();
+            if !matches!(state.as_str(), "cancelled" | "complete") {
+                state = job_state(session, &job_id)
+                    .await
+                    .unwrap_or_else(|_| "unknown".into());
+                history.update(&job_id, &state);
+            }
+        }
+        let submitted = entry
+            .get("submission_time")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0);
+        let queue = entry
+            .get("queue")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        println!(
+            "{job_id} {state:<9} {} {queue}",
+            short_utc(submitted as i64)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `Www Mmm DD HH:MM` in UTC, as `time.strftime("%a %b %d %H:%M")`.
+fn short_utc(seconds: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let iso = crate::job::time::render(seconds * 1_000_000); // YYYY-MM-DDTHH:MM:SSZ
+    let day_index = seconds.div_euclid(86400).rem_euclid(7) as usize;
+    let month: usize = iso[5..7].parse().unwrap_or(1);
+    format!(
+        "{} {} {} {}",
+        DAYS[day_index],
+        MONTHS[month.clamp(1, 12) - 1],
+        &iso[8..10],
+        &iso[11..16]
+    )
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    /// setting=value
+    pub setting: Option<String>,
+}
+
+pub fn config(mut settings: Settings, args: &ConfigArgs) -> anyhow::Result<ExitCode> {
+    match args.setting.as_deref() {
+        None => {
+            println!("Current Configuration\n---------------------");
+            for (key, value) in &settings.file.entries {
+                println!("{key} = {value}");
+            }
+            println!();
+        }
+        // Split at the first `=` only (the reference gives up on a second one).
+        Some(setting) => match setting.split_once('=') {
+            Some((key, value)) => {
+                settings.file.set(key.trim(), value.trim());
+                settings.save()?;
+            }
+            None => println!(
+                "{setting} = {}",
+                settings.file.get(setting).unwrap_or("None")
+            ),
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn submission_times_print_like_strftime() {
+        // 2026-11-24 20:14 UTC was a Tuesday.
+        assert_eq!(super::short_utc(1_795_551_240), "Tue Nov 24 20:14");
+    }
+}

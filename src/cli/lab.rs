@@ -1,0 +1,465 @@
+//! The lab at a glance: `list-queues`, `list-agents`, `agent-status`, `queue-status`.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::Args;
+use regex_lite::Regex;
+use serde_json::{json, Map, Value};
+
+use super::pyjson;
+use super::session::{Failure, Session};
+
+#[derive(Args, Debug)]
+pub struct JsonFlag {
+    /// Print output in JSON format
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn list_queues(session: &Session, args: &JsonFlag) -> anyhow::Result<ExitCode> {
+    eprintln!("WARNING: This only shows a curated list of queues with descriptions");
+    let queues = match session.get("/v1/agents/queues").await {
+        Ok(Value::Object(queues)) => queues,
+        Ok(_) => Map::new(),
+        Err(failure @ Failure::Status { .. }) => {
+            eprintln!(
+                "ERROR: Unable to get a list of queues from the server. ({})",
+                failure.message()
+            );
+            Map::new()
+        }
+        Err(failure) => return Err(failure.into_error()),
+    };
+    if args.json {
+        println!("{}", pyjson::dumps(&Value::Object(queues)));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("Advertised queues on this server:");
+    let mut names: Vec<&String> = queues.keys().collect();
+    names.sort();
+    for name in names {
+        println!(" {name} - {}", text_of(&queues[name]));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A JSON value as Python's `str()` shows it in the reference's tables.
+fn text_of(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(text_of).collect::<Vec<_>>().join(", "),
+        other => pyjson::repr(other),
+    }
+}
+
+const FIELDS: &[&str] = &[
+    "name",
+    "status",
+    "location",
+    "provision_type",
+    "comment",
+    "job_id",
+    "queues",
+];
+const ONLINE_STATES: &[&str] = &[
+    "waiting",
+    "setup",
+    "provision",
+    "firmware_update",
+    "test",
+    "allocate",
+    "reserve",
+    "cleanup",
+];
+const OFFLINE_STATES: &[&str] = &["offline", "maintenance"];
+
+#[derive(Args, Debug)]
+pub struct ListAgentsArgs {
+    /// Only the agent names, one per line
+    #[arg(short = '1', conflicts_with_all = ["summary", "fields"])]
+    pub names_only: bool,
+    /// Counts of agents by state
+    #[arg(long, conflicts_with = "fields")]
+    pub summary: bool,
+    /// Columns to show (name,status,location,provision_type,comment,job_id,queues)
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(FIELDS))]
+    pub fields: Option<Vec<String>>,
+    /// States to show, or hide with ^ (online, offline, maintenance, waiting, setup, …)
+    #[arg(long, value_delimiter = ',', value_parser = parse_status_filter)]
+    pub filter_status: Option<Vec<String>>,
+    /// Only agents whose name matches this regular expression
+    #[arg(long, value_parser = parse_regex)]
+    pub filter_name: Option<Regex>,
+    /// Only agents with a queue that matches this regular expression
+    #[arg(long, value_parser = parse_regex)]
+    pub filter_queues: Option<Regex>,
+    /// Only agents whose location matches this regular expression
+    #[arg(long, value_parser = parse_regex)]
+    pub filter_location: Option<Regex>,
+    /// Only agents whose provision type matches this regular expression
+    #[arg(long, value_parser = parse_regex)]
+    pub filter_provision_type: Option<Regex>,
+    /// Only agents whose comment matches this regular expression
+    #[arg(long, value_parser = parse_regex)]
+    pub filter_comment: Option<Regex>,
+}
+
+fn parse_status_filter(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let state = text.strip_prefix('^').unwrap_or(text);
+    let known = ["online", "offline"]
+        .iter()
+        .chain(ONLINE_STATES)
+        .chain(&OFFLINE_STATES[1..]);
+    if known.clone().any(|k| *k == state) {
+        Ok(text.to_string())
+    } else {
+        let choices: Vec<&str> = known.copied().collect();
+        Err(format!(
+            "invalid choice: '{text}' (choose from {})",
+            choices.join(", ")
+        ))
+    }
+}
+
+fn parse_regex(text: &str) -> Result<Regex, String> {
+    Regex::new(text).map_err(|e| format!("Invalid regex '{text}', error: {e}"))
+}
+
+/// The states a `--filter-status` list lets through.
+fn allowed_states(filter: &[String]) -> Vec<&'static str> {
+    let expand = |state: &str| -> Vec<&'static str> {
+        match state {
+            "online" => ONLINE_STATES.to_vec(),
+            "offline" => OFFLINE_STATES.to_vec(),
+            other => ONLINE_STATES
+                .iter()
+                .chain(OFFLINE_STATES)
+                .copied()
+                .filter(|s| *s == other)
+                .collect(),
+        }
+    };
+    let (excluded, included): (Vec<&String>, Vec<&String>) =
+        filter.iter().partition(|s| s.starts_with('^'));
+    let mut allowed: Vec<&'static str> = if included.is_empty() {
+        ONLINE_STATES
+            .iter()
+            .chain(OFFLINE_STATES)
+            .copied()
+            .collect()
+    } else {
+        included.iter().flat_map(|s| expand(s)).collect()
+    };
+    let removed: Vec<&'static str> = excluded
+        .iter()
+        .flat_map(|s| expand(s.trim_start_matches('^')))
+        .collect();
+    allowed.retain(|s| !removed.contains(s));
+    allowed
+}
+
+pub async fn list_agents(session: &Session, args: &ListAgentsArgs) -> anyhow::Result<ExitCode> {
+    let agents = match session.get("/v1/agents/data").await {
+        Ok(Value::Array(agents)) => agents,
+        Ok(_) => Vec::new(),
+        Err(failure) => bail!("Error retrieving agents: {}", failure.message()),
+    };
+    let field =
+        |agent: &Value, name: &str| -> String { agent.get(name).map(text_of).unwrap_or_default() };
+    let allowed = args.filter_status.as_deref().map(allowed_states);
+    let matches =
+        |regex: &Option<Regex>, value: &str| regex.as_ref().is_none_or(|r| r.is_match(value));
+    let selected: Vec<&Value> = agents
+        .iter()
+        .filter(|agent| {
+            let state = agent
+                .get("state")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            allowed
+                .as_ref()
+                .is_none_or(|allowed| allowed.contains(&state))
+                && matches(&args.filter_name, &field(agent, "name"))
+                && matches(&args.filter_location, &field(agent, "location"))
+                && matches(&args.filter_provision_type, &field(agent, "provision_type"))
+                && matches(&args.filter_comment, &field(agent, "comment"))
+                && args.filter_queues.as_ref().is_none_or(|regex| {
+                    agent
+                        .get("queues")
+                        .and_then(Value::as_array)
+                        .is_some_and(|queues| queues.iter().any(|q| regex.is_match(&text_of(q))))
+                })
+        })
+        .collect();
+
+    if args.names_only {
+        for agent in selected {
+            println!("{}", field(agent, "name"));
+        }
+    } else if args.summary {
+        print_summary(&selected);
+    } else {
+        let default: Vec<String> = FIELDS[..5].iter().map(|s| s.to_string()).collect();
+        print_table(&selected, args.fields.as_ref().unwrap_or(&default));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bold(text: &str) -> String {
+    format!("\x1b[1m{text}\x1b[0m")
+}
+
+fn print_table(agents: &[&Value], fields: &[String]) {
+    if agents.is_empty() {
+        println!("No agents found matching the filter criteria.");
+        return;
+    }
+    // A cell: the field's text; `-` when missing, `None` when null. Widths use the
+    // length Python's `str()` gives (a list's repr, not the joined text), as the reference.
+    let cell = |agent: &Value, name: &str| -> (String, usize) {
+        let key = if name == "status" { "state" } else { name };
+        match agent.get(key) {
+            None => ("-".into(), 1),
+            Some(Value::Null) => ("None".into(), 4),
+            Some(Value::Array(items)) => (
+                text_of(&Value::Array(items.clone())),
+                pyjson::repr(&Value::Array(items.clone())).chars().count(),
+            ),
+            Some(value) => {
+                let text = text_of(value);
+                let width = text.chars().count();
+                (text, width)
+            }
+        }
+    };
+    let titles: Vec<String> = fields
+        .iter()
+        .map(|f| f.replace('_', " ").to_uppercase())
+        .collect();
+    let widths: Vec<usize> = fields
+        .iter()
+        .zip(&titles)
+        .map(|(field, title)| {
+            agents
+                .iter()
+                .map(|agent| cell(agent, field).1)
+                .max()
+                .unwrap_or(0)
+                .max(title.chars().count())
+        })
+        .collect();
+    let header: Vec<String> = titles
+        .iter()
+        .zip(&widths)
+        .map(|(title, width)| bold(&format!("{title:<width$}")))
+        .collect();
+    println!("{}", header.join("  "));
+    for agent in agents {
+        let row: Vec<String> = fields
+            .iter()
+            .zip(&widths)
+            .map(|(field, width)| format!("{:<width$}", cell(agent, field).0))
+            .collect();
+        println!("{}", row.join("  "));
+    }
+}
+
+fn print_summary(agents: &[&Value]) {
+    let count = |state: &str| {
+        agents
+            .iter()
+            .filter(|a| a.get("state").and_then(Value::as_str) == Some(state))
+            .count()
+    };
+    println!(
+        "{}  {}  {}",
+        bold(&format!("{:<16}", "STATE")),
+        bold(&format!("{:<6}", "COUNT")),
+        bold(&format!("{:<6}", "TOTAL"))
+    );
+    for (title, states) in [("Online:", ONLINE_STATES), ("Offline:", OFFLINE_STATES)] {
+        let total: usize = states.iter().map(|s| count(s)).sum();
+        println!("{title:<26}{total}");
+        for state in states {
+            let n = count(state);
+            if n > 0 {
+                println!("  {state:<16}{n}");
+            }
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct AgentStatusArgs {
+    pub agent_name: String,
+    /// Print the whole agent record as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn agent_status(session: &Session, args: &AgentStatusArgs) -> anyhow::Result<ExitCode> {
+    let agent = match session.get(&format!("/v1/agents/data/{}", args.agent_name)).await {
+        Ok(agent) => agent,
+        Err(failure) if failure.status() == Some(404) => {
+            bail!("Agent '{}' does not exist.", args.agent_name)
+        }
+        Err(_) => bail!(
+            "Unable to retrieve agent status from the server, check your connection or try again later."
+        ),
+    };
+    if args.json {
+        let mut record = agent.as_object().cloned().unwrap_or_default();
+        if let Some(name) = record.remove("name") {
+            record.insert("agent".into(), name);
+        }
+        if let Some(state) = record.remove("state") {
+            record.insert("status".into(), state);
+        }
+        println!("{}", pyjson::dumps_sorted_compact(&Value::Object(record)));
+    } else {
+        match agent.get("state").and_then(Value::as_str) {
+            Some(state) => println!("{state}"),
+            None => bail!(
+                "The server's record of agent '{}' has no state",
+                args.agent_name
+            ),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct QueueStatusArgs {
+    pub queue_name: String,
+    /// List the jobs, not only their numbers
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+    /// Print output in JSON format
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn queue_status(session: &Session, args: &QueueStatusArgs) -> anyhow::Result<ExitCode> {
+    let queue = &args.queue_name;
+    let unavailable = "Unable to retrieve queue status from the server, check your connection or try again later.";
+    let agents: Vec<Value> = match session.get(&format!("/v1/queues/{queue}/agents")).await {
+        Ok(Value::Array(agents)) => agents
+            .iter()
+            .map(|a| json!({"name": a.get("name"), "status": a.get("state")}))
+            .collect(),
+        Ok(_) => bail!(unavailable),
+        Err(failure) => match failure {
+            Failure::Status { status: 204, .. } => {
+                bail!("No agent is listening on queue '{queue}'.")
+            }
+            Failure::Status {
+                status: 404,
+                message,
+            } => bail!("{message}"),
+            _ => bail!(unavailable),
+        },
+    };
+    let jobs = match session.get(&format!("/v1/queues/{queue}/jobs")).await {
+        Ok(Value::Array(jobs)) => jobs,
+        _ => Vec::new(),
+    };
+    let mut waiting = Vec::new();
+    let mut running = Vec::new();
+    let mut completed = Vec::new();
+    for job in &jobs {
+        let created = match job.get("created_at") {
+            Some(Value::Object(date)) => date.get("$date").cloned().unwrap_or(Value::Null),
+            Some(other) => other.clone(),
+            None => Value::Null,
+        };
+        let entry = json!({"job_id": job.get("job_id"), "created_at": created});
+        match job
+            .get("job_state")
+            .and_then(Value::as_str)
+            .map(str::to_lowercase)
+            .as_deref()
+        {
+            Some("waiting") => waiting.push(entry),
+            Some("complete") => completed.push(entry),
+            Some("cancelled") => {}
+            _ => running.push(entry),
+        }
+    }
+    if args.json {
+        let mut out = json!({"queue": queue, "agents": agents, "jobs_waiting": waiting});
+        if args.verbose {
+            out["jobs_running"] = json!(running);
+            out["jobs_completed"] = json!(completed);
+        }
+        println!("{}", pyjson::dumps_indented(&out, 2));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status_of = |a: &Value| {
+        a.get("status")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let available = agents.iter().filter(|a| status_of(a) == "waiting").count();
+    let offline = agents.iter().filter(|a| status_of(a) == "offline").count();
+    println!("Agents in queue: {}", agents.len());
+    println!("Available:       {available}");
+    println!("Busy:            {}", agents.len() - available - offline);
+    println!("Offline:         {offline}");
+    if args.verbose {
+        for (title, list) in [
+            ("Jobs Waiting:", &waiting),
+            ("Jobs Running:", &running),
+            ("Jobs Completed:", &completed),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            println!();
+            println!("{title}");
+            for job in list {
+                println!(
+                    "  {} - {}",
+                    job.get("job_id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                    created_text(job.get("created_at"))
+                );
+            }
+        }
+    } else {
+        println!("Jobs waiting:    {}", waiting.len());
+        println!("Jobs running:    {}", running.len());
+        println!("Jobs completed:   {}", completed.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` of an ISO time, in its own offset; `Unknown` when empty.
+fn created_text(value: Option<&Value>) -> String {
+    let text = value.and_then(Value::as_str).unwrap_or_default();
+    if text.is_empty() {
+        return "Unknown".into();
+    }
+    let bytes = text.as_bytes();
+    if bytes.len() >= 19 && matches!(bytes[10], b'T' | b' ') {
+        format!("{} {}", &text[..10], &text[11..19])
+    } else {
+        text.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::allowed_states;
+
+    #[test]
+    fn status_filters_expand_like_the_reference() {
+        let s = |v: &[&str]| allowed_states(&v.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        assert_eq!(s(&["offline"]), ["offline", "maintenance"]);
+        assert_eq!(s(&["^online"]), ["offline", "maintenance"]);
+        assert_eq!(s(&["online", "^test"]).len(), 7);
+    }
+}

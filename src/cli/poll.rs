@@ -1,0 +1,531 @@
+//! `poll` and `poll-serial`: a job's output as it is produced. Against `tf serve` the log
+//! request waits for the next fragment (or state change), so lines show up within a
+//! second; against a reference server it asks every 10 s, as the reference does.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use clap::Args;
+use serde_json::Value;
+
+use super::history::History;
+use super::jobs::{job_state, INVALID_JOB_ID, NO_JOB_DATA};
+use super::pyjson;
+use super::session::Session;
+use crate::api::EXTENSIONS_HEADER;
+use crate::job::PHASES;
+
+/// How long one log request may wait for news on a server that can long-poll.
+const LONG_POLL_SECONDS: u64 = 10;
+/// The reference's pause between polls.
+const POLL_INTERVAL: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+#[derive(Args, Debug)]
+pub struct PollArgs {
+    /// Get latest output and exit immediately
+    #[arg(short = 'o', long)]
+    pub oneshot: bool,
+    /// Start fragment
+    #[arg(
+        short = 'f',
+        long = "start_fragment",
+        alias = "start-fragment",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub start_fragment: i64,
+    /// Start timestamp (ISO 8601)
+    #[arg(short = 't', long = "start_timestamp", alias = "start-timestamp", value_parser = parse_timestamp)]
+    pub start_timestamp: Option<String>,
+    /// Return logs from a specific phase
+    #[arg(short = 'p', long, value_parser = clap::builder::PossibleValuesParser::new(PHASES))]
+    pub phase: Option<String>,
+    /// Return logs in JSON format and exit immediately
+    #[arg(long)]
+    pub json: bool,
+    /// When the job ends, exit with the first non-zero phase exit code (1 if the job was
+    /// cancelled), instead of 0 whatever happened: for CI
+    #[arg(long)]
+    pub exit_status: bool,
+    pub job_id: String,
+}
+
+/// `datetime.fromisoformat` as the reference parses `--start_timestamp`, re-rendered
+/// the way it sends it: `2025-10-15` → `2025-10-15T00:00:00`, `Z` → `+00:00`.
+fn parse_timestamp(text: &str) -> Result<String, String> {
+    let invalid = || format!("invalid fromisoformat value: '{text}'");
+    let (date, rest) = text.split_at(text.len().min(10));
+    let valid_date = date.len() == 10
+        && date.as_bytes()[4] == b'-'
+        && date.as_bytes()[7] == b'-'
+        && date
+            .chars()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if !valid_date {
+        return Err(invalid());
+    }
+    if rest.is_empty() {
+        return Ok(format!("{date}T00:00:00"));
+    }
+    let time = rest.strip_prefix(['T', ' ']).ok_or_else(invalid)?;
+    let (clock, offset) = match time.find(['Z', '+', '-']) {
+        Some(at) => time.split_at(at),
+        None => (time, ""),
+    };
+    let offset = if offset == "Z" { "+00:00" } else { offset };
+    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+    let parts: Vec<&str> = hms.split(':').collect();
+    let two_digits = |p: &&str| p.len() == 2 && p.chars().all(|c| c.is_ascii_digit());
+    if !(2..=3).contains(&parts.len()) || !parts.iter().all(two_digits) {
+        return Err(invalid());
+    }
+    let seconds = parts.get(2).copied().unwrap_or("00");
+    let fraction = fraction.trim_end_matches('0');
+    let fraction = if fraction.is_empty() {
+        String::new()
+    } else {
+        format!(".{fraction:0<6}")
+    };
+    Ok(format!(
+        "{date}T{}:{}:{seconds}{fraction}{offset}",
+        parts[0], parts[1]
+    ))
+}
+
+/// The joined log of every phase (or one), and the last fragment number in it.
+struct LogChunk {
+    last_fragment: i64,
+    text: String,
+}
+
+fn combine(response: &Value, log_type: &str, phase: Option<&str>) -> LogChunk {
+    let phases = response.get(log_type);
+    let mut chunk = LogChunk {
+        last_fragment: -1,
+        text: String::new(),
+    };
+    let selected: Vec<&str> = match phase {
+        Some(phase) => vec![phase],
+        None => PHASES.to_vec(),
+    };
+    for name in selected {
+        let Some(entry) = phases.and_then(|p| p.get(name)) else {
+            continue;
+        };
+        let last = entry
+            .get("last_fragment_number")
+            .and_then(Value::as_i64)
+            .unwrap_or(-1);
+        chunk.last_fragment = chunk.last_fragment.max(last);
+        chunk.text.push_str(
+            entry
+                .get("log_data")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        );
+    }
+    chunk
+}
+
+fn log_path(args: &PollArgs, log_type: &str, start: i64, wait: Option<u64>) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("start_fragment", &start.to_string());
+    if let Some(timestamp) = &args.start_timestamp {
+        query.append_pair("start_timestamp", timestamp);
+    }
+    if let Some(phase) = &args.phase {
+        query.append_pair("phase", phase);
+    }
+    if let Some(wait) = wait {
+        query.append_pair("wait", &wait.to_string());
+    }
+    format!(
+        "/v1/result/{}/log/{log_type}?{}",
+        args.job_id,
+        query.finish()
+    )
+}
+
+pub async fn run(
+    session: &Session,
+    args: &PollArgs,
+    log_type: &str,
+    debug: bool,
+) -> anyhow::Result<ExitCode> {
+    if args.oneshot {
+        let response = session
+            .get(&log_path(args, log_type, args.start_fragment, None))
+            .await
+            .map_err(|f| f.into_error())?;
+        let chunk = combine(&response, log_type, args.phase.as_deref());
+        if chunk.last_fragment < 0 {
+            println!("Waiting on Output");
+        } else {
+            print!("{}", chunk.text);
+            println!("Last Fragment Number: {}", chunk.last_fragment);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.json {
+        let response = session
+            .get(&log_path(args, log_type, args.start_fragment, None))
+            .await
+            .map_err(|f| f.into_error())?;
+        println!("{}", pyjson::dumps_indented(&response, 4));
+        return Ok(ExitCode::SUCCESS);
+    }
+    follow(session, args, log_type, debug).await
+}
+
+/// Follows a job to its end (also `submit --poll` and `reserve`).
+pub async fn follow(
+    session: &Session,
+    args: &PollArgs,
+    log_type: &str,
+    debug: bool,
+) -> anyhow::Result<ExitCode> {
+    let job_id = &args.job_id;
+    let job = match session.get(&format!("/v1/job/{job_id}")).await {
+        Ok(job) => job,
+        Err(failure) => match failure.status() {
+            Some(204) => bail!(NO_JOB_DATA),
+            Some(400) => bail!(INVALID_JOB_ID),
+            _ => bail!("Job details could not be fetched."),
+        },
+    };
+    let initial_state = job_state(session, job_id).await?;
+    let long_poll = server_can_long_poll(session).await;
+    let mut status_line = (std::io::stdout().is_terminal()
+        && !matches!(
+            initial_state.as_str(),
+            "complete" | "completed" | "cancelled"
+        ))
+    .then(|| StatusLine::new(&job));
+
+    let mut history = History::load();
+    let mut next_fragment = args.start_fragment;
+    let mut previous_state: Option<(String, Instant)> = None;
+    let mut position: Option<String> = None;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let pass = async {
+            let result = session.get(&format!("/v1/result/{job_id}")).await;
+            let state = result
+                .as_ref()
+                .ok()
+                .and_then(|r| r.get("job_state")?.as_str().map(str::to_string))
+                .unwrap_or_else(|| "unknown".into());
+            let wait = (long_poll && !is_terminal(&state)).then_some(LONG_POLL_SECONDS);
+            let logs = session
+                .get(&log_path(args, log_type, next_fragment, wait))
+                .await;
+            (result, state, logs)
+        };
+        let (result, state, logs) = tokio::select! {
+            pass = pass => pass,
+            _ = redraw_every_second(&mut status_line) => unreachable!("redraws forever"),
+            _ = tokio::signal::ctrl_c() => {
+                if let Some(line) = &mut status_line {
+                    line.clear();
+                }
+                ask_to_cancel(session, job_id, next_fragment).await?;
+                continue;
+            }
+        };
+        history.update(job_id, &state);
+        let mut trouble = result.as_ref().err().map(|f| f.message());
+        match logs {
+            Ok(response) => {
+                let chunk = combine(&response, log_type, args.phase.as_deref());
+                if chunk.last_fragment >= 0 && !chunk.text.is_empty() {
+                    print_output(&mut status_line, &chunk.text);
+                    next_fragment = chunk.last_fragment + 1;
+                }
+            }
+            Err(failure) => trouble = Some(failure.message()),
+        }
+        if previous_state.as_ref().map(|(s, _)| s.as_str()) != Some(state.as_str())
+            && state != "unknown"
+        {
+            if let Some((previous, since)) = &previous_state {
+                print_line(
+                    &mut status_line,
+                    &format!("State '{previous}' lasted {}", lasted(since.elapsed())),
+                );
+            }
+            if let Some(line) = &mut status_line {
+                line.set_state(&state);
+            }
+            previous_state = Some((state.clone(), Instant::now()));
+        }
+        if let (Some(phase), Ok(result)) = (&args.phase, &result) {
+            let status = result
+                .get(format!("{phase}_status"))
+                .filter(|s| !s.is_null());
+            if let Some(status) = status {
+                if let Some(line) = &mut status_line {
+                    line.clear();
+                }
+                eprintln!("\nPhase '{phase}' completed with exit code: {status}");
+                eprintln!(
+                    "Use 'testflinger poll {job_id} --start_fragment {next_fragment}' to continue polling."
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        if is_terminal(&state) {
+            if let Some(line) = &mut status_line {
+                line.clear();
+            }
+            return Ok(outcome(args, &state, result.ok().as_ref()));
+        }
+        if state == "waiting" {
+            let reply = session
+                .get_reply(&format!("/v1/job/{job_id}/position"))
+                .await;
+            if let Ok(reply) = reply {
+                let now = String::from_utf8_lossy(&reply.body).trim().to_string();
+                if position.as_deref() != Some(now.as_str()) {
+                    print_line(&mut status_line, &position_message(&now));
+                    position = Some(now);
+                }
+            }
+        }
+        match trouble {
+            // Never a busy loop: errors back off, up to a minute.
+            Some(reason) => {
+                if debug {
+                    eprintln!("ERROR: polling {job_id}: {reason}");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            None => {
+                backoff = Duration::from_secs(1);
+                if !long_poll {
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                }
+            }
+        }
+    }
+}
+
+fn is_terminal(state: &str) -> bool {
+    matches!(state, "complete" | "completed" | "cancelled")
+}
+
+/// The exit code at the end: 0, or with `--exit-status` the job's outcome.
+fn outcome(args: &PollArgs, state: &str, result: Option<&Value>) -> ExitCode {
+    if !args.exit_status {
+        return ExitCode::SUCCESS;
+    }
+    if state == "cancelled" {
+        return ExitCode::from(1);
+    }
+    let failed = PHASES.iter().find_map(|phase| {
+        let status = result?.get(format!("{phase}_status"))?.as_i64()?;
+        (status != 0).then_some(status)
+    });
+    match failed {
+        Some(code) => ExitCode::from(u8::try_from(code.clamp(1, 255)).unwrap_or(1)),
+        None => ExitCode::SUCCESS,
+    }
+}
+
+async fn server_can_long_poll(session: &Session) -> bool {
+    match session.get_reply("/v1").await {
+        Ok(reply) => reply.headers.contains_key(EXTENSIONS_HEADER),
+        Err(_) => false,
+    }
+}
+
+fn position_message(position: &str) -> String {
+    if position == "0" {
+        "This job will be picked up after the current job is complete (it is next in line)".into()
+    } else {
+        format!(
+            "This job will be picked up after the current job and {position} job(s) ahead of it in the queue are complete"
+        )
+    }
+}
+
+/// `[H hours ]M minutes S seconds`.
+fn lasted(elapsed: Duration) -> String {
+    let total = elapsed.as_secs();
+    let (hours, minutes, seconds) = (total / 3600, total / 60 % 60, total % 60);
+    if hours > 0 {
+        format!("{hours} hours {minutes} minutes {seconds} seconds")
+    } else {
+        format!("{minutes} minutes {seconds} seconds")
+    }
+}
+
+/// Ctrl-C: offer to cancel the job. `Ok` means go on polling; otherwise the command
+/// ends as the reference's does (exit 1, `Received KeyboardInterrupt`).
+async fn ask_to_cancel(session: &Session, job_id: &str, next_fragment: i64) -> anyhow::Result<()> {
+    print!("\nCancel job {job_id} before exiting (y)es/(N)o/(c)ontinue? ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().read_line(&mut answer);
+    match answer.trim().chars().next().map(|c| c.to_ascii_lowercase()) {
+        Some('c') => return Ok(()),
+        Some('y') => {
+            let body = serde_json::json!({"action": "cancel"});
+            if let Err(failure) = session
+                .post(&format!("/v1/job/{job_id}/action"), &body)
+                .await
+            {
+                if failure.status() == Some(400) {
+                    bail!("Invalid job ID specified or the job is already complete/cancelled.");
+                }
+            }
+        }
+        _ => {}
+    }
+    println!("\nNext fragment number: {next_fragment}");
+    bail!("Received KeyboardInterrupt")
+}
+
+fn print_output(status_line: &mut Option<StatusLine>, text: &str) {
+    match status_line {
+        Some(line) => {
+            line.clear();
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+            line.draw();
+        }
+        None => {
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+        }
+    }
+}
+
+fn print_line(status_line: &mut Option<StatusLine>, text: &str) {
+    match status_line {
+        Some(line) => {
+            line.clear();
+            println!("{text}");
+            line.draw();
+        }
+        None => println!("{text}"),
+    }
+}
+
+async fn redraw_every_second(status_line: &mut Option<StatusLine>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Some(line) = status_line {
+            line.draw();
+        }
+    }
+}
+
+/// The terminal's last line: `[elapsed] [state] what is happening` (reserve: the time
+/// left), redrawn every second and cleared before anything else is printed.
+struct StatusLine {
+    started: Instant,
+    state: String,
+    reserve_seconds: u64,
+    reserve_until: Option<Instant>,
+}
+
+impl StatusLine {
+    fn new(job: &Value) -> StatusLine {
+        let reserve_seconds = job
+            .pointer("/reserve_data/timeout")
+            .and_then(|t| crate::job::duration::parse_duration(t).ok())
+            .unwrap_or(3600);
+        StatusLine {
+            started: Instant::now(),
+            state: String::new(),
+            reserve_seconds,
+            reserve_until: None,
+        }
+    }
+
+    fn set_state(&mut self, state: &str) {
+        self.state = state.to_string();
+        self.reserve_until = (state == "reserve")
+            .then(|| Instant::now() + Duration::from_secs(self.reserve_seconds));
+        self.draw();
+    }
+
+    fn message(&self) -> String {
+        match self.state.as_str() {
+            "waiting" => "Waiting on a node to become available...".into(),
+            "provision" => "Provisioning device...".into(),
+            "reserve" => "Reserved: time left shown on the left".into(),
+            _ => "Waiting on output...".into(),
+        }
+    }
+
+    fn draw(&mut self) {
+        let shown = match self.reserve_until {
+            Some(until) => until.saturating_duration_since(Instant::now()),
+            None => self.started.elapsed(),
+        };
+        let total = shown.as_secs();
+        let clock = if total >= 3600 {
+            format!(
+                "{:02}:{:02}:{:02}",
+                total / 3600,
+                total / 60 % 60,
+                total % 60
+            )
+        } else {
+            format!("{:02}:{:02}", total / 60, total % 60)
+        };
+        print!("\r\x1b[K[{clock}] [{}] {}", self.state, self.message());
+        let _ = std::io::stdout().flush();
+    }
+
+    fn clear(&mut self) {
+        print!("\r\x1b[K");
+        let _ = std::io::stdout().flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn timestamps_are_sent_as_python_renders_them() {
+        assert_eq!(
+            parse_timestamp("2025-10-15").unwrap(),
+            "2025-10-15T00:00:00"
+        );
+        assert_eq!(
+            parse_timestamp("2025-10-15T10:20Z").unwrap(),
+            "2025-10-15T10:20:00+00:00"
+        );
+        assert_eq!(
+            parse_timestamp("2025-10-15 10:20:30.5+02:00").unwrap(),
+            "2025-10-15T10:20:30.500000+02:00"
+        );
+        assert!(parse_timestamp("yesterday").is_err());
+    }
+
+    #[test]
+    fn phases_are_joined_in_order() {
+        let response = json!({"output": {
+            "test": {"last_fragment_number": 2, "log_data": "t"},
+            "setup": {"last_fragment_number": 0, "log_data": "s"},
+            "provision": {"last_fragment_number": -1, "log_data": ""},
+        }});
+        let chunk = combine(&response, "output", None);
+        assert_eq!((chunk.last_fragment, chunk.text.as_str()), (2, "st"));
+        assert_eq!(
+            lasted(Duration::from_secs(3725)),
+            "1 hours 2 minutes 5 seconds"
+        );
+    }
+}

@@ -1,0 +1,334 @@
+//! Job files read as the reference reads them (PyYAML's `safe_load`, YAML 1.1: a plain
+//! `yes`/`off` is a boolean, `0755` is octal), and `show --yaml` written as PyYAML's
+//! `dump(sort_keys=True, indent=4)` writes it. serde_yaml speaks YAML 1.2 and cannot tell
+//! a quoted `"yes"` from a plain one, so this reads the parser's events directly.
+
+use serde_json::{Map, Number, Value};
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+/// Parses one YAML (or JSON) document into JSON values with YAML 1.1 typing.
+pub fn parse(text: &str) -> Result<Value, String> {
+    let mut builder = Builder::default();
+    Parser::new_from_str(text)
+        .load(&mut builder, false)
+        .map_err(|e| e.to_string())?;
+    if let Some(error) = builder.error {
+        return Err(error);
+    }
+    Ok(builder.root.unwrap_or(Value::Null))
+}
+
+enum Open {
+    Sequence(Vec<Value>, usize),
+    Mapping(Map<String, Value>, Option<String>, usize),
+}
+
+#[derive(Default)]
+struct Builder {
+    stack: Vec<Open>,
+    root: Option<Value>,
+    anchors: Vec<(usize, Value)>,
+    error: Option<String>,
+}
+
+impl Builder {
+    fn add(&mut self, value: Value, anchor: usize) {
+        if anchor > 0 {
+            self.anchors.push((anchor, value.clone()));
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(value),
+            Some(Open::Sequence(items, _)) => items.push(value),
+            Some(Open::Mapping(map, key, _)) => match key.take() {
+                None => *key = Some(key_text(&value)),
+                Some(key) => {
+                    if key == "<<" {
+                        // A merge key: the referenced mapping's entries, unless already set.
+                        if let Value::Object(merged) = value {
+                            for (k, v) in merged {
+                                map.entry(k).or_insert(v);
+                            }
+                        }
+                    } else {
+                        map.insert(key, value);
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// A mapping key as Python's `json.dumps` would write it.
+fn key_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Bool(true) => "true".into(),
+        Value::Bool(false) => "false".into(),
+        Value::Null => "null".into(),
+        other => other.to_string(),
+    }
+}
+
+impl MarkedEventReceiver for Builder {
+    fn on_event(&mut self, event: Event, _mark: Marker) {
+        match event {
+            Event::Scalar(text, style, anchor, tag) => {
+                let value = match (style, tag) {
+                    (TScalarStyle::Plain, None) => resolve_plain(&text),
+                    (_, Some(tag)) if tag.suffix == "int" => resolve_plain(&text)
+                        .as_i64()
+                        .map_or(Value::String(text), Value::from),
+                    _ => Value::String(text),
+                };
+                self.add(value, anchor);
+            }
+            Event::SequenceStart(anchor, _) => self.stack.push(Open::Sequence(Vec::new(), anchor)),
+            Event::MappingStart(anchor, _) => {
+                self.stack.push(Open::Mapping(Map::new(), None, anchor))
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (value, anchor) = match self.stack.pop() {
+                    Some(Open::Sequence(items, anchor)) => (Value::Array(items), anchor),
+                    Some(Open::Mapping(map, _, anchor)) => (Value::Object(map), anchor),
+                    None => return,
+                };
+                self.add(value, anchor);
+            }
+            Event::Alias(id) => match self.anchors.iter().rev().find(|(a, _)| *a == id) {
+                Some((_, value)) => {
+                    let value = value.clone();
+                    self.add(value, 0);
+                }
+                None => self.error = Some(format!("unknown alias {id}")),
+            },
+            _ => {}
+        }
+    }
+}
+
+/// What a plain (unquoted) scalar means in YAML 1.1, as PyYAML resolves it. Dates and
+/// times stay strings (PyYAML would make objects the reference then fails to send).
+fn resolve_plain(text: &str) -> Value {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => {
+            return Value::Bool(true)
+        }
+        "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off" | "OFF" => {
+            return Value::Bool(false)
+        }
+        _ => {}
+    }
+    if let Some(int) = resolve_int(text) {
+        return Value::Number(int.into());
+    }
+    if let Some(float) = resolve_float(text) {
+        return Number::from_f64(float).map_or(Value::String(text.into()), Value::Number);
+    }
+    Value::String(text.into())
+}
+
+fn resolve_int(text: &str) -> Option<i64> {
+    let cleaned: String = text.chars().filter(|c| *c != '_').collect();
+    let (negative, digits) = match cleaned.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, cleaned.strip_prefix('+').unwrap_or(&cleaned)),
+    };
+    if digits.is_empty() || text.starts_with('_') {
+        return None;
+    }
+    let value = if let Some(hex) = digits.strip_prefix("0x") {
+        i64::from_str_radix(hex, 16).ok()?
+    } else if let Some(binary) = digits.strip_prefix("0b") {
+        i64::from_str_radix(binary, 2).ok()?
+    } else if digits.len() > 1 && digits.starts_with('0') {
+        i64::from_str_radix(&digits[1..], 8).ok()?
+    } else if digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse().ok()?
+    } else {
+        return None;
+    };
+    Some(if negative { -value } else { value })
+}
+
+fn resolve_float(text: &str) -> Option<f64> {
+    let lowered = text.to_ascii_lowercase();
+    match lowered.as_str() {
+        ".inf" | "+.inf" | "-.inf" | ".nan" => return None, // not representable in JSON
+        _ => {}
+    }
+    // YAML 1.1 floats need a dot: `1e3` is a string to PyYAML.
+    let looks_like_float = text.contains('.')
+        && text
+            .trim_start_matches(['-', '+'])
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+' | '_'));
+    if !looks_like_float {
+        return None;
+    }
+    text.replace('_', "").parse().ok()
+}
+
+/// PyYAML's `dump(value, sort_keys=True, indent=4, default_flow_style=False)`, with the
+/// reference's literal-block style for strings that span lines.
+pub fn dump(value: &Value) -> String {
+    let mut out = String::new();
+    match value {
+        Value::Object(map) if !map.is_empty() => dump_mapping(map, 0, &mut out),
+        Value::Array(items) if !items.is_empty() => dump_sequence(items, 0, &mut out),
+        scalar => {
+            out.push_str(&scalar_text(scalar, 0));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn dump_mapping(map: &Map<String, Value>, indent: usize, out: &mut String) {
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    let pad = " ".repeat(indent);
+    for key in keys {
+        let value = &map[key];
+        out.push_str(&format!(
+            "{pad}{}:",
+            scalar_text(&Value::String(key.clone()), indent)
+        ));
+        match value {
+            Value::Object(inner) if !inner.is_empty() => {
+                out.push('\n');
+                dump_mapping(inner, indent + 4, out);
+            }
+            // PyYAML writes a mapping's sequence at the mapping's own indentation.
+            Value::Array(items) if !items.is_empty() => {
+                out.push('\n');
+                dump_sequence(items, indent, out);
+            }
+            scalar => {
+                out.push(' ');
+                out.push_str(&scalar_text(scalar, indent + 4));
+                out.push('\n');
+            }
+        }
+    }
+}
+
+fn dump_sequence(items: &[Value], indent: usize, out: &mut String) {
+    let pad = " ".repeat(indent);
+    for item in items {
+        match item {
+            Value::Object(inner) if !inner.is_empty() => {
+                // `-   key: value`, the other keys aligned under the first.
+                let mut nested = String::new();
+                dump_mapping(inner, indent + 4, &mut nested);
+                let body = nested.trim_start_matches(' ');
+                out.push_str(&format!("{pad}-   {body}"));
+            }
+            Value::Array(inner) if !inner.is_empty() => {
+                let mut nested = String::new();
+                dump_sequence(inner, indent + 4, &mut nested);
+                out.push_str(&format!("{pad}-   {}", nested.trim_start_matches(' ')));
+            }
+            scalar => out.push_str(&format!("{pad}- {}\n", scalar_text(scalar, indent + 4))),
+        }
+    }
+}
+
+fn scalar_text(value: &Value, indent: usize) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Array(_) => "[]".into(),
+        Value::Object(_) => "{}".into(),
+        Value::String(s) if s.contains('\n') => {
+            let pad = " ".repeat(indent);
+            let lines: Vec<String> = s
+                .trim_end_matches('\n')
+                .split('\n')
+                .map(|line| format!("{pad}{}", line.trim_end()))
+                .collect();
+            format!("|\n{}", lines.join("\n"))
+        }
+        Value::String(s) if needs_quotes(s) => quoted(s),
+        Value::String(s) => s.clone(),
+    }
+}
+
+/// Whether PyYAML would quote the string: empty, special words, numbers, leading
+/// indicators, `: ` or ` #` inside, surrounding spaces, or non-printable/non-ASCII text.
+fn needs_quotes(s: &str) -> bool {
+    s.is_empty()
+        || resolve_plain(s) != Value::String(s.to_string())
+        || s.starts_with([
+            '-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"', '%',
+            '@', '`', ' ',
+        ])
+        || s.ends_with([' ', ':'])
+        || s.contains(": ")
+        || s.contains(" #")
+        || s.chars().any(|c| !c.is_ascii() || c.is_control())
+}
+
+fn quoted(s: &str) -> String {
+    if s.chars().any(|c| !c.is_ascii() || c.is_control()) {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\t' => out.push_str("\\t"),
+                c if (c as u32) < 0x100 && (c.is_control() || !c.is_ascii()) => {
+                    out.push_str(&format!("\\x{:02X}", c as u32))
+                }
+                c if (c as u32) < 0x10000 && !c.is_ascii() => {
+                    out.push_str(&format!("\\u{:04X}", c as u32))
+                }
+                c if !c.is_ascii() => out.push_str(&format!("\\U{:08X}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    } else {
+        format!("'{}'", s.replace('\'', "''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn job_files_read_as_yaml_1_1() {
+        let job = parse(
+            "job_queue: q\nflag: yes\nquoted: 'yes'\nmode: 0755\nn: 12\nf: 1.5\nnothing:\nlist: [a, 'b']\n",
+        )
+        .unwrap();
+        assert_eq!(
+            job,
+            json!({"job_queue": "q", "flag": true, "quoted": "yes", "mode": 493, "n": 12,
+                   "f": 1.5, "nothing": null, "list": ["a", "b"]})
+        );
+        assert_eq!(
+            parse("{\"a\": [1, {\"b\": null}]}").unwrap(),
+            json!({"a": [1, {"b": null}]})
+        );
+        assert!(parse("a: [unclosed").is_err());
+        assert_eq!(
+            parse("base: &b {x: 1}\nderived:\n  <<: *b\n  y: 2\n").unwrap()["derived"],
+            json!({"x": 1, "y": 2})
+        );
+    }
+
+    #[test]
+    fn dumps_like_pyyaml() {
+        let value = json!({"job_queue": "q", "test_data": {"test_cmds": "echo a\necho b\n"}, "tags": ["x", "yes"]});
+        assert_eq!(
+            dump(&value),
+            "job_queue: q\ntags:\n- x\n- 'yes'\ntest_data:\n    test_cmds: |\n        echo a\n        echo b\n"
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! Runs `tf` client commands with a private config directory, as a user would.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+
+use crate::harness::Server;
+
+pub struct Client {
+    pub server: String,
+    pub home: tempfile::TempDir,
+}
+
+/// What a command did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Client {
+    pub fn new(server: &Server) -> Client {
+        Client {
+            server: format!("http://{}", server.address),
+            home: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.home.path().join("config")
+    }
+
+    fn command(&self, program: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new(program);
+        command
+            .arg("--server")
+            .arg(&self.server)
+            .args(args)
+            .current_dir(self.home.path())
+            .env("XDG_CONFIG_HOME", self.config_dir())
+            .env("HOME", self.home.path())
+            .env_remove("TESTFLINGER_SERVER")
+            .env_remove("TESTFLINGER_CLIENT_ID")
+            .env_remove("TESTFLINGER_SECRET_KEY");
+        command
+    }
+
+    /// `tf --server <server> <args>`.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with_input(args, "")
+    }
+
+    pub fn run_with_input(&self, args: &[&str], input: &str) -> Run {
+        run(
+            self.command(Path::new(env!("CARGO_BIN_EXE_tf")), args),
+            input,
+        )
+    }
+
+    /// The same, through a `testflinger-cli` symlink (argv[0] dispatch).
+    pub fn run_as(&self, name: &str, args: &[&str]) -> Run {
+        let link = self.home.path().join(name);
+        if !link.exists() {
+            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_tf"), &link).expect("symlink");
+        }
+        run(self.command(&link, args), "")
+    }
+
+    /// Writes a file into the client's working directory.
+    pub fn write(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.home.path().join(name);
+        std::fs::write(&path, content).expect("write");
+        path
+    }
+}
+
+fn run(mut command: Command, input: &str) -> Run {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tf");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    let output = child.wait_with_output().expect("wait");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Registers an agent serving `queue` (without running one), so submissions pass the
+/// CLI's check for online agents.
+pub fn register_agent(server: &Server, name: &str, queue: &str) {
+    let response = server.agent().post_json(
+        &format!("/v1/agents/data/{name}"),
+        &json!({"state": "waiting", "queues": [queue], "location": "lab 1"}),
+    );
+    assert_eq!(response.status, 200);
+}

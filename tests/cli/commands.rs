@@ -1,0 +1,215 @@
+//! The command line itself, settings, login, secrets, errors, aliases, completions, demo.
+
+use crate::client::Client;
+use crate::harness::Server;
+
+const UNKNOWN_JOB: &str = "01a21000-0000-7000-8000-000000000000";
+
+#[test]
+fn lookups_of_unknown_or_invalid_jobs_use_the_reference_wording() {
+    let server = Server::start();
+    let client = Client::new(&server);
+    let unknown = client.run(&["status", UNKNOWN_JOB]);
+    assert_eq!(
+        (unknown.code, unknown.stderr.as_str()),
+        (
+            1,
+            "No data found for that job id. Check the job id to be sure it is correct\n"
+        )
+    );
+    let invalid = client.run(&["status", "not-a-uuid"]);
+    assert_eq!(
+        invalid.stderr,
+        "Invalid job id specified. Check the job id to be sure it is correct\n"
+    );
+    assert_eq!(
+        client.run(&["show", UNKNOWN_JOB]).stderr,
+        "No data found for that job id.\n"
+    );
+    assert_eq!(
+        client.run(&["results", UNKNOWN_JOB]).stderr,
+        "No results found for that job id.\n"
+    );
+    let artifacts = client.run(&["artifacts", UNKNOWN_JOB]);
+    assert_eq!(
+        artifacts.stderr,
+        "No artifacts tarball found for that job id.\n"
+    );
+}
+
+#[test]
+fn a_dead_server_is_one_line_and_a_bad_address_is_refused() {
+    let client = Client {
+        server: "http://127.0.0.1:1".into(),
+        home: tempfile::tempdir().unwrap(),
+    };
+    for args in [
+        vec!["results", UNKNOWN_JOB],
+        vec!["cancel", UNKNOWN_JOB],
+        vec!["list-queues"],
+    ] {
+        let run = client.run(&args);
+        assert_eq!(run.code, 1, "{args:?}: {run:?}");
+        let last = run.stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("Unable to communicate with specified server."),
+            "{args:?}: {run:?}"
+        );
+        assert!(!run.stderr.contains("Traceback"));
+    }
+    // The soft failure the reference has for status: stdout, exit 0.
+    let status = client.run(&["status", UNKNOWN_JOB]);
+    assert_eq!(
+        (status.code, status.stdout.as_str()),
+        (0, "Unable to retrieve job state from the server, check your connection or try again later.\n")
+    );
+    let bad = Client {
+        server: "ftp://x".into(),
+        home: tempfile::tempdir().unwrap(),
+    };
+    let run = bad.run(&["status", UNKNOWN_JOB]);
+    assert_eq!(
+        run.stderr,
+        "Server must start with \"http://\" or \"https://\" - currently set to: \"ftp://x\"\n"
+    );
+}
+
+#[test]
+fn config_sets_and_shows_settings_in_the_reference_file() {
+    let server = Server::start();
+    let client = Client::new(&server);
+    assert_eq!(client.run(&["config", "client_id=me"]).stdout, "");
+    assert_eq!(client.run(&["config", "server=http://h?a=b"]).stdout, "");
+    assert_eq!(
+        client.run(&["config", "client_id"]).stdout,
+        "client_id = me\n"
+    );
+    assert_eq!(
+        client.run(&["config", "nothing"]).stdout,
+        "nothing = None\n"
+    );
+    assert_eq!(
+        client.run(&["config"]).stdout,
+        "Current Configuration\n---------------------\nclient_id = me\nserver = http://h?a=b\n\n"
+    );
+    let file = std::fs::read_to_string(client.config_dir().join("testflinger-cli.conf")).unwrap();
+    assert_eq!(
+        file,
+        "[testflinger-cli]\nclient_id = me\nserver = http://h?a=b\n\n"
+    );
+}
+
+#[test]
+fn login_stores_the_refresh_token_where_the_reference_keeps_it() {
+    let server = Server::start();
+    crate::harness::add_client(
+        &server.data_dir,
+        "dev",
+        "contributor",
+        "dev-secret-0123456789",
+        &[],
+    );
+    let client = Client::new(&server);
+    let good = client.run(&[
+        "login",
+        "--client-id",
+        "dev",
+        "--secret-key",
+        "dev-secret-0123456789",
+    ]);
+    assert_eq!(
+        (good.code, good.stdout.as_str()),
+        (0, "Successfully authenticated as 'dev'\n"),
+        "{good:?}"
+    );
+    let stored = std::fs::read_to_string(
+        client
+            .config_dir()
+            .join("testflinger-cli/127_0_0_1/auth.conf"),
+    )
+    .unwrap();
+    assert!(
+        stored.starts_with("[AUTH]\nclient_id = dev\nrefresh_token = "),
+        "{stored}"
+    );
+
+    // Later commands use the stored token: a secret can be written without credentials.
+    let written = client.run(&["secret", "write", "lab/token", "v4lue", "--single-use"]);
+    assert_eq!(
+        written.stdout,
+        "Secret 'lab/token' written successfully\nThis secret will be deleted after first use\n",
+        "{written:?}"
+    );
+    let deleted = client.run(&["secret", "delete", "lab/token"]);
+    assert_eq!(deleted.stdout, "Secret 'lab/token' deleted successfully\n");
+
+    let bad = client.run(&["login", "--client-id", "dev", "--secret-key", "wrong"]);
+    assert_eq!(
+        (bad.code, bad.stderr.as_str()),
+        (
+            1,
+            "Authentication with Testflinger server failed. Check your client id and secret key\n"
+        )
+    );
+    let half = client.run(&["login", "--client-id", "dev"]);
+    assert_eq!(half.code, 2);
+    assert!(half
+        .stderr
+        .contains("Both --client-id and --secret-key must be provided together"));
+    let bad_path = client.run(&["secret", "write", "/abs", "v"]);
+    assert_eq!(bad_path.code, 2);
+    assert!(bad_path.stderr.contains("not a valid path"));
+}
+
+#[test]
+fn the_reference_names_and_help_work() {
+    let server = Server::start();
+    let client = Client::new(&server);
+    let status = client.run_as("testflinger-cli", &["status", UNKNOWN_JOB]);
+    assert_eq!(status.code, 1);
+    assert!(status.stderr.starts_with("No data found"), "{status:?}");
+    let help = client.run_as("testflinger", &[]);
+    assert_eq!(help.code, 0);
+    assert!(
+        help.stdout.contains("Usage: testflinger"),
+        "{}",
+        help.stdout
+    );
+    let unknown = client.run(&["frobnicate"]);
+    assert_eq!(unknown.code, 2);
+}
+
+#[test]
+fn completions_know_the_commands_and_the_job_ids() {
+    let server = Server::start();
+    let client = Client::new(&server);
+    let bash = client.run(&["completions", "bash"]);
+    assert!(bash.stdout.contains("poll-serial"));
+    assert!(bash.stdout.contains("tf __job-ids"));
+    let fish = client.run(&["completions", "fish"]);
+    assert!(fish
+        .stdout
+        .contains("__fish_seen_subcommand_from artifacts cancel poll"));
+}
+
+#[test]
+fn the_demo_runs_a_whole_lab_and_exits_cleanly() {
+    let home = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tf"))
+        .arg("demo")
+        .arg("--artifacts")
+        .arg(home.path().join("demo.tgz"))
+        .current_dir(home.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("Hello from the test phase"), "{stdout}");
+    assert!(stdout.contains("\ncomplete\n"), "{stdout}");
+    assert!(stdout.contains("artifacts/uname.txt"), "{stdout}");
+    assert!(home.path().join("demo.tgz").exists());
+}

@@ -1,0 +1,166 @@
+//! `list-queues`, `list-agents`, `agent-status`, `queue-status`, `admin`.
+
+use serde_json::{json, Value};
+
+use crate::client::{register_agent, Client};
+use crate::harness::Server;
+
+const BOLD: &str = "\x1b[1m";
+const PLAIN: &str = "\x1b[0m";
+
+#[test]
+fn queues_and_agents_print_as_the_reference_prints_them() {
+    let server = Server::start();
+    register_agent(&server, "a1", "q");
+    register_agent(&server, "b2", "other");
+    server.agent().post_json(
+        "/v1/agents/data/b2",
+        &json!({"state": "offline", "comment": "broken"}),
+    );
+    server.agent().post_json(
+        "/v1/agents/queues",
+        &json!({"q": "the Q queue", "other": "another"}),
+    );
+    let client = Client::new(&server);
+
+    let queues = client.run(&["list-queues"]);
+    assert_eq!(
+        queues.stdout,
+        "Advertised queues on this server:\n other - another\n q - the Q queue\n"
+    );
+    assert!(queues
+        .stderr
+        .contains("This only shows a curated list of queues with descriptions"));
+    let json_queues = client.run(&["list-queues", "--json"]);
+    assert_eq!(
+        json_queues.stdout,
+        "{\"other\": \"another\", \"q\": \"the Q queue\"}\n"
+    );
+
+    let table = client.run(&["list-agents"]);
+    let header = format!(
+        "{BOLD}NAME{PLAIN}  {BOLD}STATUS {PLAIN}  {BOLD}LOCATION{PLAIN}  {BOLD}PROVISION TYPE{PLAIN}  {BOLD}COMMENT{PLAIN}"
+    );
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert_eq!(lines[0], header, "{:?}", table.stdout);
+    assert_eq!(lines[1], "a1    waiting  lab 1     -               -      ");
+    assert_eq!(lines[2], "b2    offline  lab 1     -               broken ");
+    let names = client.run(&["list-agents", "-1", "--filter-status", "online"]);
+    assert_eq!(names.stdout, "a1\n");
+    // An abbreviated option, as the reference's docs use it.
+    let filtered = client.run(&["list-agents", "-1", "--filter-queue", "oth"]);
+    assert_eq!(filtered.stdout, "b2\n");
+    let summary = client.run(&["list-agents", "--summary"]);
+    assert!(
+        summary
+            .stdout
+            .contains("Online:                   1\n  waiting         1\n"),
+        "{:?}",
+        summary.stdout
+    );
+    let none = client.run(&["list-agents", "--filter-name", "^zz"]);
+    assert_eq!(
+        none.stdout,
+        "No agents found matching the filter criteria.\n"
+    );
+
+    let state = client.run(&["agent-status", "b2"]);
+    assert_eq!(state.stdout, "offline\n");
+    let record = client.run(&["agent-status", "a1", "--json"]);
+    let parsed: Value = serde_json::from_str(&record.stdout).unwrap();
+    assert_eq!(
+        (parsed["agent"].clone(), parsed["status"].clone()),
+        (json!("a1"), json!("waiting"))
+    );
+    let missing = client.run(&["agent-status", "nobody"]);
+    assert_eq!(
+        (missing.code, missing.stderr.as_str()),
+        (1, "Agent 'nobody' does not exist.\n")
+    );
+
+    let job = client.write("job.yaml", "job_queue: q\n");
+    client.run(&["submit", "-q", job.to_str().unwrap()]);
+    let status = client.run(&["queue-status", "q"]);
+    assert_eq!(
+        status.stdout,
+        "Agents in queue: 1\nAvailable:       1\nBusy:            0\nOffline:         0\nJobs waiting:    1\nJobs running:    0\nJobs completed:   0\n"
+    );
+    let unknown = client.run(&["queue-status", "nowhere"]);
+    assert_eq!(unknown.code, 1);
+}
+
+#[test]
+fn admins_change_agent_states_and_read_permissions() {
+    let server = Server::start();
+    register_agent(&server, "a1", "q");
+    crate::harness::add_client(
+        &server.data_dir,
+        "root",
+        "admin",
+        "root-secret-0123456789",
+        &[],
+    );
+    let client = Client::new(&server);
+    let admin = [
+        "--client-id",
+        "root",
+        "--secret-key",
+        "root-secret-0123456789",
+    ];
+
+    let mut args = vec![
+        "admin",
+        "set",
+        "agent-status",
+        "--status",
+        "maintenance",
+        "--agents",
+        "a1",
+        "ghost",
+    ];
+    args.extend_from_slice(&admin);
+    let set = client.run(&args);
+    assert_eq!(
+        set.stdout, "Agent a1 status is now: maintenance\nAgent ghost does not exist.\n",
+        "{set:?}"
+    );
+    let record = server.get("/v1/agents/data/a1").json();
+    assert_eq!(
+        record["comment"],
+        json!("Set to offline by root for lab-related task.")
+    );
+
+    let mut args = vec![
+        "admin",
+        "get",
+        "client-permissions",
+        "--testflinger-client-id",
+        "root",
+    ];
+    args.extend_from_slice(&admin);
+    let permissions = client.run(&args);
+    let parsed: Value = serde_json::from_str(&permissions.stdout).unwrap_or(Value::Null);
+    assert_eq!(parsed["role"], json!("admin"), "{permissions:?}");
+
+    // A contributor is refused before anything is sent.
+    crate::harness::add_client(
+        &server.data_dir,
+        "dev",
+        "contributor",
+        "dev-secret-0123456789",
+        &[],
+    );
+    let refused = client.run(&[
+        "admin",
+        "get",
+        "client-permissions",
+        "--client-id",
+        "dev",
+        "--secret-key",
+        "dev-secret-0123456789",
+    ]);
+    assert_eq!(
+        refused.stderr,
+        "Authorization Error: Command requires role: admin, manager\n"
+    );
+}

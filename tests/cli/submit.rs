@@ -1,0 +1,271 @@
+//! `submit` and following a job: `poll`, `results`, `artifacts`, attachments.
+
+use serde_json::{json, Value};
+
+use crate::client::{register_agent, Client};
+use crate::harness::Server;
+use crate::runner::{wait_for_agent_state, wait_for_state, Agent};
+
+#[test]
+fn submit_quiet_prints_the_bare_id_and_status_the_state_word() {
+    let server = Server::start();
+    register_agent(&server, "a1", "q");
+    let client = Client::new(&server);
+    let job = client.write(
+        "job.yaml",
+        "job_queue: q\ntest_data:\n  test_cmds: echo hi\n",
+    );
+    let run = client.run(&["submit", "-q", job.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let job_id = run.stdout.trim_end().to_string();
+    assert_eq!(run.stdout, format!("{job_id}\n"));
+    assert_eq!(job_id.len(), 36);
+
+    let status = client.run(&["status", &job_id]);
+    assert_eq!((status.code, status.stdout.as_str()), (0, "waiting\n"));
+
+    let normal = client.run(&["submit", job.to_str().unwrap()]);
+    let second = normal
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim_start_matches("job_id: ")
+        .to_string();
+    assert_eq!(
+        normal.stdout,
+        format!("Job submitted successfully!\njob_id: {second}\n")
+    );
+
+    // The history has both, oldest first, in the reference's table.
+    let jobs = client.run(&["jobs"]);
+    let lines: Vec<&str> = jobs.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("{:<36} {:<9} Submission Time  Queue", "Job ID", "")
+    );
+    assert_eq!(lines[1], "-".repeat(79));
+    assert!(
+        lines[2].starts_with(&format!("{job_id}           ")),
+        "{:?}",
+        lines[2]
+    );
+    assert!(lines[2].ends_with(" q"), "{:?}", lines[2]);
+    assert!(lines[3].starts_with(&second));
+    let history =
+        std::fs::read_to_string(client.config_dir().join("testflinger-cli-history.json")).unwrap();
+    let history: Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(history[&job_id]["queue"], json!("q"));
+
+    let with_state = client.run(&["jobs", "--status"]);
+    assert!(
+        with_state
+            .stdout
+            .lines()
+            .nth(2)
+            .unwrap()
+            .contains(" waiting   "),
+        "{with_state:?}"
+    );
+}
+
+#[test]
+fn submit_refuses_bad_jobs_with_the_reference_messages() {
+    let server = Server::start();
+    let client = Client::new(&server);
+    let no_queue = client.write("a.yaml", "test_data: {test_cmds: x}\n");
+    let run = client.run(&["submit", no_queue.to_str().unwrap()]);
+    assert_eq!(
+        (run.code, run.stderr.as_str()),
+        (1, "Error: Queue was not specified in job\n")
+    );
+
+    let bad_exclude = client.write("b.yaml", "job_queue: q\nexclude_agents: a1\n");
+    let run = client.run(&["submit", bad_exclude.to_str().unwrap()]);
+    assert_eq!(
+        run.stderr,
+        "Error: exclude_agents must be a list if provided.\n"
+    );
+
+    // A queue nobody ever served does not exist; one whose agents are offline is
+    // refused, unless asked to wait.
+    let job = client.write("unknown.yaml", "job_queue: nowhere\n");
+    let run = client.run(&["submit", job.to_str().unwrap()]);
+    assert_eq!(
+        (run.code, run.stderr.as_str()),
+        (1, "Queue 'nowhere' does not exist.\n")
+    );
+    register_agent(&server, "a1", "nobody");
+    server
+        .agent()
+        .post_json("/v1/agents/data/a1", &json!({"state": "offline"}));
+    let job = client.write("c.yaml", "job_queue: nobody\n");
+    let run = client.run(&["submit", job.to_str().unwrap()]);
+    assert_eq!(run.code, 1);
+    assert_eq!(run.stdout, "ERROR: No online agents available for queue nobody. If you want to wait for agents to become available, use the --wait-for-available-agents option.\n");
+    let waiting = client.run(&[
+        "submit",
+        "-q",
+        "--wait-for-available-agents",
+        job.to_str().unwrap(),
+    ]);
+    assert_eq!(waiting.code, 0, "{waiting:?}");
+    assert!(waiting.stdout.starts_with(
+        "WARNING: No online agents available for queue nobody.  Waiting for agents to become available...\n"
+    ));
+
+    // Broken files: one line, exit 1, no traceback.
+    let run = client.run(&["submit", "missing.yaml"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.starts_with("Cannot read file missing.yaml"),
+        "{run:?}"
+    );
+    let broken = client.write("d.yaml", "job_queue: [unclosed\n");
+    let run = client.run(&["submit", broken.to_str().unwrap()]);
+    assert_eq!((run.code, run.stderr.lines().count()), (1, 1), "{run:?}");
+
+    // The server's validation, in the reference's words.
+    register_agent(&server, "a2", "q");
+    let invalid = client.write("e.yaml", "job_queue: q\njob_priority: high\n");
+    let run = client.run(&["submit", invalid.to_str().unwrap()]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.starts_with("Unexpected error status from testflinger server: [422] Validation error - job_priority: ['Not a valid integer.']"),
+        "{run:?}"
+    );
+
+    // YAML 1.1 as the reference reads it: a plain `on` is a boolean (so not a tag)...
+    let run = client.run_with_input(&["submit", "-q", "-"], "job_queue: q\ntags: [on]\n");
+    assert!(
+        run.stderr
+            .ends_with("tags: {'0': ['Not a valid string.']}\n"),
+        "{run:?}"
+    );
+    // ... and a quoted one a string. The job comes from stdin here.
+    let run = client.run_with_input(&["submit", "-q", "-"], "job_queue: q\nname: 'yes'\n");
+    assert_eq!(run.code, 0, "{run:?}");
+    let job = server.get(&format!("/v1/job/{}", run.stdout.trim())).json();
+    assert_eq!(job["name"], json!("yes"));
+}
+
+#[test]
+fn a_job_with_attachments_runs_and_its_results_and_artifacts_come_back() {
+    let server = Server::start();
+    let agent = Agent::start(
+        &server,
+        "test_command: 'cat attachments/test/data/input.txt; mkdir -p artifacts; echo kept > artifacts/out.txt'\n",
+    );
+    wait_for_agent_state(&server, "waiting");
+    let client = Client::new(&server);
+    client.write("input.txt", "attached text\n");
+    let job = client.write(
+        "job.yaml",
+        "job_queue: q\ntest_data:\n  test_cmds: x\n  attachments:\n    - local: input.txt\n      agent: data/input.txt\n",
+    );
+    let submitted = client.run(&["submit", "-q", "--poll", job.to_str().unwrap()]);
+    assert_eq!(submitted.code, 0, "{submitted:?}\n{}", agent.log());
+    let job_id = submitted.stdout.lines().next().unwrap().to_string();
+    assert!(
+        submitted.stdout.contains("attached text\n"),
+        "{}",
+        submitted.stdout
+    );
+    assert!(
+        submitted.stdout.contains("State 'test' lasted 0 minutes "),
+        "{}",
+        submitted.stdout
+    );
+
+    let results = client.run(&["results", &job_id]);
+    let parsed: Value = serde_json::from_str(&results.stdout).unwrap();
+    assert_eq!(parsed["test_status"], json!(0));
+    assert!(
+        results
+            .stdout
+            .starts_with("{\n    \"job_state\": \"complete\",\n"),
+        "{}",
+        results.stdout
+    );
+
+    let download = client.run(&["artifacts", "--filename", "out.tgz", &job_id]);
+    assert_eq!(
+        download.stdout,
+        "Downloading artifacts tarball...\nArtifacts downloaded to out.tgz\n"
+    );
+    assert!(client.home.path().join("out.tgz").metadata().unwrap().len() > 0);
+
+    let shown = client.run(&["show", &job_id]);
+    let definition: Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert_eq!(
+        definition["test_data"]["attachments"],
+        json!([{"agent": "data/input.txt"}])
+    );
+    let yaml = client.run(&["show", "--yaml", &job_id]);
+    assert!(yaml.stdout.contains("job_queue: q\n"), "{}", yaml.stdout);
+    assert!(yaml.stdout.ends_with("\n\n"));
+
+    // A finished job: the log from the start, then exit 0; --oneshot gives the number.
+    let again = client.run(&["poll", &job_id]);
+    assert_eq!(again.code, 0);
+    assert!(again.stdout.contains("attached text\n"));
+    let oneshot = client.run(&["poll", "--oneshot", "--phase", "test", &job_id]);
+    assert!(
+        oneshot
+            .stdout
+            .contains("attached text\nLast Fragment Number: "),
+        "{oneshot:?}"
+    );
+    let json_log = client.run(&["poll", "--json", "--phase", "test", &job_id]);
+    let log: Value = serde_json::from_str(&json_log.stdout).unwrap();
+    assert!(log["output"]["test"]["log_data"]
+        .as_str()
+        .unwrap()
+        .contains("attached text"));
+}
+
+#[test]
+fn poll_can_exit_with_the_jobs_outcome_for_ci() {
+    let server = Server::start();
+    let _agent = Agent::start(&server, "test_command: echo failing; exit 3\n");
+    wait_for_agent_state(&server, "waiting");
+    let client = Client::new(&server);
+    let job = client.write("job.yaml", "job_queue: q\ntest_data: {test_cmds: x}\n");
+    let job_id = client
+        .run(&["submit", "-q", job.to_str().unwrap()])
+        .stdout
+        .trim()
+        .to_string();
+    let plain = client.run(&["poll", &job_id]);
+    assert_eq!(plain.code, 0, "the reference's poll always exits 0");
+    let strict = client.run(&["poll", "--exit-status", &job_id]);
+    assert_eq!(strict.code, 3, "{strict:?}");
+    wait_for_state(&server, &job_id, &["complete"]);
+}
+
+#[test]
+fn waiting_jobs_show_their_place_and_oneshot_waits_on_output() {
+    let server = Server::start();
+    register_agent(&server, "a1", "q");
+    let client = Client::new(&server);
+    let job = client.write("job.yaml", "job_queue: q\n");
+    let job_id = client
+        .run(&["submit", "-q", job.to_str().unwrap()])
+        .stdout
+        .trim()
+        .to_string();
+    let oneshot = client.run(&["poll", "--oneshot", &job_id]);
+    assert_eq!(oneshot.stdout, "Waiting on Output\n");
+    let cancel = client.run(&["cancel", &job_id]);
+    assert_eq!((cancel.code, cancel.stdout.as_str()), (0, ""));
+    let again = client.run(&["cancel", &job_id]);
+    assert_eq!(
+        (again.code, again.stderr.as_str()),
+        (
+            1,
+            "Invalid job ID specified or the job is already complete/cancelled.\n"
+        )
+    );
+    let status = client.run(&["status", &job_id]);
+    assert_eq!(status.stdout, "cancelled\n");
+}

@@ -260,6 +260,11 @@ pub async fn follow(
             if let Some(line) = &mut status_line {
                 line.set_state(&state);
             }
+            if state == "reserve" {
+                if let Some(hint) = ssh_hint(&job, result.as_ref().ok(), job_id) {
+                    print_line(&mut status_line, &hint);
+                }
+            }
             previous_state = Some((state.clone(), Instant::now()));
         }
         if let (Some(phase), Ok(result)) = (&args.phase, &result) {
@@ -312,6 +317,18 @@ pub async fn follow(
             }
         }
     }
+}
+
+/// How to reach a reserved device, when its connector published the address.
+fn ssh_hint(job: &Value, result: Option<&Value>, job_id: &str) -> Option<String> {
+    let ip = result?.pointer("/device_info/device_ip")?.as_str()?;
+    let user = job
+        .pointer("/test_data/test_username")
+        .and_then(Value::as_str)
+        .unwrap_or("ubuntu");
+    Some(format!(
+        "The device is reserved: ssh {user}@{ip} (to end the reservation early: tf cancel {job_id})"
+    ))
 }
 
 fn is_terminal(state: &str) -> bool {

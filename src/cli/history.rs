@@ -71,19 +71,30 @@ impl History {
         if let Some(dir) = self.path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
+        // Entries keep the reference's key order: queue, submission_time, job_state.
         let entries: Vec<String> = self
             .jobs
             .iter()
             .map(|(id, entry)| {
-                format!(
-                    "{}: {}",
-                    Value::from(id.as_str()),
-                    super::pyjson::dumps(entry)
-                )
+                let field = |name: &str| entry.get(name).cloned().unwrap_or(Value::Null);
+                let ordered = Entry {
+                    queue: field("queue"),
+                    submission_time: field("submission_time"),
+                    job_state: field("job_state"),
+                };
+                let id = super::pyjson::dumps(id.as_str());
+                format!("{id}: {}", super::pyjson::dumps(&ordered))
             })
             .collect();
         let _ = std::fs::write(&self.path, format!("{{{}}}", entries.join(", ")));
     }
+}
+
+#[derive(serde::Serialize)]
+struct Entry {
+    queue: Value,
+    submission_time: Value,
+    job_state: Value,
 }
 
 /// The top-level entries of a JSON object, in file order.

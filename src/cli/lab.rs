@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::Args;
 use regex_lite::Regex;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use super::pyjson;
 use super::session::{Failure, Session};
@@ -344,43 +345,44 @@ pub struct QueueStatusArgs {
 pub async fn queue_status(session: &Session, args: &QueueStatusArgs) -> anyhow::Result<ExitCode> {
     let queue = &args.queue_name;
     let unavailable = "Unable to retrieve queue status from the server, check your connection or try again later.";
-    let agents: Vec<Value> = match session.get(&format!("/v1/queues/{queue}/agents")).await {
+    let agents: Vec<QueueAgent> = match session.get(&format!("/v1/queues/{queue}/agents")).await {
         Ok(Value::Array(agents)) => agents
             .iter()
-            .map(|a| json!({"name": a.get("name"), "status": a.get("state")}))
+            .map(|agent| QueueAgent {
+                name: agent.get("name").cloned().unwrap_or(Value::Null),
+                status: agent.get("state").cloned().unwrap_or(Value::Null),
+            })
             .collect(),
         Ok(_) => bail!(unavailable),
-        Err(failure) => match failure {
-            Failure::Status { status: 204, .. } => {
-                bail!("No agent is listening on queue '{queue}'.")
-            }
-            Failure::Status {
-                status: 404,
-                message,
-            } => bail!("{message}"),
-            _ => bail!(unavailable),
-        },
+        Err(Failure::Status { status: 204, .. }) => {
+            bail!("No agent is listening on queue '{queue}'.")
+        }
+        Err(Failure::Status {
+            status: 404,
+            message,
+        }) => bail!("{message}"),
+        Err(_) => bail!(unavailable),
     };
     let jobs = match session.get(&format!("/v1/queues/{queue}/jobs")).await {
         Ok(Value::Array(jobs)) => jobs,
         _ => Vec::new(),
     };
-    let mut waiting = Vec::new();
-    let mut running = Vec::new();
-    let mut completed = Vec::new();
+    let (mut waiting, mut running, mut completed) = (Vec::new(), Vec::new(), Vec::new());
     for job in &jobs {
-        let created = match job.get("created_at") {
+        let created_at = match job.get("created_at") {
             Some(Value::Object(date)) => date.get("$date").cloned().unwrap_or(Value::Null),
             Some(other) => other.clone(),
             None => Value::Null,
         };
-        let entry = json!({"job_id": job.get("job_id"), "created_at": created});
-        match job
+        let entry = QueueJob {
+            job_id: job.get("job_id").cloned().unwrap_or(Value::Null),
+            created_at,
+        };
+        let state = job
             .get("job_state")
             .and_then(Value::as_str)
-            .map(str::to_lowercase)
-            .as_deref()
-        {
+            .map(str::to_lowercase);
+        match state.as_deref() {
             Some("waiting") => waiting.push(entry),
             Some("complete") => completed.push(entry),
             Some("cancelled") => {}
@@ -388,45 +390,42 @@ pub async fn queue_status(session: &Session, args: &QueueStatusArgs) -> anyhow::
         }
     }
     if args.json {
-        let mut out = json!({"queue": queue, "agents": agents, "jobs_waiting": waiting});
-        if args.verbose {
-            out["jobs_running"] = json!(running);
-            out["jobs_completed"] = json!(completed);
-        }
+        let out = QueueStatusJson {
+            queue,
+            agents: &agents,
+            jobs_waiting: &waiting,
+            jobs_running: args.verbose.then_some(&running),
+            jobs_completed: args.verbose.then_some(&completed),
+        };
         println!("{}", pyjson::dumps_indented(&out, 2));
         return Ok(ExitCode::SUCCESS);
     }
-    let status_of = |a: &Value| {
-        a.get("status")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
+    let count = |status: &str| {
+        agents
+            .iter()
+            .filter(|a| a.status.as_str() == Some(status))
+            .count()
     };
-    let available = agents.iter().filter(|a| status_of(a) == "waiting").count();
-    let offline = agents.iter().filter(|a| status_of(a) == "offline").count();
+    let (available, offline) = (count("waiting"), count("offline"));
     println!("Agents in queue: {}", agents.len());
     println!("Available:       {available}");
     println!("Busy:            {}", agents.len() - available - offline);
     println!("Offline:         {offline}");
     if args.verbose {
-        for (title, list) in [
+        let sections = [
             ("Jobs Waiting:", &waiting),
             ("Jobs Running:", &running),
             ("Jobs Completed:", &completed),
-        ] {
+        ];
+        for (title, list) in sections {
             if list.is_empty() {
                 continue;
             }
             println!();
             println!("{title}");
             for job in list {
-                println!(
-                    "  {} - {}",
-                    job.get("job_id")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default(),
-                    created_text(job.get("created_at"))
-                );
+                let id = job.job_id.as_str().unwrap_or_default();
+                println!("  {id} - {}", created_text(&job.created_at));
             }
         }
     } else {
@@ -437,9 +436,33 @@ pub async fn queue_status(session: &Session, args: &QueueStatusArgs) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
+/// `queue-status --json`, keys in the reference's order (its dicts keep insertion order).
+#[derive(Serialize)]
+struct QueueStatusJson<'a> {
+    queue: &'a str,
+    agents: &'a [QueueAgent],
+    jobs_waiting: &'a [QueueJob],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jobs_running: Option<&'a Vec<QueueJob>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jobs_completed: Option<&'a Vec<QueueJob>>,
+}
+
+#[derive(Serialize)]
+struct QueueAgent {
+    name: Value,
+    status: Value,
+}
+
+#[derive(Serialize)]
+struct QueueJob {
+    job_id: Value,
+    created_at: Value,
+}
+
 /// `YYYY-MM-DD HH:MM:SS` of an ISO time, in its own offset; `Unknown` when empty.
-fn created_text(value: Option<&Value>) -> String {
-    let text = value.and_then(Value::as_str).unwrap_or_default();
+fn created_text(value: &Value) -> String {
+    let text = value.as_str().unwrap_or_default();
     if text.is_empty() {
         return "Unknown".into();
     }

@@ -8,13 +8,15 @@ use serde::Serialize;
 use serde_json::ser::{CompactFormatter, Formatter, PrettyFormatter};
 use serde_json::Value;
 
-/// `json.dumps(value)`: one line, `", "` and `": "` separators.
-pub fn dumps(value: &Value) -> String {
+/// `json.dumps(value)`: one line, `", "` and `": "` separators. Objects come out in the
+/// order they serialize in: sorted for `Value`, declaration order for structs (for the
+/// reference's dicts, which keep insertion order).
+pub fn dumps<T: Serialize + ?Sized>(value: &T) -> String {
     render(value, PythonCompact)
 }
 
 /// `json.dumps(value, indent=N)`.
-pub fn dumps_indented(value: &Value, indent: usize) -> String {
+pub fn dumps_indented<T: Serialize + ?Sized>(value: &T, indent: usize) -> String {
     let spaces = " ".repeat(indent);
     render(
         value,
@@ -48,7 +50,7 @@ fn sorted(value: &Value) -> Value {
     }
 }
 
-fn render<F: Formatter>(value: &Value, formatter: F) -> String {
+fn render<T: Serialize + ?Sized, F: Formatter>(value: &T, formatter: F) -> String {
     let mut out = Vec::new();
     let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
     value

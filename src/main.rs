@@ -78,7 +78,15 @@ fn arguments() -> (Vec<OsString>, String) {
 
 fn main() -> ExitCode {
     let (args, program) = arguments();
-    let mut command = Cli::command().name(program.clone()).bin_name(program);
+    let mut command = Cli::command()
+        .name(program.clone())
+        .bin_name(program.clone());
+    if matches!(program.as_str(), "testflinger-cli" | "testflinger") {
+        // Installed as the client: its help shows the client's commands only.
+        for role in ["serve", "clients", "agent", "demo", "completions"] {
+            command = command.mut_subcommand(role, |c| c.hide(true));
+        }
+    }
     let matches = match command.try_get_matches_from_mut(args) {
         Ok(matches) => matches,
         Err(error) => error.exit(),

@@ -134,7 +134,10 @@ pub async fn artifacts(session: &Session, args: &ArtifactsArgs) -> anyhow::Resul
                 Some(status) => {
                     bail!("ERROR: Unexpected error status from testflinger server: {status}")
                 }
-                None => bail!("Unable to communicate with specified server. ({error})"),
+                None => match error {
+                    crate::api::ApiError::Auth(message) => bail!("{message}"),
+                    other => bail!("Unable to communicate with specified server. ({other})"),
+                },
             }
         }
     }

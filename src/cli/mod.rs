@@ -120,6 +120,12 @@ pub fn credential_pairing_error(command: &ClientCommand) -> Option<&'static str>
 /// Runs a client command; errors are printed as the reference prints them (the message
 /// alone on stderr, exit 1).
 pub fn run(options: GlobalOptions, command: ClientCommand) -> ExitCode {
+    // Like any command-line tool: output into a closed pipe (`tf jobs | head -1`) ends the
+    // process quietly instead of failing a write. (Rust ignores SIGPIPE by default.)
+    // SAFETY: restoring the default action of one signal at startup.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

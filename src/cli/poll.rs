@@ -211,43 +211,24 @@ pub async fn follow(
     let mut previous_state: Option<(String, Instant)> = None;
     let mut position: Option<String> = None;
     let mut backoff = Duration::from_secs(1);
+    let mut failures = 0;
+    let warn_every = session.settings.get_number("error_threshold", 3)?.max(1);
     loop {
-        let pass = async {
-            let result = session.get(&format!("/v1/result/{job_id}")).await;
-            let state = result
-                .as_ref()
-                .ok()
-                .and_then(|r| r.get("job_state")?.as_str().map(str::to_string))
-                .unwrap_or_else(|| "unknown".into());
-            let wait = (long_poll && !is_terminal(&state)).then_some(LONG_POLL_SECONDS);
-            let logs = session
-                .get(&log_path(args, log_type, next_fragment, wait))
-                .await;
-            (result, state, logs)
-        };
-        let (result, state, logs) = tokio::select! {
-            pass = pass => pass,
-            _ = redraw_every_second(&mut status_line) => unreachable!("redraws forever"),
-            _ = tokio::signal::ctrl_c() => {
-                if let Some(line) = &mut status_line {
-                    line.clear();
-                }
-                ask_to_cancel(session, job_id, next_fragment).await?;
-                continue;
-            }
-        };
+        // The job's state: a change is reported before the output that follows it.
+        let result_path = format!("/v1/result/{job_id}");
+        let result = session.get(&result_path);
+        let result =
+            match interruptible(session, job_id, next_fragment, &mut status_line, result).await? {
+                Some(result) => result,
+                None => continue,
+            };
+        let state = result
+            .as_ref()
+            .ok()
+            .and_then(|r| r.get("job_state")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| "unknown".into());
         history.update(job_id, &state);
         let mut trouble = result.as_ref().err().map(|f| f.message());
-        match logs {
-            Ok(response) => {
-                let chunk = combine(&response, log_type, args.phase.as_deref());
-                if chunk.last_fragment >= 0 && !chunk.text.is_empty() {
-                    print_output(&mut status_line, &chunk.text);
-                    next_fragment = chunk.last_fragment + 1;
-                }
-            }
-            Err(failure) => trouble = Some(failure.message()),
-        }
         if previous_state.as_ref().map(|(s, _)| s.as_str()) != Some(state.as_str())
             && state != "unknown"
         {
@@ -267,6 +248,39 @@ pub async fn follow(
             }
             previous_state = Some((state.clone(), Instant::now()));
         }
+        if state == "waiting" {
+            let reply = session
+                .get_reply(&format!("/v1/job/{job_id}/position"))
+                .await;
+            if let Ok(reply) = reply {
+                let now = String::from_utf8_lossy(&reply.body).trim().to_string();
+                if position.as_deref() != Some(now.as_str()) {
+                    print_line(&mut status_line, &position_message(&now));
+                    position = Some(now);
+                }
+            }
+        }
+
+        // The output since last time; on tf serve the request waits for news.
+        let wait = (long_poll && !is_terminal(&state)).then_some(LONG_POLL_SECONDS);
+        let path = log_path(args, log_type, next_fragment, wait);
+        let logs = session.get(&path);
+        let logs =
+            match interruptible(session, job_id, next_fragment, &mut status_line, logs).await? {
+                Some(logs) => logs,
+                None => continue,
+            };
+        match logs {
+            Ok(response) => {
+                let chunk = combine(&response, log_type, args.phase.as_deref());
+                if chunk.last_fragment >= 0 && !chunk.text.is_empty() {
+                    print_output(&mut status_line, &chunk.text);
+                    next_fragment = chunk.last_fragment + 1;
+                }
+            }
+            Err(failure) => trouble = Some(failure.message()),
+        }
+
         if let (Some(phase), Ok(result)) = (&args.phase, &result) {
             let status = result
                 .get(format!("{phase}_status"))
@@ -288,33 +302,47 @@ pub async fn follow(
             }
             return Ok(outcome(args, &state, result.ok().as_ref()));
         }
-        if state == "waiting" {
-            let reply = session
-                .get_reply(&format!("/v1/job/{job_id}/position"))
-                .await;
-            if let Ok(reply) = reply {
-                let now = String::from_utf8_lossy(&reply.body).trim().to_string();
-                if position.as_deref() != Some(now.as_str()) {
-                    print_line(&mut status_line, &position_message(&now));
-                    position = Some(now);
-                }
-            }
-        }
         match trouble {
             // Never a busy loop: errors back off, up to a minute.
             Some(reason) => {
+                failures += 1;
                 if debug {
                     eprintln!("ERROR: polling {job_id}: {reason}");
+                } else if failures % warn_every == 0 {
+                    eprintln!("WARNING: Error communicating with the server for the past {failures} requests, but will continue to retry. Last error: {reason}");
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             None => {
+                failures = 0;
                 backoff = Duration::from_secs(1);
                 if !long_poll {
                     tokio::time::sleep(POLL_INTERVAL).await;
                 }
             }
+        }
+    }
+}
+
+/// Awaits `request` while redrawing the status line and watching for Ctrl-C; `None`
+/// when the user chose to go on polling after Ctrl-C.
+async fn interruptible<T>(
+    session: &Session,
+    job_id: &str,
+    next_fragment: i64,
+    status_line: &mut Option<StatusLine>,
+    request: impl std::future::Future<Output = T>,
+) -> anyhow::Result<Option<T>> {
+    tokio::select! {
+        answer = request => Ok(Some(answer)),
+        _ = redraw_every_second(status_line) => unreachable!("redraws forever"),
+        _ = tokio::signal::ctrl_c() => {
+            if let Some(line) = status_line {
+                line.clear();
+            }
+            ask_to_cancel(session, job_id, next_fragment).await?;
+            Ok(None)
         }
     }
 }

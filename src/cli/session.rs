@@ -171,7 +171,7 @@ impl Session {
 /// VPN wall in front of Canonical's server.
 pub fn failure_of(reply: &Reply) -> Failure {
     let status = reply.status.as_u16();
-    let text = String::from_utf8_lossy(&reply.body).into_owned();
+    let text = String::from_utf8_lossy(&reply.body).trim_end().to_string();
     let Ok(json) = serde_json::from_str::<Value>(&text) else {
         if status == 403 {
             return Failure::Fatal(VPN_MESSAGE.to_string());

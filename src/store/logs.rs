@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Result, Store};
 use crate::job::time::{self, Micros};
@@ -83,11 +83,17 @@ impl Store {
                 notified
             });
             let (id, kind, q) = (job_id.to_string(), log_type.to_string(), query.clone());
-            let logs = self
+            let waiting = subscription.is_some();
+            let (logs, ended) = self
                 .readers
-                .read(move |db| read_log(db, &id, &kind, &q))
+                .read(move |db| {
+                    let logs = read_log(db, &id, &kind, &q)?;
+                    // A job that ended gets no more output: nothing to wait for.
+                    let ended = waiting && job_has_ended(db, &id)?;
+                    Ok((logs, ended))
+                })
                 .await?;
-            let found = logs.iter().any(|log| log.last_fragment_number >= 0);
+            let found = ended || logs.iter().any(|log| log.last_fragment_number >= 0);
             match wakeup {
                 Some(wakeup) if !found && !woken => {
                     if !self.signals.wait(wakeup, deadline).await {
@@ -115,6 +121,14 @@ impl Store {
             })
             .await
     }
+}
+
+fn job_has_ended(db: &Connection, job_id: &str) -> Result<bool> {
+    let state: Option<String> = db
+        .prepare_cached("SELECT state FROM jobs WHERE job_id = ?1")?
+        .query_row([job_id], |row| row.get(0))
+        .optional()?;
+    Ok(state.is_some_and(|s| crate::job::TERMINAL_STATES.contains(&s.as_str())))
 }
 
 fn read_log(

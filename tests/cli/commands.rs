@@ -213,3 +213,21 @@ fn the_demo_runs_a_whole_lab_and_exits_cleanly() {
     assert!(stdout.contains("artifacts/uname.txt"), "{stdout}");
     assert!(home.path().join("demo.tgz").exists());
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let server = Server::start();
+    let client = Client::new(&server);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tf"))
+        .args(["--server", &client.server, "config"])
+        .env("XDG_CONFIG_HOME", client.config_dir())
+        .env("RUST_BACKTRACE", "1")
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(output.status.code(), Some(101));
+}

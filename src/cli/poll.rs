@@ -212,6 +212,7 @@ pub async fn follow(
     let mut position: Option<String> = None;
     let mut backoff = Duration::from_secs(1);
     let mut failures = 0;
+    let mut ssh_hint_shown = false;
     let warn_every = session.settings.get_number("error_threshold", 3)?.max(1);
     loop {
         // The job's state: a change is reported before the output that follows it.
@@ -241,12 +242,14 @@ pub async fn follow(
             if let Some(line) = &mut status_line {
                 line.set_state(&state);
             }
-            if state == "reserve" {
-                if let Some(hint) = ssh_hint(&job, result.as_ref().ok(), job_id) {
-                    print_line(&mut status_line, &hint);
-                }
-            }
             previous_state = Some((state.clone(), Instant::now()));
+        }
+        // Once per reservation, as soon as the device's address is known.
+        if state == "reserve" && !ssh_hint_shown {
+            if let Some(hint) = ssh_hint(&job, result.as_ref().ok(), job_id) {
+                print_line(&mut status_line, &hint);
+                ssh_hint_shown = true;
+            }
         }
         if state == "waiting" {
             let reply = session

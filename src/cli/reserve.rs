@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::Args;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::pyjson;
@@ -39,6 +40,21 @@ pub struct ReserveArgs {
     /// MAAS ephemeral (in-memory) deployment
     #[arg(long)]
     pub ephemeral: bool,
+}
+
+/// The job, with its keys in the order the reference prints them.
+#[derive(Serialize)]
+struct ReservationJob {
+    job_queue: String,
+    reserve_data: ReserveData,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provision_data: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct ReserveData {
+    ssh_keys: Vec<String>,
+    timeout: u64,
 }
 
 /// Prints `prompt` and reads one line; end of input is an error, not a loop.
@@ -97,18 +113,17 @@ pub async fn run(session: &Session, args: &ReserveArgs) -> anyhow::Result<ExitCo
         }
         args.keys.clone()
     };
-    let mut job = Map::new();
-    job.insert("job_queue".into(), json!(queue));
-    job.insert(
-        "reserve_data".into(),
-        json!({"ssh_keys": keys, "timeout": args.timeout}),
-    );
-    if let Some(data) = provision_data {
-        job.insert("provision_data".into(), data);
-    }
-    let job = Value::Object(job);
+    let job = ReservationJob {
+        job_queue: queue,
+        reserve_data: ReserveData {
+            ssh_keys: keys,
+            timeout: args.timeout,
+        },
+        provision_data,
+    };
     println!("\nThe following job will be submitted:");
     println!("{}", pyjson::dumps_indented(&job, 2));
+    let job = serde_json::to_value(&job)?;
     if args.dry_run {
         return Ok(ExitCode::SUCCESS);
     }

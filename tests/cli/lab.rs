@@ -164,3 +164,104 @@ fn admins_change_agent_states_and_read_permissions() {
         "Authorization Error: Command requires role: admin, manager\n"
     );
 }
+
+#[test]
+fn queue_status_json_keeps_the_reference_key_order() {
+    let server = Server::start();
+    register_agent(&server, "a1", "q");
+    let client = Client::new(&server);
+    let job = client.write("job.yaml", "job_queue: q\n");
+    let job_id = client
+        .run(&["submit", "-q", job.to_str().unwrap()])
+        .stdout
+        .trim()
+        .to_string();
+    let status = client.run(&["queue-status", "q", "--json", "-v"]);
+    let keys: Vec<&str> = status
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("  \""))
+        .map(|l| l.trim().split('"').nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "queue",
+            "agents",
+            "jobs_waiting",
+            "jobs_running",
+            "jobs_completed"
+        ]
+    );
+    assert!(
+        status
+            .stdout
+            .contains(&format!("\"job_id\": \"{job_id}\",\n      \"created_at\"")),
+        "{}",
+        status.stdout
+    );
+    let verbose = client.run(&["queue-status", "q", "-v"]);
+    assert!(
+        verbose
+            .stdout
+            .contains(&format!("\nJobs Waiting:\n  {job_id} - ")),
+        "{}",
+        verbose.stdout
+    );
+}
+
+#[test]
+fn admins_manage_client_permissions() {
+    let server = Server::start();
+    crate::harness::add_client(
+        &server.data_dir,
+        "root",
+        "admin",
+        "root-secret-0123456789",
+        &[],
+    );
+    let client = Client::new(&server);
+    let admin = [
+        "--client-id",
+        "root",
+        "--secret-key",
+        "root-secret-0123456789",
+    ];
+    let mut args = vec![
+        "admin",
+        "set",
+        "client-permissions",
+        "--testflinger-client-id",
+        "ci",
+        "--testflinger-client-secret",
+        "ci-secret-0123456789",
+        "--role",
+        "contributor",
+        "--max-priority",
+        "{\"q\": 10}",
+    ];
+    args.extend_from_slice(&admin);
+    let created = client.run(&args);
+    assert_eq!(created.code, 0, "{created:?}");
+    assert!(created.stdout.contains("'ci'"), "{created:?}");
+    let login = client.run(&[
+        "login",
+        "--client-id",
+        "ci",
+        "--secret-key",
+        "ci-secret-0123456789",
+    ]);
+    assert_eq!(login.stdout, "Successfully authenticated as 'ci'\n");
+    let mut args = vec![
+        "admin",
+        "delete",
+        "client-permissions",
+        "--testflinger-client-id",
+        "ci",
+    ];
+    args.extend_from_slice(&admin);
+    assert_eq!(
+        client.run(&args).stdout,
+        "Succesfully deleted ci from database\n"
+    );
+}

@@ -269,3 +269,104 @@ fn waiting_jobs_show_their_place_and_oneshot_waits_on_output() {
     let status = client.run(&["status", &job_id]);
     assert_eq!(status.stdout, "cancelled\n");
 }
+
+#[test]
+fn reserve_builds_the_job_from_flags_or_answers() {
+    let server = Server::start();
+    register_agent(&server, "a1", "rpi4");
+    server
+        .agent()
+        .post_json("/v1/agents/queues", &json!({"rpi4": "Raspberry Pi 4"}));
+    let client = Client::new(&server);
+    let dry = client.run(&[
+        "reserve",
+        "--dry-run",
+        "-q",
+        "rpi4",
+        "--distro",
+        "noble",
+        "-k",
+        "lp:me",
+        "--timeout",
+        "600",
+    ]);
+    assert_eq!(
+        dry.stdout,
+        "\nThe following job will be submitted:\n{\n  \"job_queue\": \"rpi4\",\n  \"reserve_data\": {\n    \"ssh_keys\": [\n      \"lp:me\"\n    ],\n    \"timeout\": 600\n  },\n  \"provision_data\": {\n    \"distro\": \"noble\"\n  }\n}\n"
+    );
+    // Interactive: the queue and keys are asked for; no image means no provision data.
+    let asked = client.run_with_input(&["reserve", "--dry-run"], "rpi4\n\ny\nlp:me\n");
+    assert_eq!(asked.code, 0, "{asked:?}");
+    assert!(asked
+        .stdout
+        .contains("Enter the queue you wish to use ('?' to list): "));
+    assert!(
+        asked
+            .stdout
+            .contains("\"ssh_keys\": [\n      \"lp:me\"\n    ]"),
+        "{}",
+        asked.stdout
+    );
+    assert!(!asked.stdout.contains("provision_data"));
+    // Declining submits nothing.
+    let declined = client.run_with_input(
+        &["reserve", "-q", "rpi4", "--distro", "noble", "-k", "lp:me"],
+        "n\n",
+    );
+    assert_eq!(declined.code, 0);
+    assert!(
+        server.get("/v1/job/search").body.len() <= 2,
+        "nothing was submitted"
+    );
+}
+
+#[test]
+fn reserve_submits_follows_and_says_how_to_ssh_in() {
+    let server = Server::start();
+    // The provision connector publishes the address; reserve holds the device a while.
+    let settings = "job_queues: [rpi4]\nprovision_command: >-\n  echo '{\"device_info\": {\"device_ip\": \"10.0.0.7\"}}' > device-info.json\nreserve_command: echo reserved; sleep 1\n";
+    let _agent = Agent::start(&server, settings);
+    wait_for_agent_state(&server, "waiting");
+    let client = Client::new(&server);
+    let run = client.run(&[
+        "reserve",
+        "-q",
+        "rpi4",
+        "--distro",
+        "noble",
+        "-k",
+        "lp:me",
+        "-y",
+        "--timeout",
+        "60",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("Job submitted successfully!"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("The device is reserved: ssh ubuntu@10.0.0.7"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn poll_serial_reads_the_serial_log() {
+    let server = Server::start();
+    let _agent = Agent::start(&server, "test_command: echo console > test-serial.log\n");
+    wait_for_agent_state(&server, "waiting");
+    let client = Client::new(&server);
+    let job = client.write("job.yaml", "job_queue: q\ntest_data: {test_cmds: x}\n");
+    let job_id = client
+        .run(&["submit", "-q", job.to_str().unwrap()])
+        .stdout
+        .trim()
+        .to_string();
+    wait_for_state(&server, &job_id, &["complete"]);
+    let serial = client.run(&["poll-serial", "--oneshot", &job_id]);
+    assert_eq!(serial.stdout, "console\nLast Fragment Number: 0\n");
+}

@@ -6,6 +6,7 @@ mod agent;
 mod api;
 mod cli;
 mod completions;
+mod connectors;
 mod demo;
 mod job;
 mod server;
@@ -39,6 +40,8 @@ enum Command {
     Clients(server::admin::ClientsArgs),
     /// Run the agent of one device: take jobs from the server and run their phases
     Agent(agent::config::AgentArgs),
+    /// Run one stage of a device connector (what agents' phase commands call)
+    DeviceConnector(connectors::ConnectorArgs),
     /// A whole lab on this machine: server, agent and a job, followed live
     Demo(demo::DemoArgs),
     /// Print a shell completion script (bash, zsh or fish)
@@ -55,6 +58,8 @@ enum Command {
 const ROLE_NAMES: &[(&str, &str)] = &[
     ("testflinger-server", "serve"),
     ("testflinger-agent", "agent"),
+    ("testflinger-device-connector", "device-connector"),
+    ("snappy-device-agent", "device-connector"),
     ("testflinger-cli", ""),
     ("testflinger", ""),
 ];
@@ -83,7 +88,14 @@ fn main() -> ExitCode {
         .bin_name(program.clone());
     if matches!(program.as_str(), "testflinger-cli" | "testflinger") {
         // Installed as the client: its help shows the client's commands only.
-        for role in ["serve", "clients", "agent", "demo", "completions"] {
+        for role in [
+            "serve",
+            "clients",
+            "agent",
+            "device-connector",
+            "demo",
+            "completions",
+        ] {
             command = command.mut_subcommand(role, |c| c.hide(true));
         }
     }
@@ -119,6 +131,7 @@ fn main() -> ExitCode {
         }
         // The agent logs where its config says.
         Some(Command::Agent(args)) => agent::run(args),
+        Some(Command::DeviceConnector(args)) => return connectors::run(args),
         Some(Command::Demo(args)) => demo::run(args),
         Some(Command::Completions(args)) => completions::run(&args, &mut command),
         Some(Command::JobIds) => {

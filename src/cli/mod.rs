@@ -11,7 +11,7 @@ mod jobs;
 mod lab;
 mod login;
 mod poll;
-mod pyjson;
+pub mod pyjson;
 mod reserve;
 mod session;
 mod submit;

@@ -1,0 +1,300 @@
+//! `tf device-connector <device> <stage> -c <config.yaml> <testflinger.json>` (also
+//! installed as `testflinger-device-connector`): the programs the agent's phase commands
+//! run to touch hardware. This module is the contract every connector shares: the
+//! command line, the device config, `device-info.json` written for every stage, failures
+//! appended to `device-connector-error.json`, and the exit codes (1 failure, 46 recovery
+//! failed, 2 usage). The stages themselves live in `stages` and the per-device modules.
+
+mod fake;
+mod noprovision;
+mod runner;
+mod serial;
+mod stages;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use serde_json::{json, Map, Value};
+
+pub use runner::Runner;
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+#[value(rename_all = "snake_case")]
+pub enum Device {
+    #[value(alias = "fake")]
+    FakeConnector,
+    Noprovision,
+    Muxpi,
+    Maas2,
+    Multi,
+    Cm3,
+    DellOemscript,
+    Dragonboard,
+    HpOemscript,
+    LenovoOemscript,
+    OemAutoinstall,
+    Netboot,
+    Oemrecovery,
+    Oemscript,
+    ControlHostIot,
+    ControlHostKvm,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+#[value(rename_all = "snake_case")]
+pub enum Stage {
+    Provision,
+    FirmwareUpdate,
+    Runtest,
+    Allocate,
+    Reserve,
+    Cleanup,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Provision => "provision",
+            Stage::FirmwareUpdate => "firmware_update",
+            Stage::Runtest => "runtest",
+            Stage::Allocate => "allocate",
+            Stage::Reserve => "reserve",
+            Stage::Cleanup => "cleanup",
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ConnectorArgs {
+    /// The kind of device (fake_connector, noprovision, muxpi, maas2, …)
+    #[arg(value_enum)]
+    pub device: Device,
+    /// provision, firmware_update, runtest, allocate, reserve or cleanup
+    #[arg(value_enum)]
+    pub stage: Stage,
+    /// The device's config file (default.yaml)
+    #[arg(short = 'c', long = "config", required = true)]
+    pub config: PathBuf,
+    /// The job, as the agent wrote it (testflinger.json)
+    pub job_data: PathBuf,
+}
+
+/// How a stage failed, which decides the exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// The stage could not do its job (exit 1).
+    Provisioning(String),
+    /// The device could not be brought back: it is unusable (exit 46).
+    Recovery(String),
+}
+
+impl Failure {
+    fn kind(&self) -> &'static str {
+        match self {
+            Failure::Provisioning(_) => "ProvisioningError",
+            Failure::Recovery(_) => "RecoveryError",
+        }
+    }
+
+    fn message(&self) -> &str {
+        match self {
+            Failure::Provisioning(m) | Failure::Recovery(m) => m,
+        }
+    }
+
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Provisioning(_) => 1,
+            Failure::Recovery(_) => 46,
+        }
+    }
+}
+
+pub type StageResult = Result<i32, Failure>;
+
+/// What every stage gets: the device config, the job, a logger and the command runner.
+pub struct Context {
+    pub config: Map<String, Value>,
+    pub job: Value,
+    pub log: Log,
+    pub runner: Runner,
+}
+
+impl Context {
+    /// A config string, `None` when missing or empty.
+    pub fn config_text(&self, key: &str) -> Option<String> {
+        match self.config.get(key)? {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    /// A required config string, as a clear failure when missing.
+    pub fn required(&self, key: &str) -> Result<String, Failure> {
+        self.config_text(key)
+            .ok_or_else(|| Failure::Provisioning(format!("the device config has no `{key}`")))
+    }
+
+    /// A config list of commands (`reboot_script`, …); a single string counts as one.
+    pub fn config_commands(&self, key: &str) -> Vec<String> {
+        match self.config.get(key) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|item| item.as_str().map(str::to_string))
+                .collect(),
+            Some(Value::String(single)) if !single.is_empty() => vec![single.clone()],
+            _ => Vec::new(),
+        }
+    }
+
+    /// `test_data.test_username`, or `ubuntu`.
+    pub fn test_username(&self) -> String {
+        self.job
+            .pointer("/test_data/test_username")
+            .and_then(Value::as_str)
+            .filter(|u| !u.is_empty())
+            .unwrap_or("ubuntu")
+            .to_string()
+    }
+}
+
+/// The connector's log lines on stderr, in the reference's format:
+/// `2026-11-24 20:02:01,968 fake001 INFO: DEVICE CONNECTOR: BEGIN provision`.
+#[derive(Clone)]
+pub struct Log {
+    agent_name: String,
+}
+
+impl Log {
+    pub fn info(&self, message: &str) {
+        self.line("INFO", message);
+    }
+
+    pub fn warning(&self, message: &str) {
+        self.line("WARNING", message);
+    }
+
+    pub fn error(&self, message: &str) {
+        self.line("ERROR", message);
+    }
+
+    fn line(&self, level: &str, message: &str) {
+        let now = crate::job::time::now();
+        let seconds = crate::job::time::render(now);
+        let stamp = format!(
+            "{} {},{:03}",
+            &seconds[..10],
+            &seconds[11..19],
+            now.rem_euclid(1_000_000) / 1000
+        );
+        let mut stderr = std::io::stderr().lock();
+        let _ = writeln!(
+            stderr,
+            "{stamp} {} {level}: DEVICE CONNECTOR: {message}",
+            self.agent_name
+        );
+        let _ = stderr.flush();
+    }
+}
+
+pub fn run(args: ConnectorArgs) -> ExitCode {
+    let config = match load_config(&args.config) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let job = match std::fs::read_to_string(&args.job_data)
+        .map_err(|e| e.to_string())
+        .and_then(|text| serde_json::from_str::<Value>(&text).map_err(|e| e.to_string()))
+    {
+        Ok(job) => job,
+        Err(reason) => {
+            eprintln!("cannot read the job {}: {reason}", args.job_data.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let log = Log {
+        agent_name: text_of(config.get("agent_name")),
+    };
+    write_device_info(&config, &log);
+    let context = Context {
+        runner: Runner::new(log.clone(), &config),
+        config,
+        job,
+        log,
+    };
+    let outcome = stages::run(args.device, args.stage, &context);
+    match outcome {
+        Ok(code) => ExitCode::from((code.rem_euclid(256)) as u8),
+        Err(failure) => {
+            context.log.error(failure.message());
+            record_failure(args.stage, &failure);
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}
+
+fn text_of(value: Option<&Value>) -> String {
+    match value {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// The device config: a YAML mapping. Problems are one line naming the file.
+fn load_config(path: &Path) -> Result<Map<String, Value>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the device config {}: {e}", path.display()))?;
+    match crate::cli::yaml::parse(&text) {
+        Ok(Value::Object(config)) => Ok(config),
+        Ok(_) => Err(format!(
+            "the device config {} must be a mapping of keys to values",
+            path.display()
+        )),
+        Err(e) => Err(format!(
+            "the device config {} is not valid YAML: {e}",
+            path.display()
+        )),
+    }
+}
+
+/// `device-info.json`: the device's address and agent, for the agent to publish. Written
+/// for every stage, with each key only if the config has a value for it.
+fn write_device_info(config: &Map<String, Value>, log: &Log) {
+    let mut info = Map::new();
+    for key in ["device_ip", "agent_name"] {
+        let value = text_of(config.get(key));
+        if !value.is_empty() {
+            info.insert(key.into(), Value::String(value));
+        }
+    }
+    let document = json!({ "device_info": info });
+    if let Err(error) = std::fs::write("device-info.json", document.to_string()) {
+        log.warning(&format!("cannot write device-info.json: {error}"));
+    }
+}
+
+/// Appends the failure to `device-connector-error.json`, where the agent finds the detail
+/// of a failed phase.
+fn record_failure(stage: Stage, failure: &Failure) {
+    let record = json!({
+        format!("{}_exception_info", stage.name()): {
+            "exception_name": failure.kind(),
+            "exception_message": failure.message(),
+            "exception_cause": null,
+        }
+    });
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open("device-connector-error.json");
+    if let Ok(mut file) = file {
+        let _ = file.write_all(record.to_string().as_bytes());
+    }
+}

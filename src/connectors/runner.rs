@@ -1,0 +1,198 @@
+//! The one way connectors run external commands (`ssh`, `ssh-import-id`, `maas`,
+//! `ilorest`, the reboot scripts, …): found on `PATH` (so tests put fakes first), with a
+//! time limit, output captured, and the command line logged with credentials masked.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+
+use super::Log;
+
+/// What a command printed (stdout and stderr together) and how it ended.
+#[derive(Debug)]
+pub struct Output {
+    pub status: i32,
+    pub text: String,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.status == 0
+    }
+}
+
+#[derive(Debug)]
+pub enum RunError {
+    /// The program is not installed (or not on `PATH`).
+    Missing(String),
+    /// It ran past its time limit and was killed.
+    TimedOut(Duration),
+    Io(String),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Missing(program) => {
+                write!(f, "{program} is not installed (not found on PATH)")
+            }
+            RunError::TimedOut(limit) => write!(f, "timed out after {}s", limit.as_secs()),
+            RunError::Io(reason) => f.write_str(reason),
+        }
+    }
+}
+
+pub struct Runner {
+    log: Log,
+    /// Values never to show in logged command lines.
+    secrets: Vec<String>,
+}
+
+/// Config keys whose values are credentials.
+fn is_secret_key(key: &str) -> bool {
+    ["password", "secret", "token", "credential", "api_key"]
+        .iter()
+        .any(|word| key.to_ascii_lowercase().contains(word))
+}
+
+impl Runner {
+    pub fn new(log: Log, config: &Map<String, Value>) -> Runner {
+        let secrets = config
+            .iter()
+            .filter(|(key, _)| is_secret_key(key))
+            .filter_map(|(_, value)| value.as_str().map(str::to_string))
+            .filter(|value| !value.is_empty())
+            .collect();
+        Runner { log, secrets }
+    }
+
+    /// The command line as it may be logged.
+    pub fn shown(&self, argv: &[&str]) -> String {
+        let mut line = argv.join(" ");
+        for secret in &self.secrets {
+            line = line.replace(secret.as_str(), "****");
+        }
+        line
+    }
+
+    /// Runs `argv` (no shell), output captured, killed after `limit`.
+    pub fn run(&self, argv: &[&str], limit: Option<Duration>) -> Result<Output, RunError> {
+        let Some((program, args)) = argv.split_first() else {
+            return Err(RunError::Io("an empty command".into()));
+        };
+        self.log.info(&format!("Running: {}", self.shown(argv)));
+        let mut command = Command::new(program);
+        command.args(args);
+        self.run_command(command, program, limit)
+    }
+
+    fn run_command(
+        &self,
+        mut command: Command,
+        program: &str,
+        limit: Option<Duration>,
+    ) -> Result<Output, RunError> {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|error| match error.kind() {
+                std::io::ErrorKind::NotFound => RunError::Missing(program.to_string()),
+                _ => RunError::Io(format!("cannot run {program}: {error}")),
+            })?;
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let err_reader = std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = stderr.read_to_end(&mut text);
+            text
+        });
+        let out_reader = std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = stdout.read_to_end(&mut text);
+            text
+        });
+        let started = Instant::now();
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) => {}
+                Err(error) => return Err(RunError::Io(error.to_string())),
+            }
+            if let Some(limit) = limit {
+                if started.elapsed() >= limit {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(RunError::TimedOut(limit));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut text = out_reader.join().unwrap_or_default();
+        text.extend(err_reader.join().unwrap_or_default());
+        Ok(Output {
+            status: exit_status(status),
+            text: String::from_utf8_lossy(&text).into_owned(),
+        })
+    }
+
+    /// Runs a test command with `/bin/sh -c` in `environment` (replacing the process's),
+    /// relaying its output line by line to stdout as it comes; returns its exit status.
+    pub fn run_relayed(
+        &self,
+        program: &str,
+        args: &[&str],
+        environment: &[(String, String)],
+    ) -> Result<i32, RunError> {
+        let mut child = Command::new(program)
+            .args(args)
+            .env_clear()
+            .envs(environment.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|error| match error.kind() {
+                std::io::ErrorKind::NotFound => RunError::Missing(program.to_string()),
+                _ => RunError::Io(format!("cannot run {program}: {error}")),
+            })?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let relay_errors = std::thread::spawn(move || relay(stderr));
+        if let Some(stdout) = child.stdout.take() {
+            relay(stdout);
+        }
+        let _ = relay_errors.join();
+        let status = child.wait().map_err(|e| RunError::Io(e.to_string()))?;
+        Ok(exit_status(status))
+    }
+}
+
+/// Copies lines to our stdout, flushing each (the agent streams it).
+fn relay(stream: impl Read) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    let stdout = std::io::stdout();
+    while reader
+        .read_until(b'\n', &mut line)
+        .map(|n| n > 0)
+        .unwrap_or(false)
+    {
+        let mut out = stdout.lock();
+        let _ = out.write_all(&line);
+        let _ = out.flush();
+        line.clear();
+    }
+}
+
+/// The status as Python reports it: a signal `n` is `-n`, i.e. `256 - n` on exit.
+fn exit_status(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => -signal,
+        (None, None) => 1,
+    }
+}

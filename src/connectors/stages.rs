@@ -1,0 +1,337 @@
+//! The stages every device shares (the reference's default device): the pre-provision
+//! hook, `runtest`, `allocate`, `reserve` and `cleanup`, and the dispatch from
+//! `(device, stage)` to the implementation.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use clap::ValueEnum;
+use serde_json::Value;
+
+use super::runner::RunError;
+use super::serial::SerialLogger;
+use super::{fake, noprovision, Context, Device, Failure, Stage, StageResult};
+
+pub fn run(device: Device, stage: Stage, context: &Context) -> StageResult {
+    match (device, stage) {
+        (Device::FakeConnector, Stage::Provision) => fake::provision(context),
+        (Device::Noprovision, Stage::Provision) => noprovision::provision(context),
+        (Device::FakeConnector | Device::Noprovision, stage) => default_stage(stage, context),
+        (device, _) => {
+            let name = device
+                .to_possible_value()
+                .map(|v| v.get_name().to_string())
+                .unwrap_or_default();
+            Err(Failure::Provisioning(format!(
+                "the {name} connector is not built into tf yet"
+            )))
+        }
+    }
+}
+
+fn default_stage(stage: Stage, context: &Context) -> StageResult {
+    match stage {
+        Stage::Provision => {
+            pre_provision_hook(context);
+            Ok(0)
+        }
+        Stage::FirmwareUpdate => Err(Failure::Provisioning(
+            "firmware updates are not built into tf yet for this device".into(),
+        )),
+        Stage::Runtest => runtest(context),
+        // The agent publishes device-info.json (written for every stage) and waits.
+        Stage::Allocate => Ok(0),
+        Stage::Reserve => reserve(context),
+        Stage::Cleanup => Ok(0),
+    }
+}
+
+/// What every provision does first: prepare the control host, if the device has one.
+pub fn pre_provision_hook(context: &Context) {
+    context.log.info("Running pre-provision hook");
+    if context.config_text("control_host").is_some() {
+        context
+            .log
+            .warning("control-host hooks are not built into tf yet: skipped");
+    }
+}
+
+/// Runs the job's `test_data.test_cmds` on the agent host: a list of commands (the
+/// last one's status counts), or a script (`#!/bin/bash` unless it has its own).
+pub fn runtest(context: &Context) -> StageResult {
+    context.log.info("BEGIN testrun");
+    let Some(test_data) = context.job.get("test_data") else {
+        return Err(Failure::Provisioning("the job has no test_data".into()));
+    };
+    let _serial = SerialLogger::start(context, "test-serial.log");
+    let environment = test_environment(context, test_data);
+    let status = match test_data.get("test_cmds") {
+        Some(Value::Array(commands)) => {
+            if commands.is_empty() {
+                return Err(Failure::Provisioning("test_cmds is an empty list".into()));
+            }
+            let mut status = 0;
+            for command in commands {
+                let command = templated(
+                    &command
+                        .as_str()
+                        .map_or_else(|| command.to_string(), str::to_string),
+                    context,
+                );
+                context.log.info(&format!("Running: {command}"));
+                status = run_test_command(context, "/bin/sh", &["-c", &command], &environment)?;
+                if status != 0 {
+                    context.log.warning(&format!("Command failed, rc={status}"));
+                }
+            }
+            status
+        }
+        Some(Value::String(script)) => {
+            let script = if script.starts_with("#!") {
+                script.clone()
+            } else {
+                format!("#!/bin/bash\n{script}")
+            };
+            let script = templated(&script, context);
+            let written = std::fs::write("tf_cmd_script", script).and_then(|()| {
+                std::fs::set_permissions("tf_cmd_script", std::fs::Permissions::from_mode(0o775))
+            });
+            if let Err(error) = written {
+                return Err(Failure::Provisioning(format!(
+                    "cannot write tf_cmd_script: {error}"
+                )));
+            }
+            let status = run_test_command(context, "./tf_cmd_script", &[], &environment)?;
+            if status != 0 {
+                context.log.warning(&format!("Tests failed, rc={status}"));
+            }
+            status
+        }
+        _ => {
+            context
+                .log
+                .error("test_cmds field must be a list or string");
+            1
+        }
+    };
+    context.log.info("END testrun");
+    Ok(status)
+}
+
+fn run_test_command(
+    context: &Context,
+    program: &str,
+    args: &[&str],
+    environment: &[(String, String)],
+) -> StageResult {
+    context
+        .runner
+        .run_relayed(program, args, environment)
+        .map_err(|error| Failure::Provisioning(format!("cannot run the test commands: {error}")))
+}
+
+/// The test commands' environment: ours, the config's `env:` map, `AGENT_NAME`,
+/// `REBOOT_SCRIPT` and the job's secrets; empty values are dropped, as the reference does.
+fn test_environment(context: &Context, test_data: &Value) -> Vec<(String, String)> {
+    let mut environment: Vec<(String, String)> = std::env::vars().collect();
+    let mut set = |key: String, value: String| {
+        environment.retain(|(k, _)| *k != key);
+        environment.push((key, value));
+    };
+    if let Some(Value::Object(extra)) = context.config.get("env") {
+        for (key, value) in extra {
+            set(key.clone(), scalar_text(value));
+        }
+    }
+    set(
+        "AGENT_NAME".into(),
+        context.config_text("agent_name").unwrap_or_default(),
+    );
+    set(
+        "REBOOT_SCRIPT".into(),
+        context.config_commands("reboot_script").join(";"),
+    );
+    if let Some(Value::Object(secrets)) = test_data.get("secrets") {
+        for (key, value) in secrets {
+            set(key.clone(), scalar_text(value));
+        }
+    }
+    environment.retain(|(_, value)| !value.is_empty());
+    environment
+}
+
+/// A config value as an environment string (the reference crashes on non-strings).
+fn scalar_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null | Value::Bool(false) => String::new(),
+        Value::Bool(true) => "True".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The reference's deprecated templating, applied only when the text has `{{`:
+/// `{key}` of a config key becomes its value, other `{…}` stay, `{{`/`}}` become `{`/`}`.
+fn templated(text: &str, context: &Context) -> String {
+    if !text.contains("{{") {
+        return text.to_string();
+    }
+    context
+        .log
+        .warning("DEPRECATED - Detected use of double-braces in test_cmds");
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(['{', '}']) {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            out.push_str(&tail[..1]);
+            rest = &tail[2..];
+        } else if let (true, Some(end)) = (tail.starts_with('{'), tail.find('}')) {
+            let name = &tail[1..end];
+            let base = name.split(['[', '.']).next().unwrap_or_default();
+            match context.config.get(base) {
+                Some(value) if !base.is_empty() && base == name => {
+                    out.push_str(&scalar_text(value))
+                }
+                _ => out.push_str(&tail[..=end]),
+            }
+            rest = &tail[end + 1..];
+        } else {
+            out.push_str(&tail[..1]);
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Lets the job's keys in, prints the reservation banner, and holds the device for the
+/// reservation's time. Key problems are logged, never fatal: the agent's own key is
+/// already authorised on the device.
+pub fn reserve(context: &Context) -> StageResult {
+    context.log.info("BEGIN reservation");
+    let user = context.test_username();
+    let device_ip = context.required("device_ip")?;
+    let Some(reserve_data) = context.job.get("reserve_data") else {
+        return Err(Failure::Provisioning("the job has no reserve_data".into()));
+    };
+    let keys: Vec<String> = reserve_data
+        .get("ssh_keys")
+        .and_then(Value::as_array)
+        .map(|keys| {
+            keys.iter()
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    for key in &keys {
+        if import_key(context, key) {
+            copy_key(context, &user, &device_ip);
+        }
+    }
+    let timeout = match reserve_data.get("timeout") {
+        None | Some(Value::Null) => 3600,
+        Some(value) => crate::job::duration::parse_duration(value).unwrap_or(3600),
+    };
+    let now = crate::job::time::now();
+    let expires = now + timeout as i64 * 1_000_000;
+    let job_id = context
+        .job
+        .get("job_id")
+        .and_then(Value::as_str)
+        .unwrap_or("<job_id>");
+    let mut banner =
+        format!("*** TESTFLINGER SYSTEM RESERVED ***\nYou can now connect to {user}@{device_ip}\n");
+    if let (Some(host), Some(port)) = (
+        context.config_text("serial_host"),
+        context.config_text("serial_port"),
+    ) {
+        banner.push_str(&format!(
+            "Serial access is available via: telnet {host} {port}\n"
+        ));
+    }
+    banner.push_str(&format!(
+        "Current time:           [{}]\nReservation expires at: [{}]\nReservation will automatically timeout in {timeout} seconds\nTo end the reservation sooner use: testflinger-cli cancel {job_id}\n",
+        crate::job::time::render_micros(now),
+        crate::job::time::render_micros(expires)
+    ));
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(banner.as_bytes());
+    let _ = stdout.flush();
+    drop(stdout);
+    std::thread::sleep(Duration::from_secs(timeout));
+    Ok(0)
+}
+
+/// Attempts at `ssh-import-id` and the pauses between them (the reference tries ten
+/// times over about eight minutes; a key that fails this quickly rarely works later).
+const IMPORT_PAUSES: [u64; 3] = [1, 2, 4];
+
+fn import_key(context: &Context, key: &str) -> bool {
+    let log = &context.log;
+    for attempt in 0..=IMPORT_PAUSES.len() {
+        let _ = std::fs::remove_file("key.pub");
+        match context.runner.run(
+            &["ssh-import-id", "-o", "key.pub", key],
+            Some(Duration::from_secs(30)),
+        ) {
+            Ok(output) if output.success() => {
+                log.info(&format!("Successfully imported key: {key}"));
+                return true;
+            }
+            Ok(output) if output.text.contains("status_code=404") => {
+                log.error(&format!("Failed to import ssh key: {key}. User not found."));
+                return false;
+            }
+            Err(RunError::Missing(program)) => {
+                log.error(&format!(
+                    "Failed to import ssh key: {key}. {program} is not installed."
+                ));
+                return false;
+            }
+            _ => {
+                log.warning(&format!("Unable to import ssh key from: {key}"));
+                if let Some(pause) = IMPORT_PAUSES.get(attempt) {
+                    log.info("Retrying...");
+                    std::thread::sleep(Duration::from_secs(*pause));
+                }
+            }
+        }
+    }
+    log.error(&format!(
+        "Failed to import ssh key: {key}. Maximum retries reached"
+    ));
+    false
+}
+
+fn copy_key(context: &Context, user: &str, device_ip: &str) {
+    let target = format!("{user}@{device_ip}");
+    let argv = [
+        "ssh-copy-id",
+        "-f",
+        "-i",
+        "key.pub",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        &target,
+    ];
+    for attempt in 0..3 {
+        match context.runner.run(&argv, Some(Duration::from_secs(30))) {
+            Ok(output) if output.success() => return,
+            _ => {
+                context
+                    .log
+                    .warning("Error copying ssh key to device for: key.pub");
+                if attempt < 2 {
+                    context.log.info("Retrying...");
+                    std::thread::sleep(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+    context.log.error("Failed to copy ssh key: key.pub");
+}

@@ -61,8 +61,16 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let home = tempfile::Builder::new().prefix("tf-demo-").tempdir()?;
     let dir = home.path();
     let tf = std::env::current_exe().context("cannot find the tf binary")?;
-    // The demo's client keeps its history and tokens to itself.
+    // The demo's client keeps its history and tokens to itself, and ignores the user's
+    // credentials for other servers.
     std::env::set_var("XDG_CONFIG_HOME", dir.join("config"));
+    for variable in [
+        "TESTFLINGER_SERVER",
+        "TESTFLINGER_CLIENT_ID",
+        "TESTFLINGER_SECRET_KEY",
+    ] {
+        std::env::remove_var(variable);
+    }
 
     println!(
         "tf demo: a lab server, an agent and a job, all on this machine ({})",

@@ -169,8 +169,18 @@ impl Api {
         body: RequestBody,
         timeout: Duration,
     ) -> Result<Reply, ApiError> {
-        self.exchange(path, timeout, self.respond(&method, path, &body))
+        // The token first: obtaining it may take a person logging in, not a timeout.
+        let token = self.current_token().await?;
+        self.exchange(path, timeout, self.respond(&method, path, &body, token))
             .await
+    }
+
+    /// The bearer token to send (fetched on first use), if this client has one.
+    async fn current_token(&self) -> Result<Option<String>, ApiError> {
+        match &self.bearer {
+            Some(bearer) => bearer.current().await.map_err(ApiError::Auth),
+            None => Ok(None),
+        }
     }
 
     /// A JSON POST without the bearer token and without the 401 replay (token renewal).
@@ -237,12 +247,12 @@ impl Api {
         method: &Method,
         path: &str,
         body: &RequestBody,
+        token: Option<String>,
     ) -> Result<Response<ReplyBody>, ApiError> {
         let Some(bearer) = &self.bearer else {
             let response = self.respond_once(method, path, body, None).await?;
             return Ok(response.map(BodyExt::boxed));
         };
-        let token = bearer.current().await.map_err(ApiError::Auth)?;
         let authorization = token.map(|t| format!("Bearer {t}"));
         let response = self.respond_once(method, path, body, authorization).await?;
         let (response, token_refused) = match response.status() {
@@ -372,9 +382,10 @@ impl Api {
             path: destination.to_path_buf(),
             source,
         };
+        let token = self.current_token().await?;
         let transfer = async {
             let response = self
-                .respond(&Method::GET, path, &RequestBody::Empty)
+                .respond(&Method::GET, path, &RequestBody::Empty, token)
                 .await?;
             let status = response.status();
             if !status.is_success() {

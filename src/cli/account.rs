@@ -143,11 +143,12 @@ pub async fn secret(session: &Session, command: SecretCommand) -> anyhow::Result
 
 /// `strftime("%Y-%m-%d %H:%M:%S %Z")` of an ISO time: `+00:00` reads `UTC`.
 fn expiry_text(iso: &str) -> String {
-    if iso.len() < 19 {
+    let (Some(date), Some(time), Some(rest)) = (iso.get(..10), iso.get(11..19), iso.get(19..))
+    else {
         return iso.to_string();
-    }
-    let when = format!("{} {}", &iso[..10], &iso[11..19]);
-    let offset = iso[19..].trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
+    };
+    let when = format!("{date} {time}");
+    let offset = rest.trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
     let zone = match offset {
         "" => String::new(),
         "Z" | "+00:00" => "UTC".into(),

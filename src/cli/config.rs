@@ -77,15 +77,39 @@ impl Ini {
 
     /// Writes the section as configparser does: header, `key = value` lines, blank line.
     pub fn write(&self, path: &Path, section: &str) -> anyhow::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, self.render(section))
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    fn render(&self, section: &str) -> String {
         let mut text = format!("[{section}]\n");
         for (key, value) in &self.entries {
             text.push_str(&format!("{key} = {value}\n"));
         }
         text.push('\n');
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+        text
+    }
+
+    /// Writes the section readable by its owner only, replacing the file in one step
+    /// (for the stored refresh token).
+    pub fn write_private(&self, path: &Path, section: &str) -> anyhow::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let partial = path.with_extension("partial");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&partial)
+            .with_context(|| format!("cannot write {}", partial.display()))?;
+        file.write_all(self.render(section).as_bytes())?;
+        std::fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display()))
     }
 }
 

@@ -19,19 +19,40 @@ pub const NO_JOB_DATA: &str =
 pub const INVALID_JOB_ID: &str =
     "Invalid job id specified. Check the job id to be sure it is correct";
 
-/// The job's state from `GET /v1/result/<id>`, with the reference's wording for the
-/// two answers that mean "no such job".
-pub async fn job_state(session: &Session, job_id: &str) -> Result<String, anyhow::Error> {
+/// Why a job's state could not be had.
+pub enum StateError {
+    /// The server says there is no such job (204) or the id is invalid (400): the
+    /// reference's wording, exit 1.
+    NoSuchJob(&'static str),
+    /// A refused login or the VPN wall: the message, exit 1.
+    Fatal(String),
+    /// Anything else (the network, the server failing).
+    Unavailable(Failure),
+}
+
+impl StateError {
+    pub fn into_error(self) -> anyhow::Error {
+        match self {
+            StateError::NoSuchJob(message) => anyhow::anyhow!(message),
+            StateError::Fatal(message) => anyhow::anyhow!(message),
+            StateError::Unavailable(failure) => failure.into_error(),
+        }
+    }
+}
+
+/// The job's state from `GET /v1/result/<id>` (`None` printed as the reference does).
+pub async fn job_state(session: &Session, job_id: &str) -> Result<String, StateError> {
     match session.get(&format!("/v1/result/{job_id}")).await {
         Ok(result) => Ok(match result.get("job_state") {
             Some(Value::String(state)) => state.clone(),
             _ => "None".into(),
         }),
-        Err(failure) => match failure.status() {
-            Some(204) => bail!(NO_JOB_DATA),
-            Some(400) => bail!(INVALID_JOB_ID),
-            _ => Err(failure.into_error()),
-        },
+        Err(failure) => Err(match failure {
+            Failure::Status { status: 204, .. } => StateError::NoSuchJob(NO_JOB_DATA),
+            Failure::Status { status: 400, .. } => StateError::NoSuchJob(INVALID_JOB_ID),
+            Failure::Fatal(message) => StateError::Fatal(message),
+            other => StateError::Unavailable(other),
+        }),
     }
 }
 
@@ -41,13 +62,11 @@ pub async fn status(session: &Session, job_id: &str) -> anyhow::Result<ExitCode>
             History::load().update(job_id, &state);
             println!("{state}");
         }
-        Err(error) if [NO_JOB_DATA, INVALID_JOB_ID].contains(&error.to_string().as_str()) => {
-            return Err(error)
-        }
         // The reference's soft failure: stdout, exit 0.
-        Err(_) => println!(
+        Err(StateError::Unavailable(_)) => println!(
             "Unable to retrieve job state from the server, check your connection or try again later."
         ),
+        Err(other) => return Err(other.into_error()),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -108,7 +127,9 @@ pub async fn artifacts(session: &Session, args: &ArtifactsArgs) -> anyhow::Resul
     println!("Downloading artifacts tarball...");
     let path = format!("/v1/result/{}/artifact", args.job_id);
     // Into a temporary name first: a failed download never clobbers an older tarball.
-    let partial = args.filename.with_extension("partial");
+    let mut partial = args.filename.clone().into_os_string();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
     let progress = std::io::stderr()
         .is_terminal()
         .then(|| Progress::start(&partial));
@@ -136,6 +157,9 @@ pub async fn artifacts(session: &Session, args: &ArtifactsArgs) -> anyhow::Resul
                 }
                 None => match error {
                     crate::api::ApiError::Auth(message) => bail!("{message}"),
+                    crate::api::ApiError::File { path, source } => {
+                        bail!("cannot write {}: {source}", path.display())
+                    }
                     other => bail!("Unable to communicate with specified server. ({other})"),
                 },
             }
@@ -245,6 +269,8 @@ fn short_utc(seconds: i64) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
+    // Clamped to years 1970–9999 so that a damaged history cannot overflow the arithmetic.
+    let seconds = seconds.clamp(0, 253_402_300_799);
     let iso = crate::job::time::render(seconds * 1_000_000); // YYYY-MM-DDTHH:MM:SSZ
     let day_index = seconds.div_euclid(86400).rem_euclid(7) as usize;
     let month: usize = iso[5..7].parse().unwrap_or(1);

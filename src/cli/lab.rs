@@ -23,11 +23,8 @@ pub async fn list_queues(session: &Session, args: &JsonFlag) -> anyhow::Result<E
     let queues = match session.get("/v1/agents/queues").await {
         Ok(Value::Object(queues)) => queues,
         Ok(_) => Map::new(),
-        Err(failure @ Failure::Status { .. }) => {
-            eprintln!(
-                "ERROR: Unable to get a list of queues from the server. ({})",
-                failure.message()
-            );
+        Err(Failure::Status { .. }) => {
+            eprintln!("ERROR: Unable to get a list of queues from the server.");
             Map::new()
         }
         Err(failure) => return Err(failure.into_error()),
@@ -306,6 +303,7 @@ pub async fn agent_status(session: &Session, args: &AgentStatusArgs) -> anyhow::
         Err(failure) if failure.status() == Some(404) => {
             bail!("Agent '{}' does not exist.", args.agent_name)
         }
+        Err(Failure::Fatal(message)) => bail!("{message}"),
         Err(_) => bail!(
             "Unable to retrieve agent status from the server, check your connection or try again later."
         ),
@@ -361,6 +359,7 @@ pub async fn queue_status(session: &Session, args: &QueueStatusArgs) -> anyhow::
             status: 404,
             message,
         }) => bail!("{message}"),
+        Err(Failure::Fatal(message)) => bail!("{message}"),
         Err(_) => bail!(unavailable),
     };
     let jobs = match session.get(&format!("/v1/queues/{queue}/jobs")).await {
@@ -466,11 +465,9 @@ fn created_text(value: &Value) -> String {
     if text.is_empty() {
         return "Unknown".into();
     }
-    let bytes = text.as_bytes();
-    if bytes.len() >= 19 && matches!(bytes[10], b'T' | b' ') {
-        format!("{} {}", &text[..10], &text[11..19])
-    } else {
-        text.to_string()
+    match (text.get(..10), text.get(10..11), text.get(11..19)) {
+        (Some(date), Some("T" | " "), Some(time)) => format!("{date} {time}"),
+        _ => text.to_string(),
     }
 }
 

@@ -89,11 +89,17 @@ impl Login {
 
     async fn with_credentials(&self, id: &str, key: &str) -> TokenResult {
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{key}"));
-        let reply = self
-            .api
-            .send_authorized(Method::POST, "/v1/oauth2/token", &format!("Basic {basic}"), RequestBody::Empty, TIMEOUT)
-            .await
-            .map_err(|e| timeout_or(e, "Connection to testflinger server timed out while authenticating with basic client_id+secret_key credentials."))?;
+        let Some(reply) = self
+            .ask(
+                "/v1/oauth2/token",
+                &format!("Basic {basic}"),
+                RequestBody::Empty,
+                "Connection to testflinger server timed out while authenticating with basic client_id+secret_key credentials.",
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
         match reply.status.as_u16() {
             200 => {
                 let body: Value = reply.json().unwrap_or(Value::Null);
@@ -112,20 +118,18 @@ impl Login {
     }
 
     async fn refresh(&self, refresh_token: &str) -> Result<Refreshed, String> {
-        let reply = self
-            .api
-            .post_unauthenticated(
+        let body = RequestBody::json(&json!({"refresh_token": refresh_token}));
+        let Some(reply) = self
+            .ask(
                 "/v1/oauth2/refresh",
-                &json!({"refresh_token": refresh_token}),
-                TIMEOUT,
+                "",
+                body,
+                "Connection timed out while refreshing authentication token.",
             )
-            .await
-            .map_err(|e| {
-                timeout_or(
-                    e,
-                    "Connection timed out while refreshing authentication token.",
-                )
-            })?;
+            .await?
+        else {
+            return Ok(Refreshed::Nothing);
+        };
         match reply.status.as_u16() {
             200 => Ok(reply
                 .json::<Value>()
@@ -144,17 +148,17 @@ impl Login {
         let failed = |reason: &str| {
             format!("OIDC authentication with Testflinger server failed with following reason: {reason} Please reauthenticate with server.")
         };
-        let init = self
-            .api
-            .send_authorized(
-                Method::POST,
+        let Some(init) = self
+            .ask(
                 "/oidc/auth-init",
                 "",
                 RequestBody::Empty,
-                TIMEOUT,
+                "Connection timed out while initiating OIDC login.",
             )
-            .await
-            .map_err(|e| timeout_or(e, "Connection timed out while initiating OIDC login."))?;
+            .await?
+        else {
+            return Ok(None);
+        };
         match init.status.as_u16() {
             404 => return Ok(None),
             200 => {}
@@ -188,13 +192,17 @@ impl Login {
         let poll_path = format!("/oidc/auth-poll/{}", field("request_id"));
         while Instant::now() < deadline {
             tokio::time::sleep(Duration::from_secs(interval)).await;
-            let reply = self
-                .api
-                .send_authorized(Method::POST, &poll_path, "", RequestBody::Empty, TIMEOUT)
-                .await
-                .map_err(|e| {
-                    timeout_or(e, "Connection timed out while authenticating with OIDC.")
-                })?;
+            let Some(reply) = self
+                .ask(
+                    &poll_path,
+                    "",
+                    RequestBody::Empty,
+                    "Connection timed out while authenticating with OIDC.",
+                )
+                .await?
+            else {
+                continue; // the server is briefly away: ask again at the next interval
+            };
             let body: Value = reply.json().unwrap_or(Value::Null);
             if reply.status.as_u16() == 200 {
                 let access = body
@@ -238,11 +246,35 @@ impl Login {
         Err(failed("Authentication timed out. Please try again."))
     }
 
+    /// A login request. A server that does not answer is no login failure (`None`: go on
+    /// anonymously, the command's own request will report it); a timeout is one.
+    async fn ask(
+        &self,
+        path: &str,
+        authorization: &str,
+        body: RequestBody,
+        timeout_message: &str,
+    ) -> Result<Option<Reply>, String> {
+        match self
+            .api
+            .send_authorized(Method::POST, path, authorization, body, TIMEOUT)
+            .await
+        {
+            Ok(reply) => Ok(Some(reply)),
+            Err(crate::api::ApiError::Unreachable { reason, .. })
+                if reason.starts_with("no answer within") =>
+            {
+                Err(timeout_message.to_string())
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
     fn store_token(&self, client_id: &str, refresh_token: &str) {
         let mut ini = Ini::default();
         ini.set("client_id", client_id);
         ini.set("refresh_token", refresh_token);
-        let _ = ini.write(&self.store, AUTH_SECTION);
+        let _ = ini.write_private(&self.store, AUTH_SECTION);
         self.set_client_id(Some(client_id.to_string()));
     }
 }
@@ -257,16 +289,6 @@ enum Refreshed {
 
 fn text(reply: &Reply) -> String {
     String::from_utf8_lossy(&reply.body).trim().to_string()
-}
-
-/// The reference's timeout message, or the connection error itself.
-fn timeout_or(error: crate::api::ApiError, timeout_message: &str) -> String {
-    let text = error.to_string();
-    if text.contains("no answer within") {
-        timeout_message.to_string()
-    } else {
-        format!("Unable to communicate with specified server. ({text})")
-    }
 }
 
 /// `permissions.client_id` of a JWT, read without checking the signature (as the

@@ -120,12 +120,7 @@ pub fn credential_pairing_error(command: &ClientCommand) -> Option<&'static str>
 /// Runs a client command; errors are printed as the reference prints them (the message
 /// alone on stderr, exit 1).
 pub fn run(options: GlobalOptions, command: ClientCommand) -> ExitCode {
-    // Like any command-line tool: output into a closed pipe (`tf jobs | head -1`) ends the
-    // process quietly instead of failing a write. (Rust ignores SIGPIPE by default.)
-    // SAFETY: restoring the default action of one signal at startup.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    end_quietly_on_closed_stdout();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -139,11 +134,45 @@ pub fn run(options: GlobalOptions, command: ClientCommand) -> ExitCode {
     match runtime.block_on(dispatch(options, command)) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("{error:#}");
+            if error.downcast_ref::<AlreadyReported>().is_none() {
+                eprintln!("{error:#}");
+            }
             ExitCode::FAILURE
         }
     }
 }
+
+/// Output into a closed pipe (`tf jobs | head -1`) ends the process quietly, as with
+/// any command-line tool, instead of a panic message. SIGPIPE stays ignored: the HTTP
+/// client's sockets must get EPIPE as an error, not kill the process mid-upload.
+fn end_quietly_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
+/// A failure whose message was already printed (on stdout, where the reference prints
+/// some): the command just exits 1.
+#[derive(Debug)]
+pub struct AlreadyReported;
+
+impl std::fmt::Display for AlreadyReported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(reported above)")
+    }
+}
+
+impl std::error::Error for AlreadyReported {}
 
 async fn dispatch(options: GlobalOptions, command: ClientCommand) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(options.configfile.as_deref());
@@ -196,7 +225,7 @@ pub async fn demo_job(
     let text = std::fs::read_to_string(job_file)?;
     let job = yaml::parse(&text).map_err(anyhow::Error::msg)?;
     let base = job_file.parent().unwrap_or(std::path::Path::new("."));
-    let job_id = submit::submit_job(&session, job, base, false, false).await?;
+    let job_id = submit::submit_job(&session, job, base, false).await?;
     println!("$ tf submit {}\njob_id: {job_id}\n", job_file.display());
     println!("$ tf poll {job_id}");
     submit::poll_from(&session, &job_id, 0, false).await?;

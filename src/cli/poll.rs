@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::history::History;
 use super::jobs::{job_state, INVALID_JOB_ID, NO_JOB_DATA};
 use super::pyjson;
-use super::session::Session;
+use super::session::{Failure, Session};
 use crate::api::EXTENSIONS_HEADER;
 use crate::job::PHASES;
 
@@ -57,6 +57,9 @@ pub struct PollArgs {
 /// the way it sends it: `2025-10-15` → `2025-10-15T00:00:00`, `Z` → `+00:00`.
 fn parse_timestamp(text: &str) -> Result<String, String> {
     let invalid = || format!("invalid fromisoformat value: '{text}'");
+    if !text.is_ascii() {
+        return Err(invalid());
+    }
     let (date, rest) = text.split_at(text.len().min(10));
     let valid_date = date.len() == 10
         && date.as_bytes()[4] == b'-'
@@ -77,6 +80,16 @@ fn parse_timestamp(text: &str) -> Result<String, String> {
         None => (time, ""),
     };
     let offset = if offset == "Z" { "+00:00" } else { offset };
+    let valid_offset = offset.is_empty()
+        || (offset.len() == 6
+            && offset.as_bytes()[3] == b':'
+            && offset[1..3]
+                .chars()
+                .chain(offset[4..].chars())
+                .all(|c| c.is_ascii_digit()));
+    if !valid_offset {
+        return Err(invalid());
+    }
     let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
     let parts: Vec<&str> = hms.split(':').collect();
     let two_digits = |p: &&str| p.len() == 2 && p.chars().all(|c| c.is_ascii_digit());
@@ -84,6 +97,9 @@ fn parse_timestamp(text: &str) -> Result<String, String> {
         return Err(invalid());
     }
     let seconds = parts.get(2).copied().unwrap_or("00");
+    if fraction.len() > 6 || !fraction.chars().all(|c| c.is_ascii_digit()) {
+        return Err(invalid());
+    }
     let fraction = fraction.trim_end_matches('0');
     let fraction = if fraction.is_empty() {
         String::new()
@@ -191,20 +207,32 @@ pub async fn follow(
     let job_id = &args.job_id;
     let job = match session.get(&format!("/v1/job/{job_id}")).await {
         Ok(job) => job,
-        Err(failure) => match failure.status() {
-            Some(204) => bail!(NO_JOB_DATA),
-            Some(400) => bail!(INVALID_JOB_ID),
+        Err(failure) => match failure {
+            Failure::Status { status: 204, .. } => bail!(NO_JOB_DATA),
+            Failure::Status { status: 400, .. } => bail!(INVALID_JOB_ID),
+            Failure::Fatal(message) => bail!(message),
             _ => bail!("Job details could not be fetched."),
         },
     };
-    let initial_state = job_state(session, job_id).await?;
-    let long_poll = server_can_long_poll(session).await;
-    let mut status_line = (std::io::stdout().is_terminal()
-        && !matches!(
-            initial_state.as_str(),
-            "complete" | "completed" | "cancelled"
-        ))
-    .then(|| StatusLine::new(&job));
+    let initial_state = job_state(session, job_id)
+        .await
+        .map_err(|e| e.into_error())?;
+    let extensions = server_extensions(session).await;
+    let long_poll = extensions.contains("long-poll");
+    // The state is all the loop needs from the result; tf serve can leave the logs out.
+    let result_path = if extensions.contains("result-without-logs") {
+        format!("/v1/result/{job_id}?logs=false")
+    } else {
+        format!("/v1/result/{job_id}")
+    };
+    let mut status_line = (std::io::stdout().is_terminal() && !is_terminal(&initial_state))
+        .then(|| StatusLine::new(&job));
+    let mut interrupts = listen_for_interrupts();
+    let mut watch = Watch {
+        session,
+        job_id,
+        interrupts: &mut interrupts,
+    };
 
     let mut history = History::load();
     let mut next_fragment = args.start_fragment;
@@ -216,13 +244,15 @@ pub async fn follow(
     let warn_every = session.settings.get_number("error_threshold", 3)?.max(1);
     loop {
         // The job's state: a change is reported before the output that follows it.
-        let result_path = format!("/v1/result/{job_id}");
-        let result = session.get(&result_path);
-        let result =
-            match interruptible(session, job_id, next_fragment, &mut status_line, result).await? {
-                Some(result) => result,
-                None => continue,
-            };
+        let Some(result) = watch
+            .interruptible(&mut status_line, next_fragment, session.get(&result_path))
+            .await?
+        else {
+            continue;
+        };
+        if let Err(failure) = &result {
+            end_on(failure)?;
+        }
         let state = result
             .as_ref()
             .ok()
@@ -252,10 +282,15 @@ pub async fn follow(
             }
         }
         if state == "waiting" {
-            let reply = session
-                .get_reply(&format!("/v1/job/{job_id}/position"))
-                .await;
-            if let Ok(reply) = reply {
+            let position_path = format!("/v1/job/{job_id}/position");
+            let reply = watch
+                .interruptible(
+                    &mut status_line,
+                    next_fragment,
+                    session.get_reply(&position_path),
+                )
+                .await?;
+            if let Some(Ok(reply)) = reply {
                 let now = String::from_utf8_lossy(&reply.body).trim().to_string();
                 if position.as_deref() != Some(now.as_str()) {
                     print_line(&mut status_line, &position_message(&now));
@@ -267,21 +302,27 @@ pub async fn follow(
         // The output since last time; on tf serve the request waits for news.
         let wait = (long_poll && !is_terminal(&state)).then_some(LONG_POLL_SECONDS);
         let path = log_path(args, log_type, next_fragment, wait);
-        let logs = session.get(&path);
-        let logs =
-            match interruptible(session, job_id, next_fragment, &mut status_line, logs).await? {
-                Some(logs) => logs,
-                None => continue,
-            };
+        let Some(logs) = watch
+            .interruptible(&mut status_line, next_fragment, session.get(&path))
+            .await?
+        else {
+            continue;
+        };
         match logs {
             Ok(response) => {
                 let chunk = combine(&response, log_type, args.phase.as_deref());
-                if chunk.last_fragment >= 0 && !chunk.text.is_empty() {
-                    print_output(&mut status_line, &chunk.text);
+                if chunk.last_fragment >= 0 {
+                    // Even an empty fragment moves us on, or the same answer would repeat.
                     next_fragment = chunk.last_fragment + 1;
+                    if !chunk.text.is_empty() {
+                        print_output(&mut status_line, &chunk.text);
+                    }
                 }
             }
-            Err(failure) => trouble = Some(failure.message()),
+            Err(failure) => {
+                end_on(&failure)?;
+                trouble = Some(failure.message());
+            }
         }
 
         if let (Some(phase), Ok(result)) = (&args.phase, &result) {
@@ -305,7 +346,7 @@ pub async fn follow(
             }
             return Ok(outcome(args, &state, result.ok().as_ref()));
         }
-        match trouble {
+        let pause = match trouble {
             // Never a busy loop: errors back off, up to a minute.
             Some(reason) => {
                 failures += 1;
@@ -314,38 +355,78 @@ pub async fn follow(
                 } else if failures % warn_every == 0 {
                     eprintln!("WARNING: Error communicating with the server for the past {failures} requests, but will continue to retry. Last error: {reason}");
                 }
-                tokio::time::sleep(backoff).await;
+                let pause = backoff;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
+                Some(pause)
             }
             None => {
                 failures = 0;
                 backoff = Duration::from_secs(1);
-                if !long_poll {
-                    tokio::time::sleep(POLL_INTERVAL).await;
-                }
+                (!long_poll).then_some(POLL_INTERVAL)
             }
+        };
+        if let Some(pause) = pause {
+            watch
+                .interruptible(&mut status_line, next_fragment, tokio::time::sleep(pause))
+                .await?;
         }
     }
 }
 
-/// Awaits `request` while redrawing the status line and watching for Ctrl-C; `None`
-/// when the user chose to go on polling after Ctrl-C.
-async fn interruptible<T>(
-    session: &Session,
-    job_id: &str,
-    next_fragment: i64,
-    status_line: &mut Option<StatusLine>,
-    request: impl std::future::Future<Output = T>,
-) -> anyhow::Result<Option<T>> {
-    tokio::select! {
-        answer = request => Ok(Some(answer)),
-        _ = redraw_every_second(status_line) => unreachable!("redraws forever"),
-        _ = tokio::signal::ctrl_c() => {
-            if let Some(line) = status_line {
-                line.clear();
+/// Ends the poll on failures that will not go away by asking again: a refused login,
+/// the VPN wall, or a job the server does not know (any more).
+fn end_on(failure: &Failure) -> anyhow::Result<()> {
+    match failure {
+        Failure::Fatal(message) => bail!("{message}"),
+        Failure::Status { status: 204, .. } => bail!(NO_JOB_DATA),
+        Failure::Status {
+            status: 400,
+            message,
+        } => bail!("{message}"),
+        _ => Ok(()),
+    }
+}
+
+/// Ctrl-C, heard at any moment of the poll (a task keeps listening, so a signal that
+/// arrives during a pause is not lost).
+fn listen_for_interrupts() -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if sender.send(()).is_err() {
+                return;
             }
-            ask_to_cancel(session, job_id, next_fragment).await?;
-            Ok(None)
+        }
+    });
+    receiver
+}
+
+/// What every wait of the poll loop watches besides its own work: Ctrl-C, and the
+/// status line's clock.
+struct Watch<'a> {
+    session: &'a Session,
+    job_id: &'a str,
+    interrupts: &'a mut tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+impl Watch<'_> {
+    /// Awaits `work`; `None` when Ctrl-C came first and the user chose to go on.
+    async fn interruptible<T>(
+        &mut self,
+        status_line: &mut Option<StatusLine>,
+        next_fragment: i64,
+        work: impl std::future::Future<Output = T>,
+    ) -> anyhow::Result<Option<T>> {
+        tokio::select! {
+            answer = work => Ok(Some(answer)),
+            _ = redraw_every_second(status_line) => unreachable!("redraws forever"),
+            _ = self.interrupts.recv() => {
+                if let Some(line) = status_line {
+                    line.clear();
+                }
+                ask_to_cancel(self.session, self.job_id, next_fragment).await?;
+                Ok(None)
+            }
         }
     }
 }
@@ -384,10 +465,16 @@ fn outcome(args: &PollArgs, state: &str, result: Option<&Value>) -> ExitCode {
     }
 }
 
-async fn server_can_long_poll(session: &Session) -> bool {
+/// The extensions the server announces in `GET /v1` (none for a reference server).
+async fn server_extensions(session: &Session) -> String {
     match session.get_reply("/v1").await {
-        Ok(reply) => reply.headers.contains_key(EXTENSIONS_HEADER),
-        Err(_) => false,
+        Ok(reply) => reply
+            .headers
+            .get(EXTENSIONS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        Err(_) => String::new(),
     }
 }
 
@@ -423,13 +510,15 @@ async fn ask_to_cancel(session: &Session, job_id: &str, next_fragment: i64) -> a
         Some('c') => return Ok(()),
         Some('y') => {
             let body = serde_json::json!({"action": "cancel"});
-            if let Err(failure) = session
+            match session
                 .post(&format!("/v1/job/{job_id}/action"), &body)
                 .await
             {
-                if failure.status() == Some(400) {
-                    bail!("Invalid job ID specified or the job is already complete/cancelled.");
+                Ok(_) => {}
+                Err(failure) if failure.status() == Some(400) => {
+                    bail!("Invalid job ID specified or the job is already complete/cancelled.")
                 }
+                Err(failure) => bail!("The job was not cancelled: {}", failure.into_error()),
             }
         }
         _ => {}
@@ -501,7 +590,8 @@ impl StatusLine {
     fn set_state(&mut self, state: &str) {
         self.state = state.to_string();
         self.reserve_until = (state == "reserve")
-            .then(|| Instant::now() + Duration::from_secs(self.reserve_seconds));
+            .then(|| Instant::now().checked_add(Duration::from_secs(self.reserve_seconds)))
+            .flatten();
         self.draw();
     }
 

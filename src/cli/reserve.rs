@@ -134,7 +134,7 @@ pub async fn run(session: &Session, args: &ReserveArgs) -> anyhow::Result<ExitCo
         }
     }
     let here = std::env::current_dir()?;
-    let job_id = submit::submit_job(session, job, &here, false, false).await?;
+    let job_id = submit::submit_job(session, job, &here, false).await?;
     println!("Job submitted successfully!");
     println!("job_id: {job_id}");
     submit::poll_from(session, &job_id, 0, false).await

@@ -13,7 +13,9 @@ use super::login::Login;
 use super::pyjson;
 use crate::api::{Api, ApiError, Bearer, Reply, RequestBody, Upload};
 
-pub const TIMEOUT: Duration = Duration::from_secs(15);
+/// For a whole request and answer (the reference allows 15 s between reads; large results
+/// need longer than that in total).
+pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a request gave nothing usable.
 #[derive(Debug)]

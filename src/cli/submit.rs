@@ -78,14 +78,7 @@ pub async fn run(session: &Session, args: &SubmitArgs, debug: bool) -> anyhow::R
         Some(dir) => dir.clone(),
         None => job_dir,
     };
-    let job_id = submit_job(
-        session,
-        job,
-        &relative_to,
-        args.quiet,
-        args.wait_for_available_agents,
-    )
-    .await?;
+    let job_id = submit_job(session, job, &relative_to, args.wait_for_available_agents).await?;
     if args.quiet {
         println!("{job_id}");
     } else {
@@ -122,7 +115,6 @@ pub async fn submit_job(
     session: &Session,
     mut job: Value,
     relative_to: &Path,
-    quiet: bool,
     wait_for_agents: bool,
 ) -> anyhow::Result<String> {
     let Some(queue) = job
@@ -141,7 +133,6 @@ pub async fn submit_job(
         Some(_) => bail!("Error: exclude_agents must be a list if provided."),
     };
     check_agents(session, &queue, &excluded, wait_for_agents).await?;
-    let _ = quiet;
 
     let archive = pack_attachments(&mut job, relative_to)?;
     let job_id = match session.post("/v1/job", &job).await {
@@ -153,7 +144,14 @@ pub async fn submit_job(
         Err(failure) => bail!(submit_failure(failure)),
     };
     if let Some(archive) = archive {
-        upload_attachments(session, &job_id, archive.path()).await?;
+        // Interrupted, the job is cancelled: it would wait for its attachments forever.
+        tokio::select! {
+            uploaded = upload_attachments(session, &job_id, archive.path()) => uploaded?,
+            _ = tokio::signal::ctrl_c() => {
+                cancel_unattached(session, &job_id).await;
+                bail!("Job {job_id} submitted and cancelled: failed to submit attachments");
+            }
+        }
     }
     History::load().add(&job_id, &queue);
     Ok(job_id)
@@ -219,7 +217,7 @@ async fn check_agents(
     }
     // The reference prints this on stdout, then exits 1.
     println!("{message}");
-    std::process::exit(1);
+    Err(super::AlreadyReported.into())
 }
 
 /// Packs the attachments the job declares (`local` files, relative to `relative_to`) into
@@ -254,12 +252,11 @@ fn pack_attachments(
             continue;
         };
         for entry in entries.iter_mut() {
-            let Some(local) = entry
-                .get("local")
-                .and_then(Value::as_str)
-                .filter(|l| !l.is_empty())
-            else {
-                continue;
+            let local = match entry.get("local") {
+                None | Some(Value::Null) => continue,
+                Some(Value::String(local)) if local.is_empty() => continue,
+                Some(Value::String(local)) => local.clone(),
+                Some(other) => bail!("attachment `local` must be a file name, not {other}"),
             };
             let local_path = base.join(local);
             let resolved = local_path.canonicalize().map_err(|e| {
@@ -294,6 +291,7 @@ fn pack_attachments(
 
 /// Python's `os.path.normpath`, then the leading `/` dropped: `data//dir/` → `data/dir`.
 fn normalize(path: &str) -> String {
+    let absolute = path.starts_with('/');
     let mut parts: Vec<String> = Vec::new();
     for component in Path::new(path).components() {
         match component {
@@ -301,7 +299,8 @@ fn normalize(path: &str) -> String {
             Component::ParentDir => {
                 if parts.last().is_some_and(|p| p != "..") {
                     parts.pop();
-                } else {
+                } else if !absolute {
+                    // `..` above the root of an absolute path stays at the root.
                     parts.push("..".into());
                 }
             }
@@ -349,13 +348,17 @@ async fn upload_attachments(session: &Session, job_id: &str, archive: &Path) -> 
             }
         }
     }
+    cancel_unattached(session, job_id).await;
+    bail!("Job {job_id} submitted and cancelled: failed to submit attachments")
+}
+
+async fn cancel_unattached(session: &Session, job_id: &str) {
     let _ = session
         .post(
             &format!("/v1/job/{job_id}/action"),
             &json!({"action": "cancel"}),
         )
         .await;
-    bail!("Job {job_id} submitted and cancelled: failed to submit attachments")
 }
 
 #[cfg(test)]
@@ -365,5 +368,6 @@ mod tests {
         assert_eq!(super::normalize("data//dir/"), "data/dir");
         assert_eq!(super::normalize("/abs/x.txt"), "abs/x.txt");
         assert_eq!(super::normalize("a/./b/../c"), "a/c");
+        assert_eq!(super::normalize("/../x"), "x");
     }
 }

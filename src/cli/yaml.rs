@@ -11,7 +11,7 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 pub fn parse(text: &str) -> Result<Value, String> {
     let mut builder = Builder::default();
     Parser::new_from_str(text)
-        .load(&mut builder, false)
+        .load(&mut builder, true)
         .map_err(|e| e.to_string())?;
     if let Some(error) = builder.error {
         return Err(error);
@@ -30,6 +30,19 @@ struct Builder {
     root: Option<Value>,
     anchors: Vec<(usize, Value)>,
     error: Option<String>,
+    documents: usize,
+    /// Nodes copied by aliases so far.
+    expanded: usize,
+}
+
+const MAX_EXPANDED_NODES: usize = 100_000;
+
+fn size_of_value(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(size_of_value).sum::<usize>(),
+        Value::Object(map) => 1 + map.values().map(size_of_value).sum::<usize>(),
+        _ => 1,
+    }
 }
 
 impl Builder {
@@ -44,10 +57,17 @@ impl Builder {
                 None => *key = Some(key_text(&value)),
                 Some(key) => {
                     if key == "<<" {
-                        // A merge key: the referenced mapping's entries, unless already set.
-                        if let Value::Object(merged) = value {
-                            for (k, v) in merged {
-                                map.entry(k).or_insert(v);
+                        // A merge key: the referenced mappings' entries (one, or a list of
+                        // them, earlier ones winning), unless already set.
+                        let sources = match value {
+                            Value::Array(items) => items,
+                            single => vec![single],
+                        };
+                        for source in sources {
+                            if let Value::Object(merged) = source {
+                                for (k, v) in merged {
+                                    map.entry(k).or_insert(v);
+                                }
                             }
                         }
                     } else {
@@ -97,11 +117,24 @@ impl MarkedEventReceiver for Builder {
             }
             Event::Alias(id) => match self.anchors.iter().rev().find(|(a, _)| *a == id) {
                 Some((_, value)) => {
+                    // Aliases copy; cap the copying so that a "billion laughs" file fails
+                    // instead of filling memory.
+                    self.expanded += size_of_value(value);
+                    if self.expanded > MAX_EXPANDED_NODES {
+                        self.error = Some("too many aliases expanded".into());
+                        return;
+                    }
                     let value = value.clone();
                     self.add(value, 0);
                 }
                 None => self.error = Some(format!("unknown alias {id}")),
             },
+            Event::DocumentStart => {
+                self.documents += 1;
+                if self.documents > 1 {
+                    self.error = Some("a job file holds one YAML document, this has more".into());
+                }
+            }
             _ => {}
         }
     }
@@ -138,16 +171,23 @@ fn resolve_int(text: &str) -> Option<i64> {
     if digits.is_empty() || text.starts_with('_') {
         return None;
     }
-    let value = if let Some(hex) = digits.strip_prefix("0x") {
-        i64::from_str_radix(hex, 16).ok()?
-    } else if let Some(binary) = digits.strip_prefix("0b") {
-        i64::from_str_radix(binary, 2).ok()?
-    } else if digits.len() > 1 && digits.starts_with('0') {
-        i64::from_str_radix(&digits[1..], 8).ok()?
-    } else if digits.bytes().all(|b| b.is_ascii_digit()) {
-        digits.parse().ok()?
-    } else {
+    if digits.starts_with(['+', '-']) {
         return None;
+    }
+    // Digits only: Rust's parsers would also take a sign, YAML's do not.
+    let number = |text: &str, radix: u32| {
+        (!text.is_empty() && text.chars().all(|c| c.is_digit(radix)))
+            .then(|| i64::from_str_radix(text, radix).ok())
+            .flatten()
+    };
+    let value = if let Some(hex) = digits.strip_prefix("0x") {
+        number(hex, 16)?
+    } else if let Some(binary) = digits.strip_prefix("0b") {
+        number(binary, 2)?
+    } else if digits.len() > 1 && digits.starts_with('0') {
+        number(&digits[1..], 8)?
+    } else {
+        number(digits, 10)?
     };
     Some(if negative { -value } else { value })
 }
@@ -321,6 +361,23 @@ mod tests {
             parse("base: &b {x: 1}\nderived:\n  <<: *b\n  y: 2\n").unwrap()["derived"],
             json!({"x": 1, "y": 2})
         );
+        let merged = parse("a: &a {x: 1}\nb: &b {x: 2, y: 2}\nc:\n  <<: [*a, *b]\n").unwrap();
+        assert_eq!(merged["c"], json!({"x": 1, "y": 2}));
+        assert_eq!(
+            parse("a: 0x+5\nb: 0-5\n").unwrap(),
+            json!({"a": "0x+5", "b": "0-5"})
+        );
+        assert!(parse("a: 1\n---\nb: 2\n").is_err());
+        let level = |name: &str, of: &str| format!("{name}: &{name} [{}]\n", [of; 10].join(", "));
+        let bomb = [
+            level("a", "x"),
+            level("b", "*a"),
+            level("c", "*b"),
+            level("d", "*c"),
+            level("e", "*d"),
+        ]
+        .concat();
+        assert!(parse(&bomb).is_err(), "alias expansion is capped");
     }
 
     #[test]

@@ -107,3 +107,25 @@ pub fn register_agent(server: &Server, name: &str, queue: &str) {
     );
     assert_eq!(response.status, 200);
 }
+
+impl Client {
+    /// Writes `yaml` as job.yaml and submits it with `submit -q`; the job id.
+    pub fn submit(&self, yaml: &str) -> String {
+        let job = self.write("job.yaml", yaml);
+        let run = self.run(&["submit", "-q", job.to_str().expect("utf-8")]);
+        assert_eq!(run.code, 0, "{run:?}");
+        run.stdout.trim().to_string()
+    }
+}
+
+/// The credentials options of an admin client `root`, created on the server.
+pub const ADMIN: [&str; 4] = [
+    "--client-id",
+    "root",
+    "--secret-key",
+    "root-secret-0123456789",
+];
+
+pub fn add_admin(server: &Server) {
+    crate::harness::add_client(&server.data_dir, "root", "admin", ADMIN[3], &[]);
+}

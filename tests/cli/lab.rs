@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::client::{register_agent, Client};
+use crate::client::{add_admin, register_agent, Client, ADMIN};
 use crate::harness::Server;
 
 const BOLD: &str = "\x1b[1m";
@@ -93,20 +93,9 @@ fn queues_and_agents_print_as_the_reference_prints_them() {
 fn admins_change_agent_states_and_read_permissions() {
     let server = Server::start();
     register_agent(&server, "a1", "q");
-    crate::harness::add_client(
-        &server.data_dir,
-        "root",
-        "admin",
-        "root-secret-0123456789",
-        &[],
-    );
+    add_admin(&server);
     let client = Client::new(&server);
-    let admin = [
-        "--client-id",
-        "root",
-        "--secret-key",
-        "root-secret-0123456789",
-    ];
+    let admin = ADMIN;
 
     let mut args = vec![
         "admin",
@@ -170,12 +159,7 @@ fn queue_status_json_keeps_the_reference_key_order() {
     let server = Server::start();
     register_agent(&server, "a1", "q");
     let client = Client::new(&server);
-    let job = client.write("job.yaml", "job_queue: q\n");
-    let job_id = client
-        .run(&["submit", "-q", job.to_str().unwrap()])
-        .stdout
-        .trim()
-        .to_string();
+    let job_id = client.submit("job_queue: q\n");
     let status = client.run(&["queue-status", "q", "--json", "-v"]);
     let keys: Vec<&str> = status
         .stdout
@@ -213,20 +197,9 @@ fn queue_status_json_keeps_the_reference_key_order() {
 #[test]
 fn admins_manage_client_permissions() {
     let server = Server::start();
-    crate::harness::add_client(
-        &server.data_dir,
-        "root",
-        "admin",
-        "root-secret-0123456789",
-        &[],
-    );
+    add_admin(&server);
     let client = Client::new(&server);
-    let admin = [
-        "--client-id",
-        "root",
-        "--secret-key",
-        "root-secret-0123456789",
-    ];
+    let admin = ADMIN;
     let mut args = vec![
         "admin",
         "set",

@@ -230,12 +230,7 @@ fn poll_can_exit_with_the_jobs_outcome_for_ci() {
     let _agent = Agent::start(&server, "test_command: echo failing; exit 3\n");
     wait_for_agent_state(&server, "waiting");
     let client = Client::new(&server);
-    let job = client.write("job.yaml", "job_queue: q\ntest_data: {test_cmds: x}\n");
-    let job_id = client
-        .run(&["submit", "-q", job.to_str().unwrap()])
-        .stdout
-        .trim()
-        .to_string();
+    let job_id = client.submit("job_queue: q\ntest_data: {test_cmds: x}\n");
     let plain = client.run(&["poll", &job_id]);
     assert_eq!(plain.code, 0, "the reference's poll always exits 0");
     let strict = client.run(&["poll", "--exit-status", &job_id]);
@@ -248,12 +243,7 @@ fn waiting_jobs_show_their_place_and_oneshot_waits_on_output() {
     let server = Server::start();
     register_agent(&server, "a1", "q");
     let client = Client::new(&server);
-    let job = client.write("job.yaml", "job_queue: q\n");
-    let job_id = client
-        .run(&["submit", "-q", job.to_str().unwrap()])
-        .stdout
-        .trim()
-        .to_string();
+    let job_id = client.submit("job_queue: q\n");
     let oneshot = client.run(&["poll", "--oneshot", &job_id]);
     assert_eq!(oneshot.stdout, "Waiting on Output\n");
     let cancel = client.run(&["cancel", &job_id]);
@@ -360,12 +350,7 @@ fn poll_serial_reads_the_serial_log() {
     let _agent = Agent::start(&server, "test_command: echo console > test-serial.log\n");
     wait_for_agent_state(&server, "waiting");
     let client = Client::new(&server);
-    let job = client.write("job.yaml", "job_queue: q\ntest_data: {test_cmds: x}\n");
-    let job_id = client
-        .run(&["submit", "-q", job.to_str().unwrap()])
-        .stdout
-        .trim()
-        .to_string();
+    let job_id = client.submit("job_queue: q\ntest_data: {test_cmds: x}\n");
     wait_for_state(&server, &job_id, &["complete"]);
     let serial = client.run(&["poll-serial", "--oneshot", &job_id]);
     assert_eq!(serial.stdout, "console\nLast Fragment Number: 0\n");

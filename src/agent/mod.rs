@@ -165,6 +165,12 @@ impl Agent {
             }
             let mut claimed = self.claim(&view).await;
             let idle_pass_waited = claimed.waited;
+            if self.stopping.is_cancelled() {
+                if let Some(job) = claimed.job.take() {
+                    self.give_back(&job).await;
+                }
+                break;
+            }
             while let Some(job) = claimed.job.take() {
                 job::run(&self, job).await;
                 if self.stopping.is_cancelled() {
@@ -458,11 +464,9 @@ impl Agent {
             timeout += Duration::from_secs(wait);
         }
         let path = format!("/v1/job?{}", query.finish());
-        let request = self.api.get(&path, timeout);
-        let reply = tokio::select! {
-            reply = request => reply,
-            _ = self.stopping.cancelled() => return Claimed::default(),
-        };
+        // Not cut short when the agent is told to stop: the server may already have
+        // handed out a job on this request, which would then be lost (see `give_back`).
+        let reply = self.api.get(&path, timeout).await;
         match reply {
             Ok(reply) => {
                 let job: Value = reply.json().unwrap_or(Value::Null);
@@ -481,6 +485,20 @@ impl Agent {
                 Claimed::default()
             }
         }
+    }
+
+    /// Puts a job taken just as the agent was told to stop back in its queue, so that
+    /// another agent (or this one, restarted) runs it.
+    async fn give_back(&self, job: &Value) {
+        let Some(job_id) = job.get("job_id").and_then(Value::as_str) else {
+            return;
+        };
+        tracing::info!("Stopping: giving job {job_id} back to its queue");
+        self.post_quietly(
+            &format!("/v1/result/{job_id}"),
+            &json!({"job_state": "waiting"}),
+        )
+        .await;
     }
 
     /// Sleeps `polling_interval` (or until told to stop).

@@ -206,3 +206,18 @@ fn a_refused_access_token_is_renewed_from_the_token_file() {
     let result = wait_for_state(&server, &second, &["complete"]);
     assert_eq!(result["setup_status"], json!(0), "{}", _agent.log());
 }
+
+#[test]
+fn a_stopping_agent_never_strands_a_job_it_was_handed() {
+    let server = Server::start();
+    let mut agent = Agent::start(&server, "polling_interval: 2\nsetup_command: echo hi\n");
+    wait_for_agent_state(&server, "waiting");
+    // Told to stop while its claim waits on the server; a job arrives meanwhile.
+    agent.signal("TERM");
+    let job_id = server.submit(&json!({"job_queue": "q"}));
+    assert!(agent.wait_for_exit().success(), "{}", agent.log());
+    // Either the agent never took it, or it gave it back: it waits for the next agent.
+    let state = server.get(&format!("/v1/result/{job_id}")).json();
+    assert_eq!(state["job_state"], json!("waiting"), "{}", agent.log());
+    assert!(server.claim("another-agent", "q").is_some());
+}

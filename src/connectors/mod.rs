@@ -6,6 +6,8 @@
 //! failed, 2 usage). The stages themselves live in `stages` and the per-device modules.
 
 mod fake;
+mod muxpi;
+mod muxpi_users;
 mod noprovision;
 mod runner;
 mod serial;

@@ -11,13 +11,16 @@ use serde_json::Value;
 
 use super::runner::RunError;
 use super::serial::SerialLogger;
-use super::{fake, noprovision, Context, Device, Failure, Stage, StageResult};
+use super::{fake, muxpi, noprovision, Context, Device, Failure, Stage, StageResult};
 
 pub fn run(device: Device, stage: Stage, context: &Context) -> StageResult {
     match (device, stage) {
         (Device::FakeConnector, Stage::Provision) => fake::provision(context),
         (Device::Noprovision, Stage::Provision) => noprovision::provision(context),
-        (Device::FakeConnector | Device::Noprovision, stage) => default_stage(stage, context),
+        (Device::Muxpi, Stage::Provision) => muxpi::provision(context),
+        (Device::FakeConnector | Device::Noprovision | Device::Muxpi, stage) => {
+            default_stage(stage, context)
+        }
         (device, _) => {
             let name = device
                 .to_possible_value()

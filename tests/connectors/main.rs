@@ -9,6 +9,7 @@ mod harness;
 #[path = "../agent/runner.rs"]
 mod runner;
 
+mod muxpi;
 mod stages;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,534 @@
+//! `muxpi`: flashes an image onto the device's SD card (or USB disk) through an SD mux
+//! attached to a control host, prepares a test user, boots the device and waits for it.
+//! Everything on the control host is done over ssh; the image is downloaded on the agent
+//! and streamed through ssh into `zstdcat | sudo dd` on the control host.
+//!
+//! Unlike the reference, commands that are expected to fail (unmounting what is not
+//! mounted, probing for image types) are not retried for a minute each, and the commands
+//! that are retried get three tries, five seconds apart.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::runner::{Output, RunError};
+use super::serial::SerialLogger;
+use super::stages::pre_provision_hook;
+use super::{muxpi_users, Context, Failure, StageResult};
+
+const SSH_OPTIONS: [&str; 4] = [
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+];
+const CONTROL_TRIES: u32 = 3;
+const CONTROL_PAUSE: Duration = Duration::from_secs(5);
+const BOOT_LIMIT: Duration = Duration::from_secs(1200);
+const BOOT_CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// The device's control host, reached over ssh.
+pub(super) struct ControlHost<'a> {
+    context: &'a Context,
+    target: String,
+}
+
+impl ControlHost<'_> {
+    fn ssh_argv<'b>(&'b self, command: &'b str) -> Vec<&'b str> {
+        let mut argv = vec!["ssh"];
+        argv.extend(SSH_OPTIONS);
+        argv.push(&self.target);
+        argv.push(command);
+        argv
+    }
+
+    /// Runs `command` on the control host, retried when it fails.
+    pub(super) fn run(&self, command: &str, limit: Duration) -> Result<Output, Failure> {
+        let mut last = String::new();
+        for attempt in 1..=CONTROL_TRIES {
+            match self
+                .context
+                .runner
+                .run(&self.ssh_argv(command), Some(limit))
+            {
+                Ok(output) if output.success() => return Ok(output),
+                Ok(output) => last = output.text,
+                Err(RunError::Missing(program)) => {
+                    return Err(Failure::Provisioning(format!("{program} is not installed")))
+                }
+                Err(error) => last = error.to_string(),
+            }
+            if attempt < CONTROL_TRIES {
+                self.context.log.warning(&format!(
+                    "Control command failed, retrying in 5s ({attempt}/{CONTROL_TRIES}): {command}"
+                ));
+                std::thread::sleep(CONTROL_PAUSE);
+            }
+        }
+        Err(Failure::Provisioning(format!(
+            "control host command `{command}` failed: {}",
+            last.trim()
+        )))
+    }
+
+    /// Runs `command` once: whether it succeeded (for probes and expected failures).
+    pub(super) fn probe(&self, command: &str) -> Option<Output> {
+        match self
+            .context
+            .runner
+            .run(&self.ssh_argv(command), Some(Duration::from_secs(60)))
+        {
+            Ok(output) if output.success() => Some(output),
+            _ => None,
+        }
+    }
+
+    pub(super) fn copy(&self, local: &Path, remote: &str) -> Result<(), Failure> {
+        let local = local.to_string_lossy();
+        let destination = format!("{}:{remote}", self.target);
+        let mut argv = vec!["scp"];
+        argv.extend(SSH_OPTIONS);
+        argv.push(&local);
+        argv.push(&destination);
+        match self
+            .context
+            .runner
+            .run(&argv, Some(Duration::from_secs(120)))
+        {
+            Ok(output) if output.success() => Ok(()),
+            Ok(output) => Err(Failure::Provisioning(output.text.trim().to_string())),
+            Err(error) => Err(Failure::Provisioning(error.to_string())),
+        }
+    }
+}
+
+pub fn provision(context: &Context) -> StageResult {
+    pre_provision_hook(context);
+    let _serial = SerialLogger::start(context, "provision-serial.log");
+    let log = &context.log;
+    log.info("BEGIN provision");
+    log.info("Provisioning device");
+    let control = ControlHost {
+        context,
+        target: format!(
+            "{}@{}",
+            context
+                .config_text("control_user")
+                .unwrap_or("ubuntu".into()),
+            context.required("control_host")?
+        ),
+    };
+    reset_classic_mux(context, &control)?;
+    let data = context
+        .job
+        .get("provision_data")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let image = image_source(&data)?;
+    let storage = Storage::select(context, &control, &data)?;
+    let flashed = flash(context, &control, &image, &storage.device).and_then(|()| {
+        if data
+            .get("create_user")
+            .and_then(Value::as_bool)
+            .unwrap_or(true)
+        {
+            create_user(context, &control, &storage.device)
+        } else {
+            log.info("Skipping test user creation (create_user=False)");
+            Ok(())
+        }
+    });
+    if flashed.is_ok() {
+        for command in context.config_commands("post_provision_script") {
+            if control.run(&command, Duration::from_secs(60)).is_err() {
+                log.warning(&format!("Error running {command}"));
+            }
+        }
+    }
+    // The storage goes back to the device whatever happened.
+    let handed_back = control.run(&storage.back_command, Duration::from_secs(60));
+    flashed?;
+    handed_back?;
+    log.info("Booting Test Image");
+    hard_reset(context)?;
+    boot_check(context, &data)?;
+    log.info("END provision");
+    Ok(0)
+}
+
+/// Classic (`stm`-style) muxes start from a freshly rebooted control host and device.
+fn reset_classic_mux(context: &Context, control: &ControlHost) -> Result<(), Failure> {
+    let local = context
+        .config_text("control_switch_local_cmd")
+        .unwrap_or("stm -ts".into());
+    if local
+        .split_whitespace()
+        .any(|t| t == "sdwire" || t == "typecmux")
+    {
+        return Ok(());
+    }
+    let reboot = context.config_commands("control_host_reboot_script");
+    if reboot.is_empty() {
+        context
+            .log
+            .warning("control_host_reboot_script not defined, skip rebooting control host");
+        return Ok(());
+    }
+    context.log.info("Rebooting control host");
+    for command in &reboot {
+        let argv: Vec<&str> = command.split_whitespace().collect();
+        match context.runner.run(&argv, Some(Duration::from_secs(60))) {
+            Ok(output) if output.success() => {}
+            _ => return Err(Failure::Provisioning("fail to reboot control host".into())),
+        }
+    }
+    context.log.info("Rebooting DUT");
+    hard_reset(context)?;
+    let wait = context
+        .config
+        .get("control_host_reboot_timeout")
+        .and_then(Value::as_u64)
+        .unwrap_or(120);
+    std::thread::sleep(Duration::from_secs(wait));
+    for _ in 0..wait / 10 {
+        if control.probe("true").is_some() {
+            return Ok(());
+        }
+        context
+            .log
+            .info("Waiting for control host to become active...");
+        std::thread::sleep(Duration::from_secs(10));
+    }
+    control.run("true", Duration::from_secs(60)).map(drop)
+}
+
+/// Where the image comes from.
+enum Image {
+    Url(String),
+    File(PathBuf),
+}
+
+fn image_source(data: &Value) -> Result<Image, Failure> {
+    if let Some(url) = data.get("url").and_then(Value::as_str) {
+        return Ok(Image::Url(url.to_string()));
+    }
+    let Some(name) = data.get("use_attachment").and_then(Value::as_str) else {
+        return Err(Failure::Provisioning(
+            "In the \"provision_data\" section of your job_data you must provide a value for \"url\" to specify where to download an image from or a value for \"use_attachment\" to specify which attachment to use as an image".into(),
+        ));
+    };
+    let path = Path::new("attachments/provision").join(name);
+    if !path.is_file() {
+        return Err(Failure::Provisioning(format!(
+            "In the \"provision_data\" section of your job_data you have provided a value for \"use_attachment\" but that attachment doesn't exist: {name}"
+        )));
+    }
+    Ok(Image::File(path))
+}
+
+/// The block device on the control host, and how to give it back to the device.
+struct Storage {
+    device: String,
+    back_command: String,
+}
+
+impl Storage {
+    /// Switches the SD card (or USB disk, with `media`) to the control host.
+    fn select(context: &Context, control: &ControlHost, data: &Value) -> Result<Storage, Failure> {
+        let local = context
+            .config_text("control_switch_local_cmd")
+            .unwrap_or("stm -ts".into());
+        let Some(media) = data.get("media") else {
+            control.run(&local, Duration::from_secs(60))?;
+            return Ok(Storage {
+                device: context.required("test_device")?,
+                back_command: context
+                    .config_text("control_switch_device_cmd")
+                    .unwrap_or("stm -dut".into()),
+            });
+        };
+        let tokens: Vec<&str> = local.split_whitespace().collect();
+        let mux_at = tokens
+            .iter()
+            .position(|t| *t == "sdwire" || *t == "typecmux");
+        let Some(cli) = mux_at.filter(|at| *at > 0).map(|at| tokens[..at].join(" ")) else {
+            return Err(Failure::Provisioning("The \"control_switch_local_cmd\" config must include a mux CLI command followed by \"sdwire\" or \"typecmux\" when \"media\" is specified in \"provision_data\"".into()));
+        };
+        let kind = match media.as_str() {
+            Some("sd") => "sdwire",
+            Some("usb") => "typecmux",
+            _ => {
+                return Err(Failure::Provisioning(format!(
+                    "The \"media\" value in the \"provision_data\" section of your job_data must be either \"sd\" or \"usb\", but got {media}"
+                )))
+            }
+        };
+        let output = control.run(
+            &format!("{cli} {kind} plug_to_self"),
+            Duration::from_secs(60),
+        )?;
+        let device = output.text.trim().to_string();
+        if device.is_empty() {
+            return Err(Failure::Provisioning(format!(
+                "`{cli} {kind} plug_to_self` named no block device"
+            )));
+        }
+        Ok(Storage {
+            device,
+            back_command: format!("{cli} {kind} set DUT"),
+        })
+    }
+}
+
+/// Writes the image onto the block device on the control host.
+fn flash(
+    context: &Context,
+    control: &ControlHost,
+    image: &Image,
+    device: &str,
+) -> Result<(), Failure> {
+    let log = &context.log;
+    if control.probe(&format!("sudo umount {device}*")).is_none() {
+        log.warning(&format!("Device {device} might not be mounted"));
+    }
+    let (file, limit, _download) = match image {
+        Image::File(path) => {
+            log.info(&format!(
+                "Flashing Test image {} on {device}",
+                path.display()
+            ));
+            (path.clone(), Duration::from_secs(1200), None)
+        }
+        Image::Url(url) => {
+            log.info(&format!("Downloading test image from {url}"));
+            let download = download(url)?;
+            let name = url.rsplit('/').next().unwrap_or(url);
+            log.info(&format!("Flashing Test image {name} on {device}"));
+            (
+                download.path().to_path_buf(),
+                Duration::from_secs(1800),
+                Some(download),
+            )
+        }
+    };
+    let remote = format!("zstdcat | sudo dd of={device} bs=16M");
+    let ssh = format!(
+        "ssh {} {} \"{remote}\"",
+        SSH_OPTIONS.join(" "),
+        control.target
+    );
+    let pipeline = format!("set -o pipefail; cat '{}' | {ssh}", file.display());
+    match context.runner.run(&["bash", "-c", &pipeline], Some(limit)) {
+        Ok(output) if output.success() => {}
+        Ok(output) => {
+            return Err(Failure::Provisioning(format!(
+                "Error while piping the test image to {device} through {}: {}",
+                control.target,
+                output.text.trim()
+            )))
+        }
+        Err(RunError::TimedOut(_)) => {
+            return Err(Failure::Provisioning(format!(
+                "Timeout while piping the test image to {device} through {} using a timeout of {}",
+                control.target,
+                limit.as_secs()
+            )))
+        }
+        Err(error) => return Err(Failure::Provisioning(error.to_string())),
+    }
+    if control.probe("sync").is_none() {
+        log.warning("Something went wrong with the sync, sleeping...");
+        std::thread::sleep(Duration::from_secs(30));
+    }
+    control
+        .run(&format!("sudo hdparm -z {device}"), Duration::from_secs(40))
+        .map_err(|_| Failure::Provisioning("Unable to run hdparm to rescan partitions".into()))?;
+    Ok(())
+}
+
+/// Downloads `url` on the agent into a temporary file.
+fn download(url: &str) -> Result<tempfile::NamedTempFile, Failure> {
+    let failed = |reason: String| {
+        Failure::Provisioning(format!("cannot download the image {url}: {reason}"))
+    };
+    let api = crate::api::Api::new(url).map_err(|e| failed(e.to_string()))?;
+    let path_and_query = url
+        .parse::<hyper::Uri>()
+        .ok()
+        .and_then(|uri| uri.path_and_query().map(|p| p.to_string()))
+        .unwrap_or_else(|| "/".into());
+    let file = tempfile::NamedTempFile::new().map_err(|e| failed(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| failed(e.to_string()))?;
+    let fetched = runtime
+        .block_on(api.download(&path_and_query, file.path(), Duration::from_secs(1200)))
+        .map_err(|e| failed(e.to_string()))?;
+    if !fetched {
+        return Err(failed("the server sent nothing (204)".into()));
+    }
+    Ok(file)
+}
+
+/// Power-cycles the device with `reboot_script` (on the agent, no shell).
+fn hard_reset(context: &Context) -> Result<(), Failure> {
+    for command in context.config_commands("reboot_script") {
+        let argv: Vec<&str> = command.split_whitespace().collect();
+        match context.runner.run(&argv, Some(Duration::from_secs(120))) {
+            Ok(output) if output.success() => {}
+            _ => return Err(Failure::Recovery("timeout reaching control host!".into())),
+        }
+    }
+    Ok(())
+}
+
+/// Waits for the flashed image to boot: a URL answering 200, or the test user accepting
+/// the agent's ssh key.
+fn boot_check(context: &Context, data: &Value) -> Result<(), Failure> {
+    let log = &context.log;
+    log.info("Checking if test image booted.");
+    let device_ip = context.required("device_ip")?;
+    let user = context.test_username();
+    let password = context
+        .job
+        .pointer("/test_data/test_password")
+        .and_then(Value::as_str)
+        .unwrap_or("ubuntu")
+        .to_string();
+    let target = format!("{user}@{device_ip}");
+    let started = Instant::now();
+    // Checked at once, then every 10 s (the reference waits 10 s before the first check).
+    let mut first = true;
+    while started.elapsed() < BOOT_LIMIT {
+        if !first {
+            std::thread::sleep(BOOT_CHECK_EVERY);
+        }
+        first = false;
+        if let Some(url) = data.get("boot_check_url").and_then(Value::as_str) {
+            let url = url.replace("$DEVICE_IP", &device_ip);
+            log.info(&format!("Checking {url} to confirm boot success ..."));
+            match url_answers(&url) {
+                Ok(200) => return Ok(()),
+                Ok(status) => log.info(&format!("Check returned {status}, expecting 200")),
+                Err(reason) => log.info(&format!("Boot check failed with {reason}")),
+            }
+            continue;
+        }
+        let mut argv = vec!["sshpass", "-p", &password, "ssh-copy-id"];
+        argv.extend(SSH_OPTIONS);
+        argv.push(&target);
+        match context.runner.run(&argv, Some(Duration::from_secs(60))) {
+            Ok(output) if output.success() => return Ok(()),
+            Ok(output) => log.info(&format!("ssh-id-copy failed with {}", output.text.trim())),
+            Err(error) => log.info(&format!("ssh-id-copy failed with {error}")),
+        }
+    }
+    Err(Failure::Provisioning("Failed to boot test image!".into()))
+}
+
+fn url_answers(url: &str) -> Result<u16, String> {
+    let api = crate::api::Api::new(url).map_err(|e| e.to_string())?;
+    let path = url
+        .parse::<hyper::Uri>()
+        .ok()
+        .and_then(|uri| uri.path_and_query().map(|p| p.to_string()))
+        .unwrap_or_else(|| "/".into());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime
+        .block_on(api.send(
+            hyper::Method::GET,
+            &path,
+            crate::api::RequestBody::Empty,
+            Duration::from_secs(5),
+        ))
+        .map(|reply| reply.status.as_u16())
+        .map_err(|e| e.to_string())
+}
+
+/// Mounts the image's partitions, finds out what the image is, and lets the test user
+/// (`ubuntu`/`ubuntu`) in, the way that image's first boot expects it.
+fn create_user(context: &Context, control: &ControlHost, device: &str) -> Result<(), Failure> {
+    let agent = context.required("agent_name")?;
+    let mounts = mount_partitions(context, control, device, &agent)?;
+    let image_type = muxpi_users::detect(control, &format!("/mnt/{agent}"));
+    context
+        .log
+        .info(&format!("Image type detected: {}", image_type.name()));
+    context.log.info("Creating Test User");
+    let created = muxpi_users::create(control, image_type, &agent);
+    for mount in mounts {
+        let _ = control.probe(&format!("sudo umount '{mount}'"));
+    }
+    created.map_err(|failure| match failure {
+        Failure::Provisioning(m) | Failure::Recovery(m) => {
+            Failure::Provisioning(format!("Error creating user files: {m}"))
+        }
+    })
+}
+
+/// Mounts each labelled partition of `device` under `/mnt/<agent>/<label>`.
+fn mount_partitions(
+    context: &Context,
+    control: &ControlHost,
+    device: &str,
+    agent: &str,
+) -> Result<Vec<String>, Failure> {
+    let mut partitions = Vec::new();
+    for attempt in 0..2 {
+        if let Some(output) = control.probe(&format!("lsblk -o NAME,LABEL -J {device}")) {
+            partitions = labelled_partitions(&output.text);
+        }
+        if !partitions.is_empty() {
+            break;
+        }
+        if attempt == 0 {
+            println!("No valid partitions found, retrying...");
+            std::thread::sleep(Duration::from_secs(10));
+        }
+    }
+    let mut mounts = Vec::new();
+    for (name, label) in partitions {
+        let mount = format!("/mnt/{agent}/{label}");
+        let mounted = control.probe(&format!("sudo mkdir -p '{mount}'")).is_some()
+            && control
+                .probe(&format!("sudo mount /dev/{name} '{mount}'"))
+                .is_some();
+        if mounted {
+            mounts.push(mount);
+        } else {
+            context
+                .log
+                .warning(&format!("Could not mount /dev/{name} on {mount}"));
+        }
+    }
+    Ok(mounts)
+}
+
+/// `(name, label)` of the first block device's children that have both.
+fn labelled_partitions(lsblk: &str) -> Vec<(String, String)> {
+    let Ok(tree) = serde_json::from_str::<Value>(lsblk) else {
+        return Vec::new();
+    };
+    let devices = tree
+        .get("blockdevices")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
+    devices
+        .iter()
+        .filter_map(|device| device.get("children").and_then(Value::as_array))
+        .next()
+        .map(|children| {
+            children
+                .iter()
+                .filter_map(|child| Some((text(child, "name")?, text(child, "label")?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -6,6 +6,7 @@
 //! failed, 2 usage). The stages themselves live in `stages` and the per-device modules.
 
 mod fake;
+mod maas2;
 mod muxpi;
 mod muxpi_users;
 mod noprovision;
@@ -122,9 +123,19 @@ pub struct Context {
     pub job: Value,
     pub log: Log,
     pub runner: Runner,
+    /// `TF_CONNECTOR_NO_WAIT` is set: retry and polling loops do not pause (tests).
+    no_wait: bool,
 }
 
 impl Context {
+    /// Waits `duration` between retries or checks. Loops count their attempts rather than
+    /// watch the clock, so with `TF_CONNECTOR_NO_WAIT` set they run through at once.
+    pub fn pause(&self, duration: std::time::Duration) {
+        if !self.no_wait {
+            std::thread::sleep(duration);
+        }
+    }
+
     /// A config string, `None` when missing or empty.
     pub fn config_text(&self, key: &str) -> Option<String> {
         match self.config.get(key)? {
@@ -229,6 +240,7 @@ pub fn run(args: ConnectorArgs) -> ExitCode {
         config,
         job,
         log,
+        no_wait: std::env::var_os("TF_CONNECTOR_NO_WAIT").is_some(),
     };
     let outcome = stages::run(args.device, args.stage, &context);
     match outcome {

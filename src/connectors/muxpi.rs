@@ -8,7 +8,7 @@
 //! that are retried get three tries, five seconds apart.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -63,7 +63,7 @@ impl ControlHost<'_> {
                 self.context.log.warning(&format!(
                     "Control command failed, retrying in 5s ({attempt}/{CONTROL_TRIES}): {command}"
                 ));
-                std::thread::sleep(CONTROL_PAUSE);
+                self.context.pause(CONTROL_PAUSE);
             }
         }
         Err(Failure::Provisioning(format!(
@@ -190,7 +190,7 @@ fn reset_classic_mux(context: &Context, control: &ControlHost) -> Result<(), Fai
         .get("control_host_reboot_timeout")
         .and_then(Value::as_u64)
         .unwrap_or(120);
-    std::thread::sleep(Duration::from_secs(wait));
+    context.pause(Duration::from_secs(wait));
     for _ in 0..wait / 10 {
         if control.probe("true").is_some() {
             return Ok(());
@@ -198,7 +198,7 @@ fn reset_classic_mux(context: &Context, control: &ControlHost) -> Result<(), Fai
         context
             .log
             .info("Waiting for control host to become active...");
-        std::thread::sleep(Duration::from_secs(10));
+        context.pause(Duration::from_secs(10));
     }
     control.run("true", Duration::from_secs(60)).map(drop)
 }
@@ -339,7 +339,7 @@ fn flash(
     }
     if control.probe("sync").is_none() {
         log.warning("Something went wrong with the sync, sleeping...");
-        std::thread::sleep(Duration::from_secs(30));
+        context.pause(Duration::from_secs(30));
     }
     control
         .run(&format!("sudo hdparm -z {device}"), Duration::from_secs(40))
@@ -398,14 +398,12 @@ fn boot_check(context: &Context, data: &Value) -> Result<(), Failure> {
         .unwrap_or("ubuntu")
         .to_string();
     let target = format!("{user}@{device_ip}");
-    let started = Instant::now();
     // Checked at once, then every 10 s (the reference waits 10 s before the first check).
-    let mut first = true;
-    while started.elapsed() < BOOT_LIMIT {
-        if !first {
-            std::thread::sleep(BOOT_CHECK_EVERY);
+    let checks = BOOT_LIMIT.as_secs() / BOOT_CHECK_EVERY.as_secs();
+    for check in 0..checks {
+        if check > 0 {
+            context.pause(BOOT_CHECK_EVERY);
         }
-        first = false;
         if let Some(url) = data.get("boot_check_url").and_then(Value::as_str) {
             let url = url.replace("$DEVICE_IP", &device_ip);
             log.info(&format!("Checking {url} to confirm boot success ..."));
@@ -488,7 +486,7 @@ fn mount_partitions(
         }
         if attempt == 0 {
             println!("No valid partitions found, retrying...");
-            std::thread::sleep(Duration::from_secs(10));
+            context.pause(Duration::from_secs(10));
         }
     }
     let mut mounts = Vec::new();

@@ -11,14 +11,16 @@ use serde_json::Value;
 
 use super::runner::RunError;
 use super::serial::SerialLogger;
-use super::{fake, muxpi, noprovision, Context, Device, Failure, Stage, StageResult};
+use super::{fake, maas2, muxpi, noprovision, Context, Device, Failure, Stage, StageResult};
 
 pub fn run(device: Device, stage: Stage, context: &Context) -> StageResult {
     match (device, stage) {
         (Device::FakeConnector, Stage::Provision) => fake::provision(context),
         (Device::Noprovision, Stage::Provision) => noprovision::provision(context),
         (Device::Muxpi, Stage::Provision) => muxpi::provision(context),
-        (Device::FakeConnector | Device::Noprovision | Device::Muxpi, stage) => {
+        (Device::Maas2, Stage::Provision) => maas2::provision(context),
+        (Device::Maas2, Stage::Cleanup) => maas2::cleanup(context),
+        (Device::FakeConnector | Device::Noprovision | Device::Muxpi | Device::Maas2, stage) => {
             default_stage(stage, context)
         }
         (device, _) => {
@@ -264,7 +266,7 @@ pub fn reserve(context: &Context) -> StageResult {
     let _ = stdout.write_all(banner.as_bytes());
     let _ = stdout.flush();
     drop(stdout);
-    std::thread::sleep(Duration::from_secs(timeout));
+    context.pause(Duration::from_secs(timeout));
     Ok(0)
 }
 
@@ -298,7 +300,7 @@ fn import_key(context: &Context, key: &str) -> bool {
                 log.warning(&format!("Unable to import ssh key from: {key}"));
                 if let Some(pause) = IMPORT_PAUSES.get(attempt) {
                     log.info("Retrying...");
-                    std::thread::sleep(Duration::from_secs(*pause));
+                    context.pause(Duration::from_secs(*pause));
                 }
             }
         }
@@ -331,7 +333,7 @@ fn copy_key(context: &Context, user: &str, device_ip: &str) {
                     .warning("Error copying ssh key to device for: key.pub");
                 if attempt < 2 {
                     context.log.info("Retrying...");
-                    std::thread::sleep(Duration::from_secs(10));
+                    context.pause(Duration::from_secs(10));
                 }
             }
         }

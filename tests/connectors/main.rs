@@ -9,6 +9,7 @@ mod harness;
 #[path = "../agent/runner.rs"]
 mod runner;
 
+mod maas2;
 mod muxpi;
 mod stages;
 

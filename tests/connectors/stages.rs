@@ -96,11 +96,11 @@ fn failures_are_recorded_for_the_agent() {
         "{}",
         missing.stderr
     );
-    let unbuilt = bench.run("maas2", "provision");
+    let unbuilt = bench.run("cm3", "provision");
     assert_eq!(unbuilt.code, 1);
     assert!(unbuilt
         .stderr
-        .contains("the maas2 connector is not built into tf yet"));
+        .contains("the cm3 connector is not built into tf yet"));
 }
 
 #[test]

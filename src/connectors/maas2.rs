@@ -1,0 +1,448 @@
+//! `maas2`: deploys the device through MAAS with the `maas` CLI (a profile already logged
+//! in on the agent host): release (with the recovery chain), storage layout, allocate,
+//! deploy, then wait until MAAS says Deployed at the expected address and ssh answers.
+//! `cleanup` releases the machine again.
+//!
+//! Not built yet: custom storage layouts from the job's `disks`, EFI boot-order reset and
+//! TPM clear (a job or config asking for them is refused with a clear message).
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::Value;
+
+use super::runner::RunError;
+use super::serial::SerialLogger;
+use super::stages::pre_provision_hook;
+use super::{Context, Failure, StageResult};
+
+/// Pauses between the retries of a failing MAAS command (four runs in all).
+const RETRY_PAUSES: [u64; 3] = [10, 20, 40];
+/// How often a deploying machine is looked at (the reference: once a minute).
+const DEPLOY_CHECK_EVERY: Duration = Duration::from_secs(10);
+const RELEASE_CHECKS: u32 = 30;
+const RECOVERY_CHECKS: u32 = 3;
+const CHECK_PAUSE: Duration = Duration::from_secs(10);
+
+struct Maas<'a> {
+    context: &'a Context,
+    user: String,
+    node: String,
+    agent: String,
+    debug: bool,
+}
+
+impl<'a> Maas<'a> {
+    fn new(context: &'a Context) -> Result<Maas<'a>, Failure> {
+        let maas = Maas {
+            context,
+            user: context.required("maas_user")?,
+            node: context.required("node_id")?,
+            agent: context.config_text("agent_name").unwrap_or_default(),
+            debug: context
+                .job
+                .get("debug")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        };
+        if context
+            .config
+            .get("reset_efi")
+            .is_some_and(crate::job::is_truthy)
+            || context
+                .config
+                .get("clear_tpm")
+                .is_some_and(crate::job::is_truthy)
+        {
+            return Err(Failure::Provisioning(
+                "reset_efi and clear_tpm are not built into tf's maas2 connector yet".into(),
+            ));
+        }
+        // As the reference: the node's block devices are read first, and must be.
+        maas.log("Reading node's block device information");
+        maas.once(&["block-devices", "read", &maas.node])
+            .map_err(|reason| {
+                Failure::Provisioning(format!(
+                    "MAAS: Unable to read node's block device information: {reason}"
+                ))
+            })?;
+        Ok(maas)
+    }
+
+    fn log(&self, message: &str) {
+        self.context.log.info(&format!("MAAS: {message}"));
+    }
+
+    fn argv<'b>(&'b self, args: &[&'b str]) -> Vec<&'b str> {
+        let mut argv = vec!["maas", self.user.as_str()];
+        argv.extend_from_slice(args);
+        argv
+    }
+
+    /// Runs a MAAS command once; its output, or why it failed.
+    fn once(&self, args: &[&str]) -> Result<String, String> {
+        match self
+            .context
+            .runner
+            .run(&self.argv(args), Some(Duration::from_secs(300)))
+        {
+            Ok(output) if output.success() => Ok(output.text),
+            Ok(output) => Err(format!(
+                "exit status {}: {}",
+                output.status,
+                output.text.trim()
+            )),
+            Err(RunError::Missing(program)) => Err(format!("{program} is not installed")),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// Runs a MAAS command, retried (10, 20, 40 s apart) while it fails.
+    fn run(&self, args: &[&str]) -> Result<String, Failure> {
+        let shown = self.argv(args).join(" ");
+        let mut failures = Vec::new();
+        for attempt in 0..=RETRY_PAUSES.len() {
+            match self.once(args) {
+                Ok(output) => {
+                    if self.debug {
+                        self.log(&output);
+                    }
+                    return Ok(output);
+                }
+                Err(reason) => failures.push(reason),
+            }
+            if let Some(pause) = RETRY_PAUSES.get(attempt) {
+                self.context.log.warning(&format!(
+                    "MAAS: maas error running: {shown}; trying again in {pause} seconds"
+                ));
+                self.context.pause(Duration::from_secs(*pause));
+            }
+        }
+        self.context.log.error(&format!(
+            "MAAS: maas error running: {shown}; maximum retries reached"
+        ));
+        Err(Failure::Provisioning(failures.join("; ")))
+    }
+
+    /// `machine read`, as JSON.
+    fn machine(&self) -> Result<Value, Failure> {
+        let output = self.run(&["machine", "read", &self.node])?;
+        serde_json::from_str(&output).map_err(|e| {
+            Failure::Provisioning(format!("MAAS answered `machine read` with no JSON: {e}"))
+        })
+    }
+
+    fn status(&self) -> Result<String, Failure> {
+        Ok(self
+            .machine()?
+            .get("status_name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// Waits, `checks` looks `CHECK_PAUSE` apart (the first at once), for Ready.
+    fn wait_ready(&self, checks: u32) -> Result<(String, bool), Failure> {
+        let mut status = String::new();
+        for check in 0..checks {
+            if check > 0 {
+                self.context.pause(CHECK_PAUSE);
+            }
+            status = self.status()?;
+            if status == "Ready" {
+                return Ok((status, true));
+            }
+        }
+        Ok((status, false))
+    }
+
+    /// Releases the machine; if it does not come back Ready, tries to recover it, and
+    /// gives up with a recovery failure (exit 46: the device is unusable).
+    fn release(&self) -> Result<(), Failure> {
+        self.log(&format!("Releasing node {}", self.agent));
+        self.run(&["machine", "release", &self.node])?;
+        let (status, ready) = self.wait_ready(RELEASE_CHECKS)?;
+        if ready {
+            self.log(&format!("Successfully released node {}", self.agent));
+            return Ok(());
+        }
+        self.context.log.error(&format!(
+            "MAAS: Device {} still in \"{status}\" state, attempting recovery!",
+            self.agent
+        ));
+        self.run(&["machine", "mark-broken", &self.node])?;
+        self.run(&["machine", "mark-fixed", &self.node])?;
+        self.log("Check for Ready status");
+        if self.wait_ready(RECOVERY_CHECKS)?.1 {
+            return Ok(());
+        }
+        self.log("Attempt to just power-off the machine");
+        self.run(&["machine", "power-off", &self.node])?;
+        let (status, ready) = self.wait_ready(RECOVERY_CHECKS)?;
+        if ready {
+            return Ok(());
+        }
+        self.context.log.error(&format!(
+            "MAAS: Device {} still in \"{status}\" state, could not recover!",
+            self.agent
+        ));
+        Err(Failure::Recovery("Device recovery failed!".into()))
+    }
+
+    /// The flat layout, unless the device config names a default layout.
+    fn storage(&self) -> Result<(), Failure> {
+        let job_disks = self.context.job.pointer("/provision_data/disks");
+        if job_disks.is_some_and(|d| !d.is_null()) {
+            return Err(Failure::Provisioning(
+                "custom storage layouts (provision_data.disks) are not built into tf's maas2 connector yet".into(),
+            ));
+        }
+        if self
+            .context
+            .config
+            .get("default_disks")
+            .is_some_and(crate::job::is_truthy)
+        {
+            return Err(Failure::Provisioning(
+                "default_disks storage layouts are not built into tf's maas2 connector yet".into(),
+            ));
+        }
+        self.context.log.warning(
+            "MAAS: 'default_disks' and/or 'disks' unspecified; setting default storage layout to flat",
+        );
+        let flat = [
+            "machine",
+            "set-storage-layout",
+            &self.node,
+            "storage_layout=flat",
+        ];
+        if let Err(reason) = self.once(&flat) {
+            self.context.log.error(&format!(
+                "MAAS: Unable to set flat disk layout, attempting to continue anyway: {reason}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The id of the latest installation script result, if any.
+    fn latest_installation(&self) -> Option<i64> {
+        let output = self
+            .once(&[
+                "node-script-results",
+                "read",
+                &self.node,
+                "type=installation",
+            ])
+            .ok()?;
+        let results: Value = serde_json::from_str(&output).ok()?;
+        results
+            .as_array()?
+            .iter()
+            .filter_map(|r| r.get("id")?.as_i64())
+            .max()
+    }
+
+    /// Logs the installation output of this deployment, when MAAS has one.
+    fn log_installation(&self, before: Option<i64>) {
+        let latest = self.latest_installation();
+        let text = match latest.filter(|id| Some(*id) != before) {
+            Some(id) => self
+                .once(&[
+                    "node-script-result",
+                    "download",
+                    &self.node,
+                    &id.to_string(),
+                ])
+                .unwrap_or_default(),
+            None => "None".into(),
+        };
+        self.context.log.info(&text);
+    }
+
+    /// Whether ephemeral deployment can be asked for: MAAS 3.5.0 or later.
+    fn supports_ephemeral(&self) -> bool {
+        let version = self
+            .run(&["version", "read"])
+            .ok()
+            .and_then(|output| serde_json::from_str::<Value>(&output).ok())
+            .and_then(|v| v.get("version")?.as_str().map(str::to_string));
+        let parsed: Option<Vec<u32>> = version
+            .as_deref()
+            .map(|v| {
+                v.split('.')
+                    .map(|part| part.parse().ok())
+                    .collect::<Option<Vec<u32>>>()
+            })
+            .unwrap_or(None);
+        match parsed {
+            Some(parts) if parts >= vec![3, 5, 0] => {
+                self.log(&format!(
+                    "MAAS version detected: {}",
+                    version.unwrap_or_default()
+                ));
+                self.log("Deployment set to ephemeral");
+                true
+            }
+            _ => {
+                self.context.log.warning(&format!(
+                    "MAAS: Unable to determine MAAS version: {version:?}. Proceeding without ephemeral deployment"
+                ));
+                false
+            }
+        }
+    }
+
+    fn deploy(&self) -> Result<(), Failure> {
+        let data = self
+            .context
+            .job
+            .get("provision_data")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let text = |key: &str| data.get(key).and_then(Value::as_str).map(str::to_string);
+        let distro = text("distro").unwrap_or("jammy".into());
+        self.release()?;
+        self.machine()?;
+        self.storage()?;
+        self.log("Acquiring node");
+        self.run(&["machines", "allocate", &format!("system_id={}", self.node)])?;
+        let before = self.latest_installation();
+        self.log(&format!(
+            "Starting node {} with distro {distro}",
+            self.agent
+        ));
+        let mut args = vec![
+            "machine".to_string(),
+            "deploy".into(),
+            self.node.clone(),
+            format!("distro_series={distro}"),
+        ];
+        if let Some(kernel) = text("kernel") {
+            args.push(format!("hwe_kernel={kernel}"));
+        }
+        if let Some(user_data) = text("user_data") {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(user_data);
+            args.push(format!("user_data={encoded}"));
+        }
+        if data
+            .get("ephemeral")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+            && self.supports_ephemeral()
+        {
+            args.push("ephemeral_deploy=true".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let deployed = self.run(&args)?;
+        self.wait_deployed(before, &deployed)
+    }
+
+    /// Waits for Deployed at the expected address with ssh answering, up to
+    /// `timeout_min` minutes.
+    fn wait_deployed(&self, before: Option<i64>, deploy_output: &str) -> Result<(), Failure> {
+        let minutes = self
+            .context
+            .config
+            .get("timeout_min")
+            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+            .unwrap_or(60);
+        let device_ip = self.context.required("device_ip")?;
+        self.log(&format!("Timeout value: {minutes} minutes."));
+        let checks = minutes * 60 / DEPLOY_CHECK_EVERY.as_secs();
+        let mut status = String::new();
+        for check in 0..checks {
+            if check > 0 {
+                self.context.pause(DEPLOY_CHECK_EVERY);
+                let passed = check * DEPLOY_CHECK_EVERY.as_secs();
+                if passed.is_multiple_of(60) {
+                    self.log(&format!("{} minutes passed since deployment.", passed / 60));
+                }
+            }
+            let machine = self.machine()?;
+            status = machine
+                .get("status_name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            match status.as_str() {
+                "Failed deployment" => {
+                    self.context
+                        .log
+                        .error("MAAS: MAAS reports Failed Deployment");
+                    self.log_installation(before);
+                    return Err(Failure::Provisioning(
+                        "Provisioning failed because MAAS got unexpected or deployment failure status signal.".into(),
+                    ));
+                }
+                "Deployed" => {
+                    let addresses: Vec<String> = machine
+                        .get("ip_addresses")
+                        .and_then(Value::as_array)
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|ip| ip.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    if !addresses.contains(&device_ip) {
+                        self.context
+                            .log
+                            .error("MAAS: MAAS reports Wrong IP Address");
+                        self.log_installation(before);
+                        return Err(Failure::Provisioning(format!(
+                            "Provisioning failed because of bad device configuration. Expected device ip {device_ip} was not any of the addresses known to maas: {addresses:?}"
+                        )));
+                    }
+                    if self.ssh_answers(&device_ip) {
+                        self.log("Deployed and booted.");
+                        return Ok(());
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.context.log.error(&format!(
+            "MAAS: Device {} still in \"{status}\" state, deployment failed!",
+            self.agent
+        ));
+        self.context.log.error(deploy_output);
+        self.log_installation(before);
+        Err(Failure::Provisioning(format!(
+            "Provisioning failed because deployment timeout. Deploying for more than {minutes} minutes."
+        )))
+    }
+
+    fn ssh_answers(&self, device_ip: &str) -> bool {
+        let target = format!("ubuntu@{device_ip}");
+        let argv = [
+            "ssh",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            &target,
+            "/bin/true",
+        ];
+        matches!(self.context.runner.run(&argv, Some(Duration::from_secs(60))), Ok(o) if o.success())
+    }
+}
+
+pub fn provision(context: &Context) -> StageResult {
+    pre_provision_hook(context);
+    let _serial = SerialLogger::start(context, "provision-serial.log");
+    context.log.info("BEGIN provision");
+    context.log.info("Provisioning device");
+    let outcome = Maas::new(context).and_then(|maas| maas.deploy());
+    if let Err(Failure::Provisioning(message)) = &outcome {
+        context
+            .log
+            .error(&format!("Provisioning failed: {message}"));
+    }
+    context.log.info("END provision");
+    outcome.map(|()| 0)
+}
+
+pub fn cleanup(context: &Context) -> StageResult {
+    Maas::new(context)?.release()?;
+    Ok(0)
+}

@@ -1,0 +1,100 @@
+//! maas2 against a fake `maas` CLI that keeps the machine's state in a file.
+
+use serde_json::json;
+
+use crate::Bench;
+
+const CONFIG: &str = "agent_name: node-1\nmaas_user: prof\nnode_id: abc123\ndevice_ip: 10.0.0.5\n";
+
+fn run(bench: &Bench, stage: &str) -> crate::Ran {
+    bench.run_with(
+        &["maas2", stage, "-c", "default.yaml", "testflinger.json"],
+        &[("TF_CONNECTOR_NO_WAIT", "1")],
+    )
+}
+
+fn job() -> serde_json::Value {
+    json!({"provision_data": {
+        "distro": "noble", "kernel": "hwe-24.04", "user_data": "#cloud-config\n", "ephemeral": true,
+    }})
+}
+
+#[test]
+fn maas2_releases_allocates_deploys_and_checks_the_device() {
+    let bench = Bench::new(CONFIG, &job());
+    std::fs::write(bench.state.path().join("device-up"), "").unwrap();
+    let ran = run(&bench, "provision");
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let calls: Vec<String> = bench.calls();
+    let expected = [
+        "maas prof block-devices read abc123",
+        "maas prof machine release abc123",
+        "maas prof machine read abc123",
+        "maas prof machine read abc123",
+        "maas prof machine set-storage-layout abc123 storage_layout=flat",
+        "maas prof machines allocate system_id=abc123",
+        "maas prof node-script-results read abc123 type=installation",
+        "maas prof version read",
+        "maas prof machine deploy abc123 distro_series=noble hwe_kernel=hwe-24.04 user_data=I2Nsb3VkLWNvbmZpZwo= ephemeral_deploy=true",
+        "maas prof machine read abc123",
+        "maas prof machine read abc123",
+        "ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null ubuntu@10.0.0.5 /bin/true",
+    ];
+    assert_eq!(calls, expected);
+    assert!(ran.stderr.contains("MAAS: Deployed and booted."));
+
+    let cleanup = run(&bench, "cleanup");
+    assert_eq!(cleanup.code, 0, "{}", cleanup.stderr);
+    assert!(bench
+        .calls()
+        .iter()
+        .any(|c| c == "maas prof machine release abc123"));
+}
+
+#[test]
+fn maas2_reports_failed_deployments_and_wrong_addresses() {
+    let failed = Bench::new(CONFIG, &job());
+    std::fs::write(failed.state.path().join("maas-deploy-fails"), "").unwrap();
+    let ran = run(&failed, "provision");
+    assert_eq!(ran.code, 1);
+    assert!(
+        ran.stderr
+            .contains("curtin: installation log of deployment 7"),
+        "{}",
+        ran.stderr
+    );
+    let record = failed.json("device-connector-error.json");
+    assert_eq!(
+        record["provision_exception_info"]["exception_message"],
+        json!(
+            "Provisioning failed because MAAS got unexpected or deployment failure status signal."
+        )
+    );
+
+    let elsewhere = Bench::new(CONFIG, &job());
+    std::fs::write(elsewhere.state.path().join("maas-ip"), "10.9.9.9").unwrap();
+    let ran = run(&elsewhere, "provision");
+    assert_eq!(ran.code, 1);
+    assert!(ran.stderr.contains("Expected device ip 10.0.0.5 was not any of the addresses known to maas: [\"10.9.9.9\"]"), "{}", ran.stderr);
+}
+
+#[test]
+fn a_machine_that_will_not_release_is_a_recovery_failure() {
+    let bench = Bench::new(CONFIG, &job());
+    std::fs::write(bench.state.path().join("maas-stuck"), "").unwrap();
+    let ran = run(&bench, "cleanup");
+    assert_eq!(ran.code, 46, "{}", ran.stderr);
+    let calls = bench.calls();
+    for step in ["mark-broken", "mark-fixed", "power-off"] {
+        assert!(calls.iter().any(|c| c.contains(step)), "{step}: {calls:#?}");
+    }
+    assert!(ran.stderr.contains("could not recover!"));
+    let missing = Bench::new("agent_name: x\n", &job());
+    let ran = run(&missing, "provision");
+    assert_eq!(ran.code, 1);
+    assert!(
+        ran.stderr.contains("the device config has no `maas_user`"),
+        "{}",
+        ran.stderr
+    );
+}

@@ -7,6 +7,7 @@
 
 mod fake;
 mod maas2;
+mod multi;
 mod muxpi;
 mod muxpi_users;
 mod noprovision;

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::runner::RunError;
 use super::serial::SerialLogger;
-use super::{fake, maas2, muxpi, noprovision, Context, Device, Failure, Stage, StageResult};
+use super::{fake, maas2, multi, muxpi, noprovision, Context, Device, Failure, Stage, StageResult};
 
 pub fn run(device: Device, stage: Stage, context: &Context) -> StageResult {
     match (device, stage) {
@@ -20,9 +20,17 @@ pub fn run(device: Device, stage: Stage, context: &Context) -> StageResult {
         (Device::Muxpi, Stage::Provision) => muxpi::provision(context),
         (Device::Maas2, Stage::Provision) => maas2::provision(context),
         (Device::Maas2, Stage::Cleanup) => maas2::cleanup(context),
-        (Device::FakeConnector | Device::Noprovision | Device::Muxpi | Device::Maas2, stage) => {
-            default_stage(stage, context)
-        }
+        (Device::Multi, Stage::Provision) => multi::provision(context),
+        (Device::Multi, Stage::Runtest) => multi::runtest(context),
+        (Device::Multi, Stage::Cleanup) => multi::cleanup(context),
+        (
+            Device::FakeConnector
+            | Device::Noprovision
+            | Device::Muxpi
+            | Device::Maas2
+            | Device::Multi,
+            stage,
+        ) => default_stage(stage, context),
         (device, _) => {
             let name = device
                 .to_possible_value()
@@ -71,7 +79,19 @@ pub fn runtest(context: &Context) -> StageResult {
     };
     let _serial = SerialLogger::start(context, "test-serial.log");
     let environment = test_environment(context, test_data);
-    let status = match test_data.get("test_cmds") {
+    let status = run_test_commands(context, test_data, &environment)?;
+    context.log.info("END testrun");
+    Ok(status)
+}
+
+/// Runs `test_data.test_cmds` in `environment`: a list of commands (the last one's
+/// status counts) or a script (`#!/bin/bash` unless it has its own).
+pub fn run_test_commands(
+    context: &Context,
+    test_data: &Value,
+    environment: &[(String, String)],
+) -> StageResult {
+    Ok(match test_data.get("test_cmds") {
         Some(Value::Array(commands)) => {
             if commands.is_empty() {
                 return Err(Failure::Provisioning("test_cmds is an empty list".into()));
@@ -85,7 +105,7 @@ pub fn runtest(context: &Context) -> StageResult {
                     context,
                 );
                 context.log.info(&format!("Running: {command}"));
-                status = run_test_command(context, "/bin/sh", &["-c", &command], &environment)?;
+                status = run_test_command(context, "/bin/sh", &["-c", &command], environment)?;
                 if status != 0 {
                     context.log.warning(&format!("Command failed, rc={status}"));
                 }
@@ -107,7 +127,7 @@ pub fn runtest(context: &Context) -> StageResult {
                     "cannot write tf_cmd_script: {error}"
                 )));
             }
-            let status = run_test_command(context, "./tf_cmd_script", &[], &environment)?;
+            let status = run_test_command(context, "./tf_cmd_script", &[], environment)?;
             if status != 0 {
                 context.log.warning(&format!("Tests failed, rc={status}"));
             }
@@ -119,9 +139,7 @@ pub fn runtest(context: &Context) -> StageResult {
                 .error("test_cmds field must be a list or string");
             1
         }
-    };
-    context.log.info("END testrun");
-    Ok(status)
+    })
 }
 
 fn run_test_command(

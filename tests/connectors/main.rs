@@ -10,6 +10,7 @@ mod harness;
 mod runner;
 
 mod maas2;
+mod multi;
 mod muxpi;
 mod stages;
 

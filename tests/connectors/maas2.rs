@@ -98,3 +98,30 @@ fn a_machine_that_will_not_release_is_a_recovery_failure() {
         ran.stderr
     );
 }
+
+#[test]
+fn a_missing_maas_cli_is_named() {
+    let bench = Bench::new(CONFIG, &job());
+    // Only the tests' fakes and the basic system tools: no `maas` at all.
+    let fakes = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fakes");
+    let bare = tempfile::tempdir().unwrap();
+    for tool in ["ssh", "sudo"] {
+        std::os::unix::fs::symlink(fakes.join(tool), bare.path().join(tool)).unwrap();
+    }
+    let ran = bench.run_with_path(
+        &[
+            "maas2",
+            "provision",
+            "-c",
+            "default.yaml",
+            "testflinger.json",
+        ],
+        &format!("{}:/usr/bin:/bin", bare.path().display()),
+    );
+    assert_eq!(ran.code, 1);
+    assert!(
+        ran.stderr.contains("maas is not installed"),
+        "{}",
+        ran.stderr
+    );
+}

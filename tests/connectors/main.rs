@@ -61,6 +61,15 @@ impl Bench {
             fakes.display(),
             std::env::var("PATH").unwrap_or_default()
         );
+        self.run_in(args, &path, env)
+    }
+
+    /// With exactly this `PATH` (to see a tool missing).
+    pub fn run_with_path(&self, args: &[&str], path: &str) -> Ran {
+        self.run_in(args, path, &[])
+    }
+
+    fn run_in(&self, args: &[&str], path: &str, env: &[(&str, &str)]) -> Ran {
         let output = Command::new(env!("CARGO_BIN_EXE_tf"))
             .arg("device-connector")
             .args(args)

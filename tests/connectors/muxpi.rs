@@ -172,3 +172,27 @@ fn muxpi_downloads_an_image_url_on_the_agent_and_streams_it_to_the_card() {
         .contains("Skipping test user creation (create_user=False)"));
     assert!(!bench.calls().iter().any(|c| c.starts_with("lsblk")));
 }
+
+#[test]
+fn muxpi_reports_an_image_url_that_does_not_work() {
+    // Nothing listens on port 9 of localhost.
+    let job = json!({"provision_data": {"url": "http://127.0.0.1:9/missing.img"}});
+    let bench = Bench::new(CONFIG, &job);
+    prepare(&bench);
+    let ran = provision(&bench);
+    assert_eq!(ran.code, 1);
+    let record = bench.json("device-connector-error.json");
+    let message = record["provision_exception_info"]["exception_message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        message.starts_with("cannot download the image http://127.0.0.1:9/missing.img"),
+        "{message}"
+    );
+    // The card went back to the device.
+    assert!(
+        bench.calls().iter().any(|c| c == "stm -dut"),
+        "{:#?}",
+        bench.calls()
+    );
+}

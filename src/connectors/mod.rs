@@ -6,6 +6,7 @@
 //! failed, 2 usage). The stages themselves live in `stages` and the per-device modules.
 
 mod fake;
+mod firmware;
 mod maas2;
 mod multi;
 mod muxpi;

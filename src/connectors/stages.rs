@@ -11,7 +11,9 @@ use serde_json::Value;
 
 use super::runner::RunError;
 use super::serial::SerialLogger;
-use super::{fake, maas2, multi, muxpi, noprovision, Context, Device, Failure, Stage, StageResult};
+use super::{
+    fake, firmware, maas2, multi, muxpi, noprovision, Context, Device, Failure, Stage, StageResult,
+};
 
 pub fn run(device: Device, stage: Stage, context: &Context) -> StageResult {
     match (device, stage) {
@@ -49,9 +51,7 @@ fn default_stage(stage: Stage, context: &Context) -> StageResult {
             pre_provision_hook(context);
             Ok(0)
         }
-        Stage::FirmwareUpdate => Err(Failure::Provisioning(
-            "firmware updates are not built into tf yet for this device".into(),
-        )),
+        Stage::FirmwareUpdate => firmware::firmware_update(context),
         Stage::Runtest => runtest(context),
         // The agent publishes device-info.json (written for every stage) and waits.
         Stage::Allocate => Ok(0),

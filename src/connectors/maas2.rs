@@ -3,14 +3,15 @@
 //! deploy, then wait until MAAS says Deployed at the expected address and ssh answers.
 //! `cleanup` releases the machine again.
 //!
-//! Not built yet: custom storage layouts from the job's `disks`, EFI boot-order reset and
-//! TPM clear (a job or config asking for them is refused with a clear message).
+//! Not built yet: EFI boot-order reset and TPM clear (a config asking for them is refused
+//! with a clear message).
 
 use std::time::Duration;
 
 use base64::Engine;
 use serde_json::Value;
 
+use super::maas_storage::{self, StorageError};
 use super::runner::RunError;
 use super::serial::SerialLogger;
 use super::stages::pre_provision_hook;
@@ -30,11 +31,13 @@ struct Maas<'a> {
     node: String,
     agent: String,
     debug: bool,
+    /// The node's block devices, as read when the connector started.
+    block_devices: Vec<Value>,
 }
 
 impl<'a> Maas<'a> {
     fn new(context: &'a Context) -> Result<Maas<'a>, Failure> {
-        let maas = Maas {
+        let mut maas = Maas {
             context,
             user: context.required("maas_user")?,
             node: context.required("node_id")?,
@@ -44,6 +47,7 @@ impl<'a> Maas<'a> {
                 .get("debug")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            block_devices: Vec::new(),
         };
         if context
             .config
@@ -60,12 +64,17 @@ impl<'a> Maas<'a> {
         }
         // As the reference: the node's block devices are read first, and must be.
         maas.log("Reading node's block device information");
-        maas.once(&["block-devices", "read", &maas.node])
+        let devices = maas
+            .once(&["block-devices", "read", &maas.node])
             .map_err(|reason| {
                 Failure::Provisioning(format!(
                     "MAAS: Unable to read node's block device information: {reason}"
                 ))
             })?;
+        maas.block_devices = serde_json::from_str::<Value>(&devices)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default();
         Ok(maas)
     }
 
@@ -189,23 +198,39 @@ impl<'a> Maas<'a> {
         Err(Failure::Recovery("Device recovery failed!".into()))
     }
 
-    /// The flat layout, unless the device config names a default layout.
+    /// The job's `disks`, else the device's `default_disks`, else MAAS's flat layout.
     fn storage(&self) -> Result<(), Failure> {
-        let job_disks = self.context.job.pointer("/provision_data/disks");
-        if job_disks.is_some_and(|d| !d.is_null()) {
-            return Err(Failure::Provisioning(
-                "custom storage layouts (provision_data.disks) are not built into tf's maas2 connector yet".into(),
-            ));
+        let job_disks = self
+            .context
+            .job
+            .pointer("/provision_data/disks")
+            .and_then(Value::as_array);
+        if let Some(layout) = job_disks {
+            let planned = maas_storage::plan(layout, &self.block_devices);
+            return planned.and_then(|entries| self.lay_out(&entries)).map_err(
+                |StorageError(reason)| {
+                    Failure::Provisioning(format!(
+                        "MAAS: Unable to configure node storage: {reason}"
+                    ))
+                },
+            );
         }
-        if self
+        let defaults = self
             .context
             .config
             .get("default_disks")
-            .is_some_and(crate::job::is_truthy)
-        {
-            return Err(Failure::Provisioning(
-                "default_disks storage layouts are not built into tf's maas2 connector yet".into(),
-            ));
+            .and_then(Value::as_array);
+        if let Some(layout) = defaults.filter(|l| !l.is_empty()) {
+            // Used as written: they already name their disks and sizes in bytes.
+            let entries: Vec<_> = layout
+                .iter()
+                .filter_map(|e| e.as_object().cloned())
+                .collect();
+            return self.lay_out(&entries).map_err(|StorageError(reason)| {
+                Failure::Provisioning(format!(
+                    "MAAS: Unable to reset node storage to default_disk layout: {reason}"
+                ))
+            });
         }
         self.context.log.warning(
             "MAAS: 'default_disks' and/or 'disks' unspecified; setting default storage layout to flat",
@@ -222,6 +247,20 @@ impl<'a> Maas<'a> {
             ));
         }
         Ok(())
+    }
+
+    /// Clears the node's disks, then creates the layout (storage commands run once).
+    fn lay_out(&self, entries: &[serde_json::Map<String, Value>]) -> Result<(), StorageError> {
+        let mut run = |command: Vec<String>| {
+            let args: Vec<&str> = command.iter().map(String::as_str).collect();
+            self.once(&args).map_err(StorageError)
+        };
+        self.log("Clearing existing storage configuration");
+        for command in maas_storage::clearing(&self.node, &self.block_devices) {
+            run(command)?;
+        }
+        self.log("Applying storage layout");
+        maas_storage::apply(&self.node, entries, &mut run)
     }
 
     /// The id of the latest installation script result, if any.

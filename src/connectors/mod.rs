@@ -8,6 +8,7 @@
 mod fake;
 mod firmware;
 mod maas2;
+mod maas_storage;
 mod multi;
 mod muxpi;
 mod muxpi_users;

@@ -125,3 +125,72 @@ fn a_missing_maas_cli_is_named() {
         ran.stderr
     );
 }
+
+#[test]
+fn a_jobs_disk_layout_is_cleared_and_applied() {
+    let layout = json!([
+        {"id": "disk0", "type": "disk", "name": "root"},
+        {"id": "efi", "type": "partition", "device": "disk0", "number": 1, "size": "500M"},
+        {"id": "rootfs", "type": "partition", "device": "disk0", "number": 2, "size": "20G"},
+        {"id": "efi-fs", "type": "format", "volume": "efi", "fstype": "fat32", "label": "efi"},
+        {"id": "root-fs", "type": "format", "volume": "rootfs", "fstype": "ext4", "label": "root"},
+        {"id": "efi-mount", "type": "mount", "device": "efi-fs", "path": "/boot/efi"},
+        {"id": "root-mount", "type": "mount", "device": "root-fs", "path": "/"},
+    ]);
+    let mut job = job();
+    job["provision_data"]["disks"] = layout;
+    let bench = Bench::new(CONFIG, &job);
+    std::fs::write(bench.state.path().join("device-up"), "").unwrap();
+    let devices = json!([
+        {"id": 1, "type": "physical", "size": 16_000_000_000u64, "partitions": [{"id": 10}],
+         "filesystem": {"mount_point": "/"}},
+        {"id": 2, "type": "physical", "size": 64_000_000_000u64, "partitions": []},
+        {"id": 3, "type": "virtual", "size": 1, "partitions": [{"id": 30}]},
+    ]);
+    std::fs::write(
+        bench.state.path().join("maas-blockdevices.json"),
+        devices.to_string(),
+    )
+    .unwrap();
+    let ran = run(&bench, "provision");
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let storage: Vec<String> = bench
+        .calls()
+        .into_iter()
+        .filter(|c| c.contains("partition") || c.contains("block-device "))
+        .collect();
+    assert_eq!(
+        storage,
+        [
+            "maas prof partition delete abc123 1 10",
+            "maas prof block-device unmount abc123 1",
+            "maas prof block-device unformat abc123 1",
+            "maas prof block-device set-boot-disk abc123 2",
+            "maas prof block-device update abc123 2 name=root",
+            "maas prof partitions create abc123 2 size=500000000",
+            "maas prof partitions create abc123 2 size=20000000000",
+            "maas prof partition format abc123 2 101 fstype=fat32 label=efi",
+            "maas prof partition format abc123 2 102 fstype=ext4 label=root",
+            "maas prof partition mount abc123 2 101 mount_point=/boot/efi",
+            "maas prof partition mount abc123 2 102 mount_point=/",
+        ]
+    );
+
+    let mut too_big = job.clone();
+    too_big["provision_data"]["disks"][2]["size"] = json!("100G");
+    let small = Bench::new(CONFIG, &too_big);
+    std::fs::write(
+        small.state.path().join("maas-blockdevices.json"),
+        devices.to_string(),
+    )
+    .unwrap();
+    let ran = run(&small, "provision");
+    assert_eq!(ran.code, 1);
+    assert!(
+        ran.stderr.contains(
+            "No suitable block-device found for partition disk0 with size 100500000000 bytes"
+        ),
+        "{}",
+        ran.stderr
+    );
+}

@@ -3,13 +3,13 @@
 //! deploy, then wait until MAAS says Deployed at the expected address and ssh answers.
 //! `cleanup` releases the machine again.
 //!
-//! Not built yet: EFI boot-order reset and TPM clear (a config asking for them is refused
-//! with a clear message).
+//! With `reset_efi`, network boot is put first in the machine's EFI boot order before
+//! it is released; with `clear_tpm`, its TPM is cleared before provisioning.
 
 use std::time::Duration;
 
 use base64::Engine;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::maas_storage::{self, StorageError};
 use super::runner::RunError;
@@ -49,19 +49,6 @@ impl<'a> Maas<'a> {
                 .unwrap_or(false),
             block_devices: Vec::new(),
         };
-        if context
-            .config
-            .get("reset_efi")
-            .is_some_and(crate::job::is_truthy)
-            || context
-                .config
-                .get("clear_tpm")
-                .is_some_and(crate::job::is_truthy)
-        {
-            return Err(Failure::Provisioning(
-                "reset_efi and clear_tpm are not built into tf's maas2 connector yet".into(),
-            ));
-        }
         // As the reference: the node's block devices are read first, and must be.
         maas.log("Reading node's block device information");
         let devices = maas
@@ -331,16 +318,35 @@ impl<'a> Maas<'a> {
         }
     }
 
-    fn deploy(&self) -> Result<(), Failure> {
+    /// The whole provision: EFI reset and TPM clear if configured, then the job's deploy.
+    fn provision(&self) -> Result<(), Failure> {
+        if self.flag("reset_efi") {
+            self.reset_efi();
+        }
+        if self.flag("clear_tpm") {
+            self.clear_tpm()?;
+        }
         let data = self
             .context
             .job
             .get("provision_data")
             .cloned()
             .unwrap_or(Value::Null);
+        self.deploy_with(&data)
+    }
+
+    /// Takes the machine back (EFI reset first if configured) and releases it.
+    fn recover(&self) -> Result<(), Failure> {
+        if self.flag("reset_efi") {
+            self.reset_efi();
+        }
+        self.release()
+    }
+
+    fn deploy_with(&self, data: &Value) -> Result<(), Failure> {
         let text = |key: &str| data.get(key).and_then(Value::as_str).map(str::to_string);
         let distro = text("distro").unwrap_or("jammy".into());
-        self.release()?;
+        self.recover()?;
         self.machine()?;
         self.storage()?;
         self.log("Acquiring node");
@@ -451,6 +457,79 @@ impl<'a> Maas<'a> {
         )))
     }
 
+    fn flag(&self, key: &str) -> bool {
+        self.context
+            .config
+            .get(key)
+            .is_some_and(crate::job::is_truthy)
+    }
+
+    /// Runs `command` on the machine as `ubuntu` (it must be deployed).
+    fn on_machine(&self, command: &str, limit: Duration) -> Option<String> {
+        let target = format!("ubuntu@{}", self.context.config_text("device_ip")?);
+        let argv = [
+            "ssh",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            &target,
+            command,
+        ];
+        match self.context.runner.run(&argv, Some(limit)) {
+            Ok(output) if output.success() => Some(output.text),
+            _ => None,
+        }
+    }
+
+    /// Puts network boot first in the EFI boot order, so MAAS can always take the
+    /// machine back. Best effort: a machine where this fails is left as it is.
+    fn reset_efi(&self) {
+        self.log("Fixing EFI boot order before provisioning");
+        let limit = Duration::from_secs(30);
+        let listing = self.on_machine("sudo efibootmgr -v", limit).or_else(|| {
+            self.on_machine(
+                "sudo snap install efi-tools-ijohnson --devmode --edge",
+                Duration::from_secs(300),
+            );
+            self.on_machine(
+                "sudo snap alias efi-tools-ijohnson.efibootmgr efibootmgr",
+                limit,
+            );
+            self.on_machine("sudo efibootmgr -v", limit)
+        });
+        let Some(order) = listing.as_deref().and_then(netboot_first) else {
+            return;
+        };
+        self.log(&format!("Setting boot order to {order}"));
+        if self
+            .on_machine(&format!("sudo efibootmgr -o {order}"), limit)
+            .is_none()
+        {
+            self.context.log.error(&format!(
+                "MAAS: Failed to set efi boot order to \"{order}\""
+            ));
+        }
+    }
+
+    /// Asks the firmware to clear the TPM at the next boot; the machine must run an OS
+    /// for that, so it is deployed first if the request does not take.
+    fn clear_tpm(&self) -> Result<(), Failure> {
+        self.log("Clearing the TPM before provisioning");
+        for attempt in 0..2 {
+            let limit = Duration::from_secs(30);
+            self.on_machine("echo 5 | sudo tee /sys/class/tpm/tpm0/ppi/request", limit);
+            let request = self.on_machine("cat /sys/class/tpm/tpm0/ppi/request", limit);
+            if request.is_some_and(|r| r.trim() == "5") {
+                return Ok(());
+            }
+            if attempt == 0 {
+                self.deploy_with(&json!({"distro": "jammy"}))?;
+            }
+        }
+        Err(Failure::Provisioning("Failed to clear TPM".into()))
+    }
+
     fn ssh_answers(&self, device_ip: &str) -> bool {
         let target = format!("ubuntu@{device_ip}");
         let argv = [
@@ -471,7 +550,7 @@ pub fn provision(context: &Context) -> StageResult {
     let _serial = SerialLogger::start(context, "provision-serial.log");
     context.log.info("BEGIN provision");
     context.log.info("Provisioning device");
-    let outcome = Maas::new(context).and_then(|maas| maas.deploy());
+    let outcome = Maas::new(context).and_then(|maas| maas.provision());
     if let Err(Failure::Provisioning(message)) = &outcome {
         context
             .log
@@ -482,6 +561,78 @@ pub fn provision(context: &Context) -> StageResult {
 }
 
 pub fn cleanup(context: &Context) -> StageResult {
-    Maas::new(context)?.release()?;
+    Maas::new(context)?.recover()?;
     Ok(0)
+}
+
+/// The boot order that netboots first, from `efibootmgr -v` output: the current entry
+/// if it is an IPv4 (PXE) one, then the other IPv4 entries in listed order, then the
+/// rest of the current order.
+fn netboot_first(efibootmgr: &str) -> Option<String> {
+    let mut current = None;
+    let mut order: Vec<String> = Vec::new();
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for line in efibootmgr.lines() {
+        let (first, rest) = line
+            .trim()
+            .split_once(char::is_whitespace)
+            .unwrap_or((line.trim(), ""));
+        match first {
+            "BootCurrent:" => current = Some(rest.trim().to_string()),
+            "BootOrder:" => {
+                order = rest
+                    .trim()
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .collect()
+            }
+            word => {
+                let number = word.strip_prefix("Boot").map(|n| n.trim_end_matches('*'));
+                if let Some(number) =
+                    number.filter(|n| n.len() == 4 && n.chars().all(|c| c.is_ascii_hexdigit()))
+                {
+                    entries.push((number.to_string(), rest.to_string()));
+                }
+            }
+        }
+    }
+    let is_ipv4 = |number: &str| {
+        entries
+            .iter()
+            .any(|(n, text)| n == number && text.contains("IPv4"))
+    };
+    let mut new_order: Vec<String> = Vec::new();
+    if let Some(current) = current.filter(|c| is_ipv4(c)) {
+        new_order.push(current);
+    }
+    for (number, text) in &entries {
+        if text.contains("IPv4") && !new_order.contains(number) {
+            new_order.push(number.clone());
+        }
+    }
+    for number in order {
+        if !new_order.contains(&number) {
+            new_order.push(number);
+        }
+    }
+    (!new_order.is_empty()).then(|| new_order.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::netboot_first;
+
+    const EFI: &str = "BootCurrent: CURRENT\nTimeout: 1 seconds\nBootOrder: 0000,0001,0002\nBoot0000* ubuntu\tHD(1,GPT)\nBoot0001* UEFI: PXE IPv4 Intel\nBoot0002* UEFI: PXE IPv4 Mellanox\n";
+
+    #[test]
+    fn netboot_entries_go_first() {
+        assert_eq!(
+            netboot_first(&EFI.replace("CURRENT", "0002")).as_deref(),
+            Some("0002,0001,0000")
+        );
+        assert_eq!(
+            netboot_first(&EFI.replace("CURRENT", "0000")).as_deref(),
+            Some("0001,0002,0000")
+        );
+    }
 }

@@ -194,3 +194,38 @@ fn a_jobs_disk_layout_is_cleared_and_applied() {
         ran.stderr
     );
 }
+
+#[test]
+fn efi_reset_puts_network_boot_first_and_the_tpm_is_cleared() {
+    let config = format!("{CONFIG}reset_efi: true\nclear_tpm: true\n");
+    let bench = Bench::new(&config, &job());
+    std::fs::write(bench.state.path().join("device-up"), "").unwrap();
+    std::fs::create_dir_all(bench.state.path().join("dut/sys/class/tpm/tpm0/ppi")).unwrap();
+    std::fs::write(
+        bench.state.path().join("efibootmgr.txt"),
+        "BootCurrent: 0000\nBootOrder: 0000,0001,0002\nBoot0000* ubuntu\tHD(1,GPT)\nBoot0001* UEFI: PXE IPv4 Intel\nBoot0002* UEFI: PXE IPv4 Mellanox\n",
+    )
+    .unwrap();
+    let ran = run(&bench, "provision");
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let calls = bench.calls();
+    let reorders = calls
+        .iter()
+        .filter(|c| *c == "efibootmgr -o 0001,0002,0000")
+        .count();
+    assert_eq!(
+        reorders, 2,
+        "before provisioning and before the release: {calls:#?}"
+    );
+    let tpm = std::fs::read_to_string(
+        bench
+            .state
+            .path()
+            .join("dut/sys/class/tpm/tpm0/ppi/request"),
+    )
+    .unwrap();
+    assert_eq!(tpm.trim(), "5");
+    assert!(ran
+        .stderr
+        .contains("MAAS: Setting boot order to 0001,0002,0000"));
+}

@@ -7,7 +7,7 @@ use super::stages::pre_provision_hook;
 use super::{Context, StageResult};
 
 pub fn provision(context: &Context) -> StageResult {
-    pre_provision_hook(context);
+    pre_provision_hook(context, false)?;
     let stars = "*".repeat(40);
     let data = context
         .job

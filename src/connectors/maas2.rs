@@ -546,7 +546,7 @@ impl<'a> Maas<'a> {
 }
 
 pub fn provision(context: &Context) -> StageResult {
-    pre_provision_hook(context);
+    pre_provision_hook(context, false)?;
     let _serial = SerialLogger::start(context, "provision-serial.log");
     context.log.info("BEGIN provision");
     context.log.info("Provisioning device");

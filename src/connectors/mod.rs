@@ -5,6 +5,7 @@
 //! appended to `device-connector-error.json`, and the exit codes (1 failure, 46 recovery
 //! failed, 2 usage). The stages themselves live in `stages` and the per-device modules.
 
+mod control_host;
 mod fake;
 mod firmware;
 mod maas2;

@@ -106,7 +106,7 @@ fn is_over(state: &str) -> bool {
 }
 
 pub fn provision(context: &Context) -> StageResult {
-    pre_provision_hook(context);
+    pre_provision_hook(context, false)?;
     let server = Server::new(context)?;
     let jobs = context
         .job

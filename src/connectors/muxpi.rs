@@ -104,7 +104,7 @@ impl ControlHost<'_> {
 }
 
 pub fn provision(context: &Context) -> StageResult {
-    pre_provision_hook(context);
+    pre_provision_hook(context, true)?;
     let _serial = SerialLogger::start(context, "provision-serial.log");
     let log = &context.log;
     log.info("BEGIN provision");

@@ -12,7 +12,7 @@ const BOOT_LIMIT: Duration = Duration::from_secs(300);
 const PROBE_EVERY: Duration = Duration::from_secs(5);
 
 pub fn provision(context: &Context) -> StageResult {
-    pre_provision_hook(context);
+    pre_provision_hook(context, false)?;
     let log = &context.log;
     let target = format!(
         "{}@{}",

@@ -12,7 +12,8 @@ use serde_json::Value;
 use super::runner::RunError;
 use super::serial::SerialLogger;
 use super::{
-    fake, firmware, maas2, multi, muxpi, noprovision, Context, Device, Failure, Stage, StageResult,
+    control_host, fake, firmware, maas2, multi, muxpi, noprovision, Context, Device, Failure,
+    Stage, StageResult,
 };
 
 pub fn run(device: Device, stage: Stage, context: &Context) -> StageResult {
@@ -48,7 +49,7 @@ pub fn run(device: Device, stage: Stage, context: &Context) -> StageResult {
 fn default_stage(stage: Stage, context: &Context) -> StageResult {
     match stage {
         Stage::Provision => {
-            pre_provision_hook(context);
+            pre_provision_hook(context, false)?;
             Ok(0)
         }
         Stage::FirmwareUpdate => firmware::firmware_update(context),
@@ -61,13 +62,10 @@ fn default_stage(stage: Stage, context: &Context) -> StageResult {
 }
 
 /// What every provision does first: prepare the control host, if the device has one.
-pub fn pre_provision_hook(context: &Context) {
+/// `power_scripts`: keep the device powered off while the control host reboots.
+pub fn pre_provision_hook(context: &Context, power_scripts: bool) -> Result<(), Failure> {
     context.log.info("Running pre-provision hook");
-    if context.config_text("control_host").is_some() {
-        context
-            .log
-            .warning("control-host hooks are not built into tf yet: skipped");
-    }
+    control_host::before_provision(context, power_scripts)
 }
 
 /// Runs the job's `test_data.test_cmds` on the agent host: a list of commands (the
@@ -77,6 +75,7 @@ pub fn runtest(context: &Context) -> StageResult {
     let Some(test_data) = context.job.get("test_data") else {
         return Err(Failure::Provisioning("the job has no test_data".into()));
     };
+    control_host::before_test(context);
     let _serial = SerialLogger::start(context, "test-serial.log");
     let environment = test_environment(context, test_data);
     let status = run_test_commands(context, test_data, &environment)?;

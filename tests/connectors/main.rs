@@ -9,6 +9,7 @@ mod harness;
 #[path = "../agent/runner.rs"]
 mod runner;
 
+mod control_host;
 mod firmware;
 mod maas2;
 mod multi;

@@ -2,7 +2,7 @@
 //! vendor and chassis type, over ssh), then bring its firmware to the job's
 //! `firmware_update_data.version`. Desktops, all-in-ones, mini PCs and rack servers from
 //! HP, Dell and Lenovo go through LVFS (`fwupdmgr` on the device; only `latest`). HPE
-//! servers go through their iLO, which is not built into tf yet.
+//! servers go through their iLO (see `hpe`).
 //!
 //! `ignore_failure: true` makes any failure of this stage exit 0 (the reference only
 //! ignores some of them).
@@ -158,9 +158,11 @@ impl Device<'_> {
             return self.lvfs(version);
         }
         if methods.contains("OEM-defined") && HPE_VENDORS.contains(&vendor.as_str()) {
-            return Err(Refused(
-                "HPE firmware updates (through iLO) are not built into tf yet".into(),
-            ));
+            self.context
+                .log
+                .info(&format!("{} is a {vendor} HPEDevice", self.ip));
+            let bmc = super::hpe::Bmc::from_maas(self.context).map_err(Refused)?;
+            return bmc.update(version).map_err(Refused);
         }
         Err(out_of_scope())
     }

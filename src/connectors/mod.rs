@@ -8,6 +8,7 @@
 mod control_host;
 mod fake;
 mod firmware;
+mod hpe;
 mod maas2;
 mod maas_storage;
 mod multi;

@@ -46,8 +46,9 @@ impl std::fmt::Display for RunError {
 
 pub struct Runner {
     log: Log,
-    /// Values never to show in logged command lines.
-    secrets: Vec<String>,
+    /// Values never to show in logged command lines (config credentials, and those a
+    /// stage learns, such as a BMC password).
+    secrets: std::cell::RefCell<Vec<String>>,
 }
 
 /// Config keys whose values are credentials.
@@ -65,13 +66,23 @@ impl Runner {
             .filter_map(|(_, value)| value.as_str().map(str::to_string))
             .filter(|value| !value.is_empty())
             .collect();
-        Runner { log, secrets }
+        Runner {
+            log,
+            secrets: std::cell::RefCell::new(secrets),
+        }
+    }
+
+    /// Hides `secret` in every command line logged from now on.
+    pub fn mask(&self, secret: &str) {
+        if !secret.is_empty() {
+            self.secrets.borrow_mut().push(secret.to_string());
+        }
     }
 
     /// The command line as it may be logged.
     pub fn shown(&self, argv: &[&str]) -> String {
         let mut line = argv.join(" ");
-        for secret in &self.secrets {
+        for secret in self.secrets.borrow().iter() {
             line = line.replace(secret.as_str(), "****");
         }
         line

@@ -11,6 +11,7 @@ mod runner;
 
 mod control_host;
 mod firmware;
+mod hpe;
 mod maas2;
 mod multi;
 mod muxpi;

@@ -187,6 +187,13 @@ pub struct Log {
 }
 
 impl Log {
+    #[cfg(test)]
+    pub fn for_tests() -> Log {
+        Log {
+            agent_name: "test".into(),
+        }
+    }
+
     pub fn info(&self, message: &str) {
         self.line("INFO", message);
     }

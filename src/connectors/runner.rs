@@ -207,3 +207,19 @@ fn exit_status(status: std::process::ExitStatus) -> i32 {
         (None, None) => 1,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{RunError, Runner};
+    use crate::connectors::Log;
+    use std::time::Duration;
+
+    #[test]
+    fn commands_past_their_limit_are_killed_and_missing_ones_named() {
+        let runner = Runner::new(Log::for_tests(), &serde_json::Map::new());
+        let slow = runner.run(&["sleep", "5"], Some(Duration::from_millis(100)));
+        assert!(matches!(slow, Err(RunError::TimedOut(_))));
+        let missing = runner.run(&["no-such-tool-anywhere"], None);
+        assert!(matches!(missing, Err(RunError::Missing(name)) if name == "no-such-tool-anywhere"));
+    }
+}

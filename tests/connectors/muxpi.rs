@@ -196,3 +196,43 @@ fn muxpi_reports_an_image_url_that_does_not_work() {
         bench.calls()
     );
 }
+
+#[test]
+fn an_agent_flashes_a_device_through_muxpi_end_to_end() {
+    let server = crate::harness::Server::start();
+    // The device's files and the fake hardware, as in the other muxpi tests.
+    let bench = Bench::new(CONFIG, &json!({}));
+    prepare(&bench);
+    let fakes = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fakes");
+    let tf = env!("CARGO_BIN_EXE_tf");
+    let environment = format!(
+        "FAKE_CONTROL=ubuntu@control FAKE_STATE={} PATH={}:$PATH",
+        bench.state.path().display(),
+        fakes.display()
+    );
+    let config = bench.path("default.yaml");
+    let settings = format!(
+        "provision_command: {environment} {tf} device-connector muxpi provision -c {0} testflinger.json\ntest_command: {tf} device-connector muxpi runtest -c {0} testflinger.json\n",
+        config.display()
+    );
+    let _agent = crate::runner::Agent::start(&server, &settings);
+    let image = serve_image("FLASHED-BY-THE-AGENT");
+    let job_id = server.submit(&json!({
+        "job_queue": "q",
+        "provision_data": {"url": image},
+        "test_data": {"test_cmds": "echo testing $AGENT_NAME"},
+    }));
+    let result = crate::runner::wait_for_state(&server, &job_id, &["complete"]);
+    assert_eq!(result["provision_status"], json!(0), "{result}");
+    assert_eq!(result["test_status"], json!(0), "{result}");
+    assert!(
+        result["test_output"]
+            .as_str()
+            .unwrap()
+            .contains("testing rpi-1\n"),
+        "{result}"
+    );
+    let card = std::fs::read_to_string(bench.state.path().join("root/dev/sda")).unwrap();
+    assert_eq!(card, "FLASHED-BY-THE-AGENT");
+    assert_eq!(result["device_info"]["device_ip"], json!("10.0.0.9"));
+}

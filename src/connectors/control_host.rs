@@ -26,10 +26,7 @@ impl ControlApi {
             .and_then(Value::as_u64)
             .unwrap_or(8000);
         let api = Api::new(&format!("http://{host}:{port}")).ok()?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
+        let runtime = super::web::runtime().ok()?;
         Some(ControlApi {
             api,
             runtime,

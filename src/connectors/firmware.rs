@@ -31,12 +31,6 @@ fn chassis(kind: u32) -> Option<(&'static str, &'static str)> {
 
 const LVFS_VENDORS: &[&str] = &["HP", "Dell Inc.", "LENOVO"];
 const HPE_VENDORS: &[&str] = &["HPE"];
-const SSH_OPTIONS: [&str; 4] = [
-    "-o",
-    "StrictHostKeyChecking=no",
-    "-o",
-    "UserKnownHostsFile=/dev/null",
-];
 
 /// A firmware update that did not happen, and why.
 struct Refused(String);
@@ -88,11 +82,7 @@ struct Device<'a> {
 impl Device<'_> {
     /// Runs `command` on the device: its exit status and output.
     fn run(&self, command: &str, limit: Duration) -> (i32, String) {
-        let mut argv = vec!["ssh", "-t"];
-        argv.extend(SSH_OPTIONS);
-        argv.push(&self.target);
-        argv.push(command);
-        match self.context.runner.run(&argv, Some(limit)) {
+        match self.context.runner.ssh(&self.target, command, limit) {
             Ok(output) => (output.status, output.text.trim().to_string()),
             Err(error) => (124, error.to_string()),
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::Context;
+use super::{web, Context};
 
 /// HPE's public service-pack repository (`hpe_repository_url` points at a mirror).
 const PUBLIC_REPOSITORY: &str = "https://downloads.linux.hpe.com/SDR/repo/";
@@ -482,41 +482,21 @@ fn strip_spinner(output: &str) -> String {
         .join("")
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
-}
-
-fn split_url(url: &str) -> Result<(crate::api::Api, String), String> {
-    let api = crate::api::Api::new(url).map_err(|e| e.to_string())?;
-    let path = url
-        .parse::<hyper::Uri>()
-        .ok()
-        .and_then(|uri| uri.path_and_query().map(|p| p.to_string()))
-        .unwrap_or_else(|| "/".into());
-    Ok((api, path))
-}
-
 /// A page of the repository, tried three times.
 fn fetch(url: &str) -> Result<String, String> {
-    let (api, path) = split_url(url)?;
-    let runtime = runtime()?;
     for _ in 0..3 {
-        if let Ok(reply) = runtime.block_on(api.get(&path, Duration::from_secs(300))) {
-            return Ok(String::from_utf8_lossy(&reply.body).into_owned());
+        if let Ok(reply) = web::get(url, Duration::from_secs(300)) {
+            if reply.status.is_success() {
+                return Ok(String::from_utf8_lossy(&reply.body).into_owned());
+            }
         }
     }
     Err(format!("Failed to download {url}"))
 }
 
 fn download(url: &str, file: &str) -> Result<(), String> {
-    let (api, path) = split_url(url)?;
-    runtime()?
-        .block_on(api.download(&path, std::path::Path::new(file), Duration::from_secs(1800)))
+    web::download(url, std::path::Path::new(file), Duration::from_secs(1800))
         .map_err(|e| format!("Failed to download {url}: {e}"))
-        .map(drop)
 }
 
 #[cfg(test)]

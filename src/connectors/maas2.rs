@@ -467,16 +467,7 @@ impl<'a> Maas<'a> {
     /// Runs `command` on the machine as `ubuntu` (it must be deployed).
     fn on_machine(&self, command: &str, limit: Duration) -> Option<String> {
         let target = format!("ubuntu@{}", self.context.config_text("device_ip")?);
-        let argv = [
-            "ssh",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            &target,
-            command,
-        ];
-        match self.context.runner.run(&argv, Some(limit)) {
+        match self.context.runner.ssh(&target, command, limit) {
             Ok(output) if output.success() => Some(output.text),
             _ => None,
         }
@@ -532,16 +523,11 @@ impl<'a> Maas<'a> {
 
     fn ssh_answers(&self, device_ip: &str) -> bool {
         let target = format!("ubuntu@{device_ip}");
-        let argv = [
-            "ssh",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            &target,
-            "/bin/true",
-        ];
-        matches!(self.context.runner.run(&argv, Some(Duration::from_secs(60))), Ok(o) if o.success())
+        let probe = self
+            .context
+            .runner
+            .ssh(&target, "/bin/true", Duration::from_secs(60));
+        matches!(probe, Ok(o) if o.success())
     }
 }
 

@@ -18,6 +18,7 @@ mod noprovision;
 mod runner;
 mod serial;
 mod stages;
+mod web;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -33,10 +33,7 @@ impl Server {
                 Failure::Provisioning("Config item testflinger_server URL for multi-device connectors must be specified and must start with http or https!".into())
             })?;
         let api = Api::new(&address).map_err(|e| Failure::Provisioning(e.to_string()))?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Failure::Provisioning(e.to_string()))?;
+        let runtime = super::web::runtime().map_err(|e| Failure::Provisioning(e.to_string()))?;
         Ok(Server { api, runtime })
     }
 

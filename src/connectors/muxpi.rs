@@ -12,17 +12,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::runner::{Output, RunError};
+use super::runner::{Output, RunError, SSH_OPTIONS};
 use super::serial::SerialLogger;
 use super::stages::pre_provision_hook;
-use super::{muxpi_users, Context, Failure, StageResult};
+use super::{muxpi_users, web, Context, Failure, StageResult};
 
-const SSH_OPTIONS: [&str; 4] = [
-    "-o",
-    "StrictHostKeyChecking=no",
-    "-o",
-    "UserKnownHostsFile=/dev/null",
-];
 const CONTROL_TRIES: u32 = 3;
 const CONTROL_PAUSE: Duration = Duration::from_secs(5);
 const BOOT_LIMIT: Duration = Duration::from_secs(1200);
@@ -352,23 +346,8 @@ fn download(url: &str) -> Result<tempfile::NamedTempFile, Failure> {
     let failed = |reason: String| {
         Failure::Provisioning(format!("cannot download the image {url}: {reason}"))
     };
-    let api = crate::api::Api::new(url).map_err(|e| failed(e.to_string()))?;
-    let path_and_query = url
-        .parse::<hyper::Uri>()
-        .ok()
-        .and_then(|uri| uri.path_and_query().map(|p| p.to_string()))
-        .unwrap_or_else(|| "/".into());
     let file = tempfile::NamedTempFile::new().map_err(|e| failed(e.to_string()))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| failed(e.to_string()))?;
-    let fetched = runtime
-        .block_on(api.download(&path_and_query, file.path(), Duration::from_secs(1200)))
-        .map_err(|e| failed(e.to_string()))?;
-    if !fetched {
-        return Err(failed("the server sent nothing (204)".into()));
-    }
+    web::download(url, file.path(), Duration::from_secs(1200)).map_err(failed)?;
     Ok(file)
 }
 
@@ -427,25 +406,7 @@ fn boot_check(context: &Context, data: &Value) -> Result<(), Failure> {
 }
 
 fn url_answers(url: &str) -> Result<u16, String> {
-    let api = crate::api::Api::new(url).map_err(|e| e.to_string())?;
-    let path = url
-        .parse::<hyper::Uri>()
-        .ok()
-        .and_then(|uri| uri.path_and_query().map(|p| p.to_string()))
-        .unwrap_or_else(|| "/".into());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime
-        .block_on(api.send(
-            hyper::Method::GET,
-            &path,
-            crate::api::RequestBody::Empty,
-            Duration::from_secs(5),
-        ))
-        .map(|reply| reply.status.as_u16())
-        .map_err(|e| e.to_string())
+    web::get(url, Duration::from_secs(5)).map(|reply| reply.status.as_u16())
 }
 
 /// Mounts the image's partitions, finds out what the image is, and lets the test user

@@ -44,6 +44,14 @@ impl std::fmt::Display for RunError {
     }
 }
 
+/// ssh options for machines that are reinstalled all the time: no host-key checks.
+pub const SSH_OPTIONS: [&str; 4] = [
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+];
+
 pub struct Runner {
     log: Log,
     /// Values never to show in logged command lines (config credentials, and those a
@@ -86,6 +94,14 @@ impl Runner {
             line = line.replace(secret.as_str(), "****");
         }
         line
+    }
+
+    /// Runs `command` on `target` (`user@host`) over ssh, without host-key prompts.
+    pub fn ssh(&self, target: &str, command: &str, limit: Duration) -> Result<Output, RunError> {
+        let mut argv = vec!["ssh"];
+        argv.extend(SSH_OPTIONS);
+        argv.extend([target, command]);
+        self.run(&argv, Some(limit))
     }
 
     /// Runs `argv` (no shell), output captured, killed after `limit`.

@@ -25,8 +25,17 @@ impl ControlApi {
             .get("control_host_api_port")
             .and_then(Value::as_u64)
             .unwrap_or(8000);
-        let api = Api::new(&format!("http://{host}:{port}")).ok()?;
-        let runtime = super::web::runtime().ok()?;
+        let unusable = |reason: String| {
+            context.log.warning(&format!(
+                "control host {host}:{port} cannot be reached: {reason}; skipping its hooks"
+            ))
+        };
+        let api = Api::new(&format!("http://{host}:{port}"))
+            .map_err(|e| unusable(e.to_string()))
+            .ok()?;
+        let runtime = super::web::runtime()
+            .map_err(|e| unusable(e.to_string()))
+            .ok()?;
         Some(ControlApi {
             api,
             runtime,

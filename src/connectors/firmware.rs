@@ -46,15 +46,17 @@ pub fn firmware_update(context: &Context) -> StageResult {
     let ignore_failure = data
         .get("ignore_failure")
         .is_some_and(crate::job::is_truthy);
+    let refused = |f: Failure| match f {
+        Failure::Provisioning(m) | Failure::Recovery(m) => Refused(m),
+    };
     let outcome = context
         .required("device_ip")
-        .map_err(|f| match f {
-            Failure::Provisioning(m) | Failure::Recovery(m) => Refused(m),
-        })
-        .and_then(|ip| {
+        .and_then(|ip| Ok((context.test_username()?, ip)))
+        .map_err(refused)
+        .and_then(|(user, ip)| {
             let device = Device {
                 context,
-                target: format!("{}@{ip}", context.test_username()),
+                target: format!("{user}@{ip}"),
                 ip,
             };
             device.update(
@@ -83,7 +85,8 @@ impl Device<'_> {
     /// Runs `command` on the device: its exit status and output.
     fn run(&self, command: &str, limit: Duration) -> (i32, String) {
         match self.context.runner.ssh(&self.target, command, limit) {
-            Ok(output) => (output.status, output.text.trim().to_string()),
+            Ok(output) if output.success() => (0, output.text.trim().to_string()),
+            Ok(output) => (output.status, output.all()),
             Err(error) => (124, error.to_string()),
         }
     }

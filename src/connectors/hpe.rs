@@ -104,7 +104,7 @@ impl<'a> Bmc<'a> {
                 "failed to execute {}:\n[{}] {}",
                 self.context.runner.shown(&argv),
                 output.status,
-                output.text.trim()
+                output.all()
             )),
             Err(error) => Err(error.to_string()),
         }

@@ -83,11 +83,7 @@ impl<'a> Maas<'a> {
             .run(&self.argv(args), Some(Duration::from_secs(300)))
         {
             Ok(output) if output.success() => Ok(output.text),
-            Ok(output) => Err(format!(
-                "exit status {}: {}",
-                output.status,
-                output.text.trim()
-            )),
+            Ok(output) => Err(format!("exit status {}: {}", output.status, output.all())),
             Err(RunError::Missing(program)) => Err(format!("{program} is not installed")),
             Err(error) => Err(error.to_string()),
         }

@@ -36,13 +36,16 @@ pub fn size_in_bytes(size: &str) -> Result<u64, StorageError> {
     if let Ok(bytes) = size.parse::<u64>() {
         return Ok(bytes);
     }
-    let (digits, unit) = size.split_at(size.len().saturating_sub(1));
+    let Some(unit) = size.chars().last() else {
+        return Err(invalid());
+    };
+    let digits = &size[..size.len() - unit.len_utf8()];
     let factor: u64 = match unit {
-        "T" => 1_000_000_000_000,
-        "G" => 1_000_000_000,
-        "M" => 1_000_000,
-        "K" => 1_000,
-        "B" => 1,
+        'T' => 1_000_000_000_000,
+        'G' => 1_000_000_000,
+        'M' => 1_000_000,
+        'K' => 1_000,
+        'B' => 1,
         _ => return Err(invalid()),
     };
     let number: u64 = digits.parse().map_err(|_| invalid())?;
@@ -303,6 +306,8 @@ mod tests {
         assert_eq!(size_in_bytes("512").ok(), Some(512));
         assert!(size_in_bytes("1.5G").is_err());
         assert!(size_in_bytes("10GB").is_err());
+        assert!(size_in_bytes("10é").is_err());
+        assert!(size_in_bytes("").is_err());
     }
 
     #[test]

@@ -169,15 +169,33 @@ impl Context {
         }
     }
 
-    /// `test_data.test_username`, or `ubuntu`.
-    pub fn test_username(&self) -> String {
-        self.job
+    /// `test_data.test_username`, or `ubuntu`. It goes into `user@host` ssh targets, so
+    /// only a plain login name is accepted: `-oProxyCommand=…` must not pass as a user.
+    pub fn test_username(&self) -> Result<String, Failure> {
+        let user = self
+            .job
             .pointer("/test_data/test_username")
             .and_then(Value::as_str)
             .filter(|u| !u.is_empty())
-            .unwrap_or("ubuntu")
-            .to_string()
+            .unwrap_or("ubuntu");
+        if is_login_name(user) {
+            Ok(user.to_string())
+        } else {
+            Err(Failure::Provisioning(format!(
+                "test_username {user:?} is not a valid login name"
+            )))
+        }
     }
+}
+
+/// A POSIX-style login name: a lower-case letter or `_`, then letters, digits, `_.-`.
+fn is_login_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
+        && name.len() <= 32
 }
 
 /// The connector's log lines on stderr, in the reference's format:
@@ -255,7 +273,16 @@ pub fn run(args: ConnectorArgs) -> ExitCode {
         log,
         no_wait: std::env::var_os("TF_CONNECTOR_NO_WAIT").is_some(),
     };
-    let outcome = stages::run(args.device, args.stage, &context);
+    // A bug in a stage must still leave its failure record for the agent to report.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        stages::run(args.device, args.stage, &context)
+    }))
+    .unwrap_or_else(|_| {
+        Err(Failure::Provisioning(format!(
+            "the {} stage crashed; this is a bug in tf, please report it",
+            args.stage.name()
+        )))
+    });
     match outcome {
         Ok(code) => ExitCode::from((code.rem_euclid(256)) as u8),
         Err(failure) => {
@@ -323,5 +350,28 @@ fn record_failure(stage: Stage, failure: &Failure) {
         .open("device-connector-error.json");
     if let Ok(mut file) = file {
         let _ = file.write_all(record.to_string().as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_login_name;
+
+    #[test]
+    fn only_plain_login_names_become_ssh_users() {
+        for good in ["ubuntu", "_ci", "test-user.2"] {
+            assert!(is_login_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "-oProxyCommand=x",
+            "Root",
+            "a b",
+            "ü",
+            "x@y",
+            &"a".repeat(33),
+        ] {
+            assert!(!is_login_name(bad), "{bad}");
+        }
     }
 }

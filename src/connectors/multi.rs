@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::serial::SerialLogger;
-use super::stages::{pre_provision_hook, run_test_commands};
+use super::stages::{pre_provision_hook, run_test_commands, test_environment};
 use super::{Context, Failure, StageResult};
 use crate::api::Api;
 
@@ -211,25 +211,15 @@ fn job_list() -> Option<Vec<Value>> {
         .cloned()
 }
 
-/// The test commands, with `DEVICE_IP_1…N` for the allocated devices.
+/// The test commands, in the usual test environment plus `DEVICE_IP_1…N` for the
+/// allocated devices.
 pub fn runtest(context: &Context) -> StageResult {
     context.log.info("BEGIN testrun");
     let Some(test_data) = context.job.get("test_data") else {
         return Err(Failure::Provisioning("the job has no test_data".into()));
     };
     let _serial = SerialLogger::start(context, "test-serial.log");
-    let mut environment: Vec<(String, String)> = std::env::vars().collect();
-    if let Some(Value::Object(extra)) = context.config.get("env") {
-        for (key, value) in extra {
-            environment.retain(|(k, _)| k != key);
-            environment.push((
-                key.clone(),
-                value
-                    .as_str()
-                    .map_or_else(|| value.to_string(), str::to_string),
-            ));
-        }
-    }
+    let mut environment = test_environment(context, test_data);
     match job_list() {
         Some(devices) => {
             for (index, device) in devices.iter().enumerate() {

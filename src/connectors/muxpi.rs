@@ -23,6 +23,11 @@ const BOOT_LIMIT: Duration = Duration::from_secs(1200);
 const BOOT_CHECK_EVERY: Duration = Duration::from_secs(10);
 
 /// The device's control host, reached over ssh.
+/// `text` as one word for a POSIX shell.
+pub(super) fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
 pub(super) struct ControlHost<'a> {
     context: &'a Context,
     target: String,
@@ -47,7 +52,7 @@ impl ControlHost<'_> {
                 .run(&self.ssh_argv(command), Some(limit))
             {
                 Ok(output) if output.success() => return Ok(output),
-                Ok(output) => last = output.text,
+                Ok(output) => last = output.all(),
                 Err(RunError::Missing(program)) => {
                     return Err(Failure::Provisioning(format!("{program} is not installed")))
                 }
@@ -91,7 +96,7 @@ impl ControlHost<'_> {
             .run(&argv, Some(Duration::from_secs(120)))
         {
             Ok(output) if output.success() => Ok(()),
-            Ok(output) => Err(Failure::Provisioning(output.text.trim().to_string())),
+            Ok(output) => Err(Failure::Provisioning(output.all())),
             Err(error) => Err(Failure::Provisioning(error.to_string())),
         }
     }
@@ -212,8 +217,13 @@ fn image_source(data: &Value) -> Result<Image, Failure> {
             "In the \"provision_data\" section of your job_data you must provide a value for \"url\" to specify where to download an image from or a value for \"use_attachment\" to specify which attachment to use as an image".into(),
         ));
     };
+    // A name inside the job's provision attachments, nothing else on the agent.
+    let inside = !name.is_empty()
+        && Path::new(name)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
     let path = Path::new("attachments/provision").join(name);
-    if !path.is_file() {
+    if !inside || !path.is_file() {
         return Err(Failure::Provisioning(format!(
             "In the \"provision_data\" section of your job_data you have provided a value for \"use_attachment\" but that attachment doesn't exist: {name}"
         )));
@@ -262,8 +272,19 @@ impl Storage {
             &format!("{cli} {kind} plug_to_self"),
             Duration::from_secs(60),
         )?;
-        let device = output.text.trim().to_string();
-        if device.is_empty() {
+        let device = output
+            .text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let plausible = device.starts_with("/dev/")
+            && device
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/_-".contains(c));
+        if !plausible {
             return Err(Failure::Provisioning(format!(
                 "`{cli} {kind} plug_to_self` named no block device"
             )));
@@ -306,20 +327,21 @@ fn flash(
             )
         }
     };
-    let remote = format!("zstdcat | sudo dd of={device} bs=16M");
-    let ssh = format!(
-        "ssh {} {} \"{remote}\"",
-        SSH_OPTIONS.join(" "),
-        control.target
-    );
-    let pipeline = format!("set -o pipefail; cat '{}' | {ssh}", file.display());
-    match context.runner.run(&["bash", "-c", &pipeline], Some(limit)) {
+    // The image goes to ssh's stdin straight from the file: no local shell involved.
+    let remote = format!("zstdcat | sudo dd of={} bs=16M", shell_quote(device));
+    let mut argv = vec!["ssh"];
+    argv.extend(SSH_OPTIONS);
+    argv.extend(["--", &control.target, &remote]);
+    let image = std::fs::File::open(&file).map_err(|e| {
+        Failure::Provisioning(format!("cannot read the image {}: {e}", file.display()))
+    })?;
+    match context.runner.run_with_input(&argv, image, Some(limit)) {
         Ok(output) if output.success() => {}
         Ok(output) => {
             return Err(Failure::Provisioning(format!(
                 "Error while piping the test image to {device} through {}: {}",
                 control.target,
-                output.text.trim()
+                output.all()
             )))
         }
         Err(RunError::TimedOut(_)) => {
@@ -369,13 +391,14 @@ fn boot_check(context: &Context, data: &Value) -> Result<(), Failure> {
     let log = &context.log;
     log.info("Checking if test image booted.");
     let device_ip = context.required("device_ip")?;
-    let user = context.test_username();
+    let user = context.test_username()?;
     let password = context
         .job
         .pointer("/test_data/test_password")
         .and_then(Value::as_str)
         .unwrap_or("ubuntu")
         .to_string();
+    context.runner.mask(&password);
     let target = format!("{user}@{device_ip}");
     // Checked at once, then every 10 s (the reference waits 10 s before the first check).
     let checks = BOOT_LIMIT.as_secs() / BOOT_CHECK_EVERY.as_secs();
@@ -398,7 +421,7 @@ fn boot_check(context: &Context, data: &Value) -> Result<(), Failure> {
         argv.push(&target);
         match context.runner.run(&argv, Some(Duration::from_secs(60))) {
             Ok(output) if output.success() => return Ok(()),
-            Ok(output) => log.info(&format!("ssh-id-copy failed with {}", output.text.trim())),
+            Ok(output) => log.info(&format!("ssh-id-copy failed with {}", output.all())),
             Err(error) => log.info(&format!("ssh-id-copy failed with {error}")),
         }
     }
@@ -414,6 +437,11 @@ fn url_answers(url: &str) -> Result<u16, String> {
 fn create_user(context: &Context, control: &ControlHost, device: &str) -> Result<(), Failure> {
     let agent = context.required("agent_name")?;
     let mounts = mount_partitions(context, control, device, &agent)?;
+    if mounts.is_empty() {
+        return Err(Failure::Provisioning(format!(
+            "No partition of {device} could be mounted to create the test user"
+        )));
+    }
     let image_type = muxpi_users::detect(control, &format!("/mnt/{agent}"));
     context
         .log
@@ -421,7 +449,7 @@ fn create_user(context: &Context, control: &ControlHost, device: &str) -> Result
     context.log.info("Creating Test User");
     let created = muxpi_users::create(control, image_type, &agent);
     for mount in mounts {
-        let _ = control.probe(&format!("sudo umount '{mount}'"));
+        let _ = control.probe(&format!("sudo umount {}", shell_quote(&mount)));
     }
     created.map_err(|failure| match failure {
         Failure::Provisioning(m) | Failure::Recovery(m) => {
@@ -452,10 +480,24 @@ fn mount_partitions(
     }
     let mut mounts = Vec::new();
     for (name, label) in partitions {
+        // Names and labels come from the job's image: only plain ones are used.
+        let plain = |text: &str| {
+            !matches!(text, "" | "." | "..")
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        };
+        if !plain(&name) || !plain(&label) {
+            context
+                .log
+                .warning(&format!("Skipping partition {name:?} labelled {label:?}"));
+            continue;
+        }
         let mount = format!("/mnt/{agent}/{label}");
-        let mounted = control.probe(&format!("sudo mkdir -p '{mount}'")).is_some()
+        let quoted = shell_quote(&mount);
+        let mounted = control.probe(&format!("sudo mkdir -p {quoted}")).is_some()
             && control
-                .probe(&format!("sudo mount /dev/{name} '{mount}'"))
+                .probe(&format!("sudo mount /dev/{name} {quoted}"))
                 .is_some();
         if mounted {
             mounts.push(mount);

@@ -16,7 +16,7 @@ pub fn provision(context: &Context) -> StageResult {
     let log = &context.log;
     let target = format!(
         "{}@{}",
-        context.test_username(),
+        context.test_username()?,
         context.required("device_ip")?
     );
     log.info("BEGIN provision");
@@ -68,7 +68,7 @@ fn hard_reset(context: &Context) -> Result<(), Failure> {
                 return Err(Failure::Provisioning(format!(
                     "reboot script `{command}` failed with exit status {}: {}",
                     output.status,
-                    output.text.trim()
+                    output.all()
                 )))
             }
             Err(RunError::TimedOut(_)) => {

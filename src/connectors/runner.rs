@@ -3,6 +3,7 @@
 //! time limit, output captured, and the command line logged with credentials masked.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,12 +15,20 @@ use super::Log;
 #[derive(Debug)]
 pub struct Output {
     pub status: i32,
+    /// What the command printed on stdout: what callers parse.
     pub text: String,
+    /// Its stderr (ssh's warnings, for one), kept apart so they never corrupt `text`.
+    pub errors: String,
 }
 
 impl Output {
     pub fn success(&self) -> bool {
         self.status == 0
+    }
+
+    /// Everything it printed, for error messages.
+    pub fn all(&self) -> String {
+        format!("{}{}", self.text, self.errors).trim().to_string()
     }
 }
 
@@ -45,11 +54,13 @@ impl std::fmt::Display for RunError {
 }
 
 /// ssh options for machines that are reinstalled all the time: no host-key checks.
-pub const SSH_OPTIONS: [&str; 4] = [
+pub const SSH_OPTIONS: [&str; 6] = [
     "-o",
     "StrictHostKeyChecking=no",
     "-o",
     "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
 ];
 
 pub struct Runner {
@@ -100,7 +111,8 @@ impl Runner {
     pub fn ssh(&self, target: &str, command: &str, limit: Duration) -> Result<Output, RunError> {
         let mut argv = vec!["ssh"];
         argv.extend(SSH_OPTIONS);
-        argv.extend([target, command]);
+        // Keys only (never a password prompt), and nothing taken for an option after `--`.
+        argv.extend(["-o", "BatchMode=yes", "--", target, command]);
         self.run(&argv, Some(limit))
     }
 
@@ -111,7 +123,23 @@ impl Runner {
         };
         self.log.info(&format!("Running: {}", self.shown(argv)));
         let mut command = Command::new(program);
-        command.args(args);
+        command.args(args).stdin(Stdio::null());
+        self.run_command(command, program, limit)
+    }
+
+    /// Runs `argv` with `input` as its stdin (streaming a file to a remote command).
+    pub fn run_with_input(
+        &self,
+        argv: &[&str],
+        input: std::fs::File,
+        limit: Option<Duration>,
+    ) -> Result<Output, RunError> {
+        let Some((program, args)) = argv.split_first() else {
+            return Err(RunError::Io("an empty command".into()));
+        };
+        self.log.info(&format!("Running: {}", self.shown(argv)));
+        let mut command = Command::new(program);
+        command.args(args).stdin(input);
         self.run_command(command, program, limit)
     }
 
@@ -122,26 +150,17 @@ impl Runner {
         limit: Option<Duration>,
     ) -> Result<Output, RunError> {
         let mut child = command
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group: a time-out stops everything it started.
+            .process_group(0)
             .spawn()
             .map_err(|error| match error.kind() {
                 std::io::ErrorKind::NotFound => RunError::Missing(program.to_string()),
                 _ => RunError::Io(format!("cannot run {program}: {error}")),
             })?;
-        let mut stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let err_reader = std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = stderr.read_to_end(&mut text);
-            text
-        });
-        let out_reader = std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = stdout.read_to_end(&mut text);
-            text
-        });
+        let out = read_in_background(child.stdout.take().expect("stdout is piped"));
+        let err = read_in_background(child.stderr.take().expect("stderr is piped"));
         let started = Instant::now();
         let status = loop {
             match child.try_wait() {
@@ -151,18 +170,25 @@ impl Runner {
             }
             if let Some(limit) = limit {
                 if started.elapsed() >= limit {
-                    let _ = child.kill();
+                    kill_group(&child);
                     let _ = child.wait();
                     return Err(RunError::TimedOut(limit));
                 }
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        let mut text = out_reader.join().unwrap_or_default();
-        text.extend(err_reader.join().unwrap_or_default());
+        // A process it left in the background may hold the pipes open: its output is
+        // not waited for beyond a moment.
+        let collect = |reader: std::sync::mpsc::Receiver<Vec<u8>>| {
+            let bytes = reader
+                .recv_timeout(Duration::from_secs(1))
+                .unwrap_or_default();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
         Ok(Output {
             status: exit_status(status),
-            text: String::from_utf8_lossy(&text).into_owned(),
+            text: collect(out),
+            errors: collect(err),
         })
     }
 
@@ -194,6 +220,25 @@ impl Runner {
         let _ = relay_errors.join();
         let status = child.wait().map_err(|e| RunError::Io(e.to_string()))?;
         Ok(exit_status(status))
+    }
+}
+
+fn read_in_background(
+    mut stream: impl Read + Send + 'static,
+) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stream.read_to_end(&mut bytes);
+        let _ = sender.send(bytes);
+    });
+    receiver
+}
+
+fn kill_group(child: &std::process::Child) {
+    // SAFETY: killpg only sends a signal to the group we created for this command.
+    unsafe {
+        libc::killpg(child.id() as i32, libc::SIGKILL);
     }
 }
 

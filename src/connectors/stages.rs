@@ -155,7 +155,7 @@ fn run_test_command(
 
 /// The test commands' environment: ours, the config's `env:` map, `AGENT_NAME`,
 /// `REBOOT_SCRIPT` and the job's secrets; empty values are dropped, as the reference does.
-fn test_environment(context: &Context, test_data: &Value) -> Vec<(String, String)> {
+pub fn test_environment(context: &Context, test_data: &Value) -> Vec<(String, String)> {
     let mut environment: Vec<(String, String)> = std::env::vars().collect();
     let mut set = |key: String, value: String| {
         environment.retain(|(k, _)| *k != key);
@@ -234,7 +234,7 @@ fn templated(text: &str, context: &Context) -> String {
 /// already authorised on the device.
 pub fn reserve(context: &Context) -> StageResult {
     context.log.info("BEGIN reservation");
-    let user = context.test_username();
+    let user = context.test_username()?;
     let device_ip = context.required("device_ip")?;
     let Some(reserve_data) = context.job.get("reserve_data") else {
         return Err(Failure::Provisioning("the job has no reserve_data".into()));
@@ -256,7 +256,9 @@ pub fn reserve(context: &Context) -> StageResult {
     let timeout = match reserve_data.get("timeout") {
         None | Some(Value::Null) => 3600,
         Some(value) => crate::job::duration::parse_duration(value).unwrap_or(3600),
-    };
+    }
+    // The server bounds it already; this keeps a hand-written job's expiry printable.
+    .min(u64::from(u32::MAX));
     let now = crate::job::time::now();
     let expires = now + timeout as i64 * 1_000_000;
     let job_id = context
@@ -303,7 +305,7 @@ fn import_key(context: &Context, key: &str) -> bool {
                 log.info(&format!("Successfully imported key: {key}"));
                 return true;
             }
-            Ok(output) if output.text.contains("status_code=404") => {
+            Ok(output) if output.all().contains("status_code=404") => {
                 log.error(&format!("Failed to import ssh key: {key}. User not found."));
                 return false;
             }

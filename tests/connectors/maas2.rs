@@ -38,7 +38,7 @@ fn maas2_releases_allocates_deploys_and_checks_the_device() {
         "maas prof machine deploy abc123 distro_series=noble hwe_kernel=hwe-24.04 user_data=I2Nsb3VkLWNvbmZpZwo= ephemeral_deploy=true",
         "maas prof machine read abc123",
         "maas prof machine read abc123",
-        "ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null ubuntu@10.0.0.5 /bin/true",
+        "ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes -- ubuntu@10.0.0.5 /bin/true",
     ];
     assert_eq!(calls, expected);
     assert!(ran.stderr.contains("MAAS: Deployed and booted."));

@@ -171,6 +171,23 @@ fn noprovision_checks_the_device_and_power_cycles_it_when_needed() {
 }
 
 #[test]
+fn a_test_username_that_reads_like_an_option_never_reaches_ssh() {
+    let bench = Bench::new(
+        CONFIG,
+        &json!({"test_data": {"test_username": "-oProxyCommand=touch /tmp/owned"}}),
+    );
+    std::fs::write(bench.state.path().join("device-up"), "").unwrap();
+    let ran = bench.run("noprovision", "provision");
+    assert_eq!(ran.code, 1, "{}", ran.stderr);
+    assert!(bench.calls().is_empty(), "{:?}", bench.calls());
+    let record = bench.json("device-connector-error.json");
+    assert!(record["provision_exception_info"]["exception_message"]
+        .as_str()
+        .unwrap()
+        .contains("is not a valid login name"));
+}
+
+#[test]
 fn an_agent_runs_a_job_through_the_built_in_connectors() {
     let server = Server::start();
     let device = tempfile::tempdir().unwrap();

@@ -9,6 +9,7 @@ mod completions;
 mod connectors;
 mod demo;
 mod job;
+mod metrics;
 mod server;
 mod store;
 
@@ -18,10 +19,20 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+/// `tf --version`: the crate version, the git commit and the target it was built for.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("TF_GIT_COMMIT"),
+    " ",
+    env!("TF_TARGET"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "tf",
-    version,
+    version = VERSION,
     about = "Testflinger-compatible hardware test lab in one binary",
     infer_long_args = true
 )]
@@ -38,6 +49,8 @@ enum Command {
     Serve(server::config::ServeArgs),
     /// Manage the server's API clients directly on its data dir (on the lab host)
     Clients(server::admin::ClientsArgs),
+    /// Copy the server's database and archives to a directory while it runs
+    Backup(server::backup::BackupArgs),
     /// Run the agent of one device: take jobs from the server and run their phases
     Agent(agent::config::AgentArgs),
     /// Run one stage of a device connector (what agents' phase commands call)
@@ -129,6 +142,7 @@ fn main() -> ExitCode {
             init_logging();
             server::admin::run(args)
         }
+        Some(Command::Backup(args)) => server::backup::run(args),
         // The agent logs where its config says.
         Some(Command::Agent(args)) => agent::run(args),
         Some(Command::DeviceConnector(args)) => return connectors::run(args),

@@ -1,9 +1,8 @@
 //! The agent's Prometheus metrics (`-p <port>`), with the reference's names and labels,
-//! in a small hand-written text exposition.
+//! in the text exposition of `crate::metrics`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::fmt::Write;
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -11,15 +10,10 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
+use crate::metrics::{Exposition, Histogram, CONTENT_TYPE};
+
 /// The reference's histogram buckets for phase durations, in seconds.
 const BUCKETS: &[f64] = &[60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0];
-
-#[derive(Default)]
-struct Histogram {
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
 
 #[derive(Default)]
 struct Counts {
@@ -61,70 +55,54 @@ impl Metrics {
     }
 
     pub fn phase_took(&self, phase: &str, seconds: f64) {
-        let mut counts = self.counts();
-        let histogram = counts.durations.entry(phase.into()).or_default();
-        histogram.counts.resize(BUCKETS.len(), 0);
-        for (bucket, count) in BUCKETS.iter().zip(histogram.counts.iter_mut()) {
-            if seconds <= *bucket {
-                *count += 1;
-            }
-        }
-        histogram.sum += seconds;
-        histogram.count += 1;
+        self.counts()
+            .durations
+            .entry(phase.into())
+            .or_insert_with(|| Histogram::new(BUCKETS))
+            .observe(seconds);
     }
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let counts = self.counts();
-        let agent = &self.agent_id;
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP jobs_total Jobs started by this agent\n# TYPE jobs_total counter"
+        let agent = self.agent_id.as_str();
+        let mut out = Exposition::default();
+        out.family("jobs_total", "counter", "Jobs started by this agent");
+        out.sample("jobs_total", &[("agent_id", agent)], counts.jobs);
+        out.family(
+            "failures_total",
+            "counter",
+            "Phases that ended with a non-zero exit code",
         );
-        let _ = writeln!(out, "jobs_total{{agent_id=\"{agent}\"}} {}", counts.jobs);
-        let _ = writeln!(out, "# HELP failures_total Phases that ended with a non-zero exit code\n# TYPE failures_total counter");
         for (phase, count) in &counts.failures {
-            let _ = writeln!(
-                out,
-                "failures_total{{agent_id=\"{agent}\",test_phase=\"{phase}\"}} {count}"
-            );
+            let labels = [("agent_id", agent), ("test_phase", phase.as_str())];
+            out.sample("failures_total", &labels, count);
         }
-        let _ = writeln!(out, "# HELP recovery_failures_total Device recoveries that failed (exit code 46)\n# TYPE recovery_failures_total counter");
-        let _ = writeln!(
-            out,
-            "recovery_failures_total{{agent_id=\"{agent}\"}} {}",
-            counts.recovery_failures
+        out.family(
+            "recovery_failures_total",
+            "counter",
+            "Device recoveries that failed (exit code 46)",
         );
-        let _ = writeln!(out, "# HELP phase_duration_seconds How long each phase took\n# TYPE phase_duration_seconds histogram");
+        out.sample(
+            "recovery_failures_total",
+            &[("agent_id", agent)],
+            counts.recovery_failures,
+        );
+        out.family(
+            "phase_duration_seconds",
+            "histogram",
+            "How long each phase took",
+        );
         for (phase, histogram) in &counts.durations {
-            let labels = format!(
-                "agent_id=\"{agent}\",test_phase=\"{phase}\",identifier=\"{}\",release=\"\"",
-                self.identifier
-            );
-            for (bucket, count) in BUCKETS.iter().zip(&histogram.counts) {
-                let _ = writeln!(
-                    out,
-                    "phase_duration_seconds_bucket{{{labels},le=\"{bucket:.1}\"}} {count}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "phase_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                histogram.count
-            );
-            let _ = writeln!(
-                out,
-                "phase_duration_seconds_sum{{{labels}}} {}",
-                histogram.sum
-            );
-            let _ = writeln!(
-                out,
-                "phase_duration_seconds_count{{{labels}}} {}",
-                histogram.count
-            );
+            let labels = [
+                ("agent_id", agent),
+                ("test_phase", phase.as_str()),
+                ("identifier", self.identifier.as_str()),
+                ("release", ""),
+            ];
+            out.histogram("phase_duration_seconds", &labels, histogram);
         }
-        out
+        out.finish()
     }
 
     /// Answers every request on `port` with the metrics, until the process ends.
@@ -140,7 +118,7 @@ impl Metrics {
                         let body = metrics.render();
                         async move {
                             let response = hyper::Response::builder()
-                                .header("content-type", "text/plain; version=0.0.4")
+                                .header("content-type", CONTENT_TYPE)
                                 .body(Full::new(Bytes::from(body)))
                                 .expect("static response parts are valid");
                             Ok::<_, Infallible>(response)

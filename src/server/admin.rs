@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::auth::Role;
 use super::tokens::BCRYPT_COST;
-use crate::store::{Client, Store, SyncMode};
+use crate::store::{Client, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct ClientsArgs {
@@ -107,7 +107,7 @@ pub fn run(args: ClientsArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let store = Store::open(&args.data_dir, SyncMode::Normal, None)?;
+        let store = Store::open_beside_server(&args.data_dir)?;
         execute(&store, args.command).await
     })
 }

@@ -95,7 +95,10 @@ pub async fn submit(
         })
         .await;
     match stored {
-        Ok(()) => Ok(reply::json(&json!({ "job_id": job_id }))),
+        Ok(()) => {
+            app.metrics.job_submitted();
+            Ok(reply::json(&json!({ "job_id": job_id })))
+        }
         Err(StoreError::DuplicateJob(id)) => Err(ApiError::json(
             StatusCode::CONFLICT,
             format!("Job {id} already exists"),
@@ -197,6 +200,7 @@ pub async fn claim(
     let Some(claimed) = app.store.claim_job(&queues, &agent, wait).await? else {
         return Ok(reply::no_content());
     };
+    app.metrics.job_claimed();
     let mut job = claimed.data;
     resolve_secrets(&app, &mut job, claimed.client_id.as_deref()).await;
     job.insert("job_id".into(), Value::String(claimed.job_id));

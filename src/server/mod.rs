@@ -4,6 +4,7 @@
 pub mod admin;
 mod agents;
 mod auth;
+pub mod backup;
 mod clients;
 pub mod config;
 mod extract;
@@ -11,6 +12,7 @@ mod http;
 mod jobs;
 mod jwt;
 mod keys;
+mod metrics;
 mod permissions;
 mod queues;
 mod reply;
@@ -45,6 +47,7 @@ pub struct App {
     pub logins: tokens::LoginGuard,
     pub verified_tokens: auth::VerifiedTokens,
     pub http: webhook::HttpClient,
+    pub metrics: metrics::ServerMetrics,
 }
 
 /// How often the expiry pass runs at most.
@@ -84,9 +87,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         logins: tokens::LoginGuard::default(),
         verified_tokens: auth::VerifiedTokens::default(),
         http: webhook::http_client(),
+        metrics: metrics::ServerMetrics::default(),
     });
     let expiry = tokio::spawn(expire_forever(app.clone()));
-    let mut router = routes::api(&app).layer(DefaultBodyLimit::disable());
+    let mut router = routes::api(&app)
+        .route("/metrics", axum::routing::get(metrics::scrape))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            metrics::time_request,
+        ))
+        .layer(DefaultBodyLimit::disable());
     // The log level is fixed at start-up: without debug logging, requests skip the layer.
     router = router.layer(middleware::from_fn(trace_request));
     let router = router.with_state(app.clone());

@@ -165,6 +165,7 @@ pub async fn post_log(
     app.store
         .append_log_fragment(&job_id, &log_type, fragment)
         .await?;
+    app.metrics.fragment_stored(&log_type);
     Ok(reply::ok_text())
 }
 

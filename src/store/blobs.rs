@@ -58,10 +58,11 @@ pub struct BlobUpload {
 }
 
 impl BlobDir {
-    pub fn open(root: &Path) -> std::io::Result<BlobDir> {
+    /// With `owns_uploads` (the server starting), anything left in `incoming` is from
+    /// uploads cut off by a crash, and is deleted.
+    pub fn open(root: &Path, owns_uploads: bool) -> std::io::Result<BlobDir> {
         let incoming = root.join("incoming");
-        // Anything left in `incoming` is from uploads cut off by a crash.
-        if incoming.exists() {
+        if owns_uploads && incoming.exists() {
             std::fs::remove_dir_all(&incoming)?;
         }
         std::fs::create_dir_all(&incoming)?;

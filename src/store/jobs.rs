@@ -188,6 +188,20 @@ impl Store {
         data.map(|text| json_object(Some(text))).transpose()
     }
 
+    /// How many jobs each queue holds in each state, for metrics.
+    pub async fn job_counts(&self) -> Result<Vec<(String, String, u64)>> {
+        self.readers
+            .read(|db| {
+                let mut query = db.prepare_cached(
+                    "SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state",
+                )?;
+                let rows =
+                    query.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await
+    }
+
     pub async fn search_jobs(&self, filter: JobFilter) -> Result<Vec<JobSummary>> {
         self.readers.read(move |db| search(db, &filter)).await
     }

@@ -5,6 +5,7 @@
 //! module writes SQL.
 
 mod agents;
+pub mod backup;
 pub mod blobs;
 mod checkpointer;
 mod clients;
@@ -95,16 +96,37 @@ pub struct Store {
     secrets: Option<SecretsKey>,
     /// Held for its thread; dropped after the writer, whose last act is a full checkpoint.
     _checkpointer: Checkpointer,
+    /// The server's exclusive lock on the data dir, released when the process ends.
+    _server_lock: Option<std::fs::File>,
 }
 
 const READ_CONNECTIONS: usize = 4;
 
 impl Store {
-    /// Opens (creating and migrating as needed) the store in `data_dir`.
+    /// Opens (creating and migrating as needed) the store in `data_dir` for the server,
+    /// which owns the uploads in progress: only one server may use a data dir.
     pub fn open(
         data_dir: &Path,
         sync: SyncMode,
         secrets: Option<SecretsKey>,
+    ) -> anyhow::Result<Store> {
+        let lock = lock_for_server(data_dir)?;
+        let mut store = Store::open_with(data_dir, sync, secrets, true)?;
+        store._server_lock = Some(lock);
+        Ok(store)
+    }
+
+    /// Opens the store for a tool on the lab host (`tf clients`), which may run while
+    /// the server does and must leave its uploads alone.
+    pub fn open_beside_server(data_dir: &Path) -> anyhow::Result<Store> {
+        Store::open_with(data_dir, SyncMode::Normal, None, false)
+    }
+
+    fn open_with(
+        data_dir: &Path,
+        sync: SyncMode,
+        secrets: Option<SecretsKey>,
+        owns_uploads: bool,
     ) -> anyhow::Result<Store> {
         use anyhow::Context;
         std::fs::create_dir_all(data_dir)
@@ -125,7 +147,7 @@ impl Store {
             .map(|_| open_connection(&db_path, sync))
             .collect::<rusqlite::Result<Vec<_>>>()
             .context("cannot open read connections")?;
-        let blobs = blobs::BlobDir::open(&data_dir.join("blobs"))?;
+        let blobs = blobs::BlobDir::open(&data_dir.join("blobs"), owns_uploads)?;
         let checkpointer = Checkpointer::start(open_connection(&db_path, sync)?)
             .context("cannot start the checkpoint thread")?;
         Ok(Store {
@@ -135,6 +157,7 @@ impl Store {
             blobs,
             signals: Signals::default(),
             secrets,
+            _server_lock: None,
         })
     }
 }
@@ -145,6 +168,28 @@ impl Store {
     pub fn end_long_polls(&self) {
         self.signals.close();
     }
+}
+
+/// Takes `<data_dir>/tf.lock`, so a second server on the same data dir stops at once
+/// instead of clearing the first one's uploads in progress.
+fn lock_for_server(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(data_dir)?;
+    let path = data_dir.join("tf.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        anyhow::bail!(
+            "another tf serve is using the data dir {}",
+            data_dir.display()
+        );
+    }
+    Ok(file)
 }
 
 fn open_connection(path: &Path, sync: SyncMode) -> rusqlite::Result<Connection> {

@@ -9,6 +9,7 @@ mod harness;
 mod jobs;
 mod lifecycle;
 mod logs;
+mod operations;
 mod results;
 mod retention;
 mod tls;

@@ -1,0 +1,188 @@
+//! Running a server: `/metrics`, `tf backup` while jobs arrive, and one server per
+//! data dir.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+
+use crate::harness::{tf, Server};
+
+fn metric_lines(server: &Server) -> Vec<String> {
+    let response = server.get("/metrics");
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/plain; version=0.0.4")
+    );
+    response.text().lines().map(str::to_string).collect()
+}
+
+fn has(lines: &[String], expected: &str) -> bool {
+    lines.iter().any(|line| line == expected)
+}
+
+#[test]
+fn metrics_count_jobs_claims_fragments_and_requests() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data.path(), &[]);
+    let first = server.submit(&json!({"job_queue": "rpi"}));
+    server.submit(&json!({"job_queue": "rpi"}));
+    server.submit(&json!({"job_queue": "maas"}));
+    assert_eq!(
+        server.claim("dev-1", "rpi").unwrap()["job_id"],
+        json!(first)
+    );
+    let fragment = json!({"fragment_number": 0, "timestamp": "2026-01-01T10:00:00", "phase": "setup", "log_data": "x"});
+    let path = format!("/v1/result/{first}/log/output");
+    assert_eq!(server.agent().post_json(&path, &fragment).status, 200);
+    server.get("/no/such/page");
+
+    let lines = metric_lines(&server);
+    for expected in [
+        "tf_jobs{queue=\"rpi\",state=\"waiting\"} 1",
+        "tf_jobs{queue=\"rpi\",state=\"running\"} 1",
+        "tf_jobs{queue=\"maas\",state=\"waiting\"} 1",
+        "tf_jobs_submitted_total 3",
+        "tf_job_claims_total 1",
+        "tf_log_fragments_total{log_type=\"output\"} 1",
+        "tf_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/job\",code=\"200\"} 3",
+        "tf_http_request_duration_seconds_count{method=\"GET\",route=\"/v1/job\",code=\"200\"} 1",
+        "tf_http_request_duration_seconds_count{method=\"GET\",route=\"unmatched\",code=\"404\"} 1",
+    ] {
+        assert!(
+            has(&lines, expected),
+            "no {expected:?} in\n{}",
+            lines.join("\n")
+        );
+    }
+
+    // Job counts come from the database, counters from this run of the server.
+    drop(server);
+    let again = Server::start_in(data.path(), &[]);
+    let lines = metric_lines(&again);
+    assert!(has(&lines, "tf_jobs{queue=\"rpi\",state=\"waiting\"} 1"));
+    assert!(has(&lines, "tf_jobs_submitted_total 0"));
+}
+
+#[test]
+fn a_backup_taken_during_submissions_restores_every_job_acknowledged_before_it() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data.path(), &[]);
+    // One job with an artifact, so archives are part of the backup.
+    let with_artifact = server.submit(&json!({"job_queue": "q", "name": "artifact"}));
+    let artifact_path = format!("/v1/result/{with_artifact}/artifact");
+    let upload = server
+        .agent()
+        .upload(&artifact_path, "file", b"artifact bytes");
+    assert_eq!(upload.status, 200);
+
+    // Submissions go on in the background for the whole backup.
+    let acknowledged_before = Arc::new(Mutex::new(Vec::new()));
+    let backup_began = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let submitter = {
+        let (caller, acknowledged, began, stop) = (
+            (*server).clone(),
+            acknowledged_before.clone(),
+            backup_began.clone(),
+            stop.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut submitted = 0;
+            while !stop.load(Ordering::SeqCst) || submitted < 20 {
+                let id =
+                    caller.submit(&json!({"job_queue": "q", "name": format!("job {submitted}")}));
+                if !began.load(Ordering::SeqCst) {
+                    acknowledged.lock().unwrap().push(id);
+                }
+                submitted += 1;
+            }
+            submitted
+        })
+    };
+    while acknowledged_before.lock().unwrap().len() < 20 {
+        std::thread::yield_now();
+    }
+    let backup = tempfile::tempdir().unwrap();
+    let destination = backup.path().join("tf-data-backup");
+    backup_began.store(true, Ordering::SeqCst);
+    let output = tf(&[
+        "backup",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        destination.to_str().unwrap(),
+    ]);
+    stop.store(true, Ordering::SeqCst);
+    let submitted = submitter.join().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("and 1 archives (14 bytes)"), "{stdout}");
+    assert!(submitted > 20);
+
+    // Restoring is starting a server on the backup (the harness's agent secret file is
+    // the harness's own, not part of the data).
+    drop(server);
+    std::fs::copy(
+        data.path().join("tf-test-agent.secret"),
+        destination.join("tf-test-agent.secret"),
+    )
+    .unwrap();
+    let restored = Server::start_in(&destination, &[]);
+    let acknowledged = acknowledged_before.lock().unwrap().clone();
+    for id in acknowledged.iter().chain([&with_artifact]) {
+        let job = restored.get(&format!("/v1/job/{id}"));
+        assert_eq!(job.status, 200, "job {id} missing from the backup");
+    }
+    let artifact = restored.get(&artifact_path);
+    assert_eq!(artifact.status, 200);
+    assert_eq!(artifact.body, b"artifact bytes");
+    // The old tokens still work: the signing key came along.
+    assert_eq!(restored.claim("dev-1", "q").map(|_| ()), Some(()));
+}
+
+#[test]
+fn backups_refuse_a_non_empty_destination_and_a_missing_database() {
+    let data = tempfile::tempdir().unwrap();
+    let taken = tempfile::tempdir().unwrap();
+    std::fs::write(taken.path().join("old"), "x").unwrap();
+    let no_database = tf(&[
+        "backup",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        taken.path().join("new").to_str().unwrap(),
+    ]);
+    assert!(!no_database.status.success());
+    assert!(String::from_utf8_lossy(&no_database.stderr).contains("holds no tf database"));
+
+    let _server = Server::start_in(data.path(), &[]);
+    let not_empty = tf(&[
+        "backup",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        taken.path().to_str().unwrap(),
+    ]);
+    assert!(!not_empty.status.success());
+    assert!(String::from_utf8_lossy(&not_empty.stderr).contains("is not empty"));
+}
+
+#[test]
+fn a_second_server_on_the_same_data_dir_stops_at_once() {
+    let data = tempfile::tempdir().unwrap();
+    let _first = Server::start_in(data.path(), &[]);
+    let second = tf(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+    ]);
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another tf serve is using the data dir")
+    );
+}

@@ -23,6 +23,9 @@ pub struct AgentArgs {
         default_value = "/var/lib/testflinger-agent/refresh_token"
     )]
     pub token_file: PathBuf,
+    /// Check the config file and exit: 0 when it loads, 1 with the error otherwise
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -250,6 +253,7 @@ mod tests {
             config: "agent.conf".into(),
             metrics_port: None,
             token_file: "/var/lib/testflinger-agent/refresh_token".into(),
+            check: false,
         }
     }
 

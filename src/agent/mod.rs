@@ -42,6 +42,11 @@ const HEARTBEAT_AFTER_SECONDS: i64 = 24 * 3600;
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let config = Config::load(&args)?;
+    if args.check {
+        // Nothing else is touched: no log file, no directories, no server.
+        println!("{}: valid agent config", args.config.display());
+        return Ok(());
+    }
     logging::init(&config)?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

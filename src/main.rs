@@ -19,6 +19,11 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+/// musl's allocator serialises threads; the static build would lose throughput with it.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `tf --version`: the crate version, the git commit and the target it was built for.
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -144,7 +149,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Backup(args)) => server::backup::run(args),
         // The agent logs where its config says.
-        Some(Command::Agent(args)) => agent::run(args),
+        Some(Command::Agent(args)) => return agent::run(args),
         Some(Command::DeviceConnector(args)) => return connectors::run(args),
         Some(Command::Demo(args)) => demo::run(args),
         Some(Command::Completions(args)) => completions::run(&args, &mut command),

@@ -98,7 +98,7 @@ fn a_broken_agent_config_fails_the_check_naming_key_and_file() {
     let checked = run(Command::new(TF)
         .args(["agent", "--check", "-c"])
         .arg(&broken));
-    assert_eq!(checked.status.code(), Some(1));
+    assert_eq!(checked.status.code(), Some(78));
     let stderr = text(&checked.stderr);
     assert!(stderr.contains("unknown key `colour`"), "{stderr}");
     assert!(stderr.contains(broken.to_str().unwrap()), "{stderr}");

@@ -14,6 +14,7 @@ mod outbox;
 mod process;
 mod recovery;
 
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,13 +41,33 @@ const LAST_RETRY: Duration = Duration::from_secs(60);
 /// The reference refreshes the server's view of an idle agent once a day.
 const HEARTBEAT_AFTER_SECONDS: i64 = 24 * 3600;
 
-pub fn run(args: AgentArgs) -> anyhow::Result<()> {
-    let config = Config::load(&args)?;
+/// The exit status for a config that cannot be used (`EX_CONFIG`), which the systemd
+/// unit tells apart from a requested restart (status 1) and does not restart on.
+const EXIT_BAD_CONFIG: u8 = 78;
+
+pub fn run(args: AgentArgs) -> ExitCode {
+    let config = match Config::load(&args) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("tf: {error:#}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
     if args.check {
         // Nothing else is touched: no log file, no directories, no server.
         println!("{}: valid agent config", args.config.display());
-        return Ok(());
+        return ExitCode::SUCCESS;
     }
+    match start(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tf: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(config: Config) -> anyhow::Result<()> {
     logging::init(&config)?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

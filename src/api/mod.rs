@@ -122,12 +122,18 @@ impl Api {
     /// reference joins absolute `/v1/...` paths onto it).
     pub fn new(server_address: &str) -> anyhow::Result<Api> {
         let base = base_url(server_address)?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| anyhow::anyhow!("cannot load the system's TLS root certificates: {e}"))?
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let with_roots = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+            Ok(builder) => builder,
+            // A bare device host may have no CA bundle at all; plain HTTP needs none.
+            Err(_) if !base.starts_with("https:") => {
+                let no_roots = rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth();
+                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(no_roots)
+            }
+            Err(e) => anyhow::bail!("cannot load the system's TLS root certificates: {e}"),
+        };
+        let connector = with_roots.https_or_http().enable_http1().build();
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);

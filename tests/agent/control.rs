@@ -28,7 +28,7 @@ fn config_mistakes_are_one_line_errors_naming_the_file_and_key() {
     for (text, expected) in cases {
         std::fs::write(&config, text).unwrap();
         let run = tf(&["agent", "-c", path]);
-        assert!(!run.status.success());
+        assert_eq!(run.status.code(), Some(78), "EX_CONFIG");
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(
             stderr.contains(expected) && stderr.contains(path),

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use crate::harness::{tf, Server};
+use crate::harness::{tf, tf_clients, Server};
 
 fn metric_lines(server: &Server) -> Vec<String> {
     let response = server.get("/metrics");
@@ -184,5 +184,19 @@ fn a_second_server_on_the_same_data_dir_stops_at_once() {
     assert!(!second.status.success());
     assert!(
         String::from_utf8_lossy(&second.stderr).contains("another tf serve is using the data dir")
+    );
+}
+
+#[test]
+fn lab_host_tools_leave_the_uploads_in_progress_of_a_running_server_alone() {
+    let data = tempfile::tempdir().unwrap();
+    let _server = Server::start_in(data.path(), &[]);
+    // An upload the server is receiving right now.
+    let in_progress = data.path().join("blobs/incoming/upload-in-progress");
+    std::fs::write(&in_progress, b"half an archive").unwrap();
+    tf_clients(data.path(), &["list"]);
+    assert!(
+        in_progress.exists(),
+        "tf clients deleted an upload in progress"
     );
 }

@@ -287,6 +287,7 @@ pub async fn search(State(app): State<Arc<App>>, query: QueryPairs) -> ApiResult
         states,
         limit,
         offset: offset.unwrap_or(0),
+        ..JobFilter::default()
     };
     let jobs = app.store.search_jobs(filter).await?;
     let listing: Vec<Value> = jobs

@@ -14,13 +14,14 @@ mod jwt;
 mod keys;
 mod metrics;
 mod permissions;
-mod queues;
+pub mod queues;
 mod reply;
 mod results;
 mod routes;
 mod secrets;
 mod tls;
 mod tokens;
+mod web;
 mod webhook;
 
 use std::sync::Arc;
@@ -92,6 +93,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let expiry = tokio::spawn(expire_forever(app.clone()));
     let mut router = routes::api(&app)
         .route("/metrics", axum::routing::get(metrics::scrape))
+        .merge(web::routes())
         .layer(middleware::from_fn_with_state(
             app.clone(),
             metrics::time_request,

@@ -13,7 +13,7 @@ use crate::job::time;
 const PERCENTILES: [u32; 5] = [5, 10, 50, 90, 95];
 
 /// Linear interpolation between the two nearest samples, as the reference computes it.
-fn percentiles(sorted: &[i64]) -> Value {
+pub fn percentiles(sorted: &[i64]) -> Value {
     let mut result = Map::new();
     if sorted.is_empty() {
         return Value::Object(result);

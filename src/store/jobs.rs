@@ -47,6 +47,12 @@ pub struct JobFilter {
     /// Only jobs that have not finished (`active` in the API).
     pub active: bool,
     pub states: Vec<String>,
+    /// Only jobs of this queue.
+    pub queue: Option<String>,
+    /// Only jobs whose id starts with this (hex digits and dashes only).
+    pub id_prefix: Option<String>,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
     pub limit: Option<u64>,
     pub offset: u64,
 }
@@ -78,9 +84,9 @@ pub struct ResultView {
     pub device_info: Option<Value>,
 }
 
-const SUMMARY_COLUMNS: &str = "job_id, queue, state, created_at";
+pub(super) const SUMMARY_COLUMNS: &str = "job_id, queue, state, created_at";
 
-fn summary(row: &Row) -> rusqlite::Result<JobSummary> {
+pub(super) fn summary(row: &Row) -> rusqlite::Result<JobSummary> {
     Ok(JobSummary {
         job_id: row.get(0)?,
         queue: row.get(1)?,
@@ -542,6 +548,16 @@ fn search(db: &Connection, filter: &JobFilter) -> Result<Vec<JobSummary>> {
         ));
         values.extend(filter.states.iter().cloned());
     }
+    if let Some(queue) = &filter.queue {
+        conditions.push("queue = ?".into());
+        values.push(queue.clone());
+    }
+    if let Some(prefix) = &filter.id_prefix {
+        // The caller keeps prefixes to hex digits and dashes, so no LIKE wildcard slips in.
+        conditions.push("job_id LIKE ?".into());
+        values.push(format!("{prefix}%"));
+    }
+    let order = if filter.newest_first { "DESC" } else { "ASC" };
     let where_clause = if conditions.is_empty() {
         String::new()
     } else {
@@ -551,7 +567,7 @@ fn search(db: &Connection, filter: &JobFilter) -> Result<Vec<JobSummary>> {
         .limit
         .map_or(-1, |limit| limit.min(i64::MAX as u64) as i64);
     let sql = format!(
-        "SELECT {SUMMARY_COLUMNS} FROM jobs {where_clause} ORDER BY seq LIMIT {limit} OFFSET {}",
+        "SELECT {SUMMARY_COLUMNS} FROM jobs {where_clause} ORDER BY seq {order} LIMIT {limit} OFFSET {}",
         filter.offset.min(i64::MAX as u64)
     );
     let mut query = db.prepare(&sql)?;

@@ -11,6 +11,7 @@ mod checkpointer;
 mod clients;
 mod jobs;
 mod logs;
+mod pages;
 mod readers;
 mod retention;
 mod schema;
@@ -25,8 +26,9 @@ use rusqlite::{Connection, OpenFlags};
 pub use agents::{AgentFields, ProvisionLogEntry};
 pub use blobs::{BlobKind, StoredBlob};
 pub use clients::{Client, Revocation};
-pub use jobs::{AttachmentGate, JobFilter, NewJob, ResultUpdate};
+pub use jobs::{AttachmentGate, JobFilter, JobSummary, NewJob, ResultUpdate};
 pub use logs::{Fragment, FragmentQuery};
+pub use pages::{JobRecord, LogsSoFar, PhaseSpan, ProvisionAttempt};
 pub use secrets::{Expiry, SecretsKey};
 
 use checkpointer::Checkpointer;

@@ -10,6 +10,7 @@ mod jobs;
 mod lifecycle;
 mod logs;
 mod operations;
+mod pages;
 mod results;
 mod retention;
 mod tls;

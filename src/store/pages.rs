@@ -1,0 +1,206 @@
+//! Reads only the web pages need: a job with everything shown about it, when each phase
+//! printed, an agent's provision history and the jobs it ran.
+
+use rusqlite::OptionalExtension;
+use serde_json::{Map, Value};
+
+use super::jobs::{summary, JobSummary, SUMMARY_COLUMNS};
+use super::{Result, Store};
+use crate::job::time::Micros;
+
+/// A job as its page shows it.
+pub struct JobRecord {
+    pub job_id: String,
+    pub queue: String,
+    pub state: String,
+    pub created_at: Micros,
+    pub started_at: Option<Micros>,
+    /// The submitted definition (validated, secrets as references only).
+    pub definition: Map<String, Value>,
+    /// Exit code per phase.
+    pub status: Map<String, Value>,
+    pub device_info: Option<Value>,
+    pub has_artifact: bool,
+}
+
+/// When a phase printed its first and its last output line.
+pub struct PhaseSpan {
+    pub phase: String,
+    pub first: Micros,
+    pub last: Micros,
+}
+
+/// A job's logs as far as they went when read, and where a follower continues.
+#[derive(Default)]
+pub struct LogsSoFar {
+    /// `(log type, phase, text)`, phases in the order they started.
+    pub texts: Vec<(String, String, String)>,
+    /// The fragment number after the last one included, per log type.
+    pub next_fragment: std::collections::BTreeMap<String, i64>,
+}
+
+/// One provision attempt of an agent.
+pub struct ProvisionAttempt {
+    pub job_id: String,
+    pub exit_code: i64,
+    pub detail: Option<String>,
+    pub timestamp: Micros,
+}
+
+impl Store {
+    pub async fn job_record(&self, job_id: &str) -> Result<Option<JobRecord>> {
+        let job_id = job_id.to_string();
+        let row = self
+            .readers
+            .read(move |db| {
+                Ok(db
+                    .prepare_cached(
+                        "SELECT job_id, queue, state, created_at, started_at, job_data, status,
+                                device_info,
+                                EXISTS (SELECT 1 FROM blobs
+                                        WHERE blobs.job_id = jobs.job_id AND kind = 'artifact')
+                         FROM jobs WHERE job_id = ?1",
+                    )?
+                    .query_row([&job_id], |row| {
+                        Ok((
+                            (
+                                row.get::<_, String>(0)?,
+                                row.get::<_, String>(1)?,
+                                row.get::<_, String>(2)?,
+                                row.get::<_, Micros>(3)?,
+                                row.get::<_, Option<Micros>>(4)?,
+                            ),
+                            (
+                                row.get::<_, String>(5)?,
+                                row.get::<_, Option<String>>(6)?,
+                                row.get::<_, Option<String>>(7)?,
+                                row.get::<_, bool>(8)?,
+                            ),
+                        ))
+                    })
+                    .optional()?)
+            })
+            .await?;
+        let Some(((job_id, queue, state, created_at, started_at), texts)) = row else {
+            return Ok(None);
+        };
+        let (definition, status, device_info, has_artifact) = texts;
+        Ok(Some(JobRecord {
+            job_id,
+            queue,
+            state,
+            created_at,
+            started_at,
+            definition: serde_json::from_str(&definition)?,
+            status: status
+                .map(|text| serde_json::from_str(&text))
+                .transpose()?
+                .unwrap_or_default(),
+            device_info: device_info
+                .map(|text| serde_json::from_str(&text))
+                .transpose()?,
+            has_artifact,
+        }))
+    }
+
+    /// Each phase's output span, in the order the phases started.
+    pub async fn phase_spans(&self, job_id: &str) -> Result<Vec<PhaseSpan>> {
+        let job_id = job_id.to_string();
+        self.readers
+            .read(move |db| {
+                let mut query = db.prepare_cached(
+                    "SELECT phase, min(timestamp), max(timestamp) FROM log_fragments
+                     WHERE job_id = ?1 AND log_type = 'output'
+                     GROUP BY phase ORDER BY min(timestamp)",
+                )?;
+                let spans = query.query_map([&job_id], |row| {
+                    Ok(PhaseSpan {
+                        phase: row.get(0)?,
+                        first: row.get(1)?,
+                        last: row.get(2)?,
+                    })
+                })?;
+                Ok(spans.collect::<rusqlite::Result<_>>()?)
+            })
+            .await
+    }
+
+    /// Every log of a job up to now. The text stops exactly at `next_fragment`, so a page
+    /// that follows from there neither repeats nor misses a line.
+    pub async fn logs_so_far(&self, job_id: &str) -> Result<LogsSoFar> {
+        let job_id = job_id.to_string();
+        self.readers
+            .read(move |db| {
+                let mut logs = LogsSoFar::default();
+                let mut ends = db.prepare_cached(
+                    "SELECT log_type, max(fragment_number) FROM log_fragments
+                     WHERE job_id = ?1 GROUP BY log_type",
+                )?;
+                let ends = ends.query_map([&job_id], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                })?;
+                for end in ends {
+                    let (log_type, last) = end?;
+                    logs.next_fragment.insert(log_type, last + 1);
+                }
+                let mut texts = db.prepare_cached(
+                    "SELECT log_type, phase, group_concat(log_data, '' ORDER BY fragment_number)
+                     FROM log_fragments WHERE job_id = ?1 AND fragment_number < ?2
+                       AND log_type = ?3
+                     GROUP BY phase ORDER BY min(fragment_number)",
+                )?;
+                for (log_type, next) in &logs.next_fragment {
+                    let rows = texts.query_map(rusqlite::params![job_id, next, log_type], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })?;
+                    for row in rows {
+                        logs.texts.push(row?);
+                    }
+                }
+                Ok(logs)
+            })
+            .await
+    }
+
+    /// An agent's provision attempts, newest first.
+    pub async fn provision_history(&self, agent: &str) -> Result<Vec<ProvisionAttempt>> {
+        let agent = agent.to_string();
+        self.readers
+            .read(move |db| {
+                let mut query = db.prepare_cached(
+                    "SELECT job_id, exit_code, detail, timestamp FROM provision_logs
+                     WHERE agent = ?1 ORDER BY seq DESC",
+                )?;
+                let attempts = query.query_map([&agent], |row| {
+                    Ok(ProvisionAttempt {
+                        job_id: row.get(0)?,
+                        exit_code: row.get(1)?,
+                        detail: row.get(2)?,
+                        timestamp: row.get(3)?,
+                    })
+                })?;
+                Ok(attempts.collect::<rusqlite::Result<_>>()?)
+            })
+            .await
+    }
+
+    /// The last `limit` jobs an agent reported device info for, newest first.
+    pub async fn agent_jobs(
+        &self,
+        agent: &str,
+        limit: u32,
+    ) -> Result<Vec<JobSummary>> {
+        let agent = agent.to_string();
+        self.readers
+            .read(move |db| {
+                let mut query = db.prepare_cached(&format!(
+                    "SELECT {SUMMARY_COLUMNS} FROM jobs
+                     WHERE device_info ->> '$.agent_name' = ?1
+                     ORDER BY seq DESC LIMIT ?2"
+                ))?;
+                let jobs = query.query_map(rusqlite::params![agent, limit], summary)?;
+                Ok(jobs.collect::<rusqlite::Result<_>>()?)
+            })
+            .await
+    }
+}

@@ -202,7 +202,9 @@ const AGENT_SUMMARY_FIELDS: [&str; 6] = [
 /// `GET /v1/queues/<queue>/agents`
 pub async fn queue_agents(State(app): State<Arc<App>>, Path(queue): Path<String>) -> ApiResult {
     let agents = app.store.agents_on_queue(&queue).await?;
-    if agents.is_empty() {
+    // Agents from before 2023 never register, but may advertise their queues: such a
+    // queue exists, with no agent to show (clients then warn that none is online).
+    if agents.is_empty() && !app.store.queue_descriptions().await?.contains_key(&queue) {
         return Err(ApiError::json(
             StatusCode::NOT_FOUND,
             format!("Queue '{queue}' does not exist."),

@@ -171,8 +171,13 @@ pub async fn require(
         Ok(identity) => identity,
         Err(error) => return error.into_response(),
     };
+    let tokenless_agent =
+        |identity: &Identity| app.config.tokenless_agents && identity.client_id.is_none();
     match identity {
-        Some(identity) if allowed.contains(&identity.role) => {
+        Some(identity)
+            if allowed.contains(&identity.role)
+                || (allowed.contains(&Role::Agent) && tokenless_agent(&identity)) =>
+        {
             request.extensions_mut().insert(identity);
             next.run(request).await
         }

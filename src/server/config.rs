@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert
     #[arg(long, env = "TF_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Let callers without a token use the agent endpoints, as agents from before 2026
+    /// do (anyone who can reach the server may then run jobs: trusted networks only)
+    #[arg(long, env = "TF_TOKENLESS_AGENTS")]
+    tokenless_agents: bool,
 }
 
 /// The settings file: the same keys as the flags, all optional.
@@ -81,6 +85,7 @@ struct ConfigFile {
     secrets_key_file: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    tokenless_agents: Option<bool>,
 }
 
 fn human_duration<'de, D: serde::Deserializer<'de>>(
@@ -109,6 +114,8 @@ pub struct Config {
     pub secrets_key_file: PathBuf,
     /// Certificate chain and key files: serve HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Anonymous callers may also act as agents (for agents without tokens).
+    pub tokenless_agents: bool,
 }
 
 impl Config {
@@ -156,6 +163,7 @@ impl Config {
                 (None, None) => None,
                 _ => anyhow::bail!("tls_cert and tls_key go together"),
             },
+            tokenless_agents: args.tokenless_agents || file.tokenless_agents.unwrap_or(false),
             data_dir,
             retention: args
                 .retention

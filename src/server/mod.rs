@@ -12,6 +12,7 @@ mod http;
 mod jobs;
 mod jwt;
 mod keys;
+mod legacy;
 mod metrics;
 mod permissions;
 pub mod queues;

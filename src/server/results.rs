@@ -11,21 +11,27 @@ use serde_json::{json, Map, Value};
 use super::extract::{receive_file, JsonBody, JsonBytes, QueryPairs};
 use super::jobs::{check_job_id, check_job_id_text, send_blob, wait_parameter};
 use super::reply::{self, ApiError, ApiResult};
-use super::App;
+use super::{legacy, App};
 use crate::job::time::{parse_iso8601, Micros};
 use crate::job::validate::{validate_body, BodySchema};
 use crate::job::{is_phase, is_valid_job_id, LOG_TYPES, PHASES};
 use crate::store::{BlobKind, Fragment, FragmentQuery, ResultUpdate};
 
-/// `POST /v1/result/<id>`: the agent reports `job_state`, `status`, `device_info`.
+/// `POST /v1/result/<id>`: the agent reports `job_state`, `status`, `device_info`; an
+/// old agent's free-form result document may come with them (see `legacy`).
 pub async fn post_result(
     State(app): State<Arc<App>>,
     Path(job_id): Path<String>,
-    JsonBody(body): JsonBody,
+    JsonBody(mut body): JsonBody,
 ) -> ApiResult {
+    let legacy = legacy::take_legacy_result(&mut body)?;
     let mut report =
         validate_body(&body, BodySchema::ResultPost).map_err(ApiError::invalid_body)?;
     check_job_id(&job_id)?;
+    // Before the state: whoever sees the job `complete` also sees its outcome.
+    if let Some(legacy) = legacy {
+        app.store.merge_legacy_result(&job_id, legacy).await?;
+    }
     let update = ResultUpdate {
         job_state: report
             .remove("job_state")
@@ -75,6 +81,9 @@ pub async fn get_result(
             view.insert(format!("{phase}_{suffix}"), Value::String(text));
         }
     }
+    if with_logs {
+        legacy::add_legacy_result(&mut view, app.store.legacy_result(&job_id).await?);
+    }
     Ok(reply::json(&Value::Object(view)))
 }
 
@@ -90,7 +99,9 @@ pub async fn upload_artifact(
     Ok(reply::ok_text())
 }
 
-/// `GET /v1/result/<id>/artifact`
+/// `GET /v1/result/<id>/artifact`: the archive's bytes as stored. Not labelled
+/// `Content-Encoding: gzip` as the reference does: clients that honour it (the 2022 CLI,
+/// browsers) would save the unpacked tar under the `.tar.gz` name.
 pub async fn download_artifact(
     State(app): State<Arc<App>>,
     Path(job_id): Path<String>,
@@ -101,8 +112,7 @@ pub async fn download_artifact(
             header::CONTENT_DISPOSITION,
             "inline; filename=artifact.tar.gz",
         ),
-        (header::CONTENT_TYPE, "application/x-tar"),
-        (header::CONTENT_ENCODING, "gzip"),
+        (header::CONTENT_TYPE, "application/gzip"),
     ];
     send_blob(&app, &job_id, BlobKind::Artifact, &headers).await
 }

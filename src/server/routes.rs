@@ -11,7 +11,7 @@ use axum::Router;
 
 use super::auth::{self, Role};
 use super::reply::{self, ApiError};
-use super::{agents, clients, jobs, queues, results, secrets, tokens, webhook, App};
+use super::{agents, clients, jobs, legacy, queues, results, secrets, tokens, webhook, App};
 
 type Routes = Router<Arc<App>>;
 
@@ -58,6 +58,12 @@ fn agent_routes() -> Routes {
         "/v1/result/{job_id}/log/{log_type}",
         post(results::post_log),
     );
+    let r = at(r, "/v1/result/{job_id}/output", post(legacy::post_output));
+    let r = at(
+        r,
+        "/v1/result/{job_id}/serial_output",
+        post(legacy::post_serial_output),
+    );
     at(
         r,
         "/v1/agents/provision_logs/{name}",
@@ -87,6 +93,12 @@ fn user_routes() -> Routes {
         r,
         "/v1/result/{job_id}/log/{log_type}",
         get(results::get_log),
+    );
+    let r = at(r, "/v1/result/{job_id}/output", get(legacy::get_output));
+    let r = at(
+        r,
+        "/v1/result/{job_id}/serial_output",
+        get(legacy::get_serial_output),
     );
     let r = at(r, "/v1/agents/data", get(agents::list));
     let r = at(r, "/v1/agents/queues", get(agents::queues));

@@ -121,6 +121,20 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (client_id, path)
     );
     "#,
+    // 3: the Redis-era result API (store/legacy.rs); rows go with their job.
+    r#"
+    CREATE TABLE legacy_results (
+        job_id   TEXT PRIMARY KEY REFERENCES jobs (job_id) ON DELETE CASCADE,
+        document TEXT NOT NULL             -- JSON object: the free-form keys old agents post
+    );
+
+    CREATE TABLE legacy_stream_reads (
+        job_id        TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
+        log_type      TEXT NOT NULL,
+        next_fragment INTEGER NOT NULL,    -- the first fragment the next read returns
+        PRIMARY KEY (job_id, log_type)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {

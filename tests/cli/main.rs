@@ -11,4 +11,5 @@ mod runner;
 mod client;
 mod commands;
 mod lab;
+mod legacy;
 mod submit;

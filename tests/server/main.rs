@@ -7,6 +7,7 @@ mod durability;
 mod full_disk;
 mod harness;
 mod jobs;
+mod legacy;
 mod lifecycle;
 mod logs;
 mod operations;

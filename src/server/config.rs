@@ -63,7 +63,7 @@ pub struct ServeArgs {
     tls_key: Option<PathBuf>,
     /// Let callers without a token use the agent endpoints, as agents from before 2026
     /// do (anyone who can reach the server may then run jobs: trusted networks only)
-    #[arg(long, env = "TF_TOKENLESS_AGENTS")]
+    #[arg(long, env = "TF_TOKENLESS_AGENTS", value_parser = clap::builder::BoolishValueParser::new())]
     tokenless_agents: bool,
 }
 

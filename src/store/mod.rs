@@ -30,7 +30,6 @@ pub use clients::{Client, Revocation};
 pub use jobs::{AttachmentGate, JobFilter, JobSummary, NewJob, ResultUpdate};
 pub use legacy::LegacyResult;
 pub use logs::{Fragment, FragmentQuery};
-pub use pages::{JobRecord, LogsSoFar, PhaseSpan, ProvisionAttempt};
 pub use secrets::{Expiry, SecretsKey};
 
 use checkpointer::Checkpointer;

@@ -150,9 +150,10 @@ impl Store {
                      GROUP BY phase ORDER BY min(fragment_number)",
                 )?;
                 for (log_type, next) in &logs.next_fragment {
-                    let rows = texts.query_map(rusqlite::params![job_id, next, log_type], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                    })?;
+                    let rows = texts
+                        .query_map(rusqlite::params![job_id, next, log_type], |row| {
+                            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                        })?;
                     for row in rows {
                         logs.texts.push(row?);
                     }
@@ -185,11 +186,7 @@ impl Store {
     }
 
     /// The last `limit` jobs an agent reported device info for, newest first.
-    pub async fn agent_jobs(
-        &self,
-        agent: &str,
-        limit: u32,
-    ) -> Result<Vec<JobSummary>> {
+    pub async fn agent_jobs(&self, agent: &str, limit: u32) -> Result<Vec<JobSummary>> {
         let agent = agent.to_string();
         self.readers
             .read(move |db| {

@@ -56,7 +56,10 @@ fn lab() -> Lab {
         "/v1/agents/data/dev-1",
         &json!({"state": "test", "queues": ["rpi"], "location": HOSTILE, "job_id": ""}),
     );
-    agent.post_json("/v1/agents/queues", &json!({"rpi": format!("Pi 4 {HOSTILE}")}));
+    agent.post_json(
+        "/v1/agents/queues",
+        &json!({"rpi": format!("Pi 4 {HOSTILE}")}),
+    );
     for code in [0, 0, 1] {
         agent.post_json(
             "/v1/agents/provision_logs/dev-1",
@@ -64,7 +67,10 @@ fn lab() -> Lab {
         );
     }
     let finished = server.submit(&json!({"job_queue": "rpi", "name": HOSTILE, "tags": ["nightly"], "test_data": {"test_cmds": "echo hi"}}));
-    assert_eq!(server.claim("dev-1", "rpi").unwrap()["job_id"], json!(finished));
+    assert_eq!(
+        server.claim("dev-1", "rpi").unwrap()["job_id"],
+        json!(finished)
+    );
     post_fragment(&server, &finished, 0, "provision", "flashing\n");
     post_fragment(&server, &finished, 1, "test", &format!("{HOSTILE}\n"));
     report(
@@ -73,7 +79,10 @@ fn lab() -> Lab {
         json!({"job_state": "complete", "status": {"provision": 0, "test": 3}, "device_info": {"device_ip": "10.0.0.9", "agent_name": "dev-1"}}),
     );
     let running = server.submit(&json!({"job_queue": "rpi"}));
-    assert_eq!(server.claim("dev-1", "rpi").unwrap()["job_id"], json!(running));
+    assert_eq!(
+        server.claim("dev-1", "rpi").unwrap()["job_id"],
+        json!(running)
+    );
     report(&server, &running, json!({"job_state": "test"}));
     post_fragment(&server, &running, 0, "setup", "setting up\n");
     let waiting = server.submit(&json!({"job_queue": "rpi"}));
@@ -117,7 +126,10 @@ fn the_overview_and_list_pages_show_the_lab() {
 
     let queue = page(&lab.server, "/queues/rpi");
     assert!(queue.contains(&lab.running) && queue.contains(&lab.waiting));
-    assert!(!queue.contains(&lab.finished), "finished jobs are not listed");
+    assert!(
+        !queue.contains(&lab.finished),
+        "finished jobs are not listed"
+    );
     assert!(queue.contains("dev-1") && queue.contains("50th"));
 
     let agent = page(&lab.server, "/agents/dev-1");
@@ -148,7 +160,8 @@ fn jobs_are_searched_by_state_queue_tag_and_id_and_paged() {
     assert!(!wildcard.contains(&lab.finished));
 
     for n in 0..50 {
-        lab.server.submit(&json!({"job_queue": "bulk", "name": format!("bulk {n}")}));
+        lab.server
+            .submit(&json!({"job_queue": "bulk", "name": format!("bulk {n}")}));
     }
     let first = page(&lab.server, "/jobs");
     assert!(first.contains("offset=50") && !first.contains(&lab.finished));
@@ -184,13 +197,18 @@ fn a_job_page_shows_definition_timeline_logs_and_escapes_them() {
 fn the_cancel_button_cancels_and_returns_to_the_job() {
     let lab = lab();
     let path = format!("/jobs/{}/cancel", lab.waiting);
-    let response = lab.server.post_raw(&path, "application/x-www-form-urlencoded", b"");
+    let response = lab
+        .server
+        .post_raw(&path, "application/x-www-form-urlencoded", b"");
     assert_eq!(response.status, 303);
     assert_eq!(
         response.header("location"),
         Some(format!("/jobs/{}", lab.waiting).as_str())
     );
-    let state = lab.server.get(&format!("/v1/result/{}", lab.waiting)).json();
+    let state = lab
+        .server
+        .get(&format!("/v1/result/{}", lab.waiting))
+        .json();
     assert_eq!(state["job_state"], json!("cancelled"));
     let unknown = lab.server.post_raw(
         "/jobs/00000000-0000-4000-8000-000000000000/cancel",
@@ -204,7 +222,10 @@ fn the_cancel_button_cancels_and_returns_to_the_job() {
 fn unknown_jobs_and_agents_are_404_pages_and_assets_are_served() {
     let server = Server::start();
     for (path, message) in [
-        ("/jobs/00000000-0000-4000-8000-000000000000", "Job not found"),
+        (
+            "/jobs/00000000-0000-4000-8000-000000000000",
+            "Job not found",
+        ),
         ("/jobs/not-a-job", "Job not found"),
         ("/agents/nobody", "Agent not found: nobody"),
     ] {
@@ -214,7 +235,10 @@ fn unknown_jobs_and_agents_are_404_pages_and_assets_are_served() {
     }
     let script = server.get("/static/tf.js");
     assert_eq!(script.status, 200);
-    assert!(script.header("content-type").unwrap().starts_with("text/javascript"));
+    assert!(script
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/javascript"));
     assert!(script.text().contains("followJob"));
     assert_eq!(server.get("/static/tf.css").status, 200);
 }
@@ -233,7 +257,10 @@ fn secret_values_never_reach_a_page() {
     assert_eq!(stored.status, 200, "{}", stored.text());
     let job_id = dev.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "true", "secrets": {"TOKEN": "lab/token"}}}));
     // The agent gets the value with the job; the pages must not, before or after.
-    assert_eq!(server.claim("dev-1", "q").unwrap()["test_data"]["secrets"]["TOKEN"], json!(value));
+    assert_eq!(
+        server.claim("dev-1", "q").unwrap()["test_data"]["secrets"]["TOKEN"],
+        json!(value)
+    );
     for path in ["/", "/jobs", "/queues/q", &format!("/jobs/{job_id}")] {
         let html = page(&server, path);
         assert!(!html.contains(value), "{path} shows the secret");

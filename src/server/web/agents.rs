@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use askama::Template;
-use axum::extract::{Path, State};
 use super::rows::{self, AgentRow, JobRow};
 use super::{format, render, PageError, PageResult};
 use crate::job::time;
 use crate::server::App;
+use askama::Template;
+use axum::extract::{Path, State};
 
 const RECENT_JOBS: u32 = 20;
 

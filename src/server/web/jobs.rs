@@ -58,7 +58,12 @@ pub async fn list(
     State(app): State<Arc<App>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> PageResult {
-    let field = |name: &str| query.get(name).map(|v| v.trim().to_string()).unwrap_or_default();
+    let field = |name: &str| {
+        query
+            .get(name)
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
     let search = Search {
         state: field("state"),
         queue: field("queue"),
@@ -67,11 +72,8 @@ pub async fn list(
     };
     let offset: u64 = field("offset").parse().unwrap_or(0);
     let mut problem = String::new();
-    let id_is_plain = search.id.len() <= 36
-        && search
-            .id
-            .chars()
-            .all(|c| c.is_ascii_hexdigit() || c == '-');
+    let id_is_plain =
+        search.id.len() <= 36 && search.id.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
     let jobs = if id_is_plain {
         let non_empty = |text: &String| (!text.is_empty()).then(|| text.clone());
         let filter = JobFilter {
@@ -221,7 +223,9 @@ pub async fn page(State(app): State<Arc<App>>, Path(job_id): Path<String>) -> Pa
             .iter()
             .filter(|(_, value)| !value.is_object() && !value.is_array())
             .map(|(key, value)| {
-                let text = value.as_str().map_or_else(|| value.to_string(), str::to_string);
+                let text = value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_string);
                 (key.clone(), text)
             })
             .collect(),

@@ -80,7 +80,11 @@ fn render(page: &impl Template) -> Response {
         Ok(html) => Html(html).into_response(),
         Err(error) => {
             tracing::warn!("template failed: {error}");
-            (StatusCode::INTERNAL_SERVER_ERROR, "The page could not be rendered\n").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The page could not be rendered\n",
+            )
+                .into_response()
         }
     }
 }

@@ -80,7 +80,9 @@ pub async fn overview(State(app): State<Arc<App>>) -> PageResult {
     }
     let mut agents_by_state: BTreeMap<String, u64> = BTreeMap::new();
     for agent in app.store.agents().await? {
-        *agents_by_state.entry(rows::text(&agent, "state")).or_default() += 1;
+        *agents_by_state
+            .entry(rows::text(&agent, "state"))
+            .or_default() += 1;
     }
     let mut queues: Vec<QueueLoad> = loads(&job_counts)
         .into_iter()
@@ -91,7 +93,7 @@ pub async fn overview(State(app): State<Arc<App>>) -> PageResult {
             running: load.running,
         })
         .collect();
-    queues.sort_by(|a, b| (b.waiting + b.running).cmp(&(a.waiting + a.running)));
+    queues.sort_by_key(|queue| std::cmp::Reverse(queue.waiting + queue.running));
     queues.truncate(BUSIEST);
     Ok(render(&Overview {
         job_states: counts(by_state),
@@ -142,7 +144,11 @@ pub async fn list(State(app): State<Arc<App>>) -> PageResult {
                 .get(&name)
                 .map(|samples| {
                     let table = percentiles(samples);
-                    format!("{} / {}", seconds_text(&table["50"]), seconds_text(&table["90"]))
+                    format!(
+                        "{} / {}",
+                        seconds_text(&table["50"]),
+                        seconds_text(&table["90"])
+                    )
                 })
                 .unwrap_or_default();
             QueueRow {

@@ -128,12 +128,7 @@ fn secrets_reach_the_phase_but_not_its_output() {
     let server = Server::start_with(&[]);
     let dev: Caller = server.client("dev", "contributor", &[]);
     let value = "s3cr3t-value-that-must-not-leak";
-    let stored = dev.request(
-        "PUT",
-        "/v1/secrets/dev/lab/token",
-        &[("Content-Type", "application/json")],
-        json!({"value": value}).to_string().as_bytes(),
-    );
+    let stored = dev.put_secret("dev", "lab/token", value);
     assert_eq!(stored.status, 200, "{}", stored.text());
     let settings = "test_command: 'echo \"token is $TOKEN\"; echo \"again: $TOKEN\" >&2'\n";
     let agent = Agent::start(&server, settings);

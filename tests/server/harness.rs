@@ -340,6 +340,16 @@ impl Caller {
         response.json()
     }
 
+    /// Stores a secret of `owner` at `path` (`PUT /v1/secrets/<owner>/<path>`).
+    pub fn put_secret(&self, owner: &str, path: &str, value: &str) -> Response {
+        self.request(
+            "PUT",
+            &format!("/v1/secrets/{owner}/{path}"),
+            &[("Content-Type", "application/json")],
+            serde_json::json!({ "value": value }).to_string().as_bytes(),
+        )
+    }
+
     /// Submits a job and returns its id.
     pub fn submit(&self, job: &Value) -> String {
         let response = self.post_json("/v1/job", job);

@@ -248,12 +248,7 @@ fn secret_values_never_reach_a_page() {
     let server = Server::start();
     let dev = server.client("dev", "contributor", &[]);
     let value = "s3cr3t-value-that-must-not-leak";
-    let stored = dev.request(
-        "PUT",
-        "/v1/secrets/dev/lab/token",
-        &[("Content-Type", "application/json")],
-        json!({"value": value}).to_string().as_bytes(),
-    );
+    let stored = dev.put_secret("dev", "lab/token", value);
     assert_eq!(stored.status, 200, "{}", stored.text());
     let job_id = dev.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "true", "secrets": {"TOKEN": "lab/token"}}}));
     // The agent gets the value with the job; the pages must not, before or after.

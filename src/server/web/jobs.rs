@@ -11,28 +11,20 @@ use serde_json::Value;
 
 use super::rows::JobRow;
 use super::{format, render, PageError, PageResult};
-use crate::job::{is_valid_job_id, TERMINAL_STATES};
+use crate::job::{is_valid_job_id, PHASES, TERMINAL_STATES};
 use crate::server::App;
 use crate::store::JobFilter;
 
 const PAGE_SIZE: u64 = 50;
 
-/// Every state a job can be in, for the search form.
-const STATES: &[&str] = &[
-    "waiting",
-    "setup",
-    "provision",
-    "firmware_update",
-    "test",
-    "allocate",
-    "allocated",
-    "reserve",
-    "cleanup",
-    "running",
-    "complete",
-    "completed",
-    "cancelled",
-];
+/// Every state a job can be in, for the search form: waiting, each phase, and the ends.
+fn job_states() -> Vec<&'static str> {
+    let mut states = vec!["waiting"];
+    states.extend(PHASES);
+    states.extend(["allocated", "running"]);
+    states.extend(TERMINAL_STATES);
+    states
+}
 
 /// The search form's fields, echoed back into it.
 #[derive(Default)]
@@ -46,7 +38,7 @@ pub struct Search {
 #[derive(Template)]
 #[template(path = "jobs.html")]
 struct JobsPage {
-    states: &'static [&'static str],
+    states: Vec<&'static str>,
     filter: Search,
     problem: String,
     jobs: Vec<JobRow>,
@@ -109,7 +101,7 @@ pub async fn list(
         format!("/jobs?{}", link.finish())
     };
     let page = JobsPage {
-        states: STATES,
+        states: job_states(),
         problem,
         jobs: jobs
             .into_iter()

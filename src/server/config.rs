@@ -63,8 +63,8 @@ pub struct ServeArgs {
     tls_key: Option<PathBuf>,
     /// Let callers without a token use the agent endpoints, as agents from before 2026
     /// do (anyone who can reach the server may then run jobs: trusted networks only)
-    #[arg(long, env = "TF_TOKENLESS_AGENTS", value_parser = clap::builder::BoolishValueParser::new())]
-    tokenless_agents: bool,
+    #[arg(long, env = "TF_TOKENLESS_AGENTS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    tokenless_agents: Option<bool>,
 }
 
 /// The settings file: the same keys as the flags, all optional.
@@ -163,7 +163,10 @@ impl Config {
                 (None, None) => None,
                 _ => anyhow::bail!("tls_cert and tls_key go together"),
             },
-            tokenless_agents: args.tokenless_agents || file.tokenless_agents.unwrap_or(false),
+            tokenless_agents: args
+                .tokenless_agents
+                .or(file.tokenless_agents)
+                .unwrap_or(false),
             data_dir,
             retention: args
                 .retention

@@ -172,6 +172,7 @@ async fn resolve_secrets(app: &App, job: &mut Map<String, Value>, owner: Option<
 /// `GET /v1/job?queue=…[&wait=…]`: an agent takes the next job of its queues.
 pub async fn claim(
     State(app): State<Arc<App>>,
+    Extension(caller): Extension<Identity>,
     query: QueryPairs,
     AgentCookie(agent): AgentCookie,
 ) -> ApiResult {
@@ -207,7 +208,13 @@ pub async fn claim(
     };
     app.metrics.job_claimed();
     let mut job = claimed.data;
-    resolve_secrets(&app, &mut job, claimed.client_id.as_deref()).await;
+    // Secret values go only to agents with credentials: with `tokenless_agents`, anyone
+    // on the network could claim, so tokenless claims get the names with empty values.
+    let owner = claimed
+        .client_id
+        .as_deref()
+        .filter(|_| caller.client_id.is_some());
+    resolve_secrets(&app, &mut job, owner).await;
     job.insert("job_id".into(), Value::String(claimed.job_id));
     job.insert(
         "started_at".into(),

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
 
 use super::extract::JsonBytes;
@@ -135,5 +134,5 @@ async fn take(State(app): State<Arc<App>>, job_id: &str, log_type: &str) -> ApiR
     if text.is_empty() {
         return Ok(reply::no_content());
     }
-    Ok(reply::text(StatusCode::OK, text))
+    Ok(reply::untrusted_text(text))
 }

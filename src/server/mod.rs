@@ -146,7 +146,7 @@ fn load_keys(config: &Config) -> anyhow::Result<(Vec<u8>, [u8; 32])> {
 
 /// Numbers each request: what is logged while it runs carries `request{id=N}`, the
 /// client gets the same number in `x-request-id`, and at debug level one line per request
-/// says what it was and how it ended.
+/// says what it was and how it ended. Every answer also gets the browser safety headers.
 async fn trace_request(request: Request, next: Next) -> Response {
     use std::sync::atomic::{AtomicU64, Ordering};
     use tracing::Instrument;
@@ -157,7 +157,18 @@ async fn trace_request(request: Request, next: Next) -> Response {
         let (method, path) = (request.method().clone(), request.uri().path().to_string());
         let mut response = next.run(request).await;
         tracing::debug!("{method} {path} -> {}", response.status().as_u16());
-        response.headers_mut().insert("x-request-id", id.into());
+        let headers = response.headers_mut();
+        headers.insert("x-request-id", id.into());
+        // Job names and logs are anyone's text: browsers must never sniff an answer into
+        // HTML, run scripts from elsewhere, or show the pages inside another site.
+        headers.insert(
+            "x-content-type-options",
+            axum::http::HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(
+            "content-security-policy",
+            axum::http::HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"),
+        );
         response
     }
     .instrument(span)

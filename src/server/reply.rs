@@ -18,6 +18,17 @@ pub fn text(status: StatusCode, body: impl Into<String>) -> Response {
     response
 }
 
+/// Text someone else wrote (a job's output): labelled plain text, so a browser shows
+/// it instead of running markup in it.
+pub fn untrusted_text(body: String) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
 pub fn ok_text() -> Response {
     text(StatusCode::OK, "OK")
 }

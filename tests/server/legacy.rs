@@ -37,7 +37,14 @@ fn stream(agent: &Caller, id: &str, stream: &str, text: &str) {
 fn read(caller: &Caller, id: &str, stream: &str) -> Option<String> {
     let response = caller.get(&format!("/v1/result/{id}/{stream}"));
     match response.status {
-        200 => Some(response.text()),
+        200 => {
+            // A job's output is anyone's text: never served as HTML.
+            assert_eq!(
+                response.header("content-type"),
+                Some("text/plain; charset=utf-8")
+            );
+            Some(response.text())
+        }
         204 => None,
         other => panic!("GET {stream} answered {other}: {}", response.text()),
     }
@@ -297,4 +304,37 @@ fn tokenless_agents_run_jobs_only_where_the_server_allows_them() {
     // A token is still checked when one is sent.
     let forged = open.with_token("not-a-token");
     assert_eq!(forged.get("/v1/job?queue=q").status, 403);
+}
+
+#[test]
+fn tokenless_claims_never_carry_secret_values() {
+    let server = Server::start_with(&["--tokenless-agents"]);
+    let dev = server.client("dev", "contributor", &[]);
+    assert_eq!(dev.put_secret("dev", "lab/token", "s3cr3t").status, 200);
+    let job = json!({"job_queue": "q", "test_data": {"test_cmds": "true", "secrets": {"TOKEN": "lab/token"}}});
+    dev.submit(&job);
+    let anonymous = server.get("/v1/job?queue=q");
+    assert_eq!(anonymous.status, 200);
+    assert_eq!(
+        anonymous.json()["test_data"]["secrets"],
+        json!({"TOKEN": ""})
+    );
+    // An agent with credentials still gets the value.
+    dev.submit(&job);
+    let claimed = server.claim("dev-1", "q").unwrap();
+    assert_eq!(claimed["test_data"]["secrets"], json!({"TOKEN": "s3cr3t"}));
+}
+
+#[test]
+fn the_command_line_can_turn_tokenless_agents_off_again() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("tf.yaml");
+    std::fs::write(&config, "tokenless_agents: true\n").unwrap();
+    let config = config.to_str().unwrap();
+    let from_file = Server::start_with(&["--config", config]);
+    from_file.submit(&json!({"job_queue": "q"}));
+    assert_eq!(from_file.get("/v1/job?queue=q").status, 200);
+    let overridden = Server::start_with(&["--config", config, "--tokenless-agents", "false"]);
+    overridden.submit(&json!({"job_queue": "q"}));
+    assert_eq!(overridden.get("/v1/job?queue=q").status, 403);
 }

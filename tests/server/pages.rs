@@ -210,6 +210,23 @@ fn the_cancel_button_cancels_and_returns_to_the_job() {
         .get(&format!("/v1/result/{}", lab.waiting))
         .json();
     assert_eq!(state["job_state"], json!("cancelled"));
+    // A form on another site cannot cancel (cross-site request forgery).
+    let path = format!("/jobs/{}/cancel", lab.running);
+    let form = "application/x-www-form-urlencoded";
+    for header in [
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Origin", "http://elsewhere.example"),
+    ] {
+        let forged = lab
+            .server
+            .request("POST", &path, &[("Content-Type", form), header], b"");
+        assert_eq!(forged.status, 403, "{header:?}");
+    }
+    let running = lab
+        .server
+        .get(&format!("/v1/result/{}", lab.running))
+        .json();
+    assert_eq!(running["job_state"], json!("test"));
     let unknown = lab.server.post_raw(
         "/jobs/00000000-0000-4000-8000-000000000000/cancel",
         "application/x-www-form-urlencoded",
@@ -233,6 +250,13 @@ fn unknown_jobs_and_agents_are_404_pages_and_assets_are_served() {
         assert_eq!(response.status, 404, "{path}");
         assert!(response.text().contains(message), "{path}");
     }
+    // Untrusted text is never sniffed into HTML, and pages only run their own script.
+    let overview = server.get("/");
+    assert_eq!(overview.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(
+        overview.header("content-security-policy"),
+        Some("default-src 'self'; frame-ancestors 'none'")
+    );
     let script = server.get("/static/tf.js");
     assert_eq!(script.status, 200);
     assert!(script

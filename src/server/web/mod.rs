@@ -37,6 +37,7 @@ pub fn routes() -> Router<Arc<App>> {
 /// A page that could not be made: the store failed, or what was asked for is not there.
 pub enum PageError {
     NotFound(String),
+    Forbidden(String),
     Store(crate::store::StoreError),
 }
 
@@ -60,6 +61,7 @@ impl IntoResponse for PageError {
                 *response.status_mut() = StatusCode::NOT_FOUND;
                 response
             }
+            PageError::Forbidden(why) => (StatusCode::FORBIDDEN, why).into_response(),
             PageError::Store(error) => {
                 tracing::warn!("page failed: {error}");
                 let status = match error {

@@ -1,6 +1,7 @@
 // tf's pages work without this script; with it, list pages refresh their numbers in
 // place while the tab is visible, and a running job's page follows its logs through the
-// API's log long-poll (a new line shows up about as soon as the agent sends it).
+// API's log long-poll while visible (a new line shows up about as soon as the agent
+// sends it).
 "use strict";
 
 (function () {
@@ -51,6 +52,22 @@
     let ended = false;
     const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+    // A hidden tab holds no long-polls: a browser allows only a few connections per
+    // server, and a forgotten tab must not take them from the pages in front.
+    let controller = new AbortController();
+    let waiting = [];
+    const whenVisible = () =>
+      document.hidden ? new Promise((resolve) => waiting.push(resolve)) : Promise.resolve();
+    document.addEventListener("visibilitychange", () => {
+      if (document.hidden) {
+        controller.abort();
+      } else {
+        controller = new AbortController();
+        waiting.forEach((resolve) => resolve());
+        waiting = [];
+      }
+    });
+
     function append(type, phase, text) {
       let block = live.querySelector(`pre[data-type="${type}"][data-phase="${CSS.escape(phase)}"]`);
       if (!block) {
@@ -86,8 +103,12 @@
 
     async function follow(type) {
       while (!ended) {
+        await whenVisible();
         try {
-          const response = await fetch(`/v1/result/${job}/log/${type}?start_fragment=${next[type]}&wait=25`);
+          const response = await fetch(
+            `/v1/result/${job}/log/${type}?start_fragment=${next[type]}&wait=25`,
+            { signal: controller.signal },
+          );
           if (response.ok) {
             const phases = (await response.json())[type] || {};
             for (const [phase, part] of Object.entries(phases)) {
@@ -99,7 +120,8 @@
             await pause(2000);
           }
         } catch (error) {
-          await pause(2000);
+          // Hidden (aborted) or the server is away: try again when it makes sense.
+          if (!document.hidden) await pause(2000);
         }
       }
     }

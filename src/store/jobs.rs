@@ -481,7 +481,8 @@ fn claim_sql(queue_count: usize) -> String {
         }
     };
     format!(
-        "UPDATE jobs SET state = 'running', started_at = ?1 WHERE seq = ({best})
+        "UPDATE jobs SET state = 'running', started_at = ?1, agent = nullif(?2, '')
+         WHERE seq = ({best})
          RETURNING job_id, queue, created_at, job_data, attachments, client_id"
     )
 }

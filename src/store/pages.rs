@@ -30,13 +30,15 @@ pub struct PhaseSpan {
     pub last: Micros,
 }
 
-/// A job's logs as far as they went when read, and where a follower continues.
+/// The end of a job's logs as far as they went when read, and where a follower continues.
 #[derive(Default)]
 pub struct LogsSoFar {
     /// `(log type, phase, text)`, phases in the order they started.
     pub texts: Vec<(String, String, String)>,
     /// The fragment number after the last one included, per log type.
     pub next_fragment: std::collections::BTreeMap<String, i64>,
+    /// The log types whose beginning was left out to stay within the budget.
+    pub cut: Vec<String>,
 }
 
 /// One provision attempt of an agent.
@@ -125,9 +127,11 @@ impl Store {
             .await
     }
 
-    /// Every log of a job up to now. The text stops exactly at `next_fragment`, so a page
-    /// that follows from there neither repeats nor misses a line.
-    pub async fn logs_so_far(&self, job_id: &str) -> Result<LogsSoFar> {
+    /// The last `budget` bytes (whole fragments) of each of a job's logs, up to now. The
+    /// text stops exactly at `next_fragment`, so a page that follows from there neither
+    /// repeats nor misses a line, and a job with gigabytes of output costs a page no more
+    /// than the budget.
+    pub async fn logs_so_far(&self, job_id: &str, budget: usize) -> Result<LogsSoFar> {
         let job_id = job_id.to_string();
         self.readers
             .read(move |db| {
@@ -143,19 +147,35 @@ impl Store {
                     let (log_type, last) = end?;
                     logs.next_fragment.insert(log_type, last + 1);
                 }
-                let mut texts = db.prepare_cached(
-                    "SELECT log_type, phase, group_concat(log_data, '' ORDER BY fragment_number)
-                     FROM log_fragments WHERE job_id = ?1 AND fragment_number < ?2
-                       AND log_type = ?3
-                     GROUP BY phase ORDER BY min(fragment_number)",
+                // Newest first along the unique index, until the budget is spent.
+                let mut newest_first = db.prepare_cached(
+                    "SELECT phase, log_data FROM log_fragments
+                     WHERE job_id = ?1 AND log_type = ?2 AND fragment_number < ?3
+                     ORDER BY fragment_number DESC",
                 )?;
                 for (log_type, next) in &logs.next_fragment {
-                    let rows = texts
-                        .query_map(rusqlite::params![job_id, next, log_type], |row| {
-                            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                        })?;
-                    for row in rows {
-                        logs.texts.push(row?);
+                    let mut kept: Vec<(String, String)> = Vec::new();
+                    let mut spent = 0;
+                    let mut rows = newest_first.query(rusqlite::params![job_id, log_type, next])?;
+                    while let Some(row) = rows.next()? {
+                        let text: String = row.get(1)?;
+                        spent += text.len();
+                        if spent > budget {
+                            logs.cut.push(log_type.clone());
+                            break;
+                        }
+                        kept.push((row.get(0)?, text));
+                    }
+                    // Oldest first again, consecutive fragments of a phase joined.
+                    for (phase, text) in kept.into_iter().rev() {
+                        match logs.texts.last_mut() {
+                            Some((kind, last_phase, joined))
+                                if kind == log_type && *last_phase == phase =>
+                            {
+                                joined.push_str(&text)
+                            }
+                            _ => logs.texts.push((log_type.clone(), phase, text)),
+                        }
                     }
                 }
                 Ok(logs)
@@ -185,15 +205,14 @@ impl Store {
             .await
     }
 
-    /// The last `limit` jobs an agent reported device info for, newest first.
+    /// The last `limit` jobs an agent took, newest first.
     pub async fn agent_jobs(&self, agent: &str, limit: u32) -> Result<Vec<JobSummary>> {
         let agent = agent.to_string();
         self.readers
             .read(move |db| {
                 let mut query = db.prepare_cached(&format!(
                     "SELECT {SUMMARY_COLUMNS} FROM jobs
-                     WHERE device_info ->> '$.agent_name' = ?1
-                     ORDER BY seq DESC LIMIT ?2"
+                     WHERE agent = ?1 ORDER BY seq DESC LIMIT ?2"
                 ))?;
                 let jobs = query.query_map(rusqlite::params![agent, limit], summary)?;
                 Ok(jobs.collect::<rusqlite::Result<_>>()?)

@@ -135,6 +135,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (job_id, log_type)
     ) WITHOUT ROWID;
     "#,
+    // 4: which agent took each job, for an agent's page.
+    r#"
+    ALTER TABLE jobs ADD COLUMN agent TEXT;    -- NULL until claimed, or for tokenless agents
+    CREATE INDEX jobs_by_agent ON jobs (agent, seq) WHERE agent IS NOT NULL;
+    "#,
 ];
 
 pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {

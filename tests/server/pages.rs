@@ -286,3 +286,29 @@ fn secret_values_never_reach_a_page() {
     }
     assert!(page(&server, &format!("/jobs/{job_id}")).contains("lab/token"));
 }
+
+#[test]
+fn a_huge_log_shows_only_its_end_with_a_link_to_the_whole() {
+    let server = Server::start();
+    let job_id = server.submit(&json!({"job_queue": "q"}));
+    server.claim("dev-1", "q").unwrap();
+    let chunk = "x".repeat(900 << 10);
+    for (number, marker) in ["FIRST", "SECOND", "THIRD"].iter().enumerate() {
+        post_fragment(
+            &server,
+            &job_id,
+            number as i64,
+            "test",
+            &format!("{marker}{chunk}"),
+        );
+    }
+    let html = page(&server, &format!("/jobs/{job_id}"));
+    assert!(
+        !html.contains("FIRST"),
+        "what does not fit in 2 MiB is left out"
+    );
+    assert!(html.contains("SECOND") && html.contains("THIRD"));
+    assert!(html.contains("Only the end of the output is shown here"));
+    // Following continues after the last fragment shown, not the last one kept out.
+    assert!(html.contains("data-next-output=\"3\""));
+}

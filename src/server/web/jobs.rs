@@ -18,6 +18,9 @@ use crate::store::JobFilter;
 
 const PAGE_SIZE: u64 = 50;
 
+/// How much of each log a job's page shows at first: its end. The API has all of it.
+const SHOWN_LOG_BYTES: usize = 2 << 20;
+
 /// Every state a job can be in, for the search form: waiting, each phase, and the ends.
 fn job_states() -> Vec<&'static str> {
     let mut states = vec!["waiting"];
@@ -154,6 +157,8 @@ struct JobPage {
     serial: Vec<LogBlock>,
     next_output: i64,
     next_serial: i64,
+    output_cut: bool,
+    serial_cut: bool,
     definition: String,
 }
 
@@ -169,7 +174,7 @@ pub async fn page(State(app): State<Arc<App>>, Path(job_id): Path<String>) -> Pa
         return Err(not_found(&job_id));
     };
     let spans = app.store.phase_spans(&job_id).await?;
-    let logs = app.store.logs_so_far(&job_id).await?;
+    let logs = app.store.logs_so_far(&job_id, SHOWN_LOG_BYTES).await?;
     let ended = TERMINAL_STATES.contains(&job.state.as_str());
 
     // A phase took from its first line to the next phase's first line (or its own last).
@@ -234,6 +239,8 @@ pub async fn page(State(app): State<Arc<App>>, Path(job_id): Path<String>) -> Pa
         timeline,
         output: blocks("output"),
         serial: blocks("serial"),
+        output_cut: logs.cut.iter().any(|kind| kind == "output"),
+        serial_cut: logs.cut.iter().any(|kind| kind == "serial"),
         next_output: logs.next_fragment.get("output").copied().unwrap_or(0),
         next_serial: logs.next_fragment.get("serial").copied().unwrap_or(0),
         definition: serde_yaml::to_string(&Value::Object(job.definition)).unwrap_or_default(),

@@ -13,9 +13,13 @@ use crate::job::time;
 use crate::job::TERMINAL_STATES;
 use crate::server::queues::percentiles;
 use crate::server::App;
+use crate::store::JobFilter;
 
 /// How many queues the overview lists.
 const BUSIEST: usize = 10;
+
+/// How many unfinished jobs a queue's page lists, oldest first.
+const SHOWN_JOBS: u64 = 200;
 
 struct Count {
     name: String,
@@ -185,12 +189,17 @@ pub async fn page(State(app): State<Arc<App>>, Path(name): Path<String>) -> Page
         .await?
         .remove(&name)
         .unwrap_or_else(|| "No description".into());
+    let unfinished = JobFilter {
+        queue: Some(name.clone()),
+        active: true,
+        limit: Some(SHOWN_JOBS),
+        ..JobFilter::default()
+    };
     let jobs = app
         .store
-        .queue_jobs(&name)
+        .search_jobs(unfinished)
         .await?
         .into_iter()
-        .filter(|job| !TERMINAL_STATES.contains(&job.state.as_str()))
         .map(JobRow::from)
         .collect();
     let agents = app

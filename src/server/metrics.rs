@@ -2,7 +2,7 @@
 //! kept in memory since start-up; job and agent counts are read from the database at
 //! each scrape, so they are right after a restart too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -130,15 +130,35 @@ pub async fn time_request(State(app): State<Arc<App>>, request: Request, next: N
 
 /// `GET /metrics`.
 pub async fn scrape(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
-    let jobs = app.store.job_counts().await?;
     let agents = app.store.agents().await?;
+    // Anyone may submit to any queue name: only queues the lab knows (advertised, or
+    // served by an agent) get their own series, the rest count as "other".
+    let mut known: BTreeSet<String> = app.store.queue_descriptions().await?.into_keys().collect();
+    for agent in &agents {
+        if let Some(queues) = agent
+            .fields
+            .get("queues")
+            .and_then(serde_json::Value::as_array)
+        {
+            known.extend(queues.iter().filter_map(|q| q.as_str()).map(str::to_string));
+        }
+    }
+    let mut jobs: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for (queue, state, count) in app.store.job_counts().await? {
+        let queue = if known.contains(&queue) {
+            queue
+        } else {
+            "other".into()
+        };
+        *jobs.entry((queue, state)).or_default() += count;
+    }
     let mut out = Exposition::default();
     out.family(
         "tf_jobs",
         "gauge",
-        "Jobs kept by the server, by queue and state",
+        "Jobs kept by the server, by queue (\"other\": queues no agent serves) and state",
     );
-    for (queue, state, count) in &jobs {
+    for ((queue, state), count) in &jobs {
         let labels = [("queue", queue.as_str()), ("state", state.as_str())];
         out.sample("tf_jobs", &labels, count);
     }

@@ -24,15 +24,43 @@ pub struct BackupReport {
     pub key_files: Vec<String>,
 }
 
-/// Copies the data dir `source` into the new directory `destination`.
+/// Copies the data dir `source` into the new directory `destination`. The copy is made
+/// in `<destination>.partial` and renamed into place when complete, so a backup that
+/// failed halfway never looks like a good data dir.
 pub fn backup(source: &Path, destination: &Path) -> anyhow::Result<BackupReport> {
     let database = source.join("tf.db");
     if !database.is_file() {
         bail!("{} holds no tf database (tf.db)", source.display());
     }
-    create_empty_dir(destination)?;
+    check_empty_or_missing(destination)?;
+    let mut partial = destination.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    if partial.exists() {
+        bail!(
+            "{} is left from a backup that did not finish; delete it first",
+            partial.display()
+        );
+    }
+    let report = copy_data_dir(source, &partial)?;
+    // Replaces an empty destination directory, as rename(2) allows.
+    std::fs::rename(&partial, destination).with_context(|| {
+        format!(
+            "cannot move the finished backup {} to {}",
+            partial.display(),
+            destination.display()
+        )
+    })?;
+    if let Some(parent) = destination.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_dir(parent)?;
+    }
+    Ok(report)
+}
+
+fn copy_data_dir(source: &Path, destination: &Path) -> anyhow::Result<BackupReport> {
+    create_private_dir(destination)?;
     let copy = destination.join("tf.db");
-    snapshot(&database, &copy)?;
+    snapshot(&source.join("tf.db"), &copy)?;
 
     let db = Connection::open(&copy)
         .with_context(|| format!("cannot open the copy {}", copy.display()))?;
@@ -78,9 +106,8 @@ pub fn backup(source: &Path, destination: &Path) -> anyhow::Result<BackupReport>
     Ok(report)
 }
 
-/// A new directory, or an existing empty one: a backup never mixes with older files.
-fn create_empty_dir(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
+/// A backup never mixes with older files: its destination is new or an empty directory.
+fn check_empty_or_missing(path: &Path) -> anyhow::Result<()> {
     if path.exists() {
         let mut entries =
             std::fs::read_dir(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -90,9 +117,13 @@ fn create_empty_dir(path: &Path) -> anyhow::Result<()> {
                 path.display()
             );
         }
-        return Ok(());
     }
-    // Private, like the data dir: the copy holds secrets and their key.
+    Ok(())
+}
+
+/// Private, like the data dir: the copy holds secrets and their key.
+fn create_private_dir(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -102,8 +133,8 @@ fn create_empty_dir(path: &Path) -> anyhow::Result<()> {
 
 /// One consistent copy of the live database, checked before it is trusted.
 fn snapshot(database: &Path, copy: &Path) -> anyhow::Result<()> {
-    // Read-write only because a WAL reader must be able to update the shared-memory
-    // index; nothing is written to the live database.
+    // Read-write because a WAL reader must be able to update the shared-memory index;
+    // no row of the live database is written.
     let live = Connection::open_with_flags(
         database,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -120,6 +151,9 @@ fn snapshot(database: &Path, copy: &Path) -> anyhow::Result<()> {
     if verdict != "ok" {
         bail!("the copied database failed its check: {verdict}");
     }
+    // Client secret hashes and job data: readable by the server's user only.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(copy, std::fs::Permissions::from_mode(0o600))?;
     std::fs::File::open(copy)?.sync_all()?;
     Ok(())
 }

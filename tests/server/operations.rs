@@ -26,6 +26,18 @@ fn has(lines: &[String], expected: &str) -> bool {
 fn metrics_count_jobs_claims_fragments_and_requests() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start_in(data.path(), &[]);
+    // rpi is advertised; maas is served by an agent; anything else is "other".
+    let advertised = server
+        .agent()
+        .post_json("/v1/agents/queues", &json!({"rpi": "Pis"}));
+    assert_eq!(advertised.status, 200);
+    let served = server.agent().post_json(
+        "/v1/agents/data/dev-2",
+        &json!({"state": "waiting", "queues": ["maas"]}),
+    );
+    assert_eq!(served.status, 200);
+    server.submit(&json!({"job_queue": "made-up-1"}));
+    server.submit(&json!({"job_queue": "made-up-2"}));
     let first = server.submit(&json!({"job_queue": "rpi"}));
     server.submit(&json!({"job_queue": "rpi"}));
     server.submit(&json!({"job_queue": "maas"}));
@@ -43,10 +55,12 @@ fn metrics_count_jobs_claims_fragments_and_requests() {
         "tf_jobs{queue=\"rpi\",state=\"waiting\"} 1",
         "tf_jobs{queue=\"rpi\",state=\"running\"} 1",
         "tf_jobs{queue=\"maas\",state=\"waiting\"} 1",
-        "tf_jobs_submitted_total 3",
+        "tf_jobs{queue=\"other\",state=\"waiting\"} 2",
+        "tf_agents{state=\"waiting\"} 1",
+        "tf_jobs_submitted_total 5",
         "tf_job_claims_total 1",
         "tf_log_fragments_total{log_type=\"output\"} 1",
-        "tf_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/job\",code=\"200\"} 3",
+        "tf_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/job\",code=\"200\"} 5",
         "tf_http_request_duration_seconds_count{method=\"GET\",route=\"/v1/job\",code=\"200\"} 1",
         "tf_http_request_duration_seconds_count{method=\"GET\",route=\"unmatched\",code=\"404\"} 1",
     ] {
@@ -122,6 +136,14 @@ fn a_backup_taken_during_submissions_restores_every_job_acknowledged_before_it()
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("and 1 archives (14 bytes)"), "{stdout}");
+    // Finished in place: nothing half-made beside it, and the database private.
+    assert!(!backup.path().join("tf-data-backup.partial").exists());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(destination.join("tf.db"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
     assert!(submitted > 20);
 
     // Restoring is starting a server on the backup (the harness's agent secret file is
@@ -146,7 +168,7 @@ fn a_backup_taken_during_submissions_restores_every_job_acknowledged_before_it()
 }
 
 #[test]
-fn backups_refuse_a_non_empty_destination_and_a_missing_database() {
+fn backups_refuse_a_non_empty_destination_a_missing_database_and_leftovers() {
     let data = tempfile::tempdir().unwrap();
     let taken = tempfile::tempdir().unwrap();
     std::fs::write(taken.path().join("old"), "x").unwrap();
@@ -168,6 +190,35 @@ fn backups_refuse_a_non_empty_destination_and_a_missing_database() {
     ]);
     assert!(!not_empty.status.success());
     assert!(String::from_utf8_lossy(&not_empty.stderr).contains("is not empty"));
+
+    // What a cut-off backup left is never taken for, or mixed into, a new one.
+    let target = taken.path().join("again");
+    std::fs::create_dir(taken.path().join("again.partial")).unwrap();
+    let leftover = tf(&[
+        "backup",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        target.to_str().unwrap(),
+    ]);
+    assert!(!leftover.status.success());
+    assert!(String::from_utf8_lossy(&leftover.stderr).contains("did not finish"));
+    assert!(!target.exists());
+
+    // An existing empty directory is a fine destination.
+    let empty = taken.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let into_empty = tf(&[
+        "backup",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        empty.to_str().unwrap(),
+    ]);
+    assert!(
+        into_empty.status.success(),
+        "{}",
+        String::from_utf8_lossy(&into_empty.stderr)
+    );
+    assert!(empty.join("tf.db").is_file());
 }
 
 #[test]

@@ -205,6 +205,24 @@ impl Store {
             .await
     }
 
+    /// The lines an agent posted in its reports (the last hundred are kept), oldest first.
+    pub async fn agent_log(&self, agent: &str) -> Result<Vec<String>> {
+        let agent = agent.to_string();
+        let log: Option<String> = self
+            .readers
+            .read(move |db| {
+                Ok(db
+                    .prepare_cached("SELECT log FROM agents WHERE name = ?1")?
+                    .query_row([&agent], |row| row.get(0))
+                    .optional()?)
+            })
+            .await?;
+        Ok(match log {
+            Some(text) => serde_json::from_str(&text)?,
+            None => Vec::new(),
+        })
+    }
+
     /// The last `limit` jobs an agent took, newest first.
     pub async fn agent_jobs(&self, agent: &str, limit: u32) -> Result<Vec<JobSummary>> {
         let agent = agent.to_string();

@@ -54,7 +54,7 @@ fn lab() -> Lab {
     let agent = server.agent();
     agent.post_json(
         "/v1/agents/data/dev-1",
-        &json!({"state": "test", "queues": ["rpi"], "location": HOSTILE, "job_id": ""}),
+        &json!({"state": "test", "queues": ["rpi"], "location": HOSTILE, "job_id": "", "log": ["booted fine"]}),
     );
     agent.post_json(
         "/v1/agents/queues",
@@ -135,6 +135,7 @@ fn the_overview_and_list_pages_show_the_lab() {
     let agent = page(&lab.server, "/agents/dev-1");
     assert!(agent.contains(&lab.finished), "its recent job");
     assert!(agent.contains("66% of the last 3 passed"), "{agent}");
+    assert!(agent.contains("booted fine"), "the agent's log");
     shows_escaped(&agent, "the provision detail");
 }
 

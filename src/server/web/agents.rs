@@ -1,5 +1,5 @@
 //! `/agents` (every agent, the quiet ones marked) and `/agents/<name>` (its state, recent
-//! jobs and provision history).
+//! jobs, provision history and log).
 
 use std::sync::Arc;
 
@@ -54,6 +54,7 @@ struct AgentPage {
     jobs: Vec<JobRow>,
     success_rate: String,
     provisions: Vec<Attempt>,
+    log: Vec<String>,
 }
 
 pub async fn page(State(app): State<Arc<App>>, Path(name): Path<String>) -> PageResult {
@@ -63,6 +64,7 @@ pub async fn page(State(app): State<Arc<App>>, Path(name): Path<String>) -> Page
     let now = time::now();
     let jobs = app.store.agent_jobs(&name, RECENT_JOBS).await?;
     let history = app.store.provision_history(&name).await?;
+    let log = app.store.agent_log(&name).await?;
     let passed = history.iter().filter(|a| a.exit_code == 0).count();
     let success_rate = if history.is_empty() {
         String::new()
@@ -99,6 +101,7 @@ pub async fn page(State(app): State<Arc<App>>, Path(name): Path<String>) -> Page
                 detail: attempt.detail.unwrap_or_default(),
             })
             .collect(),
+        log,
         name: agent.name,
     };
     Ok(render(&page))

@@ -106,15 +106,14 @@ fn main() -> ExitCode {
         .bin_name(program.clone());
     if matches!(program.as_str(), "testflinger-cli" | "testflinger") {
         // Installed as the client: its help shows the client's commands only.
-        for role in [
-            "serve",
-            "clients",
-            "agent",
-            "device-connector",
-            "demo",
-            "completions",
-        ] {
-            command = command.mut_subcommand(role, |c| c.hide(true));
+        let client = cli::ClientCommand::augment_subcommands(clap::Command::new("client"));
+        let others: Vec<String> = command
+            .get_subcommands()
+            .map(|sub| sub.get_name().to_string())
+            .filter(|name| client.find_subcommand(name).is_none())
+            .collect();
+        for name in others {
+            command = command.mut_subcommand(name, |c| c.hide(true));
         }
     }
     let matches = match command.try_get_matches_from_mut(args) {

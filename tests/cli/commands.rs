@@ -175,6 +175,15 @@ fn the_reference_names_and_help_work() {
         "{}",
         help.stdout
     );
+    // Installed as the client, the help lists the client's commands only.
+    assert!(help.stdout.contains("submit"));
+    for other in ["serve", "backup", "clients", "demo", "device-connector"] {
+        assert!(
+            !help.stdout.contains(&format!("  {other} ")),
+            "{other} in\n{}",
+            help.stdout
+        );
+    }
     let unknown = client.run(&["frobnicate"]);
     assert_eq!(unknown.code, 2);
 }

@@ -10,12 +10,13 @@ use axum::response::IntoResponse;
 use serde_json::{json, Map, Value};
 
 use super::auth::Identity;
+use super::auth::Role;
 use super::extract::{receive_file, AgentCookie, JsonBody, QueryPairs};
 use super::reply::{self, ApiError, ApiResult};
 use super::{permissions, App};
 use crate::job::validate::{validate_body, validate_job, BodySchema, ValidJob};
 use crate::job::{self, is_valid_job_id, time};
-use crate::store::{AttachmentGate, BlobKind, JobFilter, NewJob, StoreError};
+use crate::store::{AttachmentGate, AttachmentReceipt, BlobKind, JobFilter, NewJob, StoreError};
 
 /// How many distinct queues one claim may name (each is a branch of the claim query).
 const MAX_CLAIM_QUEUES: usize = 64;
@@ -76,7 +77,7 @@ pub async fn submit(
             "There are no agents on the specified queue that are allowed to run this job",
         ));
     }
-    let secrets_owner = check_secrets(&app, &identity, &job).await?;
+    check_secrets(&app, &identity, &job).await?;
     if let Some(id) = &job.requested_id {
         check_job_id(id)?;
     }
@@ -90,7 +91,7 @@ pub async fn submit(
             priority: job.priority,
             awaits_attachments: job.awaits_attachments,
             exclude_agents: job.exclude_agents,
-            client_id: secrets_owner,
+            submitter: identity.client_id.clone(),
             data: job.data,
         })
         .await;
@@ -113,14 +114,10 @@ fn secret_paths(data: &Map<String, Value>) -> Option<&Map<String, Value>> {
 }
 
 /// A job naming secrets needs a secrets store, a known submitter, and every path present
-/// in the submitter's secrets. Returns the submitter, whose secrets the agent will get.
-async fn check_secrets(
-    app: &App,
-    identity: &Identity,
-    job: &ValidJob,
-) -> Result<Option<String>, ApiError> {
+/// in the submitter's secrets (the agent gets the submitter's values).
+async fn check_secrets(app: &App, identity: &Identity, job: &ValidJob) -> Result<(), ApiError> {
     let Some(secrets) = secret_paths(&job.data) else {
-        return Ok(None);
+        return Ok(());
     };
     let refuse = |message: String| Err(ApiError::json(StatusCode::UNPROCESSABLE_ENTITY, message));
     if !app.store.has_secrets_store() {
@@ -140,7 +137,7 @@ async fn check_secrets(
         missing.dedup();
         return refuse(format!("Inaccessible secret paths: {}", missing.join(", ")));
     }
-    Ok(Some(client_id.clone()))
+    Ok(())
 }
 
 /// Puts the values of a claimed job's secrets in place of their paths, for the agent
@@ -208,10 +205,11 @@ pub async fn claim(
     };
     app.metrics.job_claimed();
     let mut job = claimed.data;
+    // As the reference, the job carries its submitter only when it names secrets.
+    let secrets_owner = claimed.submitter.filter(|_| secret_paths(&job).is_some());
     // Secret values go only to agents with credentials: with `tokenless_agents`, anyone
     // on the network could claim, so tokenless claims get the names with empty values.
-    let owner = claimed
-        .client_id
+    let owner = secrets_owner
         .as_deref()
         .filter(|_| caller.client_id.is_some());
     resolve_secrets(&app, &mut job, owner).await;
@@ -223,7 +221,7 @@ pub async fn claim(
     if let Some(status) = claimed.attachments {
         job.insert("attachments_status".into(), Value::String(status));
     }
-    if let Some(client_id) = claimed.client_id {
+    if let Some(client_id) = secrets_owner {
         job.insert("client_id".into(), Value::String(client_id));
     }
     Ok(reply::json(&Value::Object(job)))
@@ -341,34 +339,52 @@ pub async fn position(State(app): State<Arc<App>>, Path(job_id): Path<String>) -
     }
 }
 
-fn gate_refusal(job_id: &str, gate: AttachmentGate) -> ApiResult {
-    match gate {
-        AttachmentGate::NotWaiting => Err(ApiError::text(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("Job {job_id} is not valid\n"),
-        )),
-        AttachmentGate::NotExpected => Err(ApiError::text(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("Job {job_id} not awaiting attachments\n"),
-        )),
-        AttachmentGate::AlreadyComplete | AttachmentGate::Open => Ok(reply::ok_text()),
-    }
+/// The answer to a job that takes no archive (any more).
+fn gate_refusal(job_id: &str, gate: AttachmentGate) -> ApiError {
+    let message = match gate {
+        AttachmentGate::NotExpected => format!("Job {job_id} not awaiting attachments\n"),
+        _ => format!("Job {job_id} is not valid\n"),
+    };
+    ApiError::text(StatusCode::UNPROCESSABLE_ENTITY, message)
 }
 
-/// `POST /v1/job/<id>/attachments`: the client's archive; releases the job.
+/// `POST /v1/job/<id>/attachments`: the client's archive; releases the job. A job
+/// submitted with a token takes it from that client (or an admin) only; the first
+/// archive wins, and a different later one is refused rather than silently dropped.
 pub async fn upload_attachments(
     State(app): State<Arc<App>>,
+    Extension(caller): Extension<Identity>,
     Path(job_id): Path<String>,
     request: Request<Body>,
 ) -> ApiResult {
     check_job_id_text(&job_id)?;
     let gate = app.store.attachment_gate(&job_id).await?;
-    if gate != AttachmentGate::Open {
-        return gate_refusal(&job_id, gate);
+    if let Some(submitter) = gate.submitter() {
+        if caller.client_id.as_deref() != Some(submitter) && caller.role != Role::Admin {
+            return Err(ApiError::json(
+                StatusCode::FORBIDDEN,
+                format!("Job {job_id} was submitted by another client: only it or an admin may upload its attachments"),
+            ));
+        }
+    }
+    if !matches!(
+        gate,
+        AttachmentGate::Open { .. } | AttachmentGate::AlreadyComplete { .. }
+    ) {
+        return Err(gate_refusal(&job_id, gate));
     }
     let blob = receive_file(&app, request).await?;
-    let gate = app.store.complete_attachments(&job_id, blob).await?;
-    gate_refusal(&job_id, gate)
+    match app.store.complete_attachments(&job_id, blob).await? {
+        AttachmentReceipt::Stored => Ok(reply::ok_text()),
+        AttachmentReceipt::AlreadyStored { identical: true } => {
+            Ok(reply::text(StatusCode::OK, "OK (already received)"))
+        }
+        AttachmentReceipt::AlreadyStored { identical: false } => Err(ApiError::text(
+            StatusCode::CONFLICT,
+            format!("Job {job_id} already has different attachments; the first upload stays\n"),
+        )),
+        AttachmentReceipt::Refused(gate) => Err(gate_refusal(&job_id, gate)),
+    }
 }
 
 /// `GET /v1/job/<id>/attachments`: the agent downloads the archive.

@@ -93,6 +93,14 @@ impl BlobDir {
         outcome
     }
 
+    /// Whether two stored files hold the same bytes (`false` when either is unreadable).
+    pub async fn same_content(&self, a: &str, b: &str) -> bool {
+        let (a, b) = (self.path(a), self.path(b));
+        tokio::task::spawn_blocking(move || files_are_equal(&a, &b).unwrap_or(false))
+            .await
+            .unwrap_or(false)
+    }
+
     /// The file names in the directory, for the orphan sweep.
     pub fn file_names(&self) -> std::io::Result<Vec<(String, std::time::SystemTime)>> {
         let mut names = Vec::new();
@@ -167,6 +175,26 @@ impl Drop for BlobUpload {
     fn drop(&mut self) {
         if !self.moved_into_place {
             let _ = std::fs::remove_file(&self.temp_path);
+        }
+    }
+}
+
+/// Compares two files chunk by chunk, without reading either whole into memory.
+fn files_are_equal(a: &Path, b: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let (mut a, mut b) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    if a.metadata()?.len() != b.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut left, mut right) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let read = a.read(&mut left)?;
+        if read == 0 {
+            return Ok(true);
+        }
+        b.read_exact(&mut right[..read])?;
+        if left[..read] != right[..read] {
+            return Ok(false);
         }
     }
 }

@@ -19,7 +19,8 @@ pub struct NewJob {
     pub priority: i64,
     pub awaits_attachments: bool,
     pub exclude_agents: Vec<String>,
-    pub client_id: Option<String>,
+    /// The client whose token submitted the job; `None` when anonymous.
+    pub submitter: Option<String>,
     pub data: Map<String, Value>,
 }
 
@@ -29,7 +30,7 @@ pub struct ClaimedJob {
     pub started_at: Micros,
     pub data: Map<String, Value>,
     pub attachments: Option<String>,
-    pub client_id: Option<String>,
+    pub submitter: Option<String>,
 }
 
 /// One line of a job listing.
@@ -64,9 +65,34 @@ pub enum AttachmentGate {
     NotWaiting,
     /// The job declared no attachments.
     NotExpected,
-    /// Already uploaded: a retry is answered OK without replacing the file.
-    AlreadyComplete,
-    Open,
+    /// Already uploaded: the first archive stays.
+    AlreadyComplete { submitter: Option<String> },
+    /// Waiting for its archive from `submitter` (anyone, when anonymous).
+    Open { submitter: Option<String> },
+}
+
+impl AttachmentGate {
+    /// The client that may upload the job's archive; `None` for anyone.
+    pub fn submitter(&self) -> Option<&str> {
+        match self {
+            AttachmentGate::Open { submitter } | AttachmentGate::AlreadyComplete { submitter } => {
+                submitter.as_deref()
+            }
+            AttachmentGate::NotWaiting | AttachmentGate::NotExpected => None,
+        }
+    }
+}
+
+/// What became of an uploaded attachments archive.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AttachmentReceipt {
+    /// Stored; the job is released for dispatch.
+    Stored,
+    /// An archive was stored before: this one was discarded, and it had the same bytes
+    /// (a retry) or not (someone else's).
+    AlreadyStored { identical: bool },
+    /// The job does not take archives (any more).
+    Refused(AttachmentGate),
 }
 
 /// What an agent reports about a job; absent fields are left as they were.
@@ -126,7 +152,7 @@ impl Store {
                         time::now(),
                         job.awaits_attachments.then_some("waiting"),
                         exclude,
-                        job.client_id,
+                        job.submitter,
                         serde_json::to_string(&job.data)?,
                     ])?;
                 if inserted == 0 {
@@ -279,20 +305,22 @@ impl Store {
     }
 
     /// Records an uploaded archive and releases the job for dispatch. The gate is checked
-    /// again in the same transaction; unless it is open the file is discarded.
+    /// again in the same transaction: the first archive wins, and a later one is compared
+    /// with it and discarded.
     pub async fn complete_attachments(
         &self,
         job_id: &str,
         blob: StoredBlob,
-    ) -> Result<AttachmentGate> {
+    ) -> Result<AttachmentReceipt> {
         let id = job_id.to_string();
         let file_name = blob.file_name.clone();
         let written = self
             .writer
             .write(move |tx| {
                 let gate = attachment_gate(tx, &id)?;
-                if gate != AttachmentGate::Open {
-                    return Ok((gate, None, Some(blob.file_name)));
+                if !matches!(gate, AttachmentGate::Open { .. }) {
+                    let stored = stored_blob_name(tx, &id, BlobKind::Attachments)?;
+                    return Ok(Err((gate, stored)));
                 }
                 let replaced = record_blob(tx, &id, BlobKind::Attachments, &blob)?;
                 let queue: String = tx.query_row(
@@ -301,15 +329,25 @@ impl Store {
                     [&id],
                     |row| row.get(0),
                 )?;
-                Ok((gate, Some(queue), replaced))
+                Ok(Ok((queue, replaced)))
             })
             .await;
-        let (gate, queue, replaced) = self.blobs.discard_on_error(&file_name, written)?;
-        self.blobs.remove(replaced.as_deref());
-        if let Some(queue) = queue {
-            self.signals.wake_queue(&queue);
+        match self.blobs.discard_on_error(&file_name, written)? {
+            Ok((queue, replaced)) => {
+                self.blobs.remove(replaced.as_deref());
+                self.signals.wake_queue(&queue);
+                Ok(AttachmentReceipt::Stored)
+            }
+            Err((AttachmentGate::AlreadyComplete { .. }, Some(stored))) => {
+                let identical = self.blobs.same_content(&file_name, &stored).await;
+                self.blobs.remove(Some(&file_name));
+                Ok(AttachmentReceipt::AlreadyStored { identical })
+            }
+            Err((gate, _)) => {
+                self.blobs.remove(Some(&file_name));
+                Ok(AttachmentReceipt::Refused(gate))
+            }
         }
-        Ok(gate)
     }
 
     /// Stores a job's artifact archive, replacing an earlier one.
@@ -410,12 +448,7 @@ impl Store {
     pub(super) async fn blob_row(&self, job_id: &str, kind: BlobKind) -> Result<Option<String>> {
         let job_id = job_id.to_string();
         self.readers
-            .read(move |db| {
-                Ok(db
-                    .prepare_cached("SELECT file_name FROM blobs WHERE job_id = ?1 AND kind = ?2")?
-                    .query_row(params![job_id, kind.as_str()], |row| row.get(0))
-                    .optional()?)
-            })
+            .read(move |db| Ok(stored_blob_name(db, &job_id, kind)?))
             .await
     }
 }
@@ -440,7 +473,7 @@ fn claim(tx: &Connection, queues: &[String], agent: &str) -> Result<Option<Claim
             ))
         })
         .optional()?;
-    let Some((job_id, queue, created_at, data, attachments, client_id)) = claimed else {
+    let Some((job_id, queue, created_at, data, attachments, submitter)) = claimed else {
         return Ok(None);
     };
     tx.prepare_cached("INSERT INTO wait_times (queue, seconds, recorded_at) VALUES (?1, ?2, ?3)")?
@@ -450,7 +483,7 @@ fn claim(tx: &Connection, queues: &[String], agent: &str) -> Result<Option<Claim
         started_at: now,
         data: json_object(Some(data))?,
         attachments,
-        client_id,
+        submitter,
     }))
 }
 
@@ -488,16 +521,31 @@ fn claim_sql(queue_count: usize) -> String {
 }
 
 fn attachment_gate(db: &Connection, job_id: &str) -> rusqlite::Result<AttachmentGate> {
-    let attachments: Option<Option<String>> = db
-        .prepare_cached("SELECT attachments FROM jobs WHERE job_id = ?1 AND state = 'waiting'")?
-        .query_row([job_id], |row| row.get(0))
+    let job: Option<(Option<String>, Option<String>)> = db
+        .prepare_cached(
+            "SELECT attachments, client_id FROM jobs WHERE job_id = ?1 AND state = 'waiting'",
+        )?
+        .query_row([job_id], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
-    Ok(match attachments {
+    Ok(match job {
         None => AttachmentGate::NotWaiting,
-        Some(None) => AttachmentGate::NotExpected,
-        Some(Some(state)) if state == "complete" => AttachmentGate::AlreadyComplete,
-        Some(Some(_)) => AttachmentGate::Open,
+        Some((None, _)) => AttachmentGate::NotExpected,
+        Some((Some(state), submitter)) if state == "complete" => {
+            AttachmentGate::AlreadyComplete { submitter }
+        }
+        Some((Some(_), submitter)) => AttachmentGate::Open { submitter },
     })
+}
+
+/// The file holding a job's archive of `kind`, if one was stored.
+fn stored_blob_name(
+    db: &Connection,
+    job_id: &str,
+    kind: BlobKind,
+) -> rusqlite::Result<Option<String>> {
+    db.prepare_cached("SELECT file_name FROM blobs WHERE job_id = ?1 AND kind = ?2")?
+        .query_row(params![job_id, kind.as_str()], |row| row.get(0))
+        .optional()
 }
 
 /// Points a job's blob of `kind` at a new file; returns the file it replaced.
@@ -507,10 +555,7 @@ fn record_blob(
     kind: BlobKind,
     blob: &StoredBlob,
 ) -> Result<Option<String>> {
-    let replaced: Option<String> = tx
-        .prepare_cached("SELECT file_name FROM blobs WHERE job_id = ?1 AND kind = ?2")?
-        .query_row(params![job_id, kind.as_str()], |row| row.get(0))
-        .optional()?;
+    let replaced = stored_blob_name(tx, job_id, kind)?;
     tx.prepare_cached(
         "INSERT OR REPLACE INTO blobs (job_id, kind, file_name, size, stored_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -11,6 +11,7 @@ mod legacy;
 mod lifecycle;
 mod logs;
 mod operations;
+mod ownership;
 mod pages;
 mod results;
 mod retention;

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::auth::Role;
 use super::tokens::BCRYPT_COST;
-use crate::store::{Client, Store};
+use crate::store::{Client, RefreshTokens, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct ClientsArgs {
@@ -135,8 +135,9 @@ async fn execute(store: &Store, command: ClientsCommand) -> anyhow::Result<()> {
                 max_reservation_time: limits(max_reservation),
                 email,
             };
+            let hash = bcrypt::hash(&secret, BCRYPT_COST)?;
             store
-                .save_client(client, Some(bcrypt::hash(&secret, BCRYPT_COST)?))
+                .save_client(client, Some(hash), RefreshTokens::Keep)
                 .await?;
             report_secret(&client_id, &secret, generated);
         }
@@ -168,11 +169,11 @@ async fn execute(store: &Store, command: ClientsCommand) -> anyhow::Result<()> {
                 .await?
                 .with_context(|| format!("no client {client_id}"))?;
             let (secret, generated) = secret(secret_file)?;
-            store
-                .save_client(client, Some(bcrypt::hash(&secret, BCRYPT_COST)?))
-                .await?;
             // Whoever held the old secret may hold its refresh tokens too.
-            store.revoke_client_tokens(&client_id).await?;
+            let hash = bcrypt::hash(&secret, BCRYPT_COST)?;
+            store
+                .save_client(client, Some(hash), RefreshTokens::Revoke)
+                .await?;
             report_secret(&client_id, &secret, generated);
         }
     }

@@ -13,7 +13,7 @@ use super::reply::{self, ApiError, ApiResult};
 use super::tokens::BCRYPT_COST;
 use super::App;
 use crate::job::validate::{validate_body, BodySchema};
-use crate::store::Client;
+use crate::store::{Client, RefreshTokens};
 
 /// The system admin the charm creates; never changed through the API.
 const SYSTEM_ADMIN: &str = "testflinger-admin";
@@ -123,11 +123,18 @@ pub async fn put(
     {
         client.email = Some(email);
     }
+    // A new secret or a lower role ends what the old credentials could still do.
+    let lowered = new_role.is_some_and(|role| role < current_role);
+    let refresh_tokens = if secret.is_some() || lowered {
+        RefreshTokens::Revoke
+    } else {
+        RefreshTokens::Keep
+    };
     let hash = match secret {
         Some(secret) => Some(hash_secret(secret).await?),
         None => None,
     };
-    app.store.save_client(client, hash).await?;
+    app.store.save_client(client, hash, refresh_tokens).await?;
     let verb = if created { "Created" } else { "Updated" };
     Ok(reply::text(
         StatusCode::OK,

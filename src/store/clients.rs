@@ -53,6 +53,14 @@ pub struct RefreshToken {
     pub revoked: bool,
 }
 
+/// What saving a client does to the refresh tokens it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshTokens {
+    Keep,
+    /// Its secret changed or its role was lowered: the old tokens must not outlive that.
+    Revoke,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Revocation {
     Unknown,
@@ -120,10 +128,16 @@ impl Store {
     }
 
     /// Creates or replaces a client; a `None` secret hash keeps the stored one. Returns
-    /// whether the client is new.
-    pub async fn save_client(&self, client: Client, secret_hash: Option<String>) -> Result<bool> {
+    /// whether the client is new. With `RefreshTokens::Revoke`, whoever holds a refresh
+    /// token of the client must log in again (in the same transaction).
+    pub async fn save_client(
+        &self,
+        client: Client,
+        secret_hash: Option<String>,
+        refresh_tokens: RefreshTokens,
+    ) -> Result<bool> {
         self.writer
-            .write_one_statement(move |tx| {
+            .write(move |tx| {
                 let existed: bool = tx
                     .prepare_cached("SELECT count(*) FROM clients WHERE client_id = ?1")?
                     .query_row([&client.client_id], |row| row.get::<_, i64>(0))?
@@ -146,6 +160,12 @@ impl Store {
                     client.email,
                     time::now()
                 ])?;
+                if refresh_tokens == RefreshTokens::Revoke {
+                    tx.prepare_cached(
+                        "UPDATE refresh_tokens SET revoked = 1 WHERE client_id = ?1",
+                    )?
+                    .execute([&client.client_id])?;
+                }
                 Ok(!existed)
             })
             .await
@@ -165,18 +185,6 @@ impl Store {
                 tx.prepare_cached("DELETE FROM secrets WHERE client_id = ?1")?
                     .execute([&client_id])?;
                 Ok(removed)
-            })
-            .await
-    }
-
-    /// Revokes every refresh token of a client (after its secret changed).
-    pub async fn revoke_client_tokens(&self, client_id: &str) -> Result<()> {
-        let client_id = client_id.to_string();
-        self.writer
-            .write_one_statement(move |tx| {
-                tx.prepare_cached("UPDATE refresh_tokens SET revoked = 1 WHERE client_id = ?1")?
-                    .execute([&client_id])?;
-                Ok(())
             })
             .await
     }

@@ -847,6 +847,56 @@ fn rotating_a_secret_revokes_the_refresh_tokens_it_gave() {
     }
 }
 
+/// Whether a refresh token still mints access tokens.
+fn refreshes(server: &Server, refresh_token: &Value) -> bool {
+    let refreshed = server.post_json(
+        "/v1/oauth2/refresh",
+        &json!({ "refresh_token": refresh_token }),
+    );
+    refreshed.status == 200
+}
+
+#[test]
+fn a_secret_changed_lowered_or_deleted_through_the_api_revokes_refresh_tokens() {
+    let server = Server::start();
+    let admin = server.client("boss", "admin", &[]);
+    let secret = "dev-secret-0123456789";
+    crate::harness::add_client(&server.data_dir, "dev", "manager", secret, &[]);
+    let put = |body: Value| {
+        let response = admin.request(
+            "PUT",
+            "/v1/client-permissions/dev",
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(response.status, 200, "{}", response.text());
+    };
+
+    let kept = server.login("dev", secret)["refresh_token"].clone();
+    put(json!({"max_priority": {"q": 5}}));
+    put(json!({"role": "manager"}));
+    assert!(
+        refreshes(&server, &kept),
+        "a change of limits, or the same role again, keeps the client signed in"
+    );
+
+    put(json!({"client_secret": "a-brand-new-secret-0123"}));
+    assert!(!refreshes(&server, &kept), "a new secret revokes");
+
+    let secret = "a-brand-new-secret-0123";
+    let before_demotion = server.login("dev", secret)["refresh_token"].clone();
+    put(json!({"role": "contributor"}));
+    assert!(
+        !refreshes(&server, &before_demotion),
+        "a lower role revokes"
+    );
+
+    let before_deletion = server.login("dev", secret)["refresh_token"].clone();
+    let deleted = admin.request("DELETE", "/v1/client-permissions/dev", &[], b"");
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    assert!(!refreshes(&server, &before_deletion), "deletion revokes");
+}
+
 #[test]
 fn tokens_of_another_algorithm_are_invalid() {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -5,7 +5,7 @@
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Multipart, Request};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
 
@@ -18,10 +18,48 @@ use crate::store::StoredBlob;
 pub struct JsonBody(pub Value);
 
 /// The raw bytes of a JSON request body, bounded by the server's body limit, for
-/// handlers that parse straight into a typed struct on their hot path.
+/// handlers that parse straight into a typed struct on their hot path. A body that is
+/// not declared `application/json` is refused (415), as the reference's framework does:
+/// a browser form on another site cannot send that type without asking first.
 pub struct JsonBytes(pub Bytes);
 
 impl FromRequest<std::sync::Arc<App>> for JsonBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, app: &std::sync::Arc<App>) -> Result<Self, ApiError> {
+        let declared_json = declares_json(request.headers());
+        let BoundedBody(bytes) = BoundedBody::from_request(request, app).await?;
+        if !bytes.is_empty() && !declared_json {
+            return Err(ApiError::json(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported Media Type: the body must be sent as Content-Type: application/json",
+            ));
+        }
+        Ok(JsonBytes(bytes))
+    }
+}
+
+/// Whether the request says its body is JSON (`application/json` or `application/*+json`,
+/// any parameters).
+fn declares_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = mime.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json") || subtype.to_ascii_lowercase().ends_with("+json"))
+}
+
+/// A request body of any type, bounded by the server's body limit.
+pub struct BoundedBody(pub Bytes);
+
+impl FromRequest<std::sync::Arc<App>> for BoundedBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, app: &std::sync::Arc<App>) -> Result<Self, ApiError> {
@@ -36,7 +74,7 @@ impl FromRequest<std::sync::Arc<App>> for JsonBytes {
                 }
             })?
             .to_bytes();
-        Ok(JsonBytes(bytes))
+        Ok(BoundedBody(bytes))
     }
 }
 

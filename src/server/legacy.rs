@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use serde_json::{json, Map, Value};
 
-use super::extract::JsonBytes;
+use super::extract::BoundedBody;
 use super::jobs::check_job_id_text;
 use super::reply::{self, ApiError, ApiResult};
 use super::App;
@@ -83,7 +83,7 @@ fn status_phase(key: &str) -> Option<&'static str> {
 pub async fn post_output(
     state: State<Arc<App>>,
     Path(job_id): Path<String>,
-    body: JsonBytes,
+    body: BoundedBody,
 ) -> ApiResult {
     append(state, &job_id, "output", body).await
 }
@@ -92,7 +92,7 @@ pub async fn post_output(
 pub async fn post_serial_output(
     state: State<Arc<App>>,
     Path(job_id): Path<String>,
-    body: JsonBytes,
+    body: BoundedBody,
 ) -> ApiResult {
     append(state, &job_id, "serial", body).await
 }
@@ -113,7 +113,7 @@ async fn append(
     State(app): State<Arc<App>>,
     job_id: &str,
     log_type: &str,
-    body: JsonBytes,
+    body: BoundedBody,
 ) -> ApiResult {
     check_job_id_text(job_id)?;
     if !body.0.is_empty() {

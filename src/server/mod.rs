@@ -7,6 +7,7 @@ mod auth;
 pub mod backup;
 mod clients;
 pub mod config;
+mod csrf;
 mod extract;
 mod http;
 mod jobs;
@@ -99,6 +100,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             app.clone(),
             metrics::time_request,
         ))
+        .layer(middleware::from_fn(csrf::refuse_cross_site_writes))
         .layer(DefaultBodyLimit::disable());
     // The log level is fixed at start-up: without debug logging, requests skip the layer.
     router = router.layer(middleware::from_fn(trace_request));

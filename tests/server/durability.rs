@@ -106,7 +106,14 @@ fn each_job_goes_to_exactly_one_of_many_concurrent_claimers() {
             std::thread::spawn(move || {
                 for _ in 0..JOBS / 6 {
                     let body = json!({"job_queue": "busy"}).to_string();
-                    let response = send(&address, "POST", "/v1/job", &[], body.as_bytes()).unwrap();
+                    let response = send(
+                        &address,
+                        "POST",
+                        "/v1/job",
+                        &[("Content-Type", "application/json")],
+                        body.as_bytes(),
+                    )
+                    .unwrap();
                     assert_eq!(response.status, 200);
                 }
             })

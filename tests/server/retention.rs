@@ -30,7 +30,7 @@ fn old_jobs_logs_archives_and_agents_expire() {
                     let fragment = json!({"fragment_number": thread * 10_000 + n, "timestamp": "2026-01-01T00:00:00", "phase": "setup", "log_data": "old"});
                     let path = format!("/v1/result/{id}/log/output");
                     let body = fragment.to_string();
-                    agent.request("POST", &path, &[], body.as_bytes());
+                    agent.post_raw(&path, "application/json", body.as_bytes());
                 }
             })
         })

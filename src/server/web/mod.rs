@@ -37,7 +37,6 @@ pub fn routes() -> Router<Arc<App>> {
 /// A page that could not be made: the store failed, or what was asked for is not there.
 pub enum PageError {
     NotFound(String),
-    Forbidden(String),
     Store(crate::store::StoreError),
 }
 
@@ -61,7 +60,6 @@ impl IntoResponse for PageError {
                 *response.status_mut() = StatusCode::NOT_FOUND;
                 response
             }
-            PageError::Forbidden(why) => (StatusCode::FORBIDDEN, why).into_response(),
             PageError::Store(error) => {
                 tracing::warn!("page failed: {error}");
                 let status = match error {

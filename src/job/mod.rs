@@ -2,6 +2,7 @@
 //! submission schema. Nothing here knows about HTTP or SQL.
 
 pub mod duration;
+pub mod names;
 pub mod time;
 pub mod validate;
 

@@ -8,6 +8,7 @@ use regex_lite::Regex;
 use serde_json::{json, Map, Value};
 
 use super::duration::parse_duration;
+use super::names::NameKind;
 use super::time::parse_iso8601;
 use super::{is_truthy, PHASES};
 
@@ -17,6 +18,8 @@ enum Kind {
     Str,
     /// A string of at least this many characters.
     StrAtLeast(usize),
+    /// A string that names something, within that kind's limits (`job::names`).
+    Name(NameKind),
     /// `{string: integer}`.
     IntMap,
     /// An integer of at least this value, or `null`.
@@ -103,6 +106,8 @@ static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
 static ATTACHMENT: Schema = schema(&[req("agent", Kind::Str), opt("device", Kind::Str)]);
 const ATTACHMENTS: Kind = Kind::List(&Kind::Nested(&ATTACHMENT), None, None);
 const STR_LIST: Kind = Kind::List(&Kind::Str, None, None);
+const QUEUE_LIST: Kind = Kind::List(&Kind::Name(NameKind::Queue), None, None);
+const LABEL: Kind = Kind::Name(NameKind::Label);
 const URL_LIST: Kind = Kind::List(&Kind::Url, Some(1), None);
 const OBJECT_LIST: Kind = Kind::List(&Kind::FreeObject, None, None);
 
@@ -120,11 +125,11 @@ static RESERVE_DATA: Schema = schema(&[
 ]);
 
 static JOB: Schema = schema(&[
-    req("job_queue", Kind::StrAtLeast(1)),
+    req("job_queue", Kind::Name(NameKind::Queue)),
     opt("job_id", Kind::Str),
-    opt("parent_job_id", Kind::Str),
-    opt("name", Kind::Str),
-    opt("tags", STR_LIST),
+    opt("parent_job_id", LABEL),
+    opt("name", LABEL),
+    opt("tags", Kind::List(&Kind::Name(NameKind::Tag), None, None)),
     opt("global_timeout", Kind::Int),
     opt("output_timeout", Kind::Int),
     opt("allocation_timeout", Kind::Int),
@@ -135,7 +140,10 @@ static JOB: Schema = schema(&[
     opt("reserve_data", Kind::Nested(&RESERVE_DATA)),
     opt("job_status_webhook", Kind::Str),
     opt("job_priority", Kind::Int),
-    opt("exclude_agents", STR_LIST),
+    opt(
+        "exclude_agents",
+        Kind::List(&Kind::Name(NameKind::Agent), None, None),
+    ),
     opt("debug", Kind::Bool),
 ]);
 
@@ -182,14 +190,14 @@ impl BodySchema {
             req("log_data", Kind::Str),
         ]);
         static AGENT_REPORT: Schema = schema(&[
-            opt("identifier", Kind::Str),
-            opt("job_id", Kind::Str),
-            opt("location", Kind::Str),
+            opt("identifier", LABEL),
+            opt("job_id", LABEL),
+            opt("location", LABEL),
             opt("log", STR_LIST),
-            opt("provision_type", Kind::Str),
-            opt("queues", STR_LIST),
-            opt("state", Kind::Str),
-            opt("comment", Kind::Str),
+            opt("provision_type", LABEL),
+            opt("queues", QUEUE_LIST),
+            opt("state", LABEL),
+            opt("comment", LABEL),
         ]);
         static PROVISION_LOG: Schema = schema(&[
             req("job_id", Kind::Str),
@@ -520,6 +528,13 @@ fn validate_value(value: &Value, kind: &Kind) -> Result<Value, Value> {
             .as_str()
             .map(|_| value.clone())
             .ok_or_else(|| messages("Not a valid string.")),
+        Kind::Name(kind) => match value.as_str() {
+            None => Err(messages("Not a valid string.")),
+            Some(name) => kind
+                .check(name)
+                .map(|()| value.clone())
+                .map_err(|error| messages(&error.to_string())),
+        },
         Kind::StrAtLeast(min) => match value.as_str() {
             None => Err(messages("Not a valid string.")),
             Some(text) if text.chars().count() < *min => {

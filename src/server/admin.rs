@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::auth::Role;
 use super::tokens::BCRYPT_COST;
+use crate::job::names::NameKind;
 use crate::store::{Client, RefreshTokens, Store};
 
 #[derive(Debug, clap::Args)]
@@ -25,6 +26,7 @@ pub struct ClientsArgs {
 enum ClientsCommand {
     /// Create a client and print its generated secret (shown only this once)
     Add {
+        #[arg(value_parser = parse_client_id)]
         client_id: String,
         /// admin, manager, contributor or agent
         #[arg(long, value_parser = parse_role)]
@@ -58,6 +60,13 @@ enum ClientsCommand {
         #[arg(long, value_name = "FILE")]
         secret_file: Option<PathBuf>,
     },
+}
+
+fn parse_client_id(text: &str) -> Result<String, String> {
+    NameKind::Client
+        .check(text)
+        .map_err(|error| error.to_string())?;
+    Ok(text.to_string())
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {

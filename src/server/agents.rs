@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 use super::extract::JsonBody;
 use super::reply::{self, ApiError, ApiResult};
 use super::App;
+use crate::job::names::NameKind;
 use crate::job::time;
 use crate::job::validate::{validate_body, BodySchema};
 use crate::store::{AgentFields, ProvisionLogEntry};
@@ -50,6 +51,7 @@ pub async fn report(
 ) -> ApiResult {
     let mut fields =
         validate_body(&body, BodySchema::AgentReport).map_err(ApiError::invalid_body)?;
+    reply::check_name(NameKind::Agent, &name)?;
     if !is_cookie_safe(&name) {
         return Err(ApiError::json(
             StatusCode::BAD_REQUEST,
@@ -109,6 +111,7 @@ pub async fn provision_log(
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     let entry = validate_body(&body, BodySchema::ProvisionLog).map_err(ApiError::invalid_body)?;
+    reply::check_name(NameKind::Agent, &name)?;
     let entry = ProvisionLogEntry {
         job_id: entry["job_id"].as_str().unwrap_or_default().to_string(),
         exit_code: entry["exit_code"].as_i64().unwrap_or_default(),
@@ -144,11 +147,13 @@ pub async fn advertise_queues(State(app): State<Arc<App>>, JsonBody(body): JsonB
         if name.is_empty() {
             return Err(schema_error("Queue names must be non-empty strings".into()));
         }
+        reply::check_name(NameKind::Queue, &name)?;
         let Value::String(description) = description else {
             return Err(schema_error(format!(
                 "Description for queue '{name}' must be a string"
             )));
         };
+        reply::check_name(NameKind::Label, &description)?;
         queues.insert(name, description);
     }
     app.store.advertise_queues(queues).await?;
@@ -168,6 +173,7 @@ pub async fn set_images(State(app): State<Arc<App>>, JsonBody(body): JsonBody) -
     };
     let mut images = BTreeMap::new();
     for (queue, list) in queues {
+        reply::check_name(NameKind::Queue, &queue)?;
         let Value::Object(list) = list else {
             return Err(schema_error(format!(
                 "Images for queue '{queue}' must be a mapping"
@@ -177,6 +183,7 @@ pub async fn set_images(State(app): State<Arc<App>>, JsonBody(body): JsonBody) -
             if image.is_empty() || image.starts_with('$') || image.contains(['.', '\0']) {
                 return Err(schema_error(format!("Invalid image name '{image}'")));
             }
+            reply::check_name(NameKind::Label, image)?;
             if !provision_data.is_string() {
                 return Err(schema_error(format!(
                     "Provision data for image '{image}' must be a string"

@@ -12,6 +12,7 @@ use super::extract::JsonBody;
 use super::reply::{self, ApiError, ApiResult};
 use super::tokens::BCRYPT_COST;
 use super::App;
+use crate::job::names::NameKind;
 use crate::job::validate::{validate_body, BodySchema};
 use crate::store::{Client, RefreshTokens};
 
@@ -54,6 +55,7 @@ pub async fn put(
 ) -> ApiResult {
     let mut update =
         validate_body(&body, BodySchema::ClientPermissions).map_err(ApiError::invalid_body)?;
+    reply::check_name(NameKind::Client, &client_id)?;
     if client_id == SYSTEM_ADMIN {
         return Err(ApiError::json(
             StatusCode::UNPROCESSABLE_ENTITY,

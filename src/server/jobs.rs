@@ -14,6 +14,7 @@ use super::auth::Role;
 use super::extract::{receive_file, AgentCookie, JsonBody, QueryPairs};
 use super::reply::{self, ApiError, ApiResult};
 use super::{permissions, App};
+use crate::job::names::NameKind;
 use crate::job::validate::{validate_body, validate_job, BodySchema, ValidJob};
 use crate::job::{self, is_valid_job_id, time};
 use crate::store::{AttachmentGate, AttachmentReceipt, BlobKind, JobFilter, NewJob, StoreError};
@@ -188,8 +189,14 @@ pub async fn claim(
             format!("Too many queues in one request (at most {MAX_CLAIM_QUEUES})"),
         ));
     }
+    for queue in &queues {
+        reply::check_name(NameKind::Queue, queue)?;
+    }
     let agent = match agent {
-        Some(agent) => agent,
+        Some(agent) => {
+            reply::check_name(NameKind::Agent, &agent)?;
+            agent
+        }
         // Agents from before 2023 never say who they are: no `exclude_agents` names them.
         None if app.config.tokenless_agents => String::new(),
         None => {

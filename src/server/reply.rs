@@ -6,6 +6,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use crate::job::names::NameKind;
 use crate::store::StoreError;
 
 /// Plain text, labelled the way Flask labels bare strings.
@@ -85,6 +86,16 @@ impl ApiError {
     pub fn invalid_query(detail: Value) -> ApiError {
         ApiError::Validation("query", detail)
     }
+}
+
+/// Refuses (422) a name from a path, a query or a cookie that is outside its kind's limits.
+pub fn check_name(kind: NameKind, name: &str) -> Result<(), ApiError> {
+    kind.check(name).map_err(|error| {
+        ApiError::json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("Invalid {}: {error}", kind.describe()),
+        )
+    })
 }
 
 impl From<StoreError> for ApiError {

@@ -12,6 +12,7 @@ use super::auth::Identity;
 use super::extract::JsonBody;
 use super::reply::{self, ApiError, ApiResult};
 use super::App;
+use crate::job::names::NameKind;
 use crate::job::time;
 use crate::job::validate::{validate_body, BodySchema};
 use crate::store::Expiry;
@@ -42,6 +43,7 @@ fn check(
             format!("'{client_id}' doesn't match authenticated client id"),
         ));
     }
+    reply::check_name(NameKind::SecretPath, path)?;
     if !SECRET_PATH.is_match(path) {
         return Err(ApiError::json(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -45,7 +45,10 @@ fn a_full_disk_is_a_clear_507_and_keeps_what_was_acknowledged() {
     let mut acknowledged = Vec::new();
     let refusal = loop {
         let padding = "x".repeat(8000);
-        let response = server.post_json("/v1/job", &json!({"job_queue": "q", "name": padding}));
+        let response = server.post_json(
+            "/v1/job",
+            &json!({"job_queue": "q", "test_data": {"test_cmds": padding}}),
+        );
         if response.status != 200 {
             break response;
         }

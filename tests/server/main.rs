@@ -11,6 +11,7 @@ mod jobs;
 mod legacy;
 mod lifecycle;
 mod logs;
+mod names;
 mod operations;
 mod ownership;
 mod pages;

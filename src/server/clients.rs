@@ -10,7 +10,6 @@ use serde_json::{json, Map, Value};
 use super::auth::{Identity, Role};
 use super::extract::JsonBody;
 use super::reply::{self, ApiError, ApiResult};
-use super::tokens::BCRYPT_COST;
 use super::App;
 use crate::job::names::NameKind;
 use crate::job::validate::{validate_body, BodySchema};
@@ -133,7 +132,7 @@ pub async fn put(
         RefreshTokens::Keep
     };
     let hash = match secret {
-        Some(secret) => Some(hash_secret(secret).await?),
+        Some(secret) => Some(app.bcrypt.hash(secret).await?),
         None => None,
     };
     app.store.save_client(client, hash, refresh_tokens).await?;
@@ -142,15 +141,6 @@ pub async fn put(
         StatusCode::OK,
         format!("{verb} permissions for client '{client_id}'"),
     ))
-}
-
-/// bcrypt at the reference's cost, off the async workers.
-pub async fn hash_secret(secret: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || bcrypt::hash(secret, BCRYPT_COST))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(|| ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, "Cannot hash the secret"))
 }
 
 /// `DELETE /v1/client-permissions/<id>` (admin).

@@ -9,6 +9,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
 
+use super::json_limits::{self, JsonRefusal};
 use super::reply::ApiError;
 use super::App;
 use crate::store::blobs::UploadError;
@@ -78,14 +79,32 @@ impl FromRequest<std::sync::Arc<App>> for BoundedBody {
     }
 }
 
+/// Bodies larger than this are parsed on the blocking pool, so that a few big ones cannot
+/// hold up the async workers that answer everyone else.
+const PARSE_ON_WORKER_BYTES: usize = 64 * 1024;
+
 impl JsonBytes {
-    /// Parses like the reference: an empty body is `{}`, anything else that is not JSON
-    /// (whitespace alone included) is a 400.
-    pub fn parse(&self) -> Result<Value, ApiError> {
+    /// Parses like the reference (an empty body is `{}`, anything else that is not JSON,
+    /// whitespace alone included, is a 400), within the server's JSON limits (413).
+    pub async fn parse(&self) -> Result<Value, ApiError> {
         if self.0.is_empty() {
             return Ok(Value::Object(Default::default()));
         }
-        serde_json::from_slice(&self.0).map_err(|_| ApiError::bad_request())
+        let bytes = self.0.clone();
+        let parsed = if bytes.len() <= PARSE_ON_WORKER_BYTES {
+            json_limits::parse(&bytes, json_limits::LIMITS)
+        } else {
+            tokio::task::spawn_blocking(move || json_limits::parse(&bytes, json_limits::LIMITS))
+                .await
+                .unwrap_or(Err(JsonRefusal::Malformed))
+        };
+        parsed.map_err(|refusal| match refusal {
+            JsonRefusal::Malformed => ApiError::bad_request(),
+            JsonRefusal::TooComplex(why) => ApiError::json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("JSON body too complex: {why}"),
+            ),
+        })
     }
 }
 
@@ -96,6 +115,7 @@ impl FromRequest<std::sync::Arc<App>> for JsonBody {
         JsonBytes::from_request(request, app)
             .await?
             .parse()
+            .await
             .map(JsonBody)
     }
 }

@@ -11,6 +11,7 @@ mod csrf;
 mod extract;
 mod http;
 mod jobs;
+mod json_limits;
 mod jwt;
 mod keys;
 mod legacy;
@@ -48,6 +49,7 @@ pub struct App {
     /// Signs and checks access tokens.
     pub jwt_key: Vec<u8>,
     pub logins: tokens::LoginGuard,
+    pub bcrypt: tokens::Bcrypt,
     pub verified_tokens: auth::VerifiedTokens,
     pub http: webhook::HttpClient,
     pub metrics: metrics::ServerMetrics,
@@ -88,6 +90,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config,
         jwt_key,
         logins: tokens::LoginGuard::default(),
+        bcrypt: tokens::Bcrypt::default(),
         verified_tokens: auth::VerifiedTokens::default(),
         http: webhook::http_client(),
         metrics: metrics::ServerMetrics::default(),

@@ -114,10 +114,13 @@ impl IntoResponse for ApiError {
                 json_body(status, &json!({"detail": {}, "message": message}))
             }
             ApiError::Text(status, message) => text(status, message),
-            ApiError::Validation(location, detail) => json_body(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &json!({"detail": {location: detail}, "message": "Validation error"}),
-            ),
+            ApiError::Validation(location, mut detail) => {
+                cap_error_tree(&mut detail);
+                json_body(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &json!({"detail": {location: detail}, "message": "Validation error"}),
+                )
+            }
             ApiError::Store(error) => {
                 tracing::error!("storage failure: {error}");
                 let status = match error {
@@ -132,3 +135,42 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult = Result<Response, ApiError>;
+
+/// The most entries a 422 error tree shows; a body of 100,000 unknown keys gets a short
+/// answer, not a 5 MB one.
+const MAX_ERROR_ENTRIES: usize = 100;
+
+/// Keeps the first `MAX_ERROR_ENTRIES` entries of an error tree (counted depth first)
+/// and says how many more there were under `_more`.
+fn cap_error_tree(detail: &mut Value) {
+    fn keep(value: &mut Value, budget: &mut usize) -> usize {
+        let Value::Object(entries) = value else {
+            return 0;
+        };
+        let mut dropped = 0;
+        entries.retain(|_, child| {
+            if *budget == 0 {
+                dropped += 1 + count(child);
+                return false;
+            }
+            *budget -= 1;
+            dropped += keep(child, budget);
+            true
+        });
+        dropped
+    }
+    fn count(value: &Value) -> usize {
+        match value {
+            Value::Object(entries) => entries.values().map(|child| 1 + count(child)).sum(),
+            _ => 0,
+        }
+    }
+    let mut budget = MAX_ERROR_ENTRIES;
+    let dropped = keep(detail, &mut budget);
+    if let (Value::Object(entries), true) = (detail, dropped > 0) {
+        entries.insert(
+            "_more".into(),
+            json!([format!("{dropped} more errors not shown.")]),
+        );
+    }
+}

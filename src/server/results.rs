@@ -142,14 +142,14 @@ struct LogPost {
 impl LogPost {
     /// The typed parse, or else the schema validation with its detailed 422 (which also
     /// accepts what marshmallow coerces, such as a numeric string as the number).
-    fn from_body(body: &JsonBytes) -> Result<(LogPost, Micros), ApiError> {
+    async fn from_body(body: &JsonBytes) -> Result<(LogPost, Micros), ApiError> {
         if let Ok(post) = serde_json::from_slice::<LogPost>(&body.0) {
             if let (true, Some(at)) = (is_phase(&post.phase), parse_iso8601(&post.timestamp)) {
                 return Ok((post, at));
             }
         }
-        let fields =
-            validate_body(&body.parse()?, BodySchema::LogPost).map_err(ApiError::invalid_body)?;
+        let fields = validate_body(&body.parse().await?, BodySchema::LogPost)
+            .map_err(ApiError::invalid_body)?;
         let post: LogPost =
             serde_json::from_value(Value::Object(fields)).map_err(|_| ApiError::bad_request())?;
         let at = parse_iso8601(&post.timestamp).unwrap_or_default();
@@ -164,7 +164,7 @@ pub async fn post_log(
     body: JsonBytes,
 ) -> ApiResult {
     check_log_type(&log_type)?;
-    let (post, timestamp) = LogPost::from_body(&body)?;
+    let (post, timestamp) = LogPost::from_body(&body).await?;
     check_job_id(&job_id)?;
     let fragment = Fragment {
         fragment_number: post.fragment_number,

@@ -62,6 +62,49 @@ impl LoginGuard {
     }
 }
 
+/// bcrypt, slow on purpose, runs off the async workers and at most one per core at a
+/// time: a flood of logins waits its turn instead of taking every thread.
+pub struct Bcrypt {
+    slots: tokio::sync::Semaphore,
+}
+
+impl Default for Bcrypt {
+    fn default() -> Bcrypt {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Bcrypt {
+            slots: tokio::sync::Semaphore::new(cores),
+        }
+    }
+}
+
+impl Bcrypt {
+    /// Whether `secret` matches `hash`; a missing hash is checked against a dummy one, so
+    /// unknown clients cost as much as known ones.
+    pub async fn verify(&self, secret: String, hash: Option<String>) -> bool {
+        self.run(move || {
+            let hash = hash.unwrap_or_else(|| DUMMY_HASH.clone());
+            bcrypt::verify(secret, &hash).unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// The hash of a new secret, at the reference's cost.
+    pub async fn hash(&self, secret: String) -> Result<String, ApiError> {
+        self.run(move || bcrypt::hash(secret, BCRYPT_COST).ok())
+            .await
+            .flatten()
+            .ok_or_else(|| {
+                ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, "Cannot hash the secret")
+            })
+    }
+
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let _slot = self.slots.acquire().await.ok()?;
+        tokio::task::spawn_blocking(work).await.ok()
+    }
+}
+
 /// A signed access token carrying `client`'s permissions.
 pub fn access_token(app: &App, client: &Client) -> String {
     let now = time::now() / 1_000_000;
@@ -137,14 +180,7 @@ pub async fn token(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult
         })?;
     }
     let hash = stored.as_ref().and_then(|(_, hash)| hash.clone());
-    // bcrypt is slow on purpose: it runs off the async workers, and unknown clients are
-    // checked against a dummy hash so that both answers take as long.
-    let verified = tokio::task::spawn_blocking(move || {
-        let hash = hash.unwrap_or_else(|| DUMMY_HASH.clone());
-        bcrypt::verify(secret, &hash).unwrap_or(false)
-    })
-    .await
-    .unwrap_or(false);
+    let verified = app.bcrypt.verify(secret, hash).await;
     let client = match stored {
         Some((client, Some(_))) if verified => client,
         _ => {

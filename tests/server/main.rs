@@ -10,6 +10,7 @@ mod harness;
 mod jobs;
 mod legacy;
 mod lifecycle;
+mod limits;
 mod logs;
 mod names;
 mod operations;

@@ -302,9 +302,11 @@ impl<'a> JobRunner<'a> {
             },
         };
         let command = PhaseCommand {
+            phase,
             command: &command,
             run_dir: &self.run_dir,
             environment: &environment,
+            notes_dir: self.outbox.dir(),
         };
         let exit_code = match command.run(&conditions, &mut output).await {
             Ok(finished) => {

@@ -11,6 +11,7 @@ mod logging;
 mod masking;
 mod metrics;
 mod outbox;
+mod phase_groups;
 mod process;
 mod recovery;
 

@@ -2,7 +2,10 @@
 //! checked before anything is written, so a hostile archive leaves nothing behind:
 //! members must sit under `provision/`, `firmware_update/` or `test/`, must not climb out
 //! with `..` or an absolute path, links must point inside, and device files and FIFOs are
-//! refused. Permissions are tamed as Python's "data" filter does.
+//! refused. Permissions are tamed as Python's "data" filter does. What the members
+//! declare must fit both the configured limit (`attachments_max_bytes`) and the space
+//! free on the disk; the count is kept as each header is read, so an archive declaring
+//! terabytes is refused at once.
 
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
@@ -15,8 +18,9 @@ use tar::{Archive, EntryType};
 /// The only top-level directories an attachments archive may hold.
 const PHASE_DIRS: &[&str] = &["provision", "firmware_update", "test"];
 
-pub fn extract(archive: &Path, destination: &Path) -> anyhow::Result<()> {
-    check_members(archive)?;
+pub fn extract(archive: &Path, destination: &Path, max_bytes: u64) -> anyhow::Result<()> {
+    let budget = Budget::new(destination, max_bytes)?;
+    check_members(archive, budget)?;
     let outcome = unpack(archive, destination);
     if outcome.is_err() {
         // Nothing half-unpacked stays behind.
@@ -79,8 +83,9 @@ fn open(archive: &Path) -> anyhow::Result<Archive<GzDecoder<File>>> {
     Ok(Archive::new(GzDecoder::new(file)))
 }
 
-/// Reads the whole archive once and refuses it if any member is unsafe.
-fn check_members(archive: &Path) -> anyhow::Result<()> {
+/// Reads the whole archive once and refuses it if any member is unsafe or the members
+/// are too large together.
+fn check_members(archive: &Path, mut budget: Budget) -> anyhow::Result<()> {
     let mut tar = open(archive)?;
     let entries = tar
         .entries()
@@ -93,6 +98,7 @@ fn check_members(archive: &Path) -> anyhow::Result<()> {
             reason.context(format!("unsafe attachment member {:?}", name.display()))
         };
         check_member(&entry, &name).map_err(unsafe_member)?;
+        budget.charge(entry.size())?;
         // A path through an earlier link could lead anywhere that link leads.
         let relative = normalized(&name)?;
         if links
@@ -137,6 +143,60 @@ fn check_member(entry: &tar::Entry<'_, GzDecoder<File>>, name: &Path) -> anyhow:
         }
         other => bail!("{other:?} members (devices, FIFOs, …) are not allowed"),
     }
+}
+
+/// How many bytes the unpacked members may take together.
+struct Budget {
+    limit: u64,
+    free: u64,
+    filesystem: PathBuf,
+    declared: u64,
+}
+
+impl Budget {
+    /// The configured limit, and the space free on the filesystem `destination` goes to
+    /// (measured at its parent, which exists).
+    fn new(destination: &Path, limit: u64) -> anyhow::Result<Budget> {
+        let filesystem = destination.parent().unwrap_or(destination).to_path_buf();
+        Ok(Budget {
+            limit,
+            free: free_bytes(&filesystem)?,
+            filesystem,
+            declared: 0,
+        })
+    }
+
+    /// Counts a member's declared size; an error once the members no longer fit.
+    fn charge(&mut self, size: u64) -> anyhow::Result<()> {
+        self.declared = self.declared.saturating_add(size);
+        if self.declared > self.limit {
+            bail!(
+                "the attachments unpack to more than {} bytes (attachments_max_bytes)",
+                self.limit
+            );
+        }
+        if self.declared > self.free {
+            bail!(
+                "the attachments unpack to more than the {} bytes free on {}",
+                self.free,
+                self.filesystem.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The bytes an unprivileged user may still write on the filesystem holding `path`.
+fn free_bytes(path: &Path) -> anyhow::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let cannot = || format!("cannot tell the free space on {}", path.display());
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).with_context(cannot)?;
+    // SAFETY: statvfs fills the zeroed struct it is given and reads a valid C string.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(cannot);
+    }
+    Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
 }
 
 /// The path with `.` and `..` resolved lexically; an error if it is absolute or climbs

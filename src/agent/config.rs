@@ -1,5 +1,6 @@
 //! `testflinger-agent.conf`: the reference agent's YAML config, with exactly its keys,
-//! types and defaults. Unknown keys are refused, as the reference's schema refuses them.
+//! types and defaults, plus `attachments_max_bytes` of tf's own. Unknown keys are
+//! refused, as the reference's schema refuses them.
 
 use std::path::{Path, PathBuf};
 
@@ -87,11 +88,15 @@ const KEYS: &[(&str, Kind, bool)] = &[
     ("advertised_images", Kind::Dict, false),
     // Unused since the reference stopped truncating output, but still accepted.
     ("output_bytes", Kind::Int, false),
+    // tf's own: the most a job's attachments may unpack to.
+    ("attachments_max_bytes", Kind::Int, false),
 ];
 
 /// The reference's cap on a phase when neither the job nor the config sets one.
 pub const DEFAULT_GLOBAL_TIMEOUT: i64 = 14400;
 pub const DEFAULT_OUTPUT_TIMEOUT: i64 = 900;
+/// The most a job's attachments may unpack to unless `attachments_max_bytes` says.
+const DEFAULT_ATTACHMENTS_MAX_BYTES: u64 = 10 << 30;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -111,6 +116,7 @@ pub struct Config {
     pub output_timeout: Option<i64>,
     pub advertised_queues: Option<Value>,
     pub advertised_images: Option<Value>,
+    pub attachments_max_bytes: u64,
     pub metrics_port: Option<u16>,
     pub token_file: PathBuf,
     /// Every string-valued entry (plus `token_file`), exported to phase commands as
@@ -175,6 +181,13 @@ impl Config {
             .map(|queues| queues.iter().filter_map(scalar_text).collect())
             .unwrap_or_default();
 
+        let attachments_max_bytes = match int_of("attachments_max_bytes") {
+            None => DEFAULT_ATTACHMENTS_MAX_BYTES,
+            Some(bytes) => u64::try_from(bytes).map_err(|_| {
+                anyhow::anyhow!("{file}: `attachments_max_bytes` must not be negative")
+            })?,
+        };
+
         let token_file = args.token_file.display().to_string();
         let mut environment: Vec<(String, String)> = entries
             .iter()
@@ -210,6 +223,7 @@ impl Config {
             output_timeout: int_of("output_timeout"),
             advertised_queues: json_of("advertised_queues")?,
             advertised_images: json_of("advertised_images")?,
+            attachments_max_bytes,
             metrics_port: args.metrics_port,
             token_file: args.token_file.clone(),
             environment,
@@ -297,6 +311,18 @@ mod tests {
         assert!(
             missing.to_string().contains("`job_queues` is missing"),
             "{missing}"
+        );
+    }
+
+    #[test]
+    fn the_attachments_limit_is_ten_gib_unless_set() {
+        assert_eq!(parse(MINIMAL).unwrap().attachments_max_bytes, 10 << 30);
+        let set = parse(&format!("{MINIMAL}attachments_max_bytes: 1000\n")).unwrap();
+        assert_eq!(set.attachments_max_bytes, 1000);
+        let negative = parse(&format!("{MINIMAL}attachments_max_bytes: -1\n")).unwrap_err();
+        assert!(
+            negative.to_string().contains("must not be negative"),
+            "{negative}"
         );
     }
 

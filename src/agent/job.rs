@@ -302,9 +302,11 @@ impl<'a> JobRunner<'a> {
             },
         };
         let command = PhaseCommand {
+            phase,
             command: &command,
             run_dir: &self.run_dir,
             environment: &environment,
+            notes_dir: self.outbox.dir(),
         };
         let exit_code = match command.run(&conditions, &mut output).await {
             Ok(finished) => {
@@ -387,8 +389,12 @@ impl<'a> JobRunner<'a> {
             anyhow::bail!("the server has no attachments for this job");
         }
         let destination = self.run_dir.join("attachments");
-        tokio::task::block_in_place(|| attachments::extract(&archive, &destination))?;
+        let max_bytes = self.config.attachments_max_bytes;
+        let unpacked =
+            tokio::task::block_in_place(|| attachments::extract(&archive, &destination, max_bytes));
+        // Refused or not, the archive is no longer needed.
         let _ = std::fs::remove_file(&archive);
+        unpacked?;
         // As the reference: the phase data loses its `attachments`, and data that held
         // nothing else goes, so that phase is skipped.
         for phase in ATTACHMENT_PHASES {

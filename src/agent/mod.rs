@@ -11,6 +11,7 @@ mod logging;
 mod masking;
 mod metrics;
 mod outbox;
+mod phase_groups;
 mod process;
 mod recovery;
 
@@ -24,7 +25,7 @@ use serde_json::{json, Value};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{Api, ApiError, EXTENSIONS_HEADER};
+use crate::api::{read_refresh_token, Api, ApiError, EXTENSIONS_HEADER};
 use config::{AgentArgs, Config};
 use metrics::Metrics;
 
@@ -57,6 +58,15 @@ pub fn run(args: AgentArgs) -> ExitCode {
         // Nothing else is touched: no log file, no directories, no server.
         println!("{}: valid agent config", args.config.display());
         return ExitCode::SUCCESS;
+    }
+    // Without a refresh token every request would be refused for as long as the agent
+    // runs: that is a setup mistake to report, not a state to wait out.
+    if let Err(reason) = read_refresh_token(&config.token_file) {
+        eprintln!(
+            "tf: cannot read the token file {}: {reason}",
+            config.token_file.display()
+        );
+        return ExitCode::from(EXIT_BAD_CONFIG);
     }
     match start(config) {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,8 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
+use super::phase_groups;
+
 /// A piece of output waits at most this long before it is passed on.
 const FLUSH_DELAY: Duration = Duration::from_millis(500);
 /// …or until this much has gathered (then it is cut at the last line end).
@@ -83,9 +85,12 @@ pub struct Finished {
 }
 
 pub struct PhaseCommand<'a> {
+    pub phase: &'a str,
     pub command: &'a str,
     pub run_dir: &'a Path,
     pub environment: &'a [(String, String)],
+    /// Where the running command's process group is noted (the job's outbox directory).
+    pub notes_dir: &'a Path,
 }
 
 impl PhaseCommand<'_> {
@@ -97,21 +102,24 @@ impl PhaseCommand<'_> {
         sink: &mut dyn OutputSink,
     ) -> std::io::Result<Finished> {
         let (reader, writer) = std::io::pipe()?;
+        let (marker_variable, marker) = phase_groups::new_marker();
         let mut command = tokio::process::Command::new("/bin/sh");
         command
             .arg("-c")
             .arg(self.command)
             .current_dir(self.run_dir)
             .envs(self.environment.iter().map(|(k, v)| (k, v)))
+            .env(marker_variable, &marker)
             .stdin(Stdio::null())
             .stdout(writer.try_clone()?)
             .stderr(writer)
             .process_group(0);
-        let mut child = command.spawn()?;
-        // The command holds our copies of the pipe's write end: without dropping it the
-        // pipe would never report the end of the output.
-        drop(command);
+        // The command (and with it our copies of the pipe's write end, which would keep
+        // the output from ever ending) is gone once this returns.
+        let mut child = phase_groups::spawn(command).await?;
         let group = child.id().map(|pid| pid as i32);
+        let _noted =
+            group.map(|group| phase_groups::note(self.notes_dir, self.phase, group, &marker));
         let mut output = read_in_background(reader);
 
         let started = Instant::now();

@@ -1,7 +1,8 @@
 //! Jobs whose reports did not all reach the server: outboxes left by an agent that was
 //! killed (mid-job, or while still sending a finished job), and run directories the
 //! reference agent set aside under `results_basedir`. They are sent again; an interrupted
-//! job is ended on the server with a note saying so, instead of staying `running`.
+//! job is ended on the server with a note saying so, instead of staying `running`, and
+//! what its phase left running is killed.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,6 +11,7 @@ use serde_json::Value;
 
 use super::job::{queue_final_reports, remove_when_delivered};
 use super::outbox::{self, OpenError, Outbox, AGENT_DIR};
+use super::phase_groups;
 use super::Agent;
 use crate::job::is_valid_job_id;
 
@@ -29,6 +31,8 @@ pub async fn finish_interrupted_jobs(agent: &Agent) {
         let Some(outbox) = open(agent, &outbox_dir) else {
             continue;
         };
+        // The lock is ours, so no live agent runs this job: what its phase left goes.
+        tokio::task::block_in_place(|| phase_groups::kill_left_behind(&outbox_dir, &job_id));
         let run_dir = base.join(&job_id);
         if !outbox.is_done() {
             tracing::warn!("Job {job_id} was interrupted; sending what it left and ending it");

@@ -103,7 +103,8 @@ async fn refresh_from_file(api: &Api, path: &Path) -> Option<String> {
     }
 }
 
-fn read_refresh_token(path: &Path) -> Result<String, String> {
+/// The refresh token in a token file (`{"refresh_token": "..."}`), or why there is none.
+pub fn read_refresh_token(path: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let value: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
     value

@@ -268,10 +268,28 @@ impl Storage {
                 )))
             }
         };
-        let output = control.run(
-            &format!("{cli} {kind} plug_to_self"),
-            Duration::from_secs(60),
-        )?;
+        // Both muxes go to the control host whichever medium is written, so that the
+        // device can boot neither meanwhile (as the reference does); only the written one
+        // is handed back afterwards.
+        let plug_to_self = |mux: &str| {
+            control.run(
+                &format!("{cli} {mux} plug_to_self"),
+                Duration::from_secs(60),
+            )
+        };
+        let (sdwire, typecmux) = (plug_to_self("sdwire"), plug_to_self("typecmux"));
+        let (written, other) = if kind == "sdwire" {
+            (sdwire, typecmux)
+        } else {
+            (typecmux, sdwire)
+        };
+        if let Err(failure) = other {
+            context.log.warning(&format!(
+                "The other mux could not be switched to the control host: {}",
+                failure.message()
+            ));
+        }
+        let output = written?;
         let device = output
             .text
             .lines()

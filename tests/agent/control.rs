@@ -221,3 +221,41 @@ fn a_stopping_agent_never_strands_a_job_it_was_handed() {
     assert_eq!(state["job_state"], json!("waiting"), "{}", agent.log());
     assert!(server.claim("another-agent", "q").is_some());
 }
+
+#[test]
+fn a_missing_or_unreadable_token_file_is_a_config_error() {
+    let server = Server::start();
+    // A directory where the file should be cannot be read, even by root; a file with mode
+    // 000 only when the test does not run as root (root reads it anyway).
+    let as_root = unsafe { libc::geteuid() } == 0;
+    type Spoil = fn(&std::path::Path);
+    let mut cases: Vec<(&str, Spoil)> = vec![
+        ("missing", |path| std::fs::remove_file(path).unwrap()),
+        ("a directory", |path| {
+            std::fs::remove_file(path).unwrap();
+            std::fs::create_dir(path).unwrap();
+        }),
+        ("not JSON", |path| std::fs::write(path, "refresh").unwrap()),
+    ];
+    if !as_root {
+        cases.push(("mode 000", |path| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o000)).unwrap();
+        }));
+    }
+    for (case, spoil) in cases {
+        let home = tempfile::tempdir().unwrap();
+        let mut agent = Agent::configure(home.path(), &server, "");
+        spoil(&agent.token_file);
+        agent.spawn(&[]);
+        let status = agent.wait_for_exit();
+        let log = agent.log();
+        assert_eq!(status.code(), Some(78), "{case}: {log}");
+        let token_file = agent.token_file.display().to_string();
+        assert!(
+            log.contains(&format!("token file {token_file}")),
+            "{case}: {log}"
+        );
+        assert_eq!(log.trim_end().lines().count(), 1, "{case}: {log}");
+    }
+}

@@ -9,6 +9,8 @@ use crate::runner::{wait_for_state, Agent};
 
 enum Kind<'a> {
     File(&'a str, u32),
+    /// A regular file whose header claims this many bytes; none follow.
+    Claimed(u64),
     Symlink(&'a str),
     Fifo,
 }
@@ -41,8 +43,16 @@ fn archive(members: &[(&str, Kind)]) -> Vec<u8> {
                 header.set_mode(0o644);
                 b""
             }
+            Kind::Claimed(_) => {
+                header.set_entry_type(EntryType::Regular);
+                header.set_mode(0o644);
+                b""
+            }
         };
-        header.set_size(content.len() as u64);
+        header.set_size(match kind {
+            Kind::Claimed(size) => *size,
+            _ => content.len() as u64,
+        });
         header.set_cksum();
         builder.append(&header, content).unwrap();
     }
@@ -121,6 +131,72 @@ fn hostile_attachments_are_refused_whole() {
             "{name}: {cleanup:?}"
         );
     }
+}
+
+/// Runs a job with attachments `files` on an agent with `settings` whose cleanup lists
+/// what was unpacked; returns the job's result.
+fn run_with_attachments(server: &Server, settings: &str, files: &[u8]) -> Value {
+    let settings = format!(
+        "{settings}setup_command: echo setup ran\n\
+         cleanup_command: ls -R attachments 2>/dev/null || echo nothing unpacked\n"
+    );
+    let _agent = Agent::start(server, &settings);
+    let job = json!({
+        "job_queue": "q",
+        "test_data": {"test_cmds": "x", "attachments": [{"agent": "a"}]},
+    });
+    let job_id = submit_with_attachments(server, &job, files);
+    wait_for_state(server, &job_id, &["complete"])
+}
+
+/// Asserts the job's setup was refused with `reason` and nothing was unpacked.
+fn assert_refused(result: &Value, reason: &str) {
+    let setup = result["setup_output"].as_str().unwrap_or_default();
+    assert!(
+        setup.contains("ERROR: cannot unpack the job's attachments") && setup.contains(reason),
+        "{result}"
+    );
+    assert!(result.get("setup_status").is_none(), "{result}");
+    let cleanup = result["cleanup_output"].as_str().unwrap_or_default();
+    assert!(cleanup.ends_with("nothing unpacked\n"), "{cleanup:?}");
+}
+
+#[test]
+fn attachments_over_the_configured_limit_are_refused_whole() {
+    let server = Server::start();
+    let kilobyte = "k".repeat(1000);
+    let files = archive(&[
+        ("test/one.txt", Kind::File(&kilobyte, 0o644)),
+        ("test/two.txt", Kind::File(&kilobyte, 0o644)),
+    ]);
+    let result = run_with_attachments(&server, "attachments_max_bytes: 1500\n", &files);
+    assert_refused(&result, "more than 1500 bytes (attachments_max_bytes)");
+}
+
+/// Bytes free to an unprivileged user on the filesystem of `path`.
+fn free_bytes(path: &std::path::Path) -> u64 {
+    let path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a struct of the right type to fill.
+    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut stat) }, 0);
+    stat.f_bavail as u64 * stat.f_frsize as u64
+}
+
+#[test]
+fn attachments_larger_than_the_free_space_are_refused_whole() {
+    let server = Server::start();
+    // Declared sizes only: twice what the disk has free, with room to spare.
+    let claimed = free_bytes(&std::env::temp_dir()) * 2 + (1 << 30);
+    let files = archive(&[
+        ("test/fine.txt", Kind::File("fine", 0o644)),
+        ("test/huge.img", Kind::Claimed(claimed)),
+    ]);
+    let result = run_with_attachments(
+        &server,
+        "attachments_max_bytes: 4611686018427387904\n",
+        &files,
+    );
+    assert_refused(&result, "bytes free on");
 }
 
 #[test]

@@ -118,3 +118,114 @@ fn an_agent_sharing_the_run_directories_leaves_the_other_agents_job_alone() {
     assert!(output.ends_with("started\ndone\n"), "{output:?}");
     assert_eq!(result["test_status"], json!(0));
 }
+
+/// Whether process `pid` still runs (a zombie waiting to be reaped does not).
+fn is_running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(") ")?.1.starts_with(|s| s != 'Z')))
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_silent_phase_process_left_by_a_killed_agent_is_gone_before_the_next_job() {
+    let server = Server::start();
+    let temp = tempfile::tempdir().unwrap();
+    let pid_file = temp.path().join("sleep.pid");
+    // The test phase prints nothing; its sleep is a child of the phase's shell, in its
+    // process group. The next job's setup says whether that sleep still runs.
+    let settings = format!(
+        "test_command: sleep 300 & echo $! > {pid}.new; mv {pid}.new {pid}; wait\n\
+         setup_command: 'if grep -qv \") Z \" /proc/$(cat {pid})/stat 2>/dev/null; \
+         then echo sleep still runs; else echo sleep gone; fi'\n",
+        pid = pid_file.display()
+    );
+    let mut agent = Agent::start(&server, &settings);
+    let first = server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "x"}}));
+    let pid = wait_for("the test phase to start its sleep", || {
+        std::fs::read_to_string(&pid_file).ok()
+    });
+    let pid = pid.trim();
+    agent.kill();
+    assert!(is_running(pid), "the sleep died with the agent by itself");
+
+    agent.spawn(&[]);
+    wait_for_state(&server, &first, &["complete"]);
+    let second = server.submit(&json!({"job_queue": "q"}));
+    let result = wait_for_state(&server, &second, &["complete"]);
+    let running = is_running(pid);
+    if running {
+        // Whatever the outcome, the test leaves nothing running.
+        let _ = std::process::Command::new("kill")
+            .args(["-9", pid])
+            .status();
+    }
+    let setup = result["setup_output"].as_str().unwrap_or_default();
+    assert!(
+        setup.ends_with("sleep gone\n"),
+        "{setup:?}\n{}",
+        agent.log()
+    );
+    assert!(!running, "the sleep outlived the agent's restart");
+}
+
+#[test]
+fn a_phase_command_dies_with_a_killed_agent() {
+    let server = Server::start();
+    let temp = tempfile::tempdir().unwrap();
+    let pid_file = temp.path().join("phase.pid");
+    // The phase's own process (the shell, replaced by sleep), silent.
+    let settings = format!(
+        "test_command: echo $$ > {pid}.new; mv {pid}.new {pid}; exec sleep 300\n",
+        pid = pid_file.display()
+    );
+    let mut agent = Agent::start(&server, &settings);
+    server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "x"}}));
+    let pid = wait_for("the test phase to start", || {
+        std::fs::read_to_string(&pid_file).ok()
+    });
+    let pid = pid.trim();
+    agent.kill();
+    let died = std::iter::repeat_n((), 500).any(|()| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        !is_running(pid)
+    });
+    if !died {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", pid])
+            .status();
+    }
+    assert!(died, "the phase command outlived the agent");
+}
+
+#[test]
+fn a_noted_process_group_that_is_not_the_phases_is_left_alone() {
+    use std::os::unix::process::CommandExt;
+    let server = Server::start();
+    let temp = tempfile::tempdir().unwrap();
+    let mut agent = Agent::configure(temp.path(), &server, "");
+    // A group whose id was noted for an interrupted phase, now some other program's (as
+    // when the kernel hands the id out again): it lacks the phase's marker.
+    let mut stranger = std::process::Command::new("sleep")
+        .arg("300")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let job_id = "0191e3a4-0000-7000-8000-000000000001";
+    let outbox = temp.path().join("execution/.tf-agent").join(job_id);
+    std::fs::create_dir_all(&outbox).unwrap();
+    let note = json!({"phase": "test", "group": stranger.id(), "marker": "another-run"});
+    std::fs::write(outbox.join("phase-group"), note.to_string()).unwrap();
+
+    agent.spawn(&[]);
+    wait_for("the agent to look at the note", || {
+        (!outbox.join("phase-group").exists()).then_some(())
+    });
+    let untouched = stranger.try_wait().unwrap().is_none();
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    assert!(
+        untouched,
+        "the agent killed a group that was not the phase's"
+    );
+}

@@ -18,7 +18,7 @@ pub struct Agent {
     child: Option<Child>,
     pub home: PathBuf,
     pub config: PathBuf,
-    token_file: PathBuf,
+    pub token_file: PathBuf,
     _temp: Option<tempfile::TempDir>,
 }
 

@@ -133,6 +133,47 @@ fn muxpi_refuses_jobs_it_cannot_flash() {
     assert!(!usb.state.path().join("root/dev/sda").exists());
 }
 
+#[test]
+fn muxpi_with_media_switches_both_muxes_to_the_control_host_before_writing() {
+    let config = format!("{CONFIG}control_switch_local_cmd: muxctl sdwire set TS\n");
+    for (media, mux, device) in [("sd", "sdwire", "sdb"), ("usb", "typecmux", "sdc")] {
+        let job = json!({"provision_data": {
+            "use_attachment": "image.img", "media": media, "create_user": false,
+        }});
+        let bench = Bench::new(&config, &job);
+        prepare(&bench);
+        let ran = provision(&bench);
+        assert_eq!(ran.code, 0, "{media}: {}\n{:#?}", ran.stderr, bench.calls());
+        let written = bench.state.path().join("root/dev").join(device);
+        assert_eq!(std::fs::read_to_string(written).unwrap(), "IMAGE-BYTES");
+
+        let calls = bench.calls();
+        let at = |call: &str| {
+            calls
+                .iter()
+                .position(|c| c == call)
+                .unwrap_or_else(|| panic!("{media}: no `{call}` in {calls:#?}"))
+        };
+        // Neither medium can be booted by the device while the image is written.
+        assert!(at("muxctl sdwire plug_to_self") < at("muxctl typecmux plug_to_self"));
+        let write = calls.iter().position(|c| c.starts_with("dd ")).unwrap();
+        assert!(
+            at("muxctl typecmux plug_to_self") < write,
+            "{media}: {calls:#?}"
+        );
+        // Only the medium written is handed back, as the reference does.
+        assert!(
+            write < at(&format!("muxctl {mux} set DUT")),
+            "{media}: {calls:#?}"
+        );
+        let handed_back: Vec<_> = calls
+            .iter()
+            .filter(|c| c.starts_with("muxctl") && c.ends_with("set DUT"))
+            .collect();
+        assert_eq!(handed_back.len(), 1, "{media}: {calls:#?}");
+    }
+}
+
 /// Serves `body` for every request on a local port; the URL.
 fn serve_image(body: &'static str) -> String {
     use std::io::{Read, Write};

@@ -3,6 +3,7 @@
 //! long-poll, so per-connection memory is what the server's footprint is made of.
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::serve::Listener;
 use axum::Router;
@@ -15,9 +16,14 @@ use hyper_util::service::TowerToHyperService;
 /// bodies stream through it.
 const MAX_BUFFER: usize = 64 * 1024;
 
+/// The address a request's connection comes from, in each request's extensions (login
+/// lock-outs are counted per address).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddress(pub IpAddr);
+
 /// Serves `router` on every connection `listener` accepts until `shutdown` completes,
 /// then lets the requests in flight finish.
-pub async fn serve<L: Listener>(
+pub async fn serve<L: Listener<Addr = SocketAddr>>(
     mut listener: L,
     router: Router,
     shutdown: impl Future<Output = ()>,
@@ -26,8 +32,13 @@ pub async fn serve<L: Listener>(
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
-            (io, _) = listener.accept() => {
-                let service = TowerToHyperService::new(router.clone());
+            (io, peer) = listener.accept() => {
+                let router = TowerToHyperService::new(router.clone());
+                let peer = PeerAddress(peer.ip());
+                let service = hyper::service::service_fn(move |mut request| {
+                    request.extensions_mut().insert(peer);
+                    hyper::service::Service::call(&router, request)
+                });
                 let connection = http1::Builder::new()
                     .max_buf_size(MAX_BUFFER)
                     .serve_connection(TokioIo::new(io), service);

@@ -4,6 +4,7 @@
 //! lock it out for a while, so its secret cannot be guessed at speed.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::auth::Identity;
 use super::extract::JsonBody;
+use super::http::PeerAddress;
 use super::reply::{self, ApiError, ApiResult};
 use super::App;
 use super::{jwt, keys};
@@ -27,38 +29,72 @@ pub const BCRYPT_COST: u32 = 8;
 const REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(6 * 86_400);
 const FAILURES_BEFORE_LOCKOUT: u32 = 5;
 const LOCKOUT: Duration = Duration::from_secs(60);
+/// The most (client id, address) pairs remembered; past it, pairs that are not locked
+/// out are forgotten first.
+const MAX_TRACKED_LOGINS: usize = 100_000;
 
-/// Login attempts per known client id.
+/// Who is trying to log in as whom: a lock-out holds the address that guessed, not the
+/// client id everywhere, so a stranger cannot lock a real client out.
+type LoginSource = (String, IpAddr);
+
+/// Failed login attempts per (client id, address), known ids and unknown ones alike, so
+/// that the answers do not tell which ids exist.
 #[derive(Default)]
 pub struct LoginGuard {
-    attempts: Mutex<HashMap<String, (u32, Option<Instant>)>>,
+    attempts: Mutex<HashMap<LoginSource, LoginRecord>>,
+}
+
+#[derive(Default)]
+struct LoginRecord {
+    failures: u32,
+    locked_until: Option<Instant>,
+    last_attempt: Option<Instant>,
 }
 
 impl LoginGuard {
     /// Counts an attempt before its secret is checked, so parallel guesses count too;
-    /// `Err` is how long the client id stays locked.
-    fn attempt(&self, client_id: &str) -> Result<(), Duration> {
+    /// `Err` is how long the source stays locked.
+    fn attempt(&self, client_id: &str, address: IpAddr) -> Result<(), Duration> {
         let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        let entry = attempts.entry(client_id.to_string()).or_insert((0, None));
-        match entry.1 {
+        if attempts.len() >= MAX_TRACKED_LOGINS {
+            forget_the_unlocked(&mut attempts, now);
+        }
+        let record = attempts
+            .entry((client_id.to_string(), address))
+            .or_default();
+        match record.locked_until {
             Some(until) if until > now => return Err(until - now),
-            Some(_) => *entry = (0, None),
+            Some(_) => *record = LoginRecord::default(),
             None => {}
         }
-        entry.0 += 1;
-        if entry.0 > FAILURES_BEFORE_LOCKOUT {
-            *entry = (0, Some(now + LOCKOUT));
+        record.failures += 1;
+        record.last_attempt = Some(now);
+        if record.failures > FAILURES_BEFORE_LOCKOUT {
+            record.failures = 0;
+            record.locked_until = Some(now + LOCKOUT);
             return Err(LOCKOUT);
         }
         Ok(())
     }
 
-    fn succeeded(&self, client_id: &str) {
+    fn succeeded(&self, client_id: &str, address: IpAddr) {
         self.attempts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(client_id);
+            .remove(&(client_id.to_string(), address));
+    }
+}
+
+/// Makes room: first the sources idle for a lock-out's length, then every one not
+/// locked out (locks are what must not be lost).
+fn forget_the_unlocked(attempts: &mut HashMap<LoginSource, LoginRecord>, now: Instant) {
+    let locked = |record: &LoginRecord| record.locked_until.is_some_and(|until| until > now);
+    attempts.retain(|_, record| {
+        locked(record) || record.last_attempt.is_some_and(|at| now - at < LOCKOUT)
+    });
+    if attempts.len() >= MAX_TRACKED_LOGINS {
+        attempts.retain(|_, record| locked(record));
     }
 }
 
@@ -162,23 +198,23 @@ fn basic_credentials(headers: &HeaderMap) -> Result<(String, String), ApiError> 
 }
 
 /// `POST /v1/oauth2/token` with HTTP Basic client credentials.
-pub async fn token(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
+pub async fn token(
+    State(app): State<Arc<App>>,
+    Extension(PeerAddress(address)): Extension<PeerAddress>,
+    headers: HeaderMap,
+) -> ApiResult {
     let (client_id, secret) = basic_credentials(&headers)?;
     let invalid = || ApiError::text(StatusCode::UNAUTHORIZED, "Invalid client id or client key");
+    app.logins.attempt(&client_id, address).map_err(|wait| {
+        ApiError::text(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Too many failed logins for {client_id}; try again in {} s",
+                wait.as_secs() + 1
+            ),
+        )
+    })?;
     let stored = app.store.client(&client_id).await?;
-    // Only known clients are counted (unknown ids have nothing to guess), so the table
-    // of attempts stays as small as the client list.
-    if stored.is_some() {
-        app.logins.attempt(&client_id).map_err(|wait| {
-            ApiError::text(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "Too many failed logins for {client_id}; try again in {} s",
-                    wait.as_secs() + 1
-                ),
-            )
-        })?;
-    }
     let hash = stored.as_ref().and_then(|(_, hash)| hash.clone());
     let verified = app.bcrypt.verify(secret, hash).await;
     let client = match stored {
@@ -189,7 +225,7 @@ pub async fn token(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult
             return Err(invalid());
         }
     };
-    app.logins.succeeded(&client_id);
+    app.logins.succeeded(&client_id, address);
     let refresh_token = new_refresh_token()?;
     let expires_at = time::now() + REFRESH_TOKEN_LIFETIME.as_micros() as i64;
     app.store

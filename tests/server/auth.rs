@@ -323,13 +323,6 @@ fn logins_fail_clearly_and_lock_out_after_repeated_failures() {
             "Client id and key must be specified in authorization header".into()
         )
     );
-    let basic = |id: &str, secret: &str| {
-        use base64::Engine;
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
-        )
-    };
     assert_eq!(
         token(Some(&basic("ghost", "whatever-secret"))),
         (401, "Invalid client id or client key".into())
@@ -344,6 +337,66 @@ fn logins_fail_clearly_and_lock_out_after_repeated_failures() {
         locked.1
     );
     assert!(locked.1.contains("Too many failed logins"));
+}
+
+/// `Authorization: Basic …` for a client id and secret.
+fn basic(id: &str, secret: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    )
+}
+
+#[test]
+fn a_lock_out_holds_only_the_guessing_address_and_unknown_ids_lock_alike() {
+    let server = Server::start();
+    let secret = "dev-secret-0123456789";
+    crate::harness::add_client(&server.data_dir, "dev", "contributor", secret, &[]);
+    let stranger = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let login = |from: std::net::Ipv4Addr, id: &str, secret: &str| {
+        let authorization = basic(id, secret);
+        let response = crate::harness::send_from(
+            from,
+            &server.address,
+            "POST",
+            "/v1/oauth2/token",
+            &[("Authorization", &authorization)],
+            b"",
+        )
+        .expect("an answer");
+        (response.status, response.text())
+    };
+    let mut answers = Vec::new();
+    for id in ["dev", "ghost"] {
+        for _ in 0..6 {
+            answers.push(login(stranger, id, "wrong-secret-0000"));
+        }
+    }
+    let (known, unknown) = answers.split_at(6);
+    let shape = |answers: &[(u16, String)]| -> Vec<(u16, String)> {
+        answers
+            .iter()
+            .map(|(status, text)| (*status, text.replace("ghost", "dev")))
+            .collect()
+    };
+    assert_eq!(
+        shape(known),
+        shape(unknown),
+        "a stranger cannot tell known ids from unknown ones"
+    );
+    assert_eq!(known[5].0, 429, "the guesser is locked out: {}", known[5].1);
+
+    let (status, text) = login(std::net::Ipv4Addr::LOCALHOST, "dev", secret);
+    assert_eq!(
+        status, 200,
+        "the real client, elsewhere, still logs in: {text}"
+    );
+    assert_eq!(
+        login(stranger, "dev", secret).0,
+        429,
+        "the guesser's address stays locked"
+    );
 }
 
 #[test]

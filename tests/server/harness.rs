@@ -405,7 +405,48 @@ pub fn send(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<Response> {
-    let mut stream = TcpStream::connect(address)?;
+    exchange(
+        TcpStream::connect(address)?,
+        address,
+        method,
+        path,
+        headers,
+        body,
+    )
+}
+
+/// Like `send`, from another loopback address (`127.0.0.2`, …): another machine, as the
+/// server sees it.
+#[allow(dead_code)] // for the server tests only
+pub fn send_from(
+    source: std::net::Ipv4Addr,
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let target: std::net::SocketAddr = address.parse().map_err(std::io::Error::other)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind((source, 0).into())?;
+        socket.connect(target).await?.into_std()
+    })?;
+    stream.set_nonblocking(false)?;
+    exchange(stream, address, method, path, headers, body)
+}
+
+fn exchange(
+    mut stream: TcpStream,
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()

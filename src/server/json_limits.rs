@@ -214,7 +214,7 @@ mod tests {
             "[]",
             "7",
         ] {
-            let ours = parse(text.as_bytes(), SMALL).expect(text);
+            let ours = parse(text.as_bytes(), LIMITS).expect(text);
             assert_eq!(ours, serde_json::from_str::<Value>(text).unwrap(), "{text}");
         }
     }

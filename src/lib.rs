@@ -1,0 +1,180 @@
+//! `tf`: one binary for every role of a Testflinger lab. This file only works out which
+//! role was asked for (by subcommand or by the name the binary was called under) and
+//! hands over; src/main.rs is the binary around it.
+
+mod agent;
+mod api;
+mod cli;
+mod completions;
+mod connectors;
+mod demo;
+mod job;
+mod metrics;
+mod server;
+mod store;
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// `tf --version`: the crate version, the git commit and the target it was built for.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("TF_GIT_COMMIT"),
+    " ",
+    env!("TF_TARGET"),
+    ")"
+);
+
+#[derive(Parser)]
+#[command(
+    name = "tf",
+    version = VERSION,
+    about = "Testflinger-compatible hardware test lab in one binary",
+    infer_long_args = true
+)]
+struct Cli {
+    #[command(flatten)]
+    client: cli::GlobalOptions,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the lab server: the Testflinger v1 HTTP API on SQLite
+    Serve(server::config::ServeArgs),
+    /// Manage the server's API clients directly on its data dir (on the lab host)
+    Clients(server::admin::ClientsArgs),
+    /// Copy the server's database and archives to a directory while it runs
+    Backup(server::backup::BackupArgs),
+    /// Run the agent of one device: take jobs from the server and run their phases
+    Agent(agent::config::AgentArgs),
+    /// Run one stage of a device connector (what agents' phase commands call)
+    DeviceConnector(connectors::ConnectorArgs),
+    /// A whole lab on this machine: server, agent and a job, followed live
+    Demo(demo::DemoArgs),
+    /// Print a shell completion script (bash, zsh or fish)
+    Completions(completions::CompletionsArgs),
+    /// The job ids of the local history (for completion scripts)
+    #[command(name = "__job-ids", hide = true)]
+    JobIds,
+    #[command(flatten)]
+    Client(cli::ClientCommand),
+}
+
+/// Names the binary may be installed under (a symlink or a copy), and the subcommand
+/// each one stands for ("" for the client, whose subcommand the user gives).
+const ROLE_NAMES: &[(&str, &str)] = &[
+    ("testflinger-server", "serve"),
+    ("testflinger-agent", "agent"),
+    ("testflinger-device-connector", "device-connector"),
+    ("snappy-device-agent", "device-connector"),
+    ("testflinger-cli", ""),
+    ("testflinger", ""),
+];
+
+/// The command line, with the subcommand implied by the program's name put in.
+fn arguments() -> (Vec<OsString>, String) {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    let program = args
+        .first()
+        .and_then(|path| Path::new(path).file_name())
+        .and_then(|name| name.to_str())
+        .unwrap_or("tf")
+        .to_string();
+    if let Some((_, subcommand)) = ROLE_NAMES.iter().find(|(name, _)| *name == program) {
+        if !subcommand.is_empty() {
+            args.insert(1, subcommand.into());
+        }
+    }
+    (args, program)
+}
+
+/// Runs the role asked for on the command line; the whole of `tf`'s `main`.
+pub fn main() -> ExitCode {
+    let (args, program) = arguments();
+    let mut command = Cli::command()
+        .name(program.clone())
+        .bin_name(program.clone());
+    if matches!(program.as_str(), "testflinger-cli" | "testflinger") {
+        // Installed as the client: its help shows the client's commands only.
+        let client = cli::ClientCommand::augment_subcommands(clap::Command::new("client"));
+        let others: Vec<String> = command
+            .get_subcommands()
+            .map(|sub| sub.get_name().to_string())
+            .filter(|name| client.find_subcommand(name).is_none())
+            .collect();
+        for name in others {
+            command = command.mut_subcommand(name, |c| c.hide(true));
+        }
+    }
+    let matches = match command.try_get_matches_from_mut(args) {
+        Ok(matches) => matches,
+        Err(error) => error.exit(),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.format(&mut command).exit(),
+    };
+    let outcome = match cli.command {
+        None => {
+            // As the reference: the help on stdout, exit 0.
+            println!("{}", command.render_help());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Client(client)) => {
+            if let Some(message) = cli::credential_pairing_error(&client) {
+                command
+                    .error(clap::error::ErrorKind::ArgumentConflict, message)
+                    .exit();
+            }
+            return cli::run(cli.client, client);
+        }
+        Some(Command::Serve(args)) => {
+            init_logging();
+            server::config::Config::resolve(args).and_then(run_server)
+        }
+        Some(Command::Clients(args)) => {
+            init_logging();
+            server::admin::run(args)
+        }
+        Some(Command::Backup(args)) => server::backup::run(args),
+        // The agent logs where its config says.
+        Some(Command::Agent(args)) => return agent::run(args),
+        Some(Command::DeviceConnector(args)) => return connectors::run(args),
+        Some(Command::Demo(args)) => demo::run(args),
+        Some(Command::Completions(args)) => completions::run(&args, &mut command),
+        Some(Command::JobIds) => {
+            completions::print_job_ids();
+            Ok(())
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tf: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_server(config: server::config::Config) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(server::serve(config))
+}
+
+/// Logs go to stderr; `RUST_LOG` picks the level (info by default).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

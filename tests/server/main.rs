@@ -3,6 +3,7 @@
 mod agents;
 mod auth;
 mod bad_input;
+mod connections;
 mod durability;
 mod full_disk;
 mod harness;

@@ -61,6 +61,14 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert
     #[arg(long, env = "TF_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Most connections open at once; over it, the longest-idle one is closed to make room
+    /// [default: three quarters of the open-file limit, at most 10000]
+    #[arg(long, env = "TF_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<u32>,
+    /// How long a connection may take to send a request's headers, counted from when it
+    /// opened or got its previous answer (so also how long it may sit idle) [default: 30s]
+    #[arg(long, env = "TF_HEADER_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    header_timeout: Option<Duration>,
     /// Let callers without a token use the agent endpoints, as agents from before 2026
     /// do (anyone who can reach the server may then run jobs: trusted networks only)
     #[arg(long, env = "TF_TOKENLESS_AGENTS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
@@ -86,6 +94,9 @@ struct ConfigFile {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tokenless_agents: Option<bool>,
+    max_connections: Option<u32>,
+    #[serde(default, deserialize_with = "human_duration")]
+    header_timeout: Option<Duration>,
 }
 
 fn human_duration<'de, D: serde::Deserializer<'de>>(
@@ -116,6 +127,9 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Anonymous callers may also act as agents (for agents without tokens).
     pub tokenless_agents: bool,
+    /// `None`: derived from the open-file limit at start.
+    pub max_connections: Option<usize>,
+    pub header_timeout: Duration,
 }
 
 impl Config {
@@ -167,6 +181,16 @@ impl Config {
                 .tokenless_agents
                 .or(file.tokenless_agents)
                 .unwrap_or(false),
+            max_connections: match args.max_connections.or(file.max_connections) {
+                Some(0) => anyhow::bail!("max_connections must be at least 1"),
+                cap => cap.map(|n| n as usize),
+            },
+            header_timeout: match args.header_timeout.or(file.header_timeout) {
+                Some(timeout) if timeout < Duration::from_millis(100) => {
+                    anyhow::bail!("header_timeout must be at least 100ms")
+                }
+                timeout => timeout.unwrap_or(Duration::from_secs(30)),
+            },
             data_dir,
             retention: args
                 .retention

@@ -7,6 +7,7 @@ mod auth;
 pub mod backup;
 mod clients;
 pub mod config;
+mod connections;
 mod csrf;
 mod extract;
 mod http;
@@ -36,7 +37,6 @@ use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::serve::ListenerExt;
 
 use crate::job::time;
 use crate::store::{SecretsKey, Store};
@@ -80,6 +80,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     let address = listener.local_addr()?;
+    let limits = connection_limits(&config);
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         "tf serve listening on {scheme}://{address}, data in {}",
@@ -113,24 +114,29 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown_signal().await;
         closing.store.end_long_polls();
     };
-    match tls {
-        Some(acceptor) => {
-            http::serve(tls::TlsListener::new(listener, acceptor)?, router, shutdown).await
-        }
-        None => {
-            // Small answers go out at once instead of waiting for Nagle's timer.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            http::serve(listener, router, shutdown).await
-        }
-    }
+    http::serve(listener, tls, router, limits, shutdown).await;
     expiry.abort();
     let _ = expiry.await;
     // The last handle closes the store: the writer commits what it has and stops.
     drop(Arc::into_inner(app));
     tracing::info!("tf serve stopped");
     Ok(())
+}
+
+/// The cap on connections follows the open-file limit, raised as far as it goes.
+fn connection_limits(config: &Config) -> http::Limits {
+    let open_files = connections::raise_open_file_limit();
+    let max_connections = config
+        .max_connections
+        .unwrap_or_else(|| connections::default_cap(open_files));
+    tracing::info!(
+        "up to {max_connections} connections (open-file limit {open_files}), header timeout {}",
+        humantime::format_duration(config.header_timeout)
+    );
+    http::Limits {
+        max_connections,
+        header_timeout: config.header_timeout,
+    }
 }
 
 /// The JWT signing key and the secrets master key.

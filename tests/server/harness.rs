@@ -107,6 +107,40 @@ impl Server {
         Server::spawn(command, Some(data_dir))
     }
 
+    /// A server on a fresh data dir whose open-file limits (soft, hard) are set before it
+    /// starts, as `ulimit -n` would.
+    pub fn start_with_open_file_limit(soft: u64, hard: u64, extra_args: &[&str]) -> Server {
+        use std::os::unix::process::CommandExt;
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tf"));
+        command
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(temp.path())
+            .args(extra_args);
+        let limit = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit is async-signal-safe and touches only the child.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let mut server = Server::spawn(command, Some(temp.path()));
+        server._temp = Some(temp);
+        server
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A server whose data dir is a private tmpfs of `kib` KiB, to see a full disk
     /// (a user + mount namespace, so no privileges are needed).
     pub fn start_on_small_disk(kib: u32) -> Server {

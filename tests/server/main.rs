@@ -3,6 +3,7 @@
 mod agents;
 mod auth;
 mod bad_input;
+mod connections;
 mod cross_site;
 mod durability;
 mod full_disk;

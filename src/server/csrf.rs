@@ -5,22 +5,18 @@
 
 use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
 use super::reply::ApiError;
 
-/// Refuses every write (any method but GET, HEAD, OPTIONS, TRACE) a browser makes on
-/// behalf of another site.
-pub async fn refuse_cross_site_writes(request: Request, next: Next) -> Response {
-    if !request.method().is_safe() && is_cross_site(request.headers()) {
-        return ApiError::json(
+/// The refusal of a write (any method but GET, HEAD, OPTIONS, TRACE) that a browser
+/// makes on behalf of another site; `None` for every other request.
+pub fn forged_write_refusal(request: &Request) -> Option<ApiError> {
+    (!request.method().is_safe() && is_cross_site(request.headers())).then(|| {
+        ApiError::json(
             StatusCode::FORBIDDEN,
             "Cross-site request refused: this server takes writes only from its own pages and from clients",
         )
-        .into_response();
-    }
-    next.run(request).await
+    })
 }
 
 /// Whether a browser sent the request for another origin: it says so in

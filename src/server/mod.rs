@@ -36,7 +36,7 @@ use std::os::unix::fs::DirBuilderExt;
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use crate::job::time;
 use crate::store::{SecretsKey, Store};
@@ -104,10 +104,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             app.clone(),
             metrics::time_request,
         ))
-        .layer(middleware::from_fn(csrf::refuse_cross_site_writes))
         .layer(DefaultBodyLimit::disable());
-    // The log level is fixed at start-up: without debug logging, requests skip the layer.
-    router = router.layer(middleware::from_fn(trace_request));
+    router = router.layer(middleware::from_fn(every_request));
     let router = router.with_state(app.clone());
     let closing = app.clone();
     let shutdown = async move {
@@ -155,19 +153,28 @@ fn load_keys(config: &Config) -> anyhow::Result<(Vec<u8>, [u8; 32])> {
     ))
 }
 
-/// Numbers each request: what is logged while it runs carries `request{id=N}`, the
-/// client gets the same number in `x-request-id`, and at debug level one line per request
-/// says what it was and how it ended. Every answer also gets the browser safety headers.
-async fn trace_request(request: Request, next: Next) -> Response {
+/// What every request goes through (one layer, as each layer costs every request):
+/// it is numbered (what is logged while it runs carries `request{id=N}`, the client gets
+/// the same number in `x-request-id`, and at debug level one line per request says what
+/// it was and how it ended); a browser's write for another site is refused (`csrf`); and
+/// every answer gets the browser safety headers.
+async fn every_request(request: Request, next: Next) -> Response {
     use std::sync::atomic::{AtomicU64, Ordering};
     use tracing::Instrument;
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("request", id);
     async move {
-        let (method, path) = (request.method().clone(), request.uri().path().to_string());
-        let mut response = next.run(request).await;
-        tracing::debug!("{method} {path} -> {}", response.status().as_u16());
+        // Only a debug log needs the request line after the request is handed on.
+        let request_line = tracing::enabled!(tracing::Level::DEBUG)
+            .then(|| format!("{} {}", request.method(), request.uri().path()));
+        let mut response = match csrf::forged_write_refusal(&request) {
+            Some(refusal) => refusal.into_response(),
+            None => next.run(request).await,
+        };
+        if let Some(request_line) = request_line {
+            tracing::debug!("{request_line} -> {}", response.status().as_u16());
+        }
         let headers = response.headers_mut();
         headers.insert("x-request-id", id.into());
         // Job names and logs are anyone's text: browsers must never sniff an answer into

@@ -11,6 +11,7 @@ mod jobs;
 mod legacy;
 mod lifecycle;
 mod logs;
+mod lost_database;
 mod operations;
 mod pages;
 mod results;

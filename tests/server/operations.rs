@@ -179,7 +179,7 @@ fn backups_refuse_a_non_empty_destination_a_missing_database_and_leftovers() {
         taken.path().join("new").to_str().unwrap(),
     ]);
     assert!(!no_database.status.success());
-    assert!(String::from_utf8_lossy(&no_database.stderr).contains("holds no tf database"));
+    assert!(String::from_utf8_lossy(&no_database.stderr).contains("tf.db is missing"));
 
     let _server = Server::start_in(data.path(), &[]);
     let not_empty = tf(&[

@@ -153,6 +153,7 @@ impl Store {
     ) -> anyhow::Result<Store> {
         use anyhow::Context;
         let db_path = data_dir.join(health::DATABASE_FILE);
+        create_private_file(&db_path)?;
         let mut writer_connection = open_connection(&db_path, sync)
             .with_context(|| format!("cannot open database {}", db_path.display()))?;
         // The checkpoint thread (see `checkpointer`) copies most pages out of the WAL; the
@@ -206,6 +207,23 @@ impl Store {
     /// server is stopping.
     pub fn end_long_polls(&self) {
         self.signals.close();
+    }
+}
+
+/// Creates `path` empty, readable by the server's user only, unless it exists. SQLite
+/// gives the database's WAL files the same mode, whatever the umask.
+fn create_private_file(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(anyhow::anyhow!("cannot create {}: {error}", path.display()))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -69,6 +69,11 @@ pub struct ServeArgs {
     /// opened or got its previous answer (so also how long it may sit idle) [default: 30s]
     #[arg(long, env = "TF_HEADER_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     header_timeout: Option<Duration>,
+    /// When tf.db is missing, empty or damaged: move it, the archives and the keys into
+    /// DATA_DIR/set-aside-<time> and start with an empty database (a healthy database is
+    /// never touched)
+    #[arg(long)]
+    start_afresh: bool,
     /// Let callers without a token use the agent endpoints, as agents from before 2026
     /// do (anyone who can reach the server may then run jobs: trusted networks only)
     #[arg(long, env = "TF_TOKENLESS_AGENTS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
@@ -130,6 +135,8 @@ pub struct Config {
     /// `None`: derived from the open-file limit at start.
     pub max_connections: Option<usize>,
     pub header_timeout: Duration,
+    /// Set a lost database and its data aside instead of refusing to start.
+    pub start_afresh: bool,
 }
 
 impl Config {
@@ -191,6 +198,7 @@ impl Config {
                 }
                 timeout => timeout.unwrap_or(Duration::from_secs(30)),
             },
+            start_afresh: args.start_afresh,
             data_dir,
             retention: args
                 .retention

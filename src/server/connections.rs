@@ -205,7 +205,7 @@ impl Drop for RequestInFlight {
         connection
             .idle_since
             .store(millis_since(connection.epoch), Ordering::Relaxed);
-        self.connection
+        connection
             .requests_in_flight
             .fetch_sub(1, Ordering::Relaxed);
     }

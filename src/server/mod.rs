@@ -31,15 +31,14 @@ mod webhook;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::os::unix::fs::DirBuilderExt;
-
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
 use crate::job::time;
-use crate::store::{SecretsKey, Store};
+use crate::store::health::IfLost;
+use crate::store::{SecretsKey, ServerDataDir, Store};
 use config::Config;
 
 /// What every handler shares.
@@ -59,23 +58,20 @@ pub struct App {
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(600);
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    // Private: the database holds secret hashes and sits next to the key files.
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&config.data_dir)
-        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let if_lost = if config.start_afresh {
+        IfLost::StartAfresh
+    } else {
+        IfLost::Refuse
+    };
+    // Before the keys: on a data dir whose database was lost, none may be created.
+    let data_dir = ServerDataDir::claim(&config.data_dir, if_lost)?;
     let (jwt_key, secrets_key) = load_keys(&config)?;
     let tls = config
         .tls
         .as_ref()
         .map(|(cert, key)| tls::acceptor(cert, key))
         .transpose()?;
-    let store = Store::open(
-        &config.data_dir,
-        config.sync,
-        Some(SecretsKey::new(&secrets_key)),
-    )?;
+    let store = data_dir.open(config.sync, Some(SecretsKey::new(&secrets_key)))?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;

@@ -87,21 +87,41 @@ pub async fn get_result(
     Ok(reply::json(&Value::Object(view)))
 }
 
-/// `POST /v1/result/<id>/artifact`: the agent's artifact archive.
+/// `POST /v1/result/<id>/artifact`: the agent's artifact archive. Unlike the reference,
+/// only for a job that exists (checked before the upload is read, and again as it is
+/// recorded, in case the job expired meanwhile).
 pub async fn upload_artifact(
     State(app): State<Arc<App>>,
     Path(job_id): Path<String>,
     request: Request<Body>,
 ) -> ApiResult {
     check_job_id_text(&job_id)?;
+    check_job_exists(&app, &job_id).await?;
     let blob = receive_file(&app, request).await?;
-    app.store.put_artifact(&job_id, blob).await?;
+    if !app.store.put_artifact(&job_id, blob).await? {
+        return Err(no_such_job());
+    }
     Ok(reply::ok_text())
 }
 
-/// `GET /v1/result/<id>/artifact`: the archive's bytes as stored. Not labelled
-/// `Content-Encoding: gzip` as the reference does: clients that honour it (the 2022 CLI,
-/// browsers) would save the unpacked tar under the `.tar.gz` name.
+async fn check_job_exists(app: &App, job_id: &str) -> Result<(), ApiError> {
+    if app.store.job_exists(job_id).await? {
+        Ok(())
+    } else {
+        Err(no_such_job())
+    }
+}
+
+/// The reference's answer for a missing job where it checks (job events).
+fn no_such_job() -> ApiError {
+    ApiError::json(StatusCode::NOT_FOUND, "Job not found")
+}
+
+/// `GET /v1/result/<id>/artifact`: the archive's bytes as stored; 204 when there are
+/// none, also for a job that does not exist (the reference CLI words only a 204 as "No
+/// artifacts tarball found"). Not labelled `Content-Encoding: gzip` as the reference
+/// does: clients that honour it (the 2022 CLI, browsers) would save the unpacked tar
+/// under the `.tar.gz` name.
 pub async fn download_artifact(
     State(app): State<Arc<App>>,
     Path(job_id): Path<String>,

@@ -12,8 +12,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use rusqlite::{Connection, OpenFlags};
 
-/// The key files a data dir holds next to the database, when not configured elsewhere.
-const KEY_FILES: &[&str] = &["jwt-signing.key", "secrets.key"];
+use super::health::{self, DatabaseState, KEY_FILES};
 
 pub struct BackupReport {
     pub jobs: u64,
@@ -28,9 +27,10 @@ pub struct BackupReport {
 /// in `<destination>.partial` and renamed into place when complete, so a backup that
 /// failed halfway never looks like a good data dir.
 pub fn backup(source: &Path, destination: &Path) -> anyhow::Result<BackupReport> {
-    let database = source.join("tf.db");
-    if !database.is_file() {
-        bail!("{} holds no tf database (tf.db)", source.display());
+    let database = source.join(health::DATABASE_FILE);
+    let state = health::inspect(&database, health::Check::Readable);
+    if state != DatabaseState::Healthy {
+        bail!("{}: there is nothing to back up", state.describe(&database));
     }
     check_empty_or_missing(destination)?;
     let mut partial = destination.as_os_str().to_owned();
@@ -58,7 +58,8 @@ pub fn backup(source: &Path, destination: &Path) -> anyhow::Result<BackupReport>
 }
 
 fn copy_data_dir(source: &Path, destination: &Path) -> anyhow::Result<BackupReport> {
-    create_private_dir(destination)?;
+    // Private, like the data dir: the copy holds secrets and their key.
+    super::create_private_dir(destination)?;
     let copy = destination.join("tf.db");
     snapshot(&source.join("tf.db"), &copy)?;
 
@@ -119,16 +120,6 @@ fn check_empty_or_missing(path: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Private, like the data dir: the copy holds secrets and their key.
-fn create_private_dir(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .with_context(|| format!("cannot create {}", path.display()))
 }
 
 /// One consistent copy of the live database, checked before it is trusted.

@@ -35,7 +35,12 @@ pub struct StoredBlob {
 pub struct BlobDir {
     root: PathBuf,
     incoming: PathBuf,
+    /// Whether the orphan sweep may delete files here (see `open_for_server`).
+    sweepable: bool,
 }
+
+/// The file in the directory that names the database whose rows point into it.
+const OWNER_FILE: &str = ".store-id";
 
 /// Why an upload could not be stored.
 #[derive(Debug, thiserror::Error)]
@@ -58,18 +63,69 @@ pub struct BlobUpload {
 }
 
 impl BlobDir {
-    /// With `owns_uploads` (the server starting), anything left in `incoming` is from
-    /// uploads cut off by a crash, and is deleted.
-    pub fn open(root: &Path, owns_uploads: bool) -> std::io::Result<BlobDir> {
+    /// For the server, which owns the uploads: anything left in `incoming` is from uploads
+    /// cut off by a crash, and is deleted. The orphan sweep may run only if the directory
+    /// belongs to the database `store_id` (see `claim`).
+    pub fn open_for_server(
+        root: &Path,
+        store_id: &str,
+        database_has_archives: bool,
+    ) -> std::io::Result<BlobDir> {
         let incoming = root.join("incoming");
-        if owns_uploads && incoming.exists() {
+        if incoming.exists() {
             std::fs::remove_dir_all(&incoming)?;
         }
+        let mut dir = BlobDir::open_beside_server(root)?;
+        dir.sweepable = dir.claim(store_id, database_has_archives)?;
+        Ok(dir)
+    }
+
+    /// For a tool beside the server: uploads in progress are left alone, nothing is swept.
+    pub fn open_beside_server(root: &Path) -> std::io::Result<BlobDir> {
+        let incoming = root.join("incoming");
         std::fs::create_dir_all(&incoming)?;
         Ok(BlobDir {
             root: root.to_path_buf(),
             incoming,
+            sweepable: false,
         })
+    }
+
+    /// Whether the directory belongs to the database `store_id`: it names it in its owner
+    /// file. A directory without one (new, or written before tf had it) is claimed unless
+    /// it holds archives while the database knows of none: a database that never stored an
+    /// archive is not the one these came from.
+    fn claim(&self, store_id: &str, database_has_archives: bool) -> std::io::Result<bool> {
+        let owner_file = self.root.join(OWNER_FILE);
+        match std::fs::read_to_string(&owner_file) {
+            Ok(owner) if owner.trim() == store_id => return Ok(true),
+            Ok(owner) => {
+                tracing::warn!(
+                    "{} was written for another database ({}): stored archives nothing points to are kept",
+                    self.root.display(),
+                    owner.trim()
+                );
+                return Ok(false);
+            }
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            Err(_) => {}
+        }
+        if !database_has_archives && archive_count(&self.root)? > 0 {
+            tracing::warn!(
+                "{} holds archives the database has no record of: they are kept",
+                self.root.display()
+            );
+            return Ok(false);
+        }
+        let mut file = std::fs::File::create(&owner_file)?;
+        std::io::Write::write_all(&mut file, format!("{store_id}\n").as_bytes())?;
+        file.sync_all()?;
+        Ok(true)
+    }
+
+    /// Whether the orphan sweep may delete files here.
+    pub fn sweepable(&self) -> bool {
+        self.sweepable
     }
 
     pub fn path(&self, file_name: &str) -> PathBuf {
@@ -101,18 +157,38 @@ impl BlobDir {
             .unwrap_or(false)
     }
 
-    /// The file names in the directory, for the orphan sweep.
-    pub fn file_names(&self) -> std::io::Result<Vec<(String, std::time::SystemTime)>> {
+    /// The archive files in the directory and when each was last written, for the orphan
+    /// sweep.
+    pub fn archives(&self) -> std::io::Result<Vec<(String, std::time::SystemTime)>> {
         let mut names = Vec::new();
-        for entry in std::fs::read_dir(&self.root)? {
-            let entry = entry?;
-            if entry.file_type()?.is_file() {
-                let modified = entry.metadata()?.modified()?;
-                names.push((entry.file_name().to_string_lossy().into_owned(), modified));
-            }
+        for entry in archive_entries(&self.root)? {
+            let modified = entry.metadata()?.modified()?;
+            names.push((entry.file_name().to_string_lossy().into_owned(), modified));
         }
         Ok(names)
     }
+}
+
+/// How many archive files the blob directory `root` holds (none if it does not exist).
+pub fn archive_count(root: &Path) -> std::io::Result<usize> {
+    match archive_entries(root) {
+        Ok(entries) => Ok(entries.len()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(error) => Err(error),
+    }
+}
+
+/// The archive files of `root`: its plain files but the owner file (uploads in progress
+/// are in a subdirectory).
+fn archive_entries(root: &Path) -> std::io::Result<Vec<std::fs::DirEntry>> {
+    let mut archives = Vec::new();
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() && entry.file_name() != OWNER_FILE {
+            archives.push(entry);
+        }
+    }
+    Ok(archives)
 }
 
 impl Store {

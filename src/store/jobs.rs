@@ -350,17 +350,30 @@ impl Store {
         }
     }
 
-    /// Stores a job's artifact archive, replacing an earlier one.
-    pub async fn put_artifact(&self, job_id: &str, blob: StoredBlob) -> Result<()> {
+    pub async fn job_exists(&self, job_id: &str) -> Result<bool> {
+        let job_id = job_id.to_string();
+        self.readers
+            .read(move |db| Ok(job_exists(db, &job_id)?))
+            .await
+    }
+
+    /// Stores a job's artifact archive, replacing an earlier one. `false` when there is
+    /// no such job: then the file is discarded.
+    pub async fn put_artifact(&self, job_id: &str, blob: StoredBlob) -> Result<bool> {
         let id = job_id.to_string();
         let file_name = blob.file_name.clone();
         let written = self
             .writer
-            .write(move |tx| record_blob(tx, &id, BlobKind::Artifact, &blob))
+            .write(move |tx| {
+                if !job_exists(tx, &id)? {
+                    return Ok((false, Some(blob.file_name)));
+                }
+                Ok((true, record_blob(tx, &id, BlobKind::Artifact, &blob)?))
+            })
             .await;
-        let replaced = self.blobs.discard_on_error(&file_name, written)?;
-        self.blobs.remove(replaced.as_deref());
-        Ok(())
+        let (stored, unused_file) = self.blobs.discard_on_error(&file_name, written)?;
+        self.blobs.remove(unused_file.as_deref());
+        Ok(stored)
     }
 
     /// Applies an agent's report. Unknown jobs are ignored, like the reference does.
@@ -546,6 +559,11 @@ fn stored_blob_name(
     db.prepare_cached("SELECT file_name FROM blobs WHERE job_id = ?1 AND kind = ?2")?
         .query_row(params![job_id, kind.as_str()], |row| row.get(0))
         .optional()
+}
+
+fn job_exists(db: &Connection, job_id: &str) -> rusqlite::Result<bool> {
+    db.prepare_cached("SELECT EXISTS (SELECT 1 FROM jobs WHERE job_id = ?1)")?
+        .query_row([job_id], |row| row.get(0))
 }
 
 /// Points a job's blob of `kind` at a new file; returns the file it replaced.

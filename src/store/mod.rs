@@ -9,6 +9,7 @@ pub mod backup;
 pub mod blobs;
 mod checkpointer;
 mod clients;
+pub mod health;
 mod jobs;
 mod legacy;
 mod logs;
@@ -20,7 +21,7 @@ mod secrets;
 mod signals;
 mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -105,23 +106,42 @@ pub struct Store {
 
 const READ_CONNECTIONS: usize = 4;
 
-impl Store {
-    /// Opens (creating and migrating as needed) the store in `data_dir` for the server,
-    /// which owns the uploads in progress: only one server may use a data dir.
-    pub fn open(
-        data_dir: &Path,
-        sync: SyncMode,
-        secrets: Option<SecretsKey>,
-    ) -> anyhow::Result<Store> {
+/// A data dir the server has claimed: locked against a second server, and its database
+/// checked (see `health`). Nothing but the lock and the check has been written yet, so
+/// the server can create its key files only once the data dir is known to be sound.
+pub struct ServerDataDir {
+    path: PathBuf,
+    lock: std::fs::File,
+}
+
+impl ServerDataDir {
+    /// Creates `data_dir` if needed, takes its lock and checks its database; a lost one
+    /// is refused, or set aside with `IfLost::StartAfresh`.
+    pub fn claim(data_dir: &Path, if_lost: health::IfLost) -> anyhow::Result<ServerDataDir> {
+        create_private_dir(data_dir)?;
         let lock = lock_for_server(data_dir)?;
-        let mut store = Store::open_with(data_dir, sync, secrets, true)?;
-        store._server_lock = Some(lock);
-        Ok(store)
+        health::check_data_dir(data_dir, health::Check::Integrity, if_lost)?;
+        Ok(ServerDataDir {
+            path: data_dir.to_path_buf(),
+            lock,
+        })
     }
 
+    /// Opens (creating and migrating as needed) the store, which owns the uploads in
+    /// progress and sweeps orphaned archives.
+    pub fn open(self, sync: SyncMode, secrets: Option<SecretsKey>) -> anyhow::Result<Store> {
+        let mut store = Store::open_with(&self.path, sync, secrets, true)?;
+        store._server_lock = Some(self.lock);
+        Ok(store)
+    }
+}
+
+impl Store {
     /// Opens the store for a tool on the lab host (`tf clients`), which may run while
-    /// the server does and must leave its uploads alone.
+    /// the server does and must leave its uploads alone. A lost database is refused.
     pub fn open_beside_server(data_dir: &Path) -> anyhow::Result<Store> {
+        create_private_dir(data_dir)?;
+        health::check_data_dir(data_dir, health::Check::Readable, health::IfLost::Refuse)?;
         Store::open_with(data_dir, SyncMode::Normal, None, false)
     }
 
@@ -132,9 +152,8 @@ impl Store {
         owns_uploads: bool,
     ) -> anyhow::Result<Store> {
         use anyhow::Context;
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
-        let db_path = data_dir.join("tf.db");
+        let db_path = data_dir.join(health::DATABASE_FILE);
+        create_private_file(&db_path)?;
         let mut writer_connection = open_connection(&db_path, sync)
             .with_context(|| format!("cannot open database {}", db_path.display()))?;
         // The checkpoint thread (see `checkpointer`) copies most pages out of the WAL; the
@@ -150,7 +169,14 @@ impl Store {
             .map(|_| open_connection(&db_path, sync))
             .collect::<rusqlite::Result<Vec<_>>>()
             .context("cannot open read connections")?;
-        let blobs = blobs::BlobDir::open(&data_dir.join("blobs"), owns_uploads)?;
+        let blobs_root = data_dir.join("blobs");
+        let blobs = if owns_uploads {
+            let (store_id, has_archives) = schema::store_identity(&writer_connection)?;
+            blobs::BlobDir::open_for_server(&blobs_root, &store_id, has_archives)
+        } else {
+            blobs::BlobDir::open_beside_server(&blobs_root)
+        }
+        .with_context(|| format!("cannot open {}", blobs_root.display()))?;
         let checkpointer = Checkpointer::start(open_connection(&db_path, sync)?)
             .context("cannot start the checkpoint thread")?;
         Ok(Store {
@@ -165,6 +191,17 @@ impl Store {
     }
 }
 
+/// Creates a directory (and its parents) readable by the server's user only: a data dir,
+/// or a copy of one, holds secret hashes and keys.
+fn create_private_dir(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))
+}
+
 impl Store {
     /// Ends every long-poll now (with the answer it would give at its deadline): the
     /// server is stopping.
@@ -173,11 +210,27 @@ impl Store {
     }
 }
 
+/// Creates `path` empty, readable by the server's user only, unless it exists. SQLite
+/// gives the database's WAL files the same mode, whatever the umask.
+fn create_private_file(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(anyhow::anyhow!("cannot create {}: {error}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Takes `<data_dir>/tf.lock`, so a second server on the same data dir stops at once
 /// instead of clearing the first one's uploads in progress.
 fn lock_for_server(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
-    std::fs::create_dir_all(data_dir)?;
     let path = data_dir.join("tf.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)

@@ -69,7 +69,13 @@ impl Store {
         Ok(total)
     }
 
+    /// Deletes archive files no row points to, only where that absence is certain: the
+    /// blob directory belongs to this database (see `BlobDir::open_for_server`), and the
+    /// file is older than an upload's rename-then-commit.
     async fn remove_orphan_files(&self) -> Result<usize> {
+        if !self.blobs.sweepable() {
+            return Ok(0);
+        }
         let referenced: HashSet<String> = self
             .readers
             .read(|db| {
@@ -80,7 +86,7 @@ impl Store {
             .await?;
         let now = SystemTime::now();
         let mut removed = 0;
-        for (name, modified) in self.blobs.file_names()? {
+        for (name, modified) in self.blobs.archives()? {
             let old_enough = now.duration_since(modified).unwrap_or_default() > ORPHAN_GRACE;
             if old_enough && !referenced.contains(&name) {
                 self.blobs.remove(Some(&name));

@@ -140,6 +140,15 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE jobs ADD COLUMN agent TEXT;    -- NULL until claimed, or for tokenless agents
     CREATE INDEX jobs_by_agent ON jobs (agent, seq) WHERE agent IS NOT NULL;
     "#,
+    // 5: the database's name, which the blob directory repeats (store/blobs.rs), so the
+    // orphan sweep knows the archives there are this database's to account for.
+    r#"
+    CREATE TABLE store_meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO store_meta (key, value) VALUES ('store_id', lower(hex(randomblob(16))));
+    "#,
 ];
 
 pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
@@ -151,4 +160,13 @@ pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
         transaction.commit()?;
     }
     Ok(())
+}
+
+/// The database's store id (see migration 5), and whether it records any archive.
+pub fn store_identity(connection: &Connection) -> rusqlite::Result<(String, bool)> {
+    connection.query_row(
+        "SELECT value, EXISTS (SELECT 1 FROM blobs) FROM store_meta WHERE key = 'store_id'",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
 }

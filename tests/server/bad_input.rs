@@ -54,7 +54,7 @@ fn bodies_over_the_limit_get_413() {
         (big.status, big.json()["message"].clone()),
         (413, json!("Payload too large"))
     );
-    let id = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+    let id = server.submit(&json!({"job_queue": "q"}));
     let big_upload =
         server
             .agent()

@@ -5,7 +5,10 @@ use crate::harness::Server;
 #[test]
 fn a_full_disk_is_a_clear_507_and_keeps_what_was_acknowledged() {
     let server = Server::start_on_small_disk(1024);
-    let job = |n: u8| format!("aaaaaaaa-bbbb-cccc-dddd-{n:012}");
+    let jobs: Vec<String> = (0..20)
+        .map(|_| server.submit(&json!({"job_queue": "q"})))
+        .collect();
+    let job = |n: u8| jobs[usize::from(n)].clone();
     let archive = |n: u8| vec![b'a' + n; 200 << 10];
 
     let mut stored: u8 = 0;

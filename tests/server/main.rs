@@ -13,6 +13,7 @@ mod legacy;
 mod lifecycle;
 mod limits;
 mod logs;
+mod lost_database;
 mod names;
 mod operations;
 mod ownership;

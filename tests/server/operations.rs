@@ -179,7 +179,7 @@ fn backups_refuse_a_non_empty_destination_a_missing_database_and_leftovers() {
         taken.path().join("new").to_str().unwrap(),
     ]);
     assert!(!no_database.status.success());
-    assert!(String::from_utf8_lossy(&no_database.stderr).contains("holds no tf database"));
+    assert!(String::from_utf8_lossy(&no_database.stderr).contains("tf.db is missing"));
 
     let _server = Server::start_in(data.path(), &[]);
     let not_empty = tf(&[
@@ -250,4 +250,94 @@ fn lab_host_tools_leave_the_uploads_in_progress_of_a_running_server_alone() {
         in_progress.exists(),
         "tf clients deleted an upload in progress"
     );
+}
+
+/// The permission bits of `path`.
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Runs `tf` with `args` under the usual umask of 022, which would leave new files
+/// readable by everyone.
+fn tf_with_open_umask(args: &[&str]) -> std::process::Output {
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("umask 022 && exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_tf"))
+        .args(args)
+        .output()
+        .expect("run tf");
+    assert!(
+        output.status.success(),
+        "tf {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+#[test]
+fn the_data_dir_and_database_are_private_whichever_command_creates_them() {
+    let parent = tempfile::tempdir().unwrap();
+    let by_clients = parent.path().join("by-clients");
+    let secret = parent.path().join("secret");
+    std::fs::write(&secret, "a-secret-of-enough-length").unwrap();
+    tf_with_open_umask(&[
+        "clients",
+        "--data-dir",
+        by_clients.to_str().unwrap(),
+        "add",
+        "ops",
+        "--role",
+        "admin",
+        "--secret-file",
+        secret.to_str().unwrap(),
+    ]);
+    assert_eq!(mode(&by_clients), 0o700);
+    for file in ["tf.db", "tf.db-wal", "tf.db-shm"] {
+        let path = by_clients.join(file);
+        if path.exists() {
+            assert_eq!(mode(&path), 0o600, "{file}");
+        }
+    }
+
+    // The server, started under the same umask on a new data dir.
+    let by_server = parent.path().join("by-server");
+    let script = format!(
+        "umask 022 && exec '{}' serve --bind 127.0.0.1:0 --data-dir '{}'",
+        env!("CARGO_BIN_EXE_tf"),
+        by_server.display()
+    );
+    let mut server = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !by_server.join("tf.db-wal").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let modes: Vec<u32> = ["", "tf.db", "tf.db-wal", "tf.db-shm"]
+        .iter()
+        .map(|file| mode(&by_server.join(file)))
+        .collect();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(modes, [0o700, 0o600, 0o600, 0o600]);
+
+    // A backup, taken under the same umask.
+    let backup = parent.path().join("backup");
+    tf_with_open_umask(&[
+        "backup",
+        "--data-dir",
+        by_clients.to_str().unwrap(),
+        backup.to_str().unwrap(),
+    ]);
+    assert_eq!(mode(&backup), 0o700);
+    assert_eq!(mode(&backup.join("tf.db")), 0o600);
 }

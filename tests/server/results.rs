@@ -128,7 +128,7 @@ fn a_phase_report_racing_a_cancel_does_not_undo_it() {
 fn artifacts_upload_replace_and_download() {
     let server = Server::start();
     let agent = server.agent();
-    let id = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+    let id = server.submit(&json!({"job_queue": "q"}));
     assert_eq!(server.get(&format!("/v1/result/{id}/artifact")).status, 204);
     assert_eq!(
         agent
@@ -154,7 +154,8 @@ fn artifacts_upload_replace_and_download() {
     assert_eq!(download.body, second, "the latest upload wins");
     let blob_files = std::fs::read_dir(server.data_dir.join("blobs"))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_type().unwrap().is_file())
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file() && e.file_name() != ".store-id")
         .count();
     assert_eq!(blob_files, 1, "the replaced archive's file is deleted");
 
@@ -174,6 +175,26 @@ fn artifacts_upload_replace_and_download() {
         (bad_id.status, bad_id.text()),
         (400, "Invalid job id\n".to_string())
     );
+}
+
+#[test]
+fn artifacts_of_unknown_jobs_are_404_and_nothing_is_kept() {
+    let server = Server::start();
+    let unknown = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+    let path = format!("/v1/result/{unknown}/artifact");
+    let upload = server.agent().upload(&path, "file", b"for nobody");
+    assert_eq!(upload.status, 404, "{}", upload.text());
+    assert_eq!(upload.json()["message"], json!("Job not found"));
+    // What the reference answers, and its CLI words as "No artifacts tarball found".
+    assert_eq!(server.get(&path).status, 204);
+    let kept: Vec<_> = std::fs::read_dir(server.data_dir.join("blobs"))
+        .unwrap()
+        .chain(std::fs::read_dir(server.data_dir.join("blobs/incoming")).unwrap())
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file() && e.file_name() != ".store-id")
+        .map(|e| e.file_name())
+        .collect();
+    assert!(kept.is_empty(), "{kept:?}");
 }
 
 #[test]

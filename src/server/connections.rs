@@ -1,7 +1,8 @@
-//! The open connections, for the cap on them. Each connection is busy (a request in
-//! flight, a long-poll included) or idle (waiting for a request). When a new connection
-//! would go over the cap, the one idle the longest is closed to make room; busy ones are
-//! never closed for room, and when every connection is busy the new one is refused.
+//! The open connections, for the limits on them. Each connection is busy (a request in
+//! flight, a long-poll included, until its answer is sent) or idle (waiting for a
+//! request's headers). One idle for too long is closed; when a new connection would go
+//! over the cap, the one idle the longest is closed to make room. Busy ones are never
+//! closed for either, and when every connection is busy a new one is refused.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -137,6 +138,24 @@ impl Connections {
     /// Closes the connection idle the longest, if any, to free its file descriptor.
     pub fn close_longest_idle(&self) {
         self.lock().close_longest_idle();
+    }
+
+    /// Closes every connection idle for longer than `limit`: waiting for a request's
+    /// headers (a silent or slow client) counts as idle, an answer in the making does not.
+    pub fn close_idle_longer_than(&self, limit: Duration) {
+        let Some(cutoff) = millis_since(self.epoch).checked_sub(limit.as_millis() as u64) else {
+            return;
+        };
+        let mut table = self.lock();
+        let expired: Vec<_> = table
+            .connections
+            .values()
+            .filter(|c| c.is_idle() && c.idle_since.load(Ordering::Relaxed) < cutoff)
+            .cloned()
+            .collect();
+        for connection in expired {
+            table.request_close(&connection);
+        }
     }
 
     /// Asks every connection to close once its request in flight is answered.

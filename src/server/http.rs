@@ -18,7 +18,7 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -56,11 +56,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let connections = Connections::new(limits.max_connections);
+    let timeouts = tokio::spawn(close_idle_connections(
+        connections.clone(),
+        limits.header_timeout,
+    ));
     let mut builder = http1::Builder::new();
-    builder
-        .max_buf_size(MAX_BUFFER)
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+    // The header timeout is the idle sweep's, not a timer per request.
+    builder.max_buf_size(MAX_BUFFER).header_read_timeout(None);
     let server = Arc::new(ConnectionServer {
         builder,
         router: TowerToHyperService::new(router),
@@ -92,8 +94,21 @@ pub async fn serve(
         }
     }
     drop(listener);
+    timeouts.abort();
     connections.close_all();
     connections.all_closed().await;
+}
+
+/// Closes the connections idle for longer than `timeout`, checking a few times per
+/// timeout (rather than a timer per request, which would cost every request).
+async fn close_idle_connections(connections: Arc<Connections>, timeout: Duration) {
+    let period = (timeout / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        connections.close_idle_longer_than(timeout);
+    }
 }
 
 /// A connection that was reset before it was accepted: nothing to do.

@@ -82,8 +82,11 @@ fn a_job_runs_its_phases_in_order_and_ends_complete() {
     wait_for("the run directory to go", || {
         (!agent.run_dir(&job_id).exists()).then_some(())
     });
-    let data = server.get("/v1/agents/data/agent-1").json();
-    assert_eq!(data["job_id"], json!(""), "{data}");
+    // The agent reports itself free after the run directory is gone.
+    let data = wait_for("the agent to report no job", || {
+        let data = server.get("/v1/agents/data/agent-1").json();
+        (data["job_id"] == json!("")).then_some(data)
+    });
     assert_eq!(data["provision_streak_type"], json!("pass"), "{data}");
     wait_for_agent_state(&server, "waiting");
 }

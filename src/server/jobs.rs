@@ -368,10 +368,12 @@ pub async fn upload_attachments(
     let gate = app.store.attachment_gate(&job_id).await?;
     if let Some(submitter) = gate.submitter() {
         if caller.client_id.as_deref() != Some(submitter) && caller.role != Role::Admin {
-            return Err(ApiError::json(
-                StatusCode::FORBIDDEN,
-                format!("Job {job_id} was submitted by another client: only it or an admin may upload its attachments"),
-            ));
+            return Err(ApiError::json(StatusCode::FORBIDDEN, match caller.client_id {
+                // testflinger-cli from September 2025 to June 2026 submits with its token
+                // but uploads without it.
+                None => format!("Job {job_id} was submitted with a token: upload its attachments with the same token (testflinger-cli before July 2026 uploads without one: upgrade it, or submit without credentials)"),
+                Some(_) => format!("Job {job_id} was submitted by another client: only it or an admin may upload its attachments"),
+            }));
         }
     }
     if !matches!(

@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
 done
 here=$(cd "$(dirname "$0")" && pwd)
 
-# tf picks its role from the name it is called by (ROLE_NAMES in src/main.rs).
+# tf picks its role from the name it is called by (ROLE_NAMES in src/lib.rs).
 bindir=$destdir$prefix/bin
 install -D -m 0755 "$binary" "$bindir/tf"
 for name in testflinger-server testflinger-agent testflinger-device-connector \

@@ -253,15 +253,15 @@ fn install_sh_installs_the_binary_under_every_role_name() {
     assert!(check.status.success(), "{}", text(&check.stderr));
 }
 
-/// The names in `ROLE_NAMES` (src/main.rs): install.sh must link every one of them.
+/// The names in `ROLE_NAMES` (src/lib.rs): install.sh must link every one of them.
 fn role_names() -> Vec<String> {
     let main =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/main.rs")).unwrap();
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
     let table = main
         .split("const ROLE_NAMES")
         .nth(1)
         .and_then(|rest| rest.split("];").next())
-        .expect("ROLE_NAMES in src/main.rs");
+        .expect("ROLE_NAMES in src/lib.rs");
     let names: Vec<String> = table
         .lines()
         .filter_map(|line| line.trim().strip_prefix("(\"")?.split('"').next())

@@ -10,7 +10,7 @@ pub mod config;
 mod extract;
 mod http;
 mod jobs;
-mod jwt;
+pub(crate) mod jwt;
 mod keys;
 mod legacy;
 mod metrics;

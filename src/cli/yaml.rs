@@ -282,18 +282,33 @@ fn scalar_text(value: &Value, indent: usize) -> String {
         Value::Number(n) => n.to_string(),
         Value::Array(_) => "[]".into(),
         Value::Object(_) => "{}".into(),
-        Value::String(s) if s.contains('\n') => {
-            let pad = " ".repeat(indent);
-            let lines: Vec<String> = s
-                .trim_end_matches('\n')
-                .split('\n')
-                .map(|line| format!("{pad}{}", line.trim_end()))
-                .collect();
-            format!("|\n{}", lines.join("\n"))
-        }
+        Value::String(s) if s.contains('\n') => literal_block(s, indent),
         Value::String(s) if needs_quotes(s) => quoted(s),
         Value::String(s) => s.clone(),
     }
+}
+
+/// A multi-line string as the reference writes it: a `|` block of its lines (split as
+/// Python's `splitlines` does), each with its trailing whitespace stripped. As in PyYAML,
+/// the header states the indentation (`4`) when the first line starts with a space or is
+/// blank, and keeps the blank lines at the end (`+`); without them the text would read
+/// back otherwise, or not at all.
+fn literal_block(s: &str, indent: usize) -> String {
+    let unified = s.replace("\r\n", "\n").replace('\r', "\n");
+    let lines: Vec<&str> = unified.lines().map(str::trim_end).collect();
+    let mut header = String::from("|");
+    if lines
+        .first()
+        .is_none_or(|first| first.is_empty() || first.starts_with(' '))
+    {
+        header.push('4');
+    }
+    if lines.last().is_none_or(|last| last.is_empty()) {
+        header.push('+');
+    }
+    let pad = " ".repeat(indent);
+    let body: Vec<String> = lines.iter().map(|line| format!("{pad}{line}")).collect();
+    format!("{header}\n{}", body.join("\n"))
 }
 
 /// Whether PyYAML would quote the string: empty, special words, numbers, leading
@@ -378,6 +393,24 @@ mod tests {
         ]
         .concat();
         assert!(parse(&bomb).is_err(), "alias expansion is capped");
+    }
+
+    #[test]
+    fn literal_blocks_read_back_as_the_reference_wrote_them() {
+        // The fuzz target `yaml` found blank lines at the end dropped; probing the same
+        // code then showed a first line starting with a space made the output unreadable
+        // and a lone carriage return broke a line without indentation.
+        let value = json!({"kept": "echo b\n    \n", "spaced": "  a\nb\n", "cr": "a\rb\n",
+                           "blank": "\n", "list": ["  a\nb\n\n", {"m": " x\n"}]});
+        let dumped = dump(&value);
+        assert_eq!(
+            parse(&dumped).unwrap(),
+            json!({"kept": "echo b\n\n", "spaced": "  a\nb\n", "cr": "a\nb\n",
+                   "blank": "\n", "list": ["  a\nb\n\n", {"m": " x\n"}]}),
+            "{dumped}"
+        );
+        assert!(dumped.contains("kept: |+\n    echo b\n    \n"), "{dumped}");
+        assert!(dumped.contains("spaced: |4\n      a\n    b\n"), "{dumped}");
     }
 
     #[test]

@@ -225,6 +225,24 @@ fn a_job_with_attachments_runs_and_its_results_and_artifacts_come_back() {
 }
 
 #[test]
+fn show_yaml_writes_multi_line_strings_that_read_back() {
+    let server = Server::start();
+    register_agent(&server, "a1", "q");
+    let client = Client::new(&server);
+    // Indented first line and blank lines at the end: the reference's `|4+` block.
+    let job_id =
+        client.submit(r#"{"job_queue": "q", "test_data": {"test_cmds": "  indented\nnext\n\n"}}"#);
+    let shown = client.run(&["show", "--yaml", &job_id]);
+    assert!(
+        shown
+            .stdout
+            .contains("    test_cmds: |4+\n          indented\n        next\n        \n"),
+        "{}",
+        shown.stdout
+    );
+}
+
+#[test]
 fn poll_can_exit_with_the_jobs_outcome_for_ci() {
     let server = Server::start();
     let _agent = Agent::start(&server, "test_command: echo failing; exit 3\n");

@@ -231,10 +231,14 @@ fn dump_mapping(map: &Map<String, Value>, indent: usize, out: &mut String) {
     let pad = " ".repeat(indent);
     for key in keys {
         let value = &map[key];
-        out.push_str(&format!(
-            "{pad}{}:",
-            scalar_text(&Value::String(key.clone()), indent)
-        ));
+        if key.contains('\n') {
+            // Too long for a simple key: PyYAML writes it after `? `, the `:` on a new line.
+            let text = scalar_text(&Value::String(key.clone()), indent + 4);
+            out.push_str(&format!("{pad}? {text}\n{pad}:"));
+        } else {
+            let text = scalar_text(&Value::String(key.clone()), indent);
+            out.push_str(&format!("{pad}{text}:"));
+        }
         match value {
             Value::Object(inner) if !inner.is_empty() => {
                 out.push('\n');
@@ -411,6 +415,23 @@ mod tests {
         );
         assert!(dumped.contains("kept: |+\n    echo b\n    \n"), "{dumped}");
         assert!(dumped.contains("spaced: |4\n      a\n    b\n"), "{dumped}");
+    }
+
+    #[test]
+    fn multi_line_keys_are_explicit() {
+        // Found by the fuzz target `yaml`: such a key was written as a block where a
+        // simple key goes, and the whole output read back as one string.
+        let value = json!({"\u{8}\"a\"\n\n!\n:": "003e1", "n": {"x\ny": [1]}, "l": [{"k\n": 2}]});
+        let dumped = dump(&value);
+        assert_eq!(
+            parse(&dumped).unwrap(),
+            json!({"\u{8}\"a\"\n\n!\n:\n": "003e1", "n": {"x\ny\n": [1]}, "l": [{"k\n": 2}]}),
+            "{dumped}"
+        );
+        assert!(
+            dumped.contains("n:\n    ? |\n        x\n        y\n    :\n    - 1\n"),
+            "{dumped}"
+        );
     }
 
     #[test]

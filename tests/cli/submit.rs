@@ -229,14 +229,24 @@ fn show_yaml_writes_multi_line_strings_that_read_back() {
     let server = Server::start();
     register_agent(&server, "a1", "q");
     let client = Client::new(&server);
-    // Indented first line and blank lines at the end: the reference's `|4+` block.
-    let job_id =
-        client.submit(r#"{"job_queue": "q", "test_data": {"test_cmds": "  indented\nnext\n\n"}}"#);
+    // Indented first line and blank lines at the end: the reference's `|4+` block; a
+    // multi-line key: an explicit `? ` key.
+    let job_id = client.submit(
+        r#"{"job_queue": "q", "test_data": {"test_cmds": "  indented\nnext\n\n"},
+            "allocate_data": {"two\nlines": 1}}"#,
+    );
     let shown = client.run(&["show", "--yaml", &job_id]);
     assert!(
         shown
             .stdout
             .contains("    test_cmds: |4+\n          indented\n        next\n        \n"),
+        "{}",
+        shown.stdout
+    );
+    assert!(
+        shown
+            .stdout
+            .starts_with("allocate_data:\n    ? |\n        two\n        lines\n    : 1\n"),
         "{}",
         shown.stdout
     );

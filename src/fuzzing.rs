@@ -79,24 +79,30 @@ pub fn yaml(data: &[u8]) {
     assert_eq!(yaml::parse(&dumped), expected, "dumped as:\n{dumped}");
 }
 
-/// The value with each multi-line string as the reference writes it in a `|` block: its
-/// lines (split as Python's `splitlines` does) with their trailing whitespace stripped,
-/// each ending in a newline.
+/// The value with each multi-line string, keys too, as the reference writes it.
 fn as_literal_blocks(value: Value) -> Value {
     match value {
-        Value::String(text) if text.contains('\n') => {
-            let unified = text.replace("\r\n", "\n").replace('\r', "\n");
-            let lines = unified.lines().map(|line| format!("{}\n", line.trim_end()));
-            Value::String(lines.collect())
-        }
+        Value::String(text) => Value::String(as_literal_block(text)),
         Value::Array(items) => Value::Array(items.into_iter().map(as_literal_blocks).collect()),
         Value::Object(map) => Value::Object(
             map.into_iter()
-                .map(|(key, value)| (key, as_literal_blocks(value)))
+                .map(|(key, value)| (as_literal_block(key), as_literal_blocks(value)))
                 .collect(),
         ),
         other => other,
     }
+}
+
+/// A multi-line string as the reference writes it in a `|` block: its lines (split as
+/// Python's `splitlines` does) with their trailing whitespace stripped, each ending in a
+/// newline.
+fn as_literal_block(text: String) -> String {
+    if !text.contains('\n') {
+        return text;
+    }
+    let unified = text.replace("\r\n", "\n").replace('\r', "\n");
+    let lines = unified.lines().map(|line| format!("{}\n", line.trim_end()));
+    lines.collect()
 }
 
 /// An attachments archive (the input is the tar; it is gzipped here so that the fuzzer

@@ -105,15 +105,16 @@ fn as_literal_block(text: String) -> String {
     lines.collect()
 }
 
-/// An attachments archive (the input is the tar; it is gzipped here so that the fuzzer
-/// does not spend its time on checksums). Extraction into a fresh directory writes
+/// An attachments archive (the input is the tar; its header checksums are set and it is
+/// gzipped here so that the fuzzer does not spend its time on checksums). Extraction into a fresh directory writes
 /// nothing beside it, changes nothing above it, leaves nothing behind when it fails, and
 /// what it unpacks has tame permissions and links that stay inside.
 pub fn attachments(data: &[u8]) {
     let root = tempfile::tempdir().expect("a temporary directory");
     let archive = root.path().join("attachments.tar.gz");
     let destination = root.path().join("attachments");
-    std::fs::write(&archive, gzip(data)).expect("the archive is written");
+    let tar = with_valid_checksums(data.to_vec());
+    std::fs::write(&archive, gzip(&tar)).expect("the archive is written");
     let mode_before = mode(root.path());
 
     let outcome = attachments::extract(&archive, &destination);
@@ -132,6 +133,34 @@ pub fn attachments(data: &[u8]) {
         let inside = destination.canonicalize().expect("the destination exists");
         check_unpacked(&destination, &inside);
     }
+}
+
+/// Rewrites the checksum of every tar header, so that the fuzzer's mutations reach the
+/// extraction instead of stopping at the checksum check.
+fn with_valid_checksums(mut tar: Vec<u8>) -> Vec<u8> {
+    const CHECKSUM: std::ops::Range<usize> = 148..156;
+    let mut offset = 0usize;
+    while let Some(block) = tar.get_mut(offset..offset + 512) {
+        if block.iter().all(|&byte| byte == 0) {
+            break;
+        }
+        block[CHECKSUM].fill(b' ');
+        let sum: u32 = block.iter().map(|&byte| u32::from(byte)).sum();
+        block[CHECKSUM].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let size = tar::Header::from_byte_slice(block)
+            .entry_size()
+            .unwrap_or(0);
+        let Some(next) = usize::try_from(size.div_ceil(512))
+            .ok()
+            .and_then(|blocks| blocks.checked_add(1)?.checked_mul(512))
+            .and_then(|length| offset.checked_add(length))
+            .filter(|&next| next < tar.len())
+        else {
+            break;
+        };
+        offset = next;
+    }
+    tar
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {

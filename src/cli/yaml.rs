@@ -218,7 +218,8 @@ pub fn dump(value: &Value) -> String {
         Value::Object(map) if !map.is_empty() => dump_mapping(map, 0, &mut out),
         Value::Array(items) if !items.is_empty() => dump_sequence(items, 0, &mut out),
         scalar => {
-            out.push_str(&scalar_text(scalar, 0));
+            // PyYAML indents a document's own block scalar as it would a mapping's value.
+            out.push_str(&scalar_text(scalar, 4));
             out.push('\n');
         }
     }
@@ -432,6 +433,16 @@ mod tests {
             dumped.contains("n:\n    ? |\n        x\n        y\n    :\n    - 1\n"),
             "{dumped}"
         );
+    }
+
+    #[test]
+    fn a_multi_line_document_reads_back() {
+        // Found by the fuzz target `yaml`: the block's lines were not indented as its
+        // header said, and the output did not parse.
+        let value = parse(">\n\n!").unwrap();
+        assert_eq!(value, json!("\n!\n"));
+        assert_eq!(dump(&value), "|4\n    \n    !\n");
+        assert_eq!(parse(&dump(&value)), Ok(value));
     }
 
     #[test]

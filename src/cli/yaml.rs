@@ -284,6 +284,10 @@ fn scalar_text(value: &Value, indent: usize) -> String {
     match value {
         Value::Null => "null".into(),
         Value::Bool(b) => b.to_string(),
+        // As PyYAML: `5e+30` would read back as a string in YAML 1.1, `5.0e+30` is a float.
+        Value::Number(n) if n.is_f64() && !n.to_string().contains('.') => {
+            n.to_string().replacen('e', ".0e", 1)
+        }
         Value::Number(n) => n.to_string(),
         Value::Array(_) => "[]".into(),
         Value::Object(_) => "{}".into(),
@@ -442,6 +446,16 @@ mod tests {
         let value = parse(">\n\n!").unwrap();
         assert_eq!(value, json!("\n!\n"));
         assert_eq!(dump(&value), "|4\n    \n    !\n");
+        assert_eq!(parse(&dump(&value)), Ok(value));
+    }
+
+    #[test]
+    fn floats_in_exponent_form_read_back_as_floats() {
+        // Found by the fuzz target `yaml`: 5e+30 was written without a dot, which makes
+        // it a string to a YAML 1.1 reader.
+        let value = parse(": 0xf: 0.5e+31\nnothing: ").unwrap();
+        assert_eq!(value, json!({"null": {"15": 5e30}, "nothing": null}));
+        assert_eq!(dump(&value), "nothing: null\n'null':\n    '15': 5.0e+30\n");
         assert_eq!(parse(&dump(&value)), Ok(value));
     }
 

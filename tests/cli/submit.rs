@@ -225,7 +225,7 @@ fn a_job_with_attachments_runs_and_its_results_and_artifacts_come_back() {
 }
 
 #[test]
-fn show_yaml_writes_multi_line_strings_that_read_back() {
+fn show_yaml_writes_what_reads_back() {
     let server = Server::start();
     register_agent(&server, "a1", "q");
     let client = Client::new(&server);
@@ -233,7 +233,7 @@ fn show_yaml_writes_multi_line_strings_that_read_back() {
     // multi-line key: an explicit `? ` key.
     let job_id = client.submit(
         r#"{"job_queue": "q", "test_data": {"test_cmds": "  indented\nnext\n\n"},
-            "allocate_data": {"two\nlines": 1}}"#,
+            "allocate_data": {"two\nlines": 1, "z": 1.0e+20}}"#,
     );
     let shown = client.run(&["show", "--yaml", &job_id]);
     assert!(
@@ -244,9 +244,9 @@ fn show_yaml_writes_multi_line_strings_that_read_back() {
         shown.stdout
     );
     assert!(
-        shown
-            .stdout
-            .starts_with("allocate_data:\n    ? |\n        two\n        lines\n    : 1\n"),
+        shown.stdout.starts_with(
+            "allocate_data:\n    ? |\n        two\n        lines\n    : 1\n    z: 1.0e+20\n"
+        ),
         "{}",
         shown.stdout
     );

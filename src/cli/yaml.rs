@@ -305,6 +305,18 @@ fn scalar_text(value: &Value, indent: usize) -> String {
 fn literal_block(s: &str, indent: usize) -> String {
     let unified = s.replace("\r\n", "\n").replace('\r', "\n");
     let lines: Vec<&str> = unified.lines().map(str::trim_end).collect();
+    // A block holds printable ASCII only (allow_unicode is off): PyYAML quotes the rest.
+    if lines
+        .iter()
+        .any(|line| line.chars().any(|c| !(' '..='~').contains(&c)))
+    {
+        return quoted(
+            &lines
+                .iter()
+                .map(|line| format!("{line}\n"))
+                .collect::<String>(),
+        );
+    }
     let mut header = String::from("|");
     if lines
         .first()
@@ -457,6 +469,19 @@ mod tests {
         assert_eq!(value, json!({"null": {"15": 5e30}, "nothing": null}));
         assert_eq!(dump(&value), "nothing: null\n'null':\n    '15': 5.0e+30\n");
         assert_eq!(parse(&dump(&value)), Ok(value));
+    }
+
+    #[test]
+    fn multi_line_strings_that_a_block_cannot_hold_are_quoted() {
+        // Found by the fuzz target `yaml`: a NUL written raw into a block ended the
+        // document there. PyYAML quotes such text, and text with tabs or non-ASCII too.
+        let value = json!({"c ": "c:af''\\\u{0}0l \u{e}\\\n\n:", "tab": "a\tb\n", "accent": "caf\u{e9}\nb"});
+        let dumped = dump(&value);
+        assert!(dumped.lines().all(|line| line.contains(": \"")), "{dumped}");
+        assert_eq!(
+            parse(&dumped).unwrap(),
+            json!({"c ": "c:af''\\\u{0}0l \u{e}\\\n\n:\n", "tab": "a\tb\n", "accent": "caf\u{e9}\nb\n"})
+        );
     }
 
     #[test]

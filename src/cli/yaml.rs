@@ -354,7 +354,20 @@ fn quoted(s: &str) -> String {
             match c {
                 '"' => out.push_str("\\\""),
                 '\\' => out.push_str("\\\\"),
+                // PyYAML's short escapes.
+                '\0' => out.push_str("\\0"),
+                '\x07' => out.push_str("\\a"),
+                '\x08' => out.push_str("\\b"),
                 '\t' => out.push_str("\\t"),
+                '\n' => out.push_str("\\n"),
+                '\x0b' => out.push_str("\\v"),
+                '\x0c' => out.push_str("\\f"),
+                '\r' => out.push_str("\\r"),
+                '\x1b' => out.push_str("\\e"),
+                '\u{85}' => out.push_str("\\N"),
+                '\u{a0}' => out.push_str("\\_"),
+                '\u{2028}' => out.push_str("\\L"),
+                '\u{2029}' => out.push_str("\\P"),
                 c if (c as u32) < 0x100 && (c.is_control() || !c.is_ascii()) => {
                     out.push_str(&format!("\\x{:02X}", c as u32))
                 }
@@ -482,6 +495,19 @@ mod tests {
             parse(&dumped).unwrap(),
             json!({"c ": "c:af''\\\u{0}0l \u{e}\\\n\n:\n", "tab": "a\tb\n", "accent": "caf\u{e9}\nb\n"})
         );
+    }
+
+    #[test]
+    fn quoted_strings_use_pyyamls_short_escapes() {
+        let value =
+            json!("\u{0}\u{7}\u{8}\t\u{b}\u{c}\r\u{1b}\u{85}\u{a0}\u{2028}\u{2029}\u{1}\u{e9}");
+        let dumped = dump(&value);
+        assert_eq!(
+            dumped,
+            "\"\\0\\a\\b\\t\\v\\f\\r\\e\\N\\_\\L\\P\\x01\\xE9\"\n"
+        );
+        assert_eq!(parse(&dumped), Ok(value));
+        assert_eq!(dump(&json!({"t": "a\tb\n"})), "t: \"a\\tb\\n\"\n");
     }
 
     #[test]

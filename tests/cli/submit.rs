@@ -245,7 +245,7 @@ fn show_yaml_writes_what_reads_back() {
     );
     assert!(
         shown.stdout.starts_with(
-            "allocate_data:\n    tabbed: \"a\\tb\\x0A\"\n    ? |\n        two\n        lines\n    : 1\n    z: 1.0e+20\n"
+            "allocate_data:\n    tabbed: \"a\\tb\\n\"\n    ? |\n        two\n        lines\n    : 1\n    z: 1.0e+20\n"
         ),
         "{}",
         shown.stdout

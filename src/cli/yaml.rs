@@ -223,6 +223,10 @@ pub fn dump(value: &Value) -> String {
             out.push('\n');
         }
     }
+    if out.ends_with("\n\n") {
+        // Only a `|+` block ends in a blank line; PyYAML then marks the document's end.
+        out.push_str("...\n");
+    }
     out
 }
 
@@ -328,7 +332,17 @@ fn literal_block(s: &str, indent: usize) -> String {
         header.push('+');
     }
     let pad = " ".repeat(indent);
-    let body: Vec<String> = lines.iter().map(|line| format!("{pad}{line}")).collect();
+    // Blank lines stay bare, as PyYAML writes them.
+    let body: Vec<String> = lines
+        .iter()
+        .map(|line| {
+            if line.is_empty() {
+                String::new()
+            } else {
+                format!("{pad}{line}")
+            }
+        })
+        .collect();
     format!("{header}\n{}", body.join("\n"))
 }
 
@@ -443,8 +457,18 @@ mod tests {
                    "blank": "\n", "list": ["  a\nb\n\n", {"m": " x\n"}]}),
             "{dumped}"
         );
-        assert!(dumped.contains("kept: |+\n    echo b\n    \n"), "{dumped}");
+        assert!(dumped.contains("kept: |+\n    echo b\n\n"), "{dumped}");
         assert!(dumped.contains("spaced: |4\n      a\n    b\n"), "{dumped}");
+    }
+
+    #[test]
+    fn blank_lines_are_bare_and_a_final_keep_block_ends_the_document() {
+        // What PyYAML 6 writes for the same values.
+        assert_eq!(dump(&json!({"k": "a\n\nb\n"})), "k: |\n    a\n\n    b\n");
+        assert_eq!(
+            dump(&json!({"k": "  a\nb\n\n"})),
+            "k: |4+\n      a\n    b\n\n...\n"
+        );
     }
 
     #[test]
@@ -470,7 +494,7 @@ mod tests {
         // header said, and the output did not parse.
         let value = parse(">\n\n!").unwrap();
         assert_eq!(value, json!("\n!\n"));
-        assert_eq!(dump(&value), "|4\n    \n    !\n");
+        assert_eq!(dump(&value), "|4\n\n    !\n");
         assert_eq!(parse(&dump(&value)), Ok(value));
     }
 

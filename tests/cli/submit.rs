@@ -239,7 +239,7 @@ fn show_yaml_writes_what_reads_back() {
     assert!(
         shown
             .stdout
-            .contains("    test_cmds: |4+\n          indented\n        next\n        \n"),
+            .ends_with("    test_cmds: |4+\n          indented\n        next\n\n...\n\n"),
         "{}",
         shown.stdout
     );

@@ -1,6 +1,7 @@
 //! `tf`: one binary for every role of a Testflinger lab. This file only works out which
 //! role was asked for (by subcommand or by the name the binary was called under) and
-//! hands over; src/main.rs is the binary around it.
+//! hands over; src/main.rs is the binary around it. It is a library so that the fuzz
+//! targets in fuzz/ can reach the parsers (feature `fuzzing`).
 
 mod agent;
 mod api;
@@ -12,6 +13,10 @@ mod job;
 mod metrics;
 mod server;
 mod store;
+
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 
 use std::ffi::OsString;
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! so that nothing is lost while the server is away.
 
 mod artifacts;
-mod attachments;
+pub(crate) mod attachments;
 pub mod config;
 mod job;
 mod logging;

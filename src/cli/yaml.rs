@@ -218,9 +218,14 @@ pub fn dump(value: &Value) -> String {
         Value::Object(map) if !map.is_empty() => dump_mapping(map, 0, &mut out),
         Value::Array(items) if !items.is_empty() => dump_sequence(items, 0, &mut out),
         scalar => {
-            out.push_str(&scalar_text(scalar, 0));
+            // PyYAML indents a document's own block scalar as it would a mapping's value.
+            out.push_str(&scalar_text(scalar, 4));
             out.push('\n');
         }
+    }
+    if out.ends_with("\n\n") {
+        // Only a `|+` block ends in a blank line; PyYAML then marks the document's end.
+        out.push_str("...\n");
     }
     out
 }
@@ -231,10 +236,14 @@ fn dump_mapping(map: &Map<String, Value>, indent: usize, out: &mut String) {
     let pad = " ".repeat(indent);
     for key in keys {
         let value = &map[key];
-        out.push_str(&format!(
-            "{pad}{}:",
-            scalar_text(&Value::String(key.clone()), indent)
-        ));
+        if key.contains('\n') {
+            // Too long for a simple key: PyYAML writes it after `? `, the `:` on a new line.
+            let text = scalar_text(&Value::String(key.clone()), indent + 4);
+            out.push_str(&format!("{pad}? {text}\n{pad}:"));
+        } else {
+            let text = scalar_text(&Value::String(key.clone()), indent);
+            out.push_str(&format!("{pad}{text}:"));
+        }
         match value {
             Value::Object(inner) if !inner.is_empty() => {
                 out.push('\n');
@@ -279,21 +288,62 @@ fn scalar_text(value: &Value, indent: usize) -> String {
     match value {
         Value::Null => "null".into(),
         Value::Bool(b) => b.to_string(),
+        // As PyYAML: `5e+30` would read back as a string in YAML 1.1, `5.0e+30` is a float.
+        Value::Number(n) if n.is_f64() && !n.to_string().contains('.') => {
+            n.to_string().replacen('e', ".0e", 1)
+        }
         Value::Number(n) => n.to_string(),
         Value::Array(_) => "[]".into(),
         Value::Object(_) => "{}".into(),
-        Value::String(s) if s.contains('\n') => {
-            let pad = " ".repeat(indent);
-            let lines: Vec<String> = s
-                .trim_end_matches('\n')
-                .split('\n')
-                .map(|line| format!("{pad}{}", line.trim_end()))
-                .collect();
-            format!("|\n{}", lines.join("\n"))
-        }
+        Value::String(s) if s.contains('\n') => literal_block(s, indent),
         Value::String(s) if needs_quotes(s) => quoted(s),
         Value::String(s) => s.clone(),
     }
+}
+
+/// A multi-line string as the reference writes it: a `|` block of its lines (split as
+/// Python's `splitlines` does), each with its trailing whitespace stripped. As in PyYAML,
+/// the header states the indentation (`4`) when the first line starts with a space or is
+/// blank, and keeps the blank lines at the end (`+`); without them the text would read
+/// back otherwise, or not at all.
+fn literal_block(s: &str, indent: usize) -> String {
+    let unified = s.replace("\r\n", "\n").replace('\r', "\n");
+    let lines: Vec<&str> = unified.lines().map(str::trim_end).collect();
+    // A block holds printable ASCII only (allow_unicode is off): PyYAML quotes the rest.
+    if lines
+        .iter()
+        .any(|line| line.chars().any(|c| !(' '..='~').contains(&c)))
+    {
+        return quoted(
+            &lines
+                .iter()
+                .map(|line| format!("{line}\n"))
+                .collect::<String>(),
+        );
+    }
+    let mut header = String::from("|");
+    if lines
+        .first()
+        .is_none_or(|first| first.is_empty() || first.starts_with(' '))
+    {
+        header.push('4');
+    }
+    if lines.last().is_none_or(|last| last.is_empty()) {
+        header.push('+');
+    }
+    let pad = " ".repeat(indent);
+    // Blank lines stay bare, as PyYAML writes them.
+    let body: Vec<String> = lines
+        .iter()
+        .map(|line| {
+            if line.is_empty() {
+                String::new()
+            } else {
+                format!("{pad}{line}")
+            }
+        })
+        .collect();
+    format!("{header}\n{}", body.join("\n"))
 }
 
 /// Whether PyYAML would quote the string: empty, special words, numbers, leading
@@ -318,7 +368,20 @@ fn quoted(s: &str) -> String {
             match c {
                 '"' => out.push_str("\\\""),
                 '\\' => out.push_str("\\\\"),
+                // PyYAML's short escapes.
+                '\0' => out.push_str("\\0"),
+                '\x07' => out.push_str("\\a"),
+                '\x08' => out.push_str("\\b"),
                 '\t' => out.push_str("\\t"),
+                '\n' => out.push_str("\\n"),
+                '\x0b' => out.push_str("\\v"),
+                '\x0c' => out.push_str("\\f"),
+                '\r' => out.push_str("\\r"),
+                '\x1b' => out.push_str("\\e"),
+                '\u{85}' => out.push_str("\\N"),
+                '\u{a0}' => out.push_str("\\_"),
+                '\u{2028}' => out.push_str("\\L"),
+                '\u{2029}' => out.push_str("\\P"),
                 c if (c as u32) < 0x100 && (c.is_control() || !c.is_ascii()) => {
                     out.push_str(&format!("\\x{:02X}", c as u32))
                 }
@@ -378,6 +441,97 @@ mod tests {
         ]
         .concat();
         assert!(parse(&bomb).is_err(), "alias expansion is capped");
+    }
+
+    #[test]
+    fn literal_blocks_read_back_as_the_reference_wrote_them() {
+        // The fuzz target `yaml` found blank lines at the end dropped; probing the same
+        // code then showed a first line starting with a space made the output unreadable
+        // and a lone carriage return broke a line without indentation.
+        let value = json!({"kept": "echo b\n    \n", "spaced": "  a\nb\n", "cr": "a\rb\n",
+                           "blank": "\n", "list": ["  a\nb\n\n", {"m": " x\n"}]});
+        let dumped = dump(&value);
+        assert_eq!(
+            parse(&dumped).unwrap(),
+            json!({"kept": "echo b\n\n", "spaced": "  a\nb\n", "cr": "a\nb\n",
+                   "blank": "\n", "list": ["  a\nb\n\n", {"m": " x\n"}]}),
+            "{dumped}"
+        );
+        assert!(dumped.contains("kept: |+\n    echo b\n\n"), "{dumped}");
+        assert!(dumped.contains("spaced: |4\n      a\n    b\n"), "{dumped}");
+    }
+
+    #[test]
+    fn blank_lines_are_bare_and_a_final_keep_block_ends_the_document() {
+        // What PyYAML 6 writes for the same values.
+        assert_eq!(dump(&json!({"k": "a\n\nb\n"})), "k: |\n    a\n\n    b\n");
+        assert_eq!(
+            dump(&json!({"k": "  a\nb\n\n"})),
+            "k: |4+\n      a\n    b\n\n...\n"
+        );
+    }
+
+    #[test]
+    fn multi_line_keys_are_explicit() {
+        // Found by the fuzz target `yaml`: such a key was written as a block where a
+        // simple key goes, and the whole output read back as one string.
+        let value = json!({"\u{8}\"a\"\n\n!\n:": "003e1", "n": {"x\ny": [1]}, "l": [{"k\n": 2}]});
+        let dumped = dump(&value);
+        assert_eq!(
+            parse(&dumped).unwrap(),
+            json!({"\u{8}\"a\"\n\n!\n:\n": "003e1", "n": {"x\ny\n": [1]}, "l": [{"k\n": 2}]}),
+            "{dumped}"
+        );
+        assert!(
+            dumped.contains("n:\n    ? |\n        x\n        y\n    :\n    - 1\n"),
+            "{dumped}"
+        );
+    }
+
+    #[test]
+    fn a_multi_line_document_reads_back() {
+        // Found by the fuzz target `yaml`: the block's lines were not indented as its
+        // header said, and the output did not parse.
+        let value = parse(">\n\n!").unwrap();
+        assert_eq!(value, json!("\n!\n"));
+        assert_eq!(dump(&value), "|4\n\n    !\n");
+        assert_eq!(parse(&dump(&value)), Ok(value));
+    }
+
+    #[test]
+    fn floats_in_exponent_form_read_back_as_floats() {
+        // Found by the fuzz target `yaml`: 5e+30 was written without a dot, which makes
+        // it a string to a YAML 1.1 reader.
+        let value = parse(": 0xf: 0.5e+31\nnothing: ").unwrap();
+        assert_eq!(value, json!({"null": {"15": 5e30}, "nothing": null}));
+        assert_eq!(dump(&value), "nothing: null\n'null':\n    '15': 5.0e+30\n");
+        assert_eq!(parse(&dump(&value)), Ok(value));
+    }
+
+    #[test]
+    fn multi_line_strings_that_a_block_cannot_hold_are_quoted() {
+        // Found by the fuzz target `yaml`: a NUL written raw into a block ended the
+        // document there. PyYAML quotes such text, and text with tabs or non-ASCII too.
+        let value = json!({"c ": "c:af''\\\u{0}0l \u{e}\\\n\n:", "tab": "a\tb\n", "accent": "caf\u{e9}\nb"});
+        let dumped = dump(&value);
+        assert!(dumped.lines().all(|line| line.contains(": \"")), "{dumped}");
+        assert_eq!(
+            parse(&dumped).unwrap(),
+            json!({"c ": "c:af''\\\u{0}0l \u{e}\\\n\n:\n", "tab": "a\tb\n", "accent": "caf\u{e9}\nb\n"})
+        );
+    }
+
+    #[test]
+    fn quoted_strings_use_pyyamls_short_escapes() {
+        let value =
+            json!("\u{0}\u{7}\u{8}\t\u{b}\u{c}\r\u{1b}\u{85}\u{a0}\u{2028}\u{2029}\u{1}\u{e9}");
+        let dumped = dump(&value);
+        assert_eq!(
+            dumped,
+            "\"\\0\\a\\b\\t\\v\\f\\r\\e\\N\\_\\L\\P\\x01\\xE9\"\n"
+        );
+        assert_eq!(parse(&dumped), Ok(value));
+        assert_eq!(dump(&json!({"t": "a\tb\n"})), "t: \"a\\tb\\n\"\n");
     }
 
     #[test]

@@ -13,7 +13,7 @@ mod extract;
 mod http;
 mod jobs;
 mod json_limits;
-mod jwt;
+pub(crate) mod jwt;
 mod keys;
 mod legacy;
 mod metrics;

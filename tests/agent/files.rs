@@ -200,6 +200,40 @@ fn attachments_larger_than_the_free_space_are_refused_whole() {
 }
 
 #[test]
+fn an_old_style_member_named_like_a_directory_is_a_usable_directory() {
+    let server = Server::start();
+    let settings = "test_command: stat -c %a attachments/test/d; cat attachments/test/d/f.txt\n";
+    let _agent = Agent::start(&server, settings);
+    let job = json!({
+        "job_queue": "q",
+        "test_data": {"test_cmds": "x", "attachments": [{"agent": "d/f.txt"}]},
+    });
+    // Pre-POSIX tar: a "regular file" named `test/d/` is the directory test/d.
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let mut file = Header::new_gnu();
+    file.set_path("test/d/f.txt").unwrap();
+    file.set_mode(0o644);
+    file.set_size(7);
+    file.set_cksum();
+    tar.append(&file, &b"inside\n"[..]).unwrap();
+    let mut old_style = Header::new_old();
+    old_style.as_old_mut().name[..7].copy_from_slice(b"test/d/");
+    old_style.set_entry_type(EntryType::Regular);
+    old_style.set_mode(0o644);
+    old_style.set_size(0);
+    old_style.set_cksum();
+    tar.append(&old_style, &b""[..]).unwrap();
+    let files = tar.into_inner().unwrap().finish().unwrap();
+    let job_id = submit_with_attachments(&server, &job, &files);
+    let result = wait_for_state(&server, &job_id, &["complete"]);
+    let output = result["test_output"].as_str().unwrap();
+    assert!(output.ends_with("755\ninside\n"), "{output:?}");
+}
+
+#[test]
 fn secrets_reach_the_phase_but_not_its_output() {
     let server = Server::start_with(&[]);
     let dev: Caller = server.client("dev", "contributor", &[]);

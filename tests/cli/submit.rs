@@ -225,6 +225,34 @@ fn a_job_with_attachments_runs_and_its_results_and_artifacts_come_back() {
 }
 
 #[test]
+fn show_yaml_writes_what_reads_back() {
+    let server = Server::start();
+    register_agent(&server, "a1", "q");
+    let client = Client::new(&server);
+    // Indented first line and blank lines at the end: the reference's `|4+` block; a
+    // multi-line key: an explicit `? ` key; a tab: no block but a quoted string.
+    let job_id = client.submit(
+        r#"{"job_queue": "q", "test_data": {"test_cmds": "  indented\nnext\n\n"},
+            "allocate_data": {"two\nlines": 1, "z": 1.0e+20, "tabbed": "a\tb\n"}}"#,
+    );
+    let shown = client.run(&["show", "--yaml", &job_id]);
+    assert!(
+        shown
+            .stdout
+            .ends_with("    test_cmds: |4+\n          indented\n        next\n\n...\n\n"),
+        "{}",
+        shown.stdout
+    );
+    assert!(
+        shown.stdout.starts_with(
+            "allocate_data:\n    tabbed: \"a\\tb\\n\"\n    ? |\n        two\n        lines\n    : 1\n    z: 1.0e+20\n"
+        ),
+        "{}",
+        shown.stdout
+    );
+}
+
+#[test]
 fn poll_can_exit_with_the_jobs_outcome_for_ci() {
     let server = Server::start();
     let _agent = Agent::start(&server, "test_command: echo failing; exit 3\n");

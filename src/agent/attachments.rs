@@ -257,7 +257,7 @@ mod tests {
         std::fs::write(&archive, tar.into_inner().unwrap().finish().unwrap()).unwrap();
 
         let destination = dir.path().join("attachments");
-        extract(&archive, &destination).unwrap();
+        extract(&archive, &destination, u64::MAX).unwrap();
         let unpacked = std::fs::metadata(destination.join("test/d")).unwrap();
         assert!(unpacked.is_dir());
         assert_eq!(unpacked.permissions().mode() & 0o7777, 0o755);

@@ -236,8 +236,8 @@ fn dump_mapping(map: &Map<String, Value>, indent: usize, out: &mut String) {
     let pad = " ".repeat(indent);
     for key in keys {
         let value = &map[key];
-        if key.contains('\n') {
-            // Too long for a simple key: PyYAML writes it after `? `, the `:` on a new line.
+        if is_explicit_key(key) {
+            // Not a simple key: PyYAML writes it after `? `, the `:` on a new line.
             let text = scalar_text(&Value::String(key.clone()), indent + 4);
             out.push_str(&format!("{pad}? {text}\n{pad}:"));
         } else {
@@ -261,6 +261,15 @@ fn dump_mapping(map: &Map<String, Value>, indent: usize, out: &mut String) {
             }
         }
     }
+}
+
+/// Whether PyYAML writes the key after `? `: empty, spanning lines, or too long for a
+/// simple key (under 128 characters, of which PyYAML counts 5 for the `!!str` tag; a
+/// reader takes at most 1024).
+fn is_explicit_key(key: &str) -> bool {
+    key.is_empty()
+        || key.contains(['\n', '\u{85}', '\u{2028}', '\u{2029}'])
+        || key.chars().count() > 122
 }
 
 fn dump_sequence(items: &[Value], indent: usize, out: &mut String) {
@@ -532,6 +541,20 @@ mod tests {
         );
         assert_eq!(parse(&dumped), Ok(value));
         assert_eq!(dump(&json!({"t": "a\tb\n"})), "t: \"a\\tb\\n\"\n");
+    }
+
+    #[test]
+    fn long_and_empty_keys_are_explicit() {
+        // Found by the fuzz target `yaml`: a key of over 1024 characters was written as a
+        // simple key, which no reader takes. What PyYAML 6 writes:
+        let long = "y".repeat(123);
+        assert_eq!(dump(&json!({&long: 1})), format!("? {long}\n: 1\n"));
+        let short = "y".repeat(122);
+        assert_eq!(dump(&json!({&short: 1})), format!("{short}: 1\n"));
+        assert_eq!(dump(&json!({"": 1})), "? ''\n: 1\n");
+        assert_eq!(dump(&json!({"a\u{2028}b": 1})), "? \"a\\Lb\"\n: 1\n");
+        let huge = json!({"d".repeat(1100): "0b"});
+        assert_eq!(parse(&dump(&huge)), Ok(huge));
     }
 
     #[test]

@@ -230,10 +230,11 @@ fn show_yaml_writes_what_reads_back() {
     register_agent(&server, "a1", "q");
     let client = Client::new(&server);
     // Indented first line and blank lines at the end: the reference's `|4+` block; a
-    // multi-line key: an explicit `? ` key; a tab: no block but a quoted string.
+    // multi-line or long key: an explicit `? ` key; a tab: no block but a quoted string.
     let job_id = client.submit(
-        r#"{"job_queue": "q", "test_data": {"test_cmds": "  indented\nnext\n\n"},
-            "allocate_data": {"two\nlines": 1, "z": 1.0e+20, "tabbed": "a\tb\n"}}"#,
+        &r#"{"job_queue": "q", "test_data": {"test_cmds": "  indented\nnext\n\n"},
+            "allocate_data": {"two\nlines": 1, "z": 1.0e+20, "tabbed": "a\tb\n", "LONG": 1}}"#
+            .replace("LONG", &"y".repeat(123)),
     );
     let shown = client.run(&["show", "--yaml", &job_id]);
     assert!(
@@ -245,7 +246,8 @@ fn show_yaml_writes_what_reads_back() {
     );
     assert!(
         shown.stdout.starts_with(
-            "allocate_data:\n    tabbed: \"a\\tb\\n\"\n    ? |\n        two\n        lines\n    : 1\n    z: 1.0e+20\n"
+            &"allocate_data:\n    tabbed: \"a\\tb\\n\"\n    ? |\n        two\n        lines\n    : 1\n    ? LONG\n    : 1\n    z: 1.0e+20\n"
+                .replace("LONG", &"y".repeat(123))
         ),
         "{}",
         shown.stdout

@@ -226,42 +226,8 @@ fn normalized(path: &Path) -> anyhow::Result<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use super::{extract, normalized};
-    use std::os::unix::fs::PermissionsExt;
+    use super::normalized;
     use std::path::Path;
-    use tar::{EntryType, Header};
-
-    #[test]
-    fn an_old_style_file_named_like_a_directory_is_tamed_as_one() {
-        // Found by the fuzz target `attachments`: such a member was given a file's mode,
-        // 644, and then nothing could enter the directory or remove it.
-        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
-            Vec::new(),
-            flate2::Compression::fast(),
-        ));
-        let mut file = Header::new_gnu();
-        file.set_path("test/d/f.txt").unwrap();
-        file.set_mode(0o644);
-        file.set_size(6);
-        file.set_cksum();
-        tar.append(&file, &b"inside"[..]).unwrap();
-        let mut old_style = Header::new_old();
-        old_style.as_old_mut().name[..7].copy_from_slice(b"test/d/");
-        old_style.set_entry_type(EntryType::Regular);
-        old_style.set_mode(0o644);
-        old_style.set_size(0);
-        old_style.set_cksum();
-        tar.append(&old_style, &b""[..]).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let archive = dir.path().join("attachments.tar.gz");
-        std::fs::write(&archive, tar.into_inner().unwrap().finish().unwrap()).unwrap();
-
-        let destination = dir.path().join("attachments");
-        extract(&archive, &destination, u64::MAX).unwrap();
-        let unpacked = std::fs::metadata(destination.join("test/d")).unwrap();
-        assert!(unpacked.is_dir());
-        assert_eq!(unpacked.permissions().mode() & 0o7777, 0o755);
-    }
 
     #[test]
     fn paths_are_resolved_lexically() {

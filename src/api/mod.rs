@@ -36,7 +36,10 @@ pub use body::{RequestBody, Upload};
 pub const EXTENSIONS_HEADER: &str = "tf-extensions";
 /// `long-poll`: `wait=<seconds>` on `GET /v1/job` and on log reads.
 /// `result-without-logs`: `GET /v1/result/<id>?logs=false`.
-pub const EXTENSIONS: &str = "long-poll, result-without-logs";
+/// `refresh-token-renewal`: `POST /v1/oauth2/refresh?renew=true` may answer with a new
+/// `refresh_token`.
+/// `stop-waiting`: `POST /v1/agents/stop_waiting/<agent>` ends that agent's long-poll claim.
+pub const EXTENSIONS: &str = "long-poll, result-without-logs, refresh-token-renewal, stop-waiting";
 
 /// Why a request did not produce an answer we could use.
 #[derive(Debug, thiserror::Error)]

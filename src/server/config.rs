@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
+use super::tokens::{ACCESS_TOKEN_LIFETIME, REFRESH_TOKEN_LIFETIME};
 use crate::store::SyncMode;
 
 #[derive(Debug, clap::Args)]
@@ -51,6 +52,13 @@ pub struct ServeArgs {
     /// Seconds of clock skew allowed on access tokens (also JWT_LEEWAY) [default: 5]
     #[arg(long, env = "TF_JWT_LEEWAY", value_name = "SECONDS")]
     jwt_leeway: Option<i64>,
+    /// How long an access token is valid [default: 10m]
+    #[arg(long, env = "TF_ACCESS_TOKEN_LIFETIME", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    access_token_lifetime: Option<Duration>,
+    /// How long a refresh token is valid; `tf agent` renews its own once it is half way
+    /// through [default: 6d]
+    #[arg(long, env = "TF_REFRESH_TOKEN_LIFETIME", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    refresh_token_lifetime: Option<Duration>,
     /// File with the 32-byte master key that encrypts stored secrets (raw or base64)
     /// [default: DATA_DIR/secrets.key, created on first start]
     #[arg(long, env = "TF_SECRETS_KEY_FILE", value_name = "FILE")]
@@ -95,6 +103,10 @@ struct ConfigFile {
     webhook_auth: Option<String>,
     jwt_key_file: Option<PathBuf>,
     jwt_leeway: Option<i64>,
+    #[serde(default, deserialize_with = "human_duration")]
+    access_token_lifetime: Option<Duration>,
+    #[serde(default, deserialize_with = "human_duration")]
+    refresh_token_lifetime: Option<Duration>,
     secrets_key_file: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -127,6 +139,8 @@ pub struct Config {
     /// The reference's `JWT_SIGNING_KEY`, when set.
     pub jwt_key: Option<String>,
     pub jwt_leeway: i64,
+    pub access_token_lifetime: Duration,
+    pub refresh_token_lifetime: Duration,
     pub secrets_key_file: PathBuf,
     /// Certificate chain and key files: serve HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -172,6 +186,16 @@ impl Config {
                 .or(file.jwt_leeway)
                 .or(reference_leeway)
                 .unwrap_or(5),
+            access_token_lifetime: token_lifetime(
+                "access_token_lifetime",
+                args.access_token_lifetime.or(file.access_token_lifetime),
+                ACCESS_TOKEN_LIFETIME,
+            )?,
+            refresh_token_lifetime: token_lifetime(
+                "refresh_token_lifetime",
+                args.refresh_token_lifetime.or(file.refresh_token_lifetime),
+                REFRESH_TOKEN_LIFETIME,
+            )?,
             secrets_key_file: args
                 .secrets_key_file
                 .or(file.secrets_key_file)
@@ -222,6 +246,16 @@ impl Config {
                 .or(file.webhook_auth)
                 .or_else(|| reference_env("WEBHOOK_AUTH")),
         })
+    }
+}
+
+/// A token lifetime, whole seconds (tokens carry their expiry in seconds), at least one.
+fn token_lifetime(name: &str, set: Option<Duration>, default: Duration) -> anyhow::Result<Duration> {
+    match set {
+        Some(lifetime) if lifetime.as_secs() == 0 || lifetime.subsec_nanos() != 0 => {
+            anyhow::bail!("{name} must be a whole number of seconds, at least 1s")
+        }
+        lifetime => Ok(lifetime.unwrap_or(default)),
     }
 }
 

@@ -1,7 +1,10 @@
 //! `/v1/oauth2/*`: client credentials → access token (HS256 JWT, 10 minutes) + refresh
-//! token (opaque, 6 days, revocable). Secrets are checked against bcrypt hashes; refresh
-//! tokens are stored only as SHA-256 hashes. Repeated failed logins for one client id
-//! lock it out for a while, so its secret cannot be guessed at speed.
+//! token (opaque, 6 days, revocable; both lifetimes are settings). Secrets are checked
+//! against bcrypt hashes; refresh tokens are stored only as SHA-256 hashes. Repeated
+//! failed logins for one client id lock it out for a while, so its secret cannot be
+//! guessed at speed. A refresh with `?renew=true` (tf's addition, which `tf agent` uses)
+//! also hands out a new refresh token once the old one is half way through its life, so
+//! an agent that runs keeps working.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,18 +18,19 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::auth::Identity;
-use super::extract::JsonBody;
+use super::extract::{JsonBody, QueryPairs};
 use super::http::PeerAddress;
 use super::reply::{self, ApiError, ApiResult};
 use super::App;
 use super::{jwt, keys};
 use crate::job::time;
-use crate::store::{Client, Revocation};
+use crate::store::{Client, Revocation, Store};
 
-pub const ACCESS_TOKEN_SECONDS: i64 = 600;
+/// The reference's token lifetimes, the defaults of the settings.
+pub const ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(600);
+pub const REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(6 * 86_400);
 /// The reference's bcrypt cost for client secrets.
 pub const BCRYPT_COST: u32 = 8;
-const REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(6 * 86_400);
 const FAILURES_BEFORE_LOCKOUT: u32 = 5;
 const LOCKOUT: Duration = Duration::from_secs(60);
 /// The most (client id, address) pairs remembered; past it, pairs that are not locked
@@ -145,7 +149,7 @@ impl Bcrypt {
 pub fn access_token(app: &App, client: &Client) -> String {
     let now = time::now() / 1_000_000;
     let claims = json!({
-        "exp": now + ACCESS_TOKEN_SECONDS,
+        "exp": now + access_token_seconds(app),
         "iat": now,
         "sub": "access_token",
         "permissions": client.permissions(),
@@ -160,9 +164,52 @@ fn token_hash(token: &str) -> String {
         .collect()
 }
 
-fn new_refresh_token() -> Result<String, ApiError> {
-    keys::random_alphanumeric(48)
-        .map_err(|_| ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, "No randomness available"))
+fn access_token_seconds(app: &App) -> i64 {
+    app.config.access_token_lifetime.as_secs() as i64
+}
+
+/// The answer to a login or refresh: a fresh access token, and a refresh token if given.
+fn tokens_reply(app: &App, client: &Client, refresh_token: Option<String>) -> Value {
+    let mut reply = json!({
+        "access_token": access_token(app, client),
+        "token_type": "Bearer",
+        "expires_in": access_token_seconds(app),
+    });
+    if let Some(token) = refresh_token {
+        reply["refresh_token"] = Value::String(token);
+    }
+    reply
+}
+
+/// A new random refresh token (48 alphanumerics, as the reference's).
+pub fn new_refresh_token() -> anyhow::Result<String> {
+    keys::random_alphanumeric(48).map_err(|e| anyhow::anyhow!("no randomness available: {e}"))
+}
+
+/// Issues a refresh token for `client_id`, valid for `lifetime`, and stores its hash.
+pub async fn issue_refresh_token(
+    store: &Store,
+    client_id: &str,
+    lifetime: Duration,
+) -> anyhow::Result<String> {
+    let token = new_refresh_token()?;
+    let expires_at = time::now() + lifetime.as_micros() as i64;
+    store
+        .store_refresh_token(token_hash(&token), client_id, expires_at)
+        .await?;
+    Ok(token)
+}
+
+async fn issue_for(app: &App, client_id: &str) -> Result<String, ApiError> {
+    issue_refresh_token(&app.store, client_id, app.config.refresh_token_lifetime)
+        .await
+        .map_err(|error| {
+            tracing::error!("cannot issue a refresh token: {error:#}");
+            ApiError::json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Cannot issue a refresh token",
+            )
+        })
 }
 
 /// Client id and secret from an HTTP Basic header.
@@ -226,17 +273,8 @@ pub async fn token(
         }
     };
     app.logins.succeeded(&client_id, address);
-    let refresh_token = new_refresh_token()?;
-    let expires_at = time::now() + REFRESH_TOKEN_LIFETIME.as_micros() as i64;
-    app.store
-        .store_refresh_token(token_hash(&refresh_token), &client.client_id, expires_at)
-        .await?;
-    Ok(reply::json(&json!({
-        "access_token": access_token(&app, &client),
-        "token_type": "Bearer",
-        "expires_in": ACCESS_TOKEN_SECONDS,
-        "refresh_token": refresh_token,
-    })))
+    let refresh_token = issue_for(&app, &client.client_id).await?;
+    Ok(reply::json(&tokens_reply(&app, &client, Some(refresh_token))))
 }
 
 /// A bcrypt hash to check against for unknown clients, so that both answers take as long.
@@ -256,8 +294,15 @@ fn refresh_token_field(body: &Value) -> Result<String, ApiError> {
     }
 }
 
-/// `POST /v1/oauth2/refresh`: a new access token with the client's current permissions.
-pub async fn refresh(State(app): State<Arc<App>>, JsonBody(body): JsonBody) -> ApiResult {
+/// `POST /v1/oauth2/refresh[?renew=true]`: a new access token with the client's current
+/// permissions; with `renew`, also a new refresh token once the old one is past half its
+/// life. The old one is not revoked: it still ends when it was due to, and whoever
+/// failed to save the new one can go on until then.
+pub async fn refresh(
+    State(app): State<Arc<App>>,
+    query: QueryPairs,
+    JsonBody(body): JsonBody,
+) -> ApiResult {
     let token = refresh_token_field(&body)?;
     let invalid = || ApiError::json(StatusCode::BAD_REQUEST, "Invalid refresh token.");
     let record = app
@@ -282,11 +327,13 @@ pub async fn refresh(State(app): State<Arc<App>>, JsonBody(body): JsonBody) -> A
         .client(&record.client_id)
         .await?
         .ok_or_else(invalid)?;
-    Ok(reply::json(&json!({
-        "access_token": access_token(&app, &client),
-        "token_type": "Bearer",
-        "expires_in": ACCESS_TOKEN_SECONDS,
-    })))
+    let half_life = record.issued_at + (record.expires_at - record.issued_at) / 2;
+    let renewal = if query.last("renew") == Some("true") && time::now() >= half_life {
+        Some(issue_for(&app, &client.client_id).await?)
+    } else {
+        None
+    };
+    Ok(reply::json(&tokens_reply(&app, &client, renewal)))
 }
 
 /// `POST /v1/oauth2/revoke` (admin).

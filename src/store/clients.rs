@@ -49,6 +49,7 @@ impl Client {
 /// A refresh token's record (looked up by the token's hash).
 pub struct RefreshToken {
     pub client_id: String,
+    pub issued_at: Micros,
     pub expires_at: Micros,
     pub revoked: bool,
 }
@@ -217,12 +218,13 @@ impl Store {
             .readers
             .read(move |db| {
                 Ok(db
-                    .prepare_cached("SELECT client_id, expires_at, revoked FROM refresh_tokens WHERE token_hash = ?1")?
+                    .prepare_cached("SELECT client_id, issued_at, expires_at, revoked FROM refresh_tokens WHERE token_hash = ?1")?
                     .query_row([&lookup], |row| {
                         Ok(RefreshToken {
                             client_id: row.get(0)?,
-                            expires_at: row.get(1)?,
-                            revoked: row.get(2)?,
+                            issued_at: row.get(1)?,
+                            expires_at: row.get(2)?,
+                            revoked: row.get(3)?,
                         })
                     })
                     .optional()?)

@@ -295,6 +295,79 @@ fn tokens_are_issued_refreshed_and_revoked() {
 }
 
 #[test]
+fn a_refresh_token_past_half_its_life_is_renewed_when_asked() {
+    let server = Server::start_with(&[
+        "--access-token-lifetime",
+        "1s",
+        "--refresh-token-lifetime",
+        "3s",
+    ]);
+    crate::harness::add_client(
+        &server.data_dir,
+        "dev",
+        "contributor",
+        "dev-secret-0123456789",
+        &[],
+    );
+    let login = server.login("dev", "dev-secret-0123456789");
+    assert_eq!(login["expires_in"], json!(1));
+    let first = login["refresh_token"].clone();
+    let renew = |token: &Value| {
+        server.post_json(
+            "/v1/oauth2/refresh?renew=true",
+            &json!({ "refresh_token": token }),
+        )
+    };
+    let young = renew(&first);
+    assert_eq!(young.status, 200);
+    assert_eq!(young.json()["expires_in"], json!(1));
+    assert!(
+        young.json().get("refresh_token").is_none(),
+        "a token in the first half of its life is kept: {}",
+        young.text()
+    );
+
+    let mut renewed = Value::Null;
+    assert!(crate::harness::eventually(|| {
+        renewed = renew(&first).json()["refresh_token"].clone();
+        renewed.is_string()
+    }));
+    assert_ne!(renewed, first);
+    assert!(refreshes(&server, &renewed));
+    // Without `renew` the answer stays the reference's.
+    let plain = server.post_json("/v1/oauth2/refresh", &json!({ "refresh_token": first }));
+    assert!(plain.json().get("refresh_token").is_none());
+
+    // The old token is not revoked (a holder that failed to save the new one goes on),
+    // but it still ends when it was due to.
+    assert!(crate::harness::eventually(|| !refreshes(&server, &first)));
+    assert_eq!(
+        renew(&first).json()["message"],
+        json!("Refresh token expired")
+    );
+    assert!(refreshes(&server, &renewed));
+}
+
+#[test]
+fn token_lifetimes_must_be_whole_seconds() {
+    for lifetime in ["0s", "1500ms"] {
+        let output = crate::harness::tf(&[
+            "serve",
+            "--refresh-token-lifetime",
+            lifetime,
+            "--data-dir",
+            "/nonexistent/tf",
+        ]);
+        assert!(!output.status.success());
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("refresh_token_lifetime must be"),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
 fn logins_fail_clearly_and_lock_out_after_repeated_failures() {
     let server = Server::start();
     crate::harness::add_client(

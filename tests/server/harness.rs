@@ -37,6 +37,18 @@ impl std::ops::Deref for Server {
     }
 }
 
+/// Polls `done` until it holds; the generous deadline only bounds a broken run.
+pub fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
+
 /// Runs `tf` with `args` to the end.
 pub fn tf(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tf"))

@@ -1,20 +1,8 @@
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::Server;
-
-/// Polls `done` until it holds; the generous deadline only bounds a broken run.
-fn eventually(mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
+use crate::harness::{eventually, Server};
 
 #[test]
 fn old_jobs_logs_archives_and_agents_expire() {

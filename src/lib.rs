@@ -11,6 +11,7 @@ mod connectors;
 mod demo;
 mod job;
 mod metrics;
+mod private_file;
 mod server;
 mod store;
 

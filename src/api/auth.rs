@@ -103,6 +103,18 @@ async fn refresh_from_file(api: &Api, path: &Path) -> Option<String> {
     }
 }
 
+/// Puts `refresh_token` into a token file (mode 0600, replaced in one step), keeping
+/// whatever else an existing file holds (the charm also writes `obtained_at`).
+pub fn write_refresh_token(path: &Path, refresh_token: &str) -> anyhow::Result<()> {
+    let mut content = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Map<String, Value>>(&text).ok())
+        .unwrap_or_default();
+    content.insert("refresh_token".into(), Value::String(refresh_token.into()));
+    crate::private_file::replace(path, Value::Object(content).to_string().as_bytes())
+        .map_err(|e| anyhow::anyhow!("cannot write the token file {}: {e}", path.display()))
+}
+
 /// The refresh token in a token file (`{"refresh_token": "..."}`), or why there is none.
 pub fn read_refresh_token(path: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;

@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
-pub use auth::{read_refresh_token, Bearer, TokenResult};
+pub use auth::{read_refresh_token, write_refresh_token, Bearer, TokenResult};
 use body::ApiBody;
 
 /// A response body: streamed from the server, or already read.

@@ -96,20 +96,11 @@ impl Ini {
     /// Writes the section readable by its owner only, replacing the file in one step
     /// (for the stored refresh token).
     pub fn write_private(&self, path: &Path, section: &str) -> anyhow::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let partial = path.with_extension("partial");
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&partial)
-            .with_context(|| format!("cannot write {}", partial.display()))?;
-        file.write_all(self.render(section).as_bytes())?;
-        std::fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display()))
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        crate::private_file::replace(path, self.render(section).as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde_json::{Map, Value};
@@ -46,6 +47,8 @@ enum ClientsCommand {
         /// Read the secret from this file instead of generating one
         #[arg(long, value_name = "FILE")]
         secret_file: Option<PathBuf>,
+        #[command(flatten)]
+        token: TokenFileArgs,
     },
     /// List the clients and their roles
     List,
@@ -53,13 +56,35 @@ enum ClientsCommand {
     Show { client_id: String },
     /// Delete a client
     Remove { client_id: String },
-    /// Give a client a new secret and print it (shown only this once)
+    /// Give a client a new secret and print it (shown only this once); its refresh tokens
+    /// stop working
     RotateSecret {
         client_id: String,
         /// Read the secret from this file instead of generating one
         #[arg(long, value_name = "FILE")]
         secret_file: Option<PathBuf>,
+        #[command(flatten)]
+        token: TokenFileArgs,
     },
+}
+
+/// An agent's token file, written on the lab host instead of handing out the secret.
+#[derive(Debug, clap::Args)]
+struct TokenFileArgs {
+    /// Write a refresh token of the client to FILE, as `tf agent --token-file FILE` reads
+    /// it (mode 0600); a generated secret is then not shown
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// How long the token of --token-file is valid (`tf agent` renews it once it is half
+    /// way through)
+    #[arg(
+        long,
+        env = "TF_REFRESH_TOKEN_LIFETIME",
+        value_name = "DURATION",
+        default_value = "6d",
+        value_parser = super::config::parse_token_lifetime
+    )]
+    refresh_token_lifetime: Duration,
 }
 
 fn parse_client_id(text: &str) -> Result<String, String> {
@@ -131,6 +156,7 @@ async fn execute(store: &Store, command: ClientsCommand) -> anyhow::Result<()> {
             max_reservation,
             email,
             secret_file,
+            token,
         } => {
             if store.client(&client_id).await?.is_some() {
                 bail!("client {client_id} already exists (use rotate-secret for a new secret)");
@@ -148,7 +174,12 @@ async fn execute(store: &Store, command: ClientsCommand) -> anyhow::Result<()> {
             store
                 .save_client(client, Some(hash), RefreshTokens::Keep)
                 .await?;
-            report_secret(&client_id, &secret, generated);
+            if let Err(error) = write_token_file(store, &client_id, &token).await {
+                // All or nothing: the same command can simply be run again.
+                store.remove_client(&client_id).await?;
+                return Err(error);
+            }
+            report(&client_id, &secret, generated, &token);
         }
         ClientsCommand::List => {
             for client in store.clients().await? {
@@ -172,6 +203,7 @@ async fn execute(store: &Store, command: ClientsCommand) -> anyhow::Result<()> {
         ClientsCommand::RotateSecret {
             client_id,
             secret_file,
+            token,
         } => {
             let (client, _) = store
                 .client(&client_id)
@@ -183,17 +215,36 @@ async fn execute(store: &Store, command: ClientsCommand) -> anyhow::Result<()> {
             store
                 .save_client(client, Some(hash), RefreshTokens::Revoke)
                 .await?;
-            report_secret(&client_id, &secret, generated);
+            write_token_file(store, &client_id, &token).await?;
+            report(&client_id, &secret, generated, &token);
         }
     }
     Ok(())
 }
 
-fn report_secret(client_id: &str, secret: &str, generated: bool) {
-    if generated {
-        println!("client_id: {client_id}\nsecret: {secret}");
+/// Issues a refresh token and writes the token file, when one was asked for.
+async fn write_token_file(
+    store: &Store,
+    client_id: &str,
+    args: &TokenFileArgs,
+) -> anyhow::Result<()> {
+    let Some(path) = &args.token_file else {
+        return Ok(());
+    };
+    let refresh_token =
+        super::tokens::issue_refresh_token(store, client_id, args.refresh_token_lifetime).await?;
+    crate::api::write_refresh_token(path, &refresh_token)
+}
+
+fn report(client_id: &str, secret: &str, generated: bool, token: &TokenFileArgs) {
+    println!("client_id: {client_id}");
+    if let Some(path) = &token.token_file {
+        println!(
+            "token file: {} (start the agent with --token-file {0})",
+            path.display()
+        );
+    } else if generated {
+        println!("secret: {secret}");
         eprintln!("(the secret is shown only now; keep it safe)");
-    } else {
-        println!("client_id: {client_id}");
     }
 }

@@ -53,11 +53,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TF_JWT_LEEWAY", value_name = "SECONDS")]
     jwt_leeway: Option<i64>,
     /// How long an access token is valid [default: 10m]
-    #[arg(long, env = "TF_ACCESS_TOKEN_LIFETIME", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TF_ACCESS_TOKEN_LIFETIME", value_name = "DURATION", value_parser = parse_token_lifetime)]
     access_token_lifetime: Option<Duration>,
     /// How long a refresh token is valid; `tf agent` renews its own once it is half way
     /// through [default: 6d]
-    #[arg(long, env = "TF_REFRESH_TOKEN_LIFETIME", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TF_REFRESH_TOKEN_LIFETIME", value_name = "DURATION", value_parser = parse_token_lifetime)]
     refresh_token_lifetime: Option<Duration>,
     /// File with the 32-byte master key that encrypts stored secrets (raw or base64)
     /// [default: DATA_DIR/secrets.key, created on first start]
@@ -249,14 +249,29 @@ impl Config {
     }
 }
 
-/// A token lifetime, whole seconds (tokens carry their expiry in seconds), at least one.
-fn token_lifetime(name: &str, set: Option<Duration>, default: Duration) -> anyhow::Result<Duration> {
-    match set {
-        Some(lifetime) if lifetime.as_secs() == 0 || lifetime.subsec_nanos() != 0 => {
-            anyhow::bail!("{name} must be a whole number of seconds, at least 1s")
-        }
-        lifetime => Ok(lifetime.unwrap_or(default)),
+/// A token lifetime: whole seconds (tokens carry their expiry in seconds), at least one.
+fn check_token_lifetime(lifetime: Duration) -> Result<Duration, String> {
+    if lifetime.as_secs() == 0 || lifetime.subsec_nanos() != 0 {
+        return Err("a token lifetime must be a whole number of seconds, at least 1s".into());
     }
+    Ok(lifetime)
+}
+
+/// A token lifetime on the command line, e.g. "6d" or "90s".
+pub fn parse_token_lifetime(text: &str) -> Result<Duration, String> {
+    check_token_lifetime(humantime::parse_duration(text).map_err(|e| e.to_string())?)
+}
+
+/// A token lifetime setting (from the command line or the file), or its default.
+fn token_lifetime(
+    name: &str,
+    set: Option<Duration>,
+    default: Duration,
+) -> anyhow::Result<Duration> {
+    set.map(check_token_lifetime)
+        .transpose()
+        .map_err(|message| anyhow::anyhow!("{name}: {message}"))
+        .map(|lifetime| lifetime.unwrap_or(default))
 }
 
 fn read_config_file(path: &Path) -> anyhow::Result<ConfigFile> {

@@ -2,8 +2,7 @@
 //! configuration or, by default, from a file in the data dir created (mode 0600) with
 //! random bytes on first start.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::Context;
@@ -38,17 +37,7 @@ pub fn load_or_create(path: &Path, length: usize) -> anyhow::Result<Vec<u8>> {
             getrandom::fill(&mut key)
                 .map_err(|e| anyhow::anyhow!("no randomness for a key: {e}"))?;
             // Written aside and renamed: a crash never leaves a short key behind.
-            let partial = path.with_extension("partial");
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&partial)
-                .with_context(|| format!("cannot create key file {}", partial.display()))?;
-            file.write_all(&key)?;
-            file.sync_all()?;
-            std::fs::rename(&partial, path)
+            crate::private_file::replace(path, &key)
                 .with_context(|| format!("cannot create key file {}", path.display()))?;
             tracing::info!("created key file {}", path.display());
             Ok(key)

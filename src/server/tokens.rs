@@ -274,7 +274,11 @@ pub async fn token(
     };
     app.logins.succeeded(&client_id, address);
     let refresh_token = issue_for(&app, &client.client_id).await?;
-    Ok(reply::json(&tokens_reply(&app, &client, Some(refresh_token))))
+    Ok(reply::json(&tokens_reply(
+        &app,
+        &client,
+        Some(refresh_token),
+    )))
 }
 
 /// A bcrypt hash to check against for unknown clients, so that both answers take as long.

@@ -360,7 +360,7 @@ fn token_lifetimes_must_be_whole_seconds() {
         ]);
         assert!(!output.status.success());
         assert!(
-            String::from_utf8_lossy(&output.stderr).contains("refresh_token_lifetime must be"),
+            String::from_utf8_lossy(&output.stderr).contains("must be a whole number of seconds"),
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
@@ -895,6 +895,68 @@ fn the_clients_command_manages_clients_on_the_data_dir() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("'nobody' is not one of"));
     tf_clients(data.path(), &["remove", "ops"]);
     assert!(!tf_clients(data.path(), &["list"]).contains("ops"));
+}
+
+#[test]
+fn the_clients_command_writes_an_agents_token_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir().unwrap();
+    let token_file = data.path().join("rack-1.token");
+    let token_path = token_file.to_str().unwrap();
+    let added = tf_clients(
+        data.path(),
+        &[
+            "add",
+            "rack-1",
+            "--role",
+            "agent",
+            "--token-file",
+            token_path,
+        ],
+    );
+    assert!(
+        !added.contains("secret"),
+        "the agent needs no secret: {added}"
+    );
+    assert!(added.contains(token_path), "{added}");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let token = |file: &std::path::Path| -> Value {
+        serde_json::from_str::<Value>(&std::fs::read_to_string(file).unwrap()).unwrap()
+            ["refresh_token"]
+            .clone()
+    };
+    let first = token(&token_file);
+
+    let server = Server::start_in(data.path(), &[]);
+    assert!(refreshes(&server, &first));
+    tf_clients(
+        data.path(),
+        &["rotate-secret", "rack-1", "--token-file", token_path],
+    );
+    let second = token(&token_file);
+    assert!(
+        !refreshes(&server, &first),
+        "a new secret revokes the old token"
+    );
+    assert!(refreshes(&server, &second));
+
+    // A token file that cannot be written leaves no half-made client behind.
+    let nowhere = data.path().join("missing-dir").join("rack-2.token");
+    let failed = crate::harness::tf(&[
+        "clients",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "add",
+        "rack-2",
+        "--role",
+        "agent",
+        "--token-file",
+        nowhere.to_str().unwrap(),
+    ]);
+    assert!(!failed.status.success());
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("cannot write the token file"));
+    assert!(!tf_clients(data.path(), &["list"]).contains("rack-2"));
 }
 
 #[test]

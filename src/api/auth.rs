@@ -36,6 +36,8 @@ impl Bearer {
 
     /// The agent's way: `{"refresh_token": "..."}` in `path`, traded at
     /// `POST /v1/oauth2/refresh`. Failures are logged and leave the agent without a token.
+    /// A new refresh token the server hands out (`tf serve` does once the old one is half
+    /// way through its life) replaces the one in the file.
     pub fn from_token_file(api: Api, path: &Path) -> Bearer {
         let path = path.to_path_buf();
         Bearer::new(Box::new(move || {
@@ -70,27 +72,46 @@ async fn refresh_from_file(api: &Api, path: &Path) -> Option<String> {
             return None;
         }
     };
+    // A reference server ignores `renew`.
     let reply = api
         .post_unauthenticated(
-            "/v1/oauth2/refresh",
+            "/v1/oauth2/refresh?renew=true",
             &json!({ "refresh_token": refresh_token }),
             REFRESH_TIMEOUT,
         )
         .await;
     match reply {
         Ok(reply) if reply.status.is_success() => {
-            let token = reply
-                .json::<Value>()
-                .ok()
-                .and_then(|v| v.get("access_token")?.as_str().map(str::to_string));
+            let answer = reply.json::<Value>().unwrap_or_default();
+            if let Some(renewed) = answer.get("refresh_token").and_then(Value::as_str) {
+                // On failure the old token goes on until it expires, and the next
+                // refresh tries again.
+                match write_refresh_token(path, renewed) {
+                    Ok(()) => tracing::info!("Renewed the refresh token in {}", path.display()),
+                    Err(error) => tracing::warn!("{error:#}"),
+                }
+            }
+            let token = answer
+                .get("access_token")
+                .and_then(Value::as_str)
+                .map(str::to_string);
             if token.is_none() {
                 tracing::warn!("the token refresh answer has no access_token");
             }
             token
         }
         Ok(reply) => {
+            let hint = if reply.status == hyper::StatusCode::BAD_REQUEST {
+                format!(
+                    " (the token in {} no longer works: on the server's host, \
+                     `tf clients rotate-secret CLIENT --token-file FILE` writes a new one)",
+                    path.display()
+                )
+            } else {
+                String::new()
+            };
             tracing::warn!(
-                "Failed to refresh access token: the server answered {}: {}",
+                "Failed to refresh access token: the server answered {}: {}{hint}",
                 reply.status,
                 reply.message()
             );

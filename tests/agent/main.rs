@@ -11,3 +11,4 @@ mod outages;
 mod phases;
 mod runner;
 mod stops;
+mod tokens;

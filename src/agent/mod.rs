@@ -15,8 +15,8 @@ mod phase_groups;
 mod process;
 mod recovery;
 
+use std::future::Future;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +39,8 @@ const SHORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Server-unreachable back-off: from 1 s, doubling, up to a minute.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LAST_RETRY: Duration = Duration::from_secs(60);
+/// How often a stopping agent repeats its request to end its claim's wait.
+const STOP_WAITING_AGAIN: Duration = Duration::from_millis(250);
 /// The reference refreshes the server's view of an idle agent once a day.
 const HEARTBEAT_AFTER_SECONDS: i64 = 24 * 3600;
 
@@ -120,8 +122,9 @@ pub struct Agent {
     stopping: CancellationToken,
     /// A second SIGTERM or SIGINT: do not wait for the cleanup either.
     stopping_now: CancellationToken,
-    /// The server is `tf serve`: long-poll claims and cheap state checks.
-    extended: AtomicBool,
+    /// The server's `tf-extensions` header as last seen (empty for a reference server;
+    /// `None` until the server is reached): long-poll claims, cheap state checks, …
+    extensions: Mutex<Option<String>>,
 }
 
 /// The agent's record on the server, as far as the agent uses it.
@@ -145,7 +148,7 @@ impl Agent {
             requests: Mutex::default(),
             stopping: CancellationToken::new(),
             stopping_now: CancellationToken::new(),
-            extended: AtomicBool::new(false),
+            extensions: Mutex::default(),
         })
     }
 
@@ -202,9 +205,6 @@ impl Agent {
             let mut claimed = self.claim(&view).await;
             let idle_pass_waited = claimed.waited;
             if self.stopping.is_cancelled() {
-                if let Some(job) = claimed.job.take() {
-                    self.give_back(&job).await;
-                }
                 break;
             }
             while let Some(job) = claimed.job.take() {
@@ -407,8 +407,21 @@ impl Agent {
                 .await
             {
                 Ok(reply) if !reply.status.is_server_error() => {
-                    let extended = reply.headers.contains_key(EXTENSIONS_HEADER);
-                    self.extended.store(extended, Ordering::Relaxed);
+                    let extensions = reply
+                        .headers
+                        .get(EXTENSIONS_HEADER)
+                        .and_then(|value| value.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    let changed = {
+                        let mut seen = self.extensions.lock().unwrap_or_else(|p| p.into_inner());
+                        let changed = seen.as_ref() != Some(&extensions);
+                        *seen = Some(extensions);
+                        changed
+                    };
+                    if changed {
+                        self.note_token_renewal();
+                    }
                     return;
                 }
                 Ok(reply) => tracing::warn!("Testflinger server answers {}", reply.status),
@@ -424,8 +437,35 @@ impl Agent {
         }
     }
 
+    fn extensions(&self) -> Option<String> {
+        self.extensions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The server is `tf serve`: long-poll claims and cheap state checks.
     fn is_extended(&self) -> bool {
-        self.extended.load(Ordering::Relaxed)
+        self.extensions().is_some_and(|e| !e.is_empty())
+    }
+
+    /// Whether the server offers the extension `name`.
+    fn offers(&self, name: &str) -> bool {
+        self.extensions()
+            .is_some_and(|e| e.split(',').any(|offered| offered.trim() == name))
+    }
+
+    /// Says once per server when the token file cannot be kept fresh.
+    fn note_token_renewal(&self) {
+        if !self.offers("refresh-token-renewal") {
+            tracing::warn!(
+                "{} does not renew refresh tokens: the one in {} stops working when it \
+                 expires (6 days after it was issued, on a reference server); replace the \
+                 file before then",
+                self.api.base(),
+                self.config.token_file.display()
+            );
+        }
     }
 
     async fn server_view(&self) -> ServerView {
@@ -500,15 +540,19 @@ impl Agent {
             timeout += Duration::from_secs(wait);
         }
         let path = format!("/v1/job?{}", query.finish());
-        // Not cut short when the agent is told to stop: the server may already have
-        // handed out a job on this request, which would then be lost (see `give_back`).
-        let reply = self.api.get(&path, timeout).await;
+        let reply = self.claim_answer(self.api.get(&path, timeout)).await;
         match reply {
             Ok(reply) => {
                 let job: Value = reply.json().unwrap_or(Value::Null);
                 let is_job = job.as_object().is_some_and(|o| !o.is_empty());
+                let mut job = is_job.then_some(job);
+                if self.stopping.is_cancelled() {
+                    if let Some(job) = job.take() {
+                        self.give_back(&job).await;
+                    }
+                }
                 Claimed {
-                    job: is_job.then_some(job),
+                    job,
                     waited: long_poll,
                 }
             }
@@ -519,6 +563,28 @@ impl Agent {
                     log_claim_error(&error);
                 }
                 Claimed::default()
+            }
+        }
+    }
+
+    /// Awaits a claim's answer. Once the agent is told to stop, a server that can is asked
+    /// to end the claim's wait, again and again until it answers (the claim may not have
+    /// reached it yet). Dropping the claim instead could lose a job the server was
+    /// handing out on it just then.
+    async fn claim_answer<T>(&self, claim: impl Future<Output = T>) -> T {
+        tokio::pin!(claim);
+        tokio::select! {
+            answer = &mut claim => return answer,
+            _ = self.stopping.cancelled(), if self.offers("stop-waiting") => {}
+        }
+        let path = format!("/v1/agents/stop_waiting/{}", self.config.agent_id);
+        loop {
+            tokio::select! {
+                answer = &mut claim => return answer,
+                _ = async {
+                    self.post_quietly(&path, &json!({})).await;
+                    tokio::time::sleep(STOP_WAITING_AGAIN).await;
+                } => {}
             }
         }
     }

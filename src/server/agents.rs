@@ -127,6 +127,15 @@ pub async fn provision_log(
     }
 }
 
+/// `POST /v1/agents/stop_waiting/<name>` (tf's addition): the agent's claim that waits
+/// for a job (`GET /v1/job?wait=…`) answers at once, with no job. A stopping agent asks
+/// this rather than drop its claim, whose answer might be carrying a job.
+pub async fn stop_waiting(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult {
+    reply::check_name(NameKind::Agent, &name)?;
+    app.store.stop_waiting(&name);
+    Ok(reply::ok_text())
+}
+
 /// `GET /v1/agents/queues`: `{queue: description}`.
 pub async fn queues(State(app): State<Arc<App>>) -> ApiResult {
     let descriptions = app.store.queue_descriptions().await?;

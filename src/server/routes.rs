@@ -64,10 +64,15 @@ fn agent_routes() -> Routes {
         "/v1/result/{job_id}/serial_output",
         post(legacy::post_serial_output),
     );
-    at(
+    let r = at(
         r,
         "/v1/agents/provision_logs/{name}",
         post(agents::provision_log),
+    );
+    at(
+        r,
+        "/v1/agents/stop_waiting/{name}",
+        post(agents::stop_waiting),
     )
 }
 

@@ -95,6 +95,12 @@ pub enum AttachmentReceipt {
     Refused(AttachmentGate),
 }
 
+/// Why a waiting claim woke up.
+enum Wakeup {
+    JobQueued,
+    AgentStopping,
+}
+
 /// What an agent reports about a job; absent fields are left as they were.
 #[derive(Default)]
 pub struct ResultUpdate {
@@ -180,6 +186,8 @@ impl Store {
         }
         let deadline = tokio::time::Instant::now() + wait;
         let subscriptions: Vec<_> = queues.iter().map(|q| self.signals.queue(q)).collect();
+        // Agents without a name (before 2023) cannot be told apart, so cannot be stopped.
+        let stopping = (!agent.is_empty()).then(|| self.signals.agent(agent));
         loop {
             let mut wakeups: Vec<_> = subscriptions
                 .iter()
@@ -188,13 +196,33 @@ impl Store {
             for wakeup in &mut wakeups {
                 wakeup.as_mut().enable();
             }
+            let mut stop = stopping.as_ref().map(|s| Box::pin(s.notify.notified()));
+            if let Some(stop) = &mut stop {
+                stop.as_mut().enable();
+            }
             if let Some(job) = self.claim_now(queues, agent).await? {
                 return Ok(Some(job));
             }
-            if !self.signals.wait(select_all(wakeups), deadline).await {
-                return Ok(None);
+            let woken = async {
+                let Some(stop) = stop else {
+                    select_all(wakeups).await;
+                    return Wakeup::JobQueued;
+                };
+                tokio::select! {
+                    _ = select_all(wakeups) => Wakeup::JobQueued,
+                    _ = stop => Wakeup::AgentStopping,
+                }
+            };
+            match self.signals.wait(woken, deadline).await {
+                Some(Wakeup::JobQueued) => continue,
+                Some(Wakeup::AgentStopping) | None => return Ok(None),
             }
         }
+    }
+
+    /// Ends `agent`'s claims that wait for a job: they answer at once, with no job.
+    pub fn stop_waiting(&self, agent: &str) {
+        self.signals.wake_agent(agent);
     }
 
     async fn claim_now(&self, queues: &[String], agent: &str) -> Result<Option<ClaimedJob>> {

@@ -96,7 +96,7 @@ impl Store {
             let found = ended || logs.iter().any(|log| log.last_fragment_number >= 0);
             match wakeup {
                 Some(wakeup) if !found && !woken => {
-                    if !self.signals.wait(wakeup, deadline).await {
+                    if self.signals.wait(wakeup, deadline).await.is_none() {
                         return Ok(logs);
                     }
                     woken = true;

@@ -1,6 +1,7 @@
-//! In-process wake-ups for long-polls: one signal per queue (a job became claimable) and
-//! one per job (a fragment arrived or its state changed). Waiters register before they
-//! look at the database, so a signal sent between their look and their wait is not lost.
+//! In-process wake-ups for long-polls: one signal per queue (a job became claimable), one
+//! per job (a fragment arrived or its state changed) and one per agent (it stops, so its
+//! claim should stop waiting). Waiters register before they look at the database, so a
+//! signal sent between their look and their wait is not lost.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,6 +15,7 @@ type Registry = Mutex<HashMap<String, Arc<Notify>>>;
 pub struct Signals {
     queues: Registry,
     jobs: Registry,
+    agents: Registry,
     /// Cancelled when the server stops: long-polls answer at once instead of holding the
     /// shutdown up for their whole wait.
     closing: tokio_util::sync::CancellationToken,
@@ -35,6 +37,10 @@ impl Signals {
         subscribe(&self.jobs, job_id)
     }
 
+    pub fn agent(&self, agent: &str) -> Subscription<'_> {
+        subscribe(&self.agents, agent)
+    }
+
     pub fn wake_queue(&self, queue: &str) {
         wake(&self.queues, queue);
     }
@@ -43,16 +49,20 @@ impl Signals {
         wake(&self.jobs, job_id);
     }
 
-    /// Waits for `wakeup` until `deadline`; false when the deadline passed or the server
+    pub fn wake_agent(&self, agent: &str) {
+        wake(&self.agents, agent);
+    }
+
+    /// Waits for `wakeup` until `deadline`; `None` when the deadline passed or the server
     /// is closing.
     pub async fn wait<T>(
         &self,
         wakeup: impl Future<Output = T>,
         deadline: tokio::time::Instant,
-    ) -> bool {
+    ) -> Option<T> {
         tokio::select! {
-            woken = tokio::time::timeout_at(deadline, wakeup) => woken.is_ok(),
-            _ = self.closing.cancelled() => false,
+            woken = tokio::time::timeout_at(deadline, wakeup) => woken.ok(),
+            _ = self.closing.cancelled() => None,
         }
     }
 

@@ -114,8 +114,13 @@ impl Agent {
 
     /// Waits for the agent process to exit by itself.
     pub fn wait_for_exit(&mut self) -> ExitStatus {
+        self.wait_for_exit_within(PATIENCE)
+    }
+
+    /// Waits for the agent process to exit by itself; fails if it takes over `limit`.
+    pub fn wait_for_exit_within(&mut self, limit: Duration) -> ExitStatus {
         let child = self.child.as_mut().expect("agent running");
-        let deadline = Instant::now() + PATIENCE;
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
                 self.child = None;

@@ -2,11 +2,14 @@
 //! to stop. Each kills the phase's whole process group and says why in the log.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::harness::Server;
-use crate::runner::{run_job, wait_for, wait_for_state, wait_for_test_output, Agent};
+use crate::runner::{
+    run_job, wait_for, wait_for_agent_state, wait_for_state, wait_for_test_output, Agent,
+};
 
 fn output(result: &Value, phase: &str) -> String {
     result[format!("{phase}_output")]
@@ -95,5 +98,39 @@ fn sigterm_to_the_agent_ends_the_job_and_the_agent() {
     assert!(
         output(&result, "test").contains("The agent is stopping"),
         "{result}"
+    );
+}
+
+#[test]
+fn sigterm_stops_an_idle_agent_without_waiting_out_its_long_poll() {
+    let server = Server::start();
+    // Its claims wait 30 s for a job.
+    let mut agent = Agent::start(&server, "polling_interval: 60\n");
+    wait_for_agent_state(&server, "waiting");
+    agent.signal("TERM");
+    // Well before the long-poll would have ended by itself.
+    let status = agent.wait_for_exit_within(Duration::from_secs(20));
+    assert!(status.success(), "{}", agent.log());
+    // No claim of the stopped agent lingers on the server to take it.
+    let job_id = server.submit(&json!({"job_queue": "q"}));
+    assert_eq!(
+        server.get(&format!("/v1/result/{job_id}")).json()["job_state"],
+        json!("waiting")
+    );
+}
+
+#[test]
+fn a_job_that_comes_as_an_idle_agent_stops_stays_in_its_queue() {
+    let server = Server::start();
+    let mut agent = Agent::start(&server, "polling_interval: 60\n");
+    wait_for_agent_state(&server, "waiting");
+    agent.signal("TERM");
+    // Either the agent's claim has ended, or it hands the job over and the agent gives
+    // it back on its way out.
+    let job_id = server.submit(&json!({"job_queue": "q"}));
+    assert!(agent.wait_for_exit().success(), "{}", agent.log());
+    assert_eq!(
+        server.get(&format!("/v1/result/{job_id}")).json()["job_state"],
+        json!("waiting")
     );
 }

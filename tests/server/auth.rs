@@ -45,6 +45,7 @@ const ROLE_MATRIX: &[(&str, &str, &str)] = &[
     ),
     ("POST", "/v1/agents/data/a1", "admin, manager, agent"),
     ("POST", "/v1/agents/provision_logs/a1", "agent"),
+    ("POST", "/v1/agents/stop_waiting/a1", "agent"),
     ("GET", "/v1/agents/queues", "admin, manager, contributor"),
     ("POST", "/v1/agents/queues", "admin, manager, agent"),
     ("GET", "/v1/agents/images/q", "admin, manager, contributor"),

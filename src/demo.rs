@@ -1,7 +1,8 @@
 //! `tf demo`: a whole lab on this machine in a few seconds. It starts `tf serve` on a
 //! temporary data dir and a free port, a `tf agent` whose phases run on this machine,
 //! submits a small job with an attachment (the test script) that leaves an artifact,
-//! follows its output live, prints the results, and stops everything.
+//! follows its output live, prints the results, and stops everything, leaving no file
+//! behind. With `--keep` the lab stays up until Ctrl-C, for the user to try it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,13 +10,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use serde_json::{json, Value};
+use serde_json::Value;
+use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Where to save the job's artifacts tarball [default: a file in the temp directory]
-    #[arg(long)]
+    /// Also save the job's artifacts tarball to this file
+    #[arg(long, value_name = "FILE")]
     pub artifacts: Option<PathBuf>,
+    /// Keep the lab running after the job, until Ctrl-C, to try its web pages and the
+    /// client commands on it
+    #[arg(long)]
+    pub keep: bool,
 }
 
 const TEST_SCRIPT: &str = r#"echo "Hello from the test phase, running on $(hostname)"
@@ -59,11 +65,9 @@ impl Drop for Running {
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let home = tempfile::Builder::new().prefix("tf-demo-").tempdir()?;
-    let dir = home.path();
-    let tf = std::env::current_exe().context("cannot find the tf binary")?;
     // The demo's client keeps its history and tokens to itself, and ignores the user's
     // credentials for other servers.
-    std::env::set_var("XDG_CONFIG_HOME", dir.join("config"));
+    std::env::set_var("XDG_CONFIG_HOME", home.path().join("config"));
     for variable in [
         "TESTFLINGER_SERVER",
         "TESTFLINGER_CLIENT_ID",
@@ -71,20 +75,45 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     ] {
         std::env::remove_var(variable);
     }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(async {
+        let mut terminate = signal(SignalKind::terminate())?;
+        let stopped = tokio::select! {
+            outcome = demo(&args, home.path()) => return outcome,
+            // The lab (inside `demo`) is stopped as its future is dropped.
+            _ = tokio::signal::ctrl_c() => "interrupted",
+            _ = terminate.recv() => "terminated",
+        };
+        // How `--keep` ends; without it, the demo was cut short.
+        if args.keep {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!("{stopped}"))
+        }
+    });
+    let path = home.path().to_path_buf();
+    home.close()
+        .with_context(|| format!("cannot remove {}", path.display()))?;
+    if args.keep && outcome.is_ok() {
+        println!("\nStopped the lab and removed its files.");
+    }
+    outcome
+}
 
-    println!(
-        "tf demo: a lab server, an agent and a job, all on this machine ({})",
-        dir.display()
-    );
+/// The lab, its job, and with `--keep` the wait for Ctrl-C.
+async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
+    let tf = std::env::current_exe().context("cannot find the tf binary")?;
+    println!("tf demo: a lab server, an agent and a job, all on this machine");
     let mut running = Running(Vec::new());
     let data = dir.join("server");
-    let secret = dir.join("agent.secret");
-    std::fs::write(&secret, random_secret())?;
+    let token_file = dir.join("agent-token.json");
     let added = Command::new(&tf)
         .args(["clients", "--data-dir"])
         .arg(&data)
-        .args(["add", "demo-agent", "--role", "agent", "--secret-file"])
-        .arg(&secret)
+        .args(["add", "demo-agent", "--role", "agent", "--token-file"])
+        .arg(&token_file)
         .stdout(Stdio::null())
         .output()?;
     if !added.status.success() {
@@ -96,6 +125,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let port = free_port()?;
     let server_url = format!("http://127.0.0.1:{port}");
+    let server_log = dir.join("server.log");
     running.0.push((
         "tf serve".into(),
         spawn(
@@ -107,27 +137,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 "--data-dir",
                 &path_text(&data),
             ],
-            &dir.join("server.log"),
+            &server_log,
         )?,
     ));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(wait_for_server(&server_url, &dir.join("server.log")))?;
-    println!(
-        "  server   {server_url}  (log: {})",
-        dir.join("server.log").display()
-    );
+    wait_for_server(&server_url, &server_log).await?;
+    println!("  server   {server_url}  (log: {})", server_log.display());
 
-    let refresh_token =
-        runtime.block_on(agent_token(&server_url, &std::fs::read_to_string(&secret)?))?;
-    let token_file = dir.join("agent-token.json");
-    std::fs::write(
-        &token_file,
-        json!({"refresh_token": refresh_token}).to_string(),
-    )?;
     let config = dir.join("testflinger-agent.conf");
     std::fs::write(&config, agent_config(dir, &server_url))?;
+    let agent_log = dir.join("agent.log");
     running.0.push((
         "tf agent".into(),
         spawn(
@@ -139,38 +157,49 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 "--token-file",
                 &path_text(&token_file),
             ],
-            &dir.join("agent.log"),
+            &agent_log,
         )?,
     ));
-    runtime.block_on(wait_for_agent(&server_url, &dir.join("agent.log")))?;
+    wait_for_agent(&server_url, &agent_log).await?;
     println!(
         "  agent    demo-agent on queue 'demo'  (log: {})",
-        dir.join("agent.log").display()
+        agent_log.display()
     );
 
     let job_dir = dir.join("job");
     std::fs::create_dir_all(&job_dir)?;
     std::fs::write(job_dir.join("demo.sh"), TEST_SCRIPT)?;
-    std::fs::write(job_dir.join("job.yaml"), JOB)?;
+    let job_file = job_dir.join("job.yaml");
+    std::fs::write(&job_file, JOB)?;
     println!(
         "  job      {} (its test script is an attachment)\n",
-        job_dir.join("job.yaml").display()
+        job_file.display()
     );
     let artifacts = args
         .artifacts
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("tf-demo-artifacts-{port}.tgz")));
+        .clone()
+        .unwrap_or_else(|| dir.join("artifacts.tgz"));
     let started = Instant::now();
-    runtime.block_on(crate::cli::demo_job(
-        &server_url,
-        &job_dir.join("job.yaml"),
-        &artifacts,
-    ))?;
+    let job_id = crate::cli::demo_job(&server_url, &job_file, &artifacts).await?;
+    let took = started.elapsed().as_secs_f64();
+    if let Some(saved) = &args.artifacts {
+        println!("  (saved to {})", saved.display());
+    }
+    if !args.keep {
+        println!(
+            "\nThe job went from submit to complete in {took:.1} s. Stopping the agent and the \
+             server (tf demo --keep keeps them running, to try more)."
+        );
+        return Ok(());
+    }
     println!(
-        "\nThe job went from submit to complete in {:.1} s. Stopping the agent and the server.",
-        started.elapsed().as_secs_f64()
+        "\nThe job went from submit to complete in {took:.1} s. The lab keeps running; Ctrl-C \
+         stops it and removes its files.\n\n  web pages  {server_url}/\n\nTry, in another terminal:\n\
+         \n  export TESTFLINGER_SERVER={server_url}\n  tf submit --poll {}   # the same job again\n  \
+         tf list-agents\n  tf status {job_id}\n  tf results {job_id}",
+        job_file.display()
     );
-    drop(running);
-    Ok(())
+    std::future::pending().await
 }
 
 fn path_text(path: &Path) -> String {
@@ -192,12 +221,6 @@ fn spawn(tf: &Path, args: &[&str], log: &Path) -> anyhow::Result<Child> {
 fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
-}
-
-fn random_secret() -> String {
-    let mut bytes = [0u8; 24];
-    let _ = getrandom::fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn wait_for_server(url: &str, log: &Path) -> anyhow::Result<()> {
@@ -235,27 +258,6 @@ async fn wait_for_agent(url: &str, log: &Path) -> anyhow::Result<()> {
         "the agent did not start; its log:\n{}",
         std::fs::read_to_string(log).unwrap_or_default()
     )
-}
-
-/// A refresh token for the demo agent, as `POST /v1/oauth2/token` gives it.
-async fn agent_token(url: &str, secret: &str) -> anyhow::Result<String> {
-    use base64::Engine;
-    let api = crate::api::Api::new(url)?;
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("demo-agent:{secret}"));
-    let reply = api
-        .send_authorized(
-            hyper::Method::POST,
-            "/v1/oauth2/token",
-            &format!("Basic {basic}"),
-            crate::api::RequestBody::Empty,
-            Duration::from_secs(10),
-        )
-        .await?;
-    reply
-        .json::<Value>()
-        .ok()
-        .and_then(|v| v.get("refresh_token")?.as_str().map(str::to_string))
-        .context("the server gave the demo agent no token")
 }
 
 fn agent_config(dir: &Path, server_url: &str) -> String {

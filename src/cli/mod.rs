@@ -215,12 +215,12 @@ pub fn history_job_ids() -> Vec<String> {
 }
 
 /// `tf demo`'s client part: submits the job file to `server`, follows it live, then
-/// prints its results and saves its artifacts to `artifacts`.
+/// prints its results and saves its artifacts to `artifacts`. Returns the job id.
 pub async fn demo_job(
     server: &str,
     job_file: &std::path::Path,
     artifacts: &std::path::Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let session = Session::open(Settings::load(None), Some(server), None, None)?;
     let text = std::fs::read_to_string(job_file)?;
     let job = yaml::parse(&text).map_err(anyhow::Error::msg)?;
@@ -228,7 +228,11 @@ pub async fn demo_job(
     let job_id = submit::submit_job(&session, job, base, false).await?;
     println!("$ tf submit {}\njob_id: {job_id}\n", job_file.display());
     println!("$ tf poll {job_id}");
-    submit::poll_from(&session, &job_id, 0, false).await?;
+    let follow = poll::PollArgs {
+        state_lines: poll::StateLines::PhasesThatRan,
+        ..poll::PollArgs::following(&job_id)
+    };
+    poll::follow(&session, &follow, "output", false).await?;
     let result = session
         .get(&format!("/v1/result/{job_id}"))
         .await
@@ -249,10 +253,7 @@ pub async fn demo_job(
         .download(&path, artifacts, std::time::Duration::from_secs(60))
         .await?
     {
-        println!(
-            "\nArtifacts saved to {} (tf artifacts {job_id}):",
-            artifacts.display()
-        );
+        println!("\nThe job's artifacts (tf artifacts {job_id}):");
         let file = std::fs::File::open(artifacts)?;
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
         for entry in archive.entries()? {
@@ -262,5 +263,5 @@ pub async fn demo_job(
             }
         }
     }
-    Ok(())
+    Ok(job_id)
 }

@@ -51,6 +51,47 @@ pub struct PollArgs {
     #[arg(long)]
     pub exit_status: bool,
     pub job_id: String,
+    /// Which `State '…' lasted …` lines to print (`tf demo` shows fewer).
+    #[arg(skip)]
+    pub state_lines: StateLines,
+}
+
+impl PollArgs {
+    /// Following `job_id` live from its first fragment, as `submit --poll` does.
+    pub fn following(job_id: &str) -> PollArgs {
+        PollArgs {
+            oneshot: false,
+            start_fragment: 0,
+            start_timestamp: None,
+            phase: None,
+            json: false,
+            exit_status: false,
+            job_id: job_id.to_string(),
+            state_lines: StateLines::Every,
+        }
+    }
+}
+
+/// The `State '…' lasted …` lines printed when a job moves on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum StateLines {
+    /// One for every state seen, as the reference prints them.
+    #[default]
+    Every,
+    /// Only for the phases that ran (they have an exit status): a newcomer has no use
+    /// for a line about a phase without a command, or about a state never shown.
+    PhasesThatRan,
+}
+
+impl StateLines {
+    fn shows(self, state: &str, result: Option<&Value>) -> bool {
+        match self {
+            StateLines::Every => true,
+            StateLines::PhasesThatRan => result
+                .and_then(|r| r.get(format!("{state}_status")))
+                .is_some_and(|status| !status.is_null()),
+        }
+    }
 }
 
 /// `datetime.fromisoformat` as the reference parses `--start_timestamp`, re-rendered
@@ -263,7 +304,10 @@ pub async fn follow(
         if previous_state.as_ref().map(|(s, _)| s.as_str()) != Some(state.as_str())
             && state != "unknown"
         {
-            if let Some((previous, since)) = &previous_state {
+            if let Some((previous, since)) = previous_state
+                .as_ref()
+                .filter(|(previous, _)| args.state_lines.shows(previous, result.as_ref().ok()))
+            {
                 print_line(
                     &mut status_line,
                     &format!("State '{previous}' lasted {}", lasted(since.elapsed())),

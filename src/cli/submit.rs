@@ -99,13 +99,8 @@ pub async fn poll_from(
     debug: bool,
 ) -> anyhow::Result<ExitCode> {
     let args = PollArgs {
-        oneshot: false,
         start_fragment,
-        start_timestamp: None,
-        phase: None,
-        json: false,
-        exit_status: false,
-        job_id: job_id.to_string(),
+        ..PollArgs::following(job_id)
     };
     poll::follow(session, &args, "output", debug).await
 }

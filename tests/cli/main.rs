@@ -10,6 +10,7 @@ mod runner;
 
 mod client;
 mod commands;
+mod demo;
 mod lab;
 mod legacy;
 mod submit;

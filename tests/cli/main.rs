@@ -14,3 +14,4 @@ mod demo;
 mod lab;
 mod legacy;
 mod submit;
+mod walkthrough;

@@ -1,4 +1,4 @@
-//! The command line itself, settings, login, secrets, errors, aliases, completions, demo.
+//! The command line itself, settings, login, secrets, errors, aliases, completions.
 
 use crate::client::Client;
 use crate::harness::Server;
@@ -199,28 +199,6 @@ fn completions_know_the_commands_and_the_job_ids() {
     assert!(fish
         .stdout
         .contains("__fish_seen_subcommand_from artifacts cancel poll"));
-}
-
-#[test]
-fn the_demo_runs_a_whole_lab_and_exits_cleanly() {
-    let home = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tf"))
-        .arg("demo")
-        .arg("--artifacts")
-        .arg(home.path().join("demo.tgz"))
-        .current_dir(home.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains("Hello from the test phase"), "{stdout}");
-    assert!(stdout.contains("\ncomplete\n"), "{stdout}");
-    assert!(stdout.contains("artifacts/uname.txt"), "{stdout}");
-    assert!(home.path().join("demo.tgz").exists());
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! `tf demo`: a whole lab in one command, which cleans up after itself, or keeps running
-//! with `--keep` for the user to try things on.
+//! `tf demo`: a whole lab in one command, which cleans up after itself (but for the
+//! artifacts asked for), or keeps running with `--keep` for the user to try things on.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -49,9 +49,14 @@ impl Room {
 }
 
 #[test]
-fn the_demo_leaves_no_files_and_shows_only_the_phases_that_ran() {
+fn the_demo_runs_a_lab_leaves_no_files_and_shows_only_the_phases_that_ran() {
     let room = Room::new();
-    let output = room.demo(&[]).output().unwrap();
+    let kept = tempfile::tempdir().unwrap();
+    let artifacts = kept.path().join("demo.tgz");
+    let output = room
+        .demo(&["--artifacts", artifacts.to_str().unwrap()])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -59,7 +64,9 @@ fn the_demo_leaves_no_files_and_shows_only_the_phases_that_ran() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("Hello from the test phase"), "{stdout}");
+    assert!(stdout.contains("\ncomplete\n"), "{stdout}");
     assert!(stdout.contains("artifacts/uname.txt"), "{stdout}");
+    assert!(artifacts.exists(), "the artifacts asked for are kept");
     // The demo's phases are setup, test and cleanup; `waiting` and `running` are never
     // shown without a terminal.
     for state in [

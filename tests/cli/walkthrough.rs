@@ -62,7 +62,9 @@ impl Drop for Terminal {
 }
 
 fn shell(block: &str, home: &Path, address: &str) -> Command {
-    let bin = Path::new(env!("CARGO_BIN_EXE_tf")).parent().expect("bin dir");
+    let bin = Path::new(env!("CARGO_BIN_EXE_tf"))
+        .parent()
+        .expect("bin dir");
     let path = format!(
         "{}:{}",
         bin.display(),

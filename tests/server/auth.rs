@@ -229,10 +229,8 @@ fn bad_expired_and_forged_tokens_are_refused_with_the_reference_messages() {
     );
 }
 
-#[test]
-fn tokens_are_issued_refreshed_and_revoked() {
-    let server = Server::start();
-    let admin = server.client("boss", "admin", &[]);
+/// Creates the contributor `dev` and logs in as it: the token answer.
+fn dev_login(server: &Server) -> Value {
     crate::harness::add_client(
         &server.data_dir,
         "dev",
@@ -240,7 +238,14 @@ fn tokens_are_issued_refreshed_and_revoked() {
         "dev-secret-0123456789",
         &[],
     );
-    let login = server.login("dev", "dev-secret-0123456789");
+    server.login("dev", "dev-secret-0123456789")
+}
+
+#[test]
+fn tokens_are_issued_refreshed_and_revoked() {
+    let server = Server::start();
+    let admin = server.client("boss", "admin", &[]);
+    let login = dev_login(&server);
     assert_eq!(login["token_type"], json!("Bearer"));
     assert_eq!(login["expires_in"], json!(600));
     let refresh_token = login["refresh_token"].as_str().unwrap().to_string();
@@ -303,14 +308,7 @@ fn a_refresh_token_past_half_its_life_is_renewed_when_asked() {
         "--refresh-token-lifetime",
         "3s",
     ]);
-    crate::harness::add_client(
-        &server.data_dir,
-        "dev",
-        "contributor",
-        "dev-secret-0123456789",
-        &[],
-    );
-    let login = server.login("dev", "dev-secret-0123456789");
+    let login = dev_login(&server);
     assert_eq!(login["expires_in"], json!(1));
     let first = login["refresh_token"].clone();
     let renew = |token: &Value| {
@@ -1009,14 +1007,7 @@ fn parallel_guesses_count_towards_the_lock_out() {
 #[test]
 fn rotating_a_secret_revokes_the_refresh_tokens_it_gave() {
     let server = Server::start();
-    crate::harness::add_client(
-        &server.data_dir,
-        "dev",
-        "contributor",
-        "dev-secret-0123456789",
-        &[],
-    );
-    let refresh_token = server.login("dev", "dev-secret-0123456789")["refresh_token"].clone();
+    let refresh_token = dev_login(&server)["refresh_token"].clone();
     tf_clients(&server.data_dir, &["rotate-secret", "dev"]);
     let refreshed = server.post_json(
         "/v1/oauth2/refresh",

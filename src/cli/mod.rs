@@ -22,7 +22,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use config::Settings;
+use config::{Settings, DEFAULT_SERVER};
 use session::Session;
 
 /// Options that come before the subcommand, as with the reference.
@@ -34,9 +34,16 @@ pub struct GlobalOptions {
     /// Show the details of errors the poll loop retries
     #[arg(short = 'd', long)]
     pub debug: bool,
-    /// Testflinger server to use
-    #[arg(long)]
+    #[arg(long, help = server_help())]
     pub server: Option<String>,
+}
+
+/// `--server`'s help, with where the server comes from when the flag is not given.
+fn server_help() -> String {
+    format!(
+        "Testflinger server to use [default: from the config file or $TESTFLINGER_SERVER, \
+         else {DEFAULT_SERVER}]"
+    )
 }
 
 /// `--client-id` / `--secret-key`, on the commands that take them.
@@ -52,6 +59,7 @@ pub struct Credentials {
 
 #[derive(Args, Debug)]
 pub struct JobId {
+    /// The job's id, as `submit` printed it
     pub job_id: String,
 }
 
@@ -117,9 +125,15 @@ pub fn credential_pairing_error(command: &ClientCommand) -> Option<&'static str>
         .then_some("Both --client-id and --secret-key must be provided together")
 }
 
+/// Whether the binary runs under one of the reference CLI's names, where what it prints
+/// stays the reference's for the scripts that parse it: `tf` may say more.
+pub fn is_reference_name(program: &str) -> bool {
+    matches!(program, "testflinger-cli" | "testflinger")
+}
+
 /// Runs a client command; errors are printed as the reference prints them (the message
-/// alone on stderr, exit 1).
-pub fn run(options: GlobalOptions, command: ClientCommand) -> ExitCode {
+/// alone on stderr, exit 1). `program` is the name the user typed.
+pub fn run(options: GlobalOptions, command: ClientCommand, program: &str) -> ExitCode {
     end_quietly_on_closed_stdout();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -131,7 +145,7 @@ pub fn run(options: GlobalOptions, command: ClientCommand) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(options, command)) {
+    match runtime.block_on(dispatch(options, command, program)) {
         Ok(code) => code,
         Err(error) => {
             if error.downcast_ref::<AlreadyReported>().is_none() {
@@ -174,7 +188,11 @@ impl std::fmt::Display for AlreadyReported {
 
 impl std::error::Error for AlreadyReported {}
 
-async fn dispatch(options: GlobalOptions, command: ClientCommand) -> anyhow::Result<ExitCode> {
+async fn dispatch(
+    options: GlobalOptions,
+    command: ClientCommand,
+    program: &str,
+) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(options.configfile.as_deref());
     if let ClientCommand::Config(args) = &command {
         return jobs::config(settings, args);
@@ -190,7 +208,10 @@ async fn dispatch(options: GlobalOptions, command: ClientCommand) -> anyhow::Res
     match command {
         C::Admin(command) => admin::run(&session, command).await,
         C::Artifacts(args) => jobs::artifacts(&session, &args).await,
-        C::Cancel(JobId { job_id }) => jobs::cancel(&session, &job_id).await,
+        C::Cancel(JobId { job_id }) => {
+            let confirm = !is_reference_name(program);
+            jobs::cancel(&session, &job_id, confirm).await
+        }
         C::Config(_) => unreachable!("handled before the session"),
         C::Jobs(args) => jobs::jobs(&session, &args).await,
         C::ListAgents(args) => lab::list_agents(&session, &args).await,

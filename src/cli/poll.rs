@@ -50,6 +50,7 @@ pub struct PollArgs {
     /// cancelled), instead of 0 whatever happened: for CI
     #[arg(long)]
     pub exit_status: bool,
+    /// The job's id, as `submit` printed it
     pub job_id: String,
 }
 

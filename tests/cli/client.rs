@@ -69,6 +69,47 @@ impl Client {
         run(self.command(&link, args), "")
     }
 
+    /// `tf --server <server> <args>` with stdout on a pseudo-terminal, as a person sees it
+    /// (`\n` arrives as `\r\n`), and `env` set (`NO_COLOR` is unset unless given).
+    pub fn run_on_terminal(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        use std::io::Read;
+        use std::os::fd::FromRawFd;
+        let (mut controller, mut terminal) = (-1, -1);
+        // SAFETY: openpty only writes the two new descriptors into the integers given.
+        let opened = unsafe {
+            libc::openpty(
+                &mut controller,
+                &mut terminal,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors are new and owned by nothing else.
+        let (mut controller, terminal) = unsafe {
+            (
+                std::fs::File::from_raw_fd(controller),
+                std::fs::File::from_raw_fd(terminal),
+            )
+        };
+        let mut command = self.command(Path::new(env!("CARGO_BIN_EXE_tf")), args);
+        command
+            .env_remove("NO_COLOR")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(terminal)
+            .stderr(Stdio::null());
+        let mut child = command.spawn().expect("run tf");
+        // Our copy of the terminal side must close for the reads to end with the child.
+        drop(command);
+        let mut seen = Vec::new();
+        // Linux ends a terminal whose other side closed with EIO rather than EOF.
+        let _ = controller.read_to_end(&mut seen);
+        child.wait().expect("wait");
+        String::from_utf8_lossy(&seen).into_owned()
+    }
+
     /// Writes a file into the client's working directory.
     pub fn write(&self, name: &str, content: &str) -> PathBuf {
         let path = self.home.path().join(name);

@@ -277,7 +277,10 @@ fn waiting_jobs_show_their_place_and_oneshot_waits_on_output() {
     let oneshot = client.run(&["poll", "--oneshot", &job_id]);
     assert_eq!(oneshot.stdout, "Waiting on Output\n");
     let cancel = client.run(&["cancel", &job_id]);
-    assert_eq!((cancel.code, cancel.stdout.as_str()), (0, ""));
+    assert_eq!(
+        (cancel.code, cancel.stdout),
+        (0, format!("Job {job_id} cancelled\n"))
+    );
     let again = client.run(&["cancel", &job_id]);
     assert_eq!(
         (again.code, again.stderr.as_str()),

@@ -180,24 +180,26 @@ fn client_error(server: &str, args: &[&str]) -> String {
 #[test]
 fn a_client_that_mixes_up_http_and_https_is_told_so() {
     let plain = crate::harness::Server::start();
-    let stderr = client_error(&format!("https://{}", plain.address), &["list-queues"]);
-    assert!(
-        stderr.contains(&format!(
-            "the server at https://{0} answered without TLS: if it serves plain HTTP, use http://{0}",
-            plain.address
-        )),
-        "{stderr}"
-    );
-
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, _) = certificate(dir.path());
     let tls = TlsServer::start(&cert, &key);
-    let stderr = client_error(&format!("http://{}", tls.address), &["list-queues"]);
-    assert!(
-        stderr.contains(&format!(
-            "the server at http://{0} did not answer in HTTP: if it serves HTTPS, use https://{0}",
-            tls.address
-        )),
-        "{stderr}"
-    );
+    for (address, given, right, what_happened) in [
+        (
+            &plain.address,
+            "https",
+            "http",
+            "answered without TLS: if it serves plain HTTP",
+        ),
+        (
+            &tls.address,
+            "http",
+            "https",
+            "did not answer in HTTP: if it serves HTTPS",
+        ),
+    ] {
+        let stderr = client_error(&format!("{given}://{address}"), &["list-queues"]);
+        let expected =
+            format!("the server at {given}://{address} {what_happened}, use {right}://{address}");
+        assert!(stderr.contains(&expected), "{stderr}");
+    }
 }

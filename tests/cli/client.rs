@@ -205,10 +205,6 @@ impl Running {
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Waits until stdout has shown `text`.
     pub fn wait_for_output(&mut self, text: &str) {
         let deadline = Instant::now() + PATIENCE;
@@ -225,12 +221,7 @@ impl Running {
     }
 
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        crate::runner::send_signal(self.child.id(), signal);
     }
 
     /// Types `text` on the command's stdin.

@@ -5,17 +5,21 @@ use crate::client::{printed_job_id, register_agent, Client, Running};
 use crate::harness::Server;
 use crate::runner::wait_for_state;
 
-/// A job waiting in the queue (no agent takes it), followed by `args` + its id.
-fn follow_a_waiting_job(args: &[&str]) -> (Server, Client, String, Running) {
+/// A server whose queue `q` has an agent that takes no jobs: submitted jobs wait.
+fn idle_queue() -> (Server, Client) {
     let server = Server::start();
     register_agent(&server, "a1", "q");
     let client = Client::new(&server);
+    (server, client)
+}
+
+/// `tf poll` of a job waiting in the queue, once it has said so.
+fn poll_a_waiting_job() -> (Server, Client, String, Running) {
+    let (server, client) = idle_queue();
     let job_id = client.submit("job_queue: q\n");
-    let mut command: Vec<&str> = args.to_vec();
-    command.push(&job_id);
-    let mut following = client.start(None, &command);
-    following.wait_for_output("This job will be picked up");
-    (server, client, job_id, following)
+    let mut poll = client.start(None, &["poll", &job_id]);
+    poll.wait_for_output("This job will be picked up");
+    (server, client, job_id, poll)
 }
 
 fn interrupt(following: &mut Running) {
@@ -25,7 +29,7 @@ fn interrupt(following: &mut Running) {
 
 #[test]
 fn ctrl_c_then_no_leaves_the_job_and_says_so() {
-    let (server, _client, job_id, mut poll) = follow_a_waiting_job(&["poll"]);
+    let (server, _client, job_id, mut poll) = poll_a_waiting_job();
     interrupt(&mut poll);
     poll.type_in("n\n");
     let poll = poll.finish();
@@ -39,9 +43,7 @@ fn ctrl_c_then_no_leaves_the_job_and_says_so() {
 
 #[test]
 fn ctrl_c_then_yes_cancels_the_job_and_says_so() {
-    let server = Server::start();
-    register_agent(&server, "a1", "q");
-    let client = Client::new(&server);
+    let (server, client) = idle_queue();
     let job = client.write("job.yaml", "job_queue: q\n");
     let mut submit = client.start(None, &["submit", "--poll", job.to_str().expect("utf-8")]);
     submit.wait_for_output("This job will be picked up");
@@ -60,7 +62,7 @@ fn ctrl_c_then_yes_cancels_the_job_and_says_so() {
 
 #[test]
 fn a_second_ctrl_c_at_the_question_ends_without_cancelling() {
-    let (server, _client, job_id, mut poll) = follow_a_waiting_job(&["poll"]);
+    let (server, _client, job_id, mut poll) = poll_a_waiting_job();
     interrupt(&mut poll);
     poll.signal("INT");
     let poll = poll.finish();

@@ -58,6 +58,23 @@ impl Lab {
     }
 }
 
+/// `reserve` on queue `q` for `key`, without questions, for ten minutes (cut short by
+/// the tests).
+fn reserve_args(key: &str) -> [&str; 10] {
+    [
+        "reserve",
+        "-q",
+        "q",
+        "--distro",
+        "noble",
+        "-k",
+        key,
+        "-y",
+        "--timeout",
+        "600",
+    ]
+}
+
 #[test]
 fn an_ordinary_job_is_never_said_to_be_reserved() {
     let lab = Lab::start();
@@ -81,21 +98,9 @@ fn an_ordinary_job_is_never_said_to_be_reserved() {
 #[test]
 fn a_reservation_says_how_to_ssh_in_with_the_command_the_user_typed() {
     let lab = Lab::start();
-    let mut reserve = lab.client.start(
-        Some("testflinger-cli"),
-        &[
-            "reserve",
-            "-q",
-            "q",
-            "--distro",
-            "noble",
-            "-k",
-            "lp:me",
-            "-y",
-            "--timeout",
-            "600",
-        ],
-    );
+    let mut reserve = lab
+        .client
+        .start(Some("testflinger-cli"), &reserve_args("lp:me"));
     reserve.wait_for_output("The device is reserved");
     let job_id = printed_job_id(&reserve.seen);
     reserve.wait_for_output(&format!(
@@ -118,24 +123,7 @@ fn a_reservation_says_how_to_ssh_in_with_the_command_the_user_typed() {
 #[test]
 fn a_reservation_that_failed_is_not_claimed() {
     let lab = Lab::start();
-    let reserve = lab
-        .client
-        .start(
-            None,
-            &[
-                "reserve",
-                "-q",
-                "q",
-                "--distro",
-                "noble",
-                "-k",
-                "lp:missing",
-                "-y",
-                "--timeout",
-                "600",
-            ],
-        )
-        .finish();
+    let reserve = lab.client.start(None, &reserve_args("lp:missing")).finish();
     assert_eq!(reserve.code, 1, "{reserve:?}");
     assert!(
         reserve

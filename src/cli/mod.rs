@@ -5,6 +5,7 @@
 
 mod account;
 mod admin;
+mod command_name;
 mod config;
 mod history;
 mod jobs;
@@ -147,6 +148,7 @@ pub fn run(options: GlobalOptions, command: ClientCommand, program: &str) -> Exi
     };
     match runtime.block_on(dispatch(options, command, program)) {
         Ok(code) => code,
+        Err(error) if error.is::<poll::Interrupted>() => ExitCode::from(130),
         Err(error) => {
             if error.downcast_ref::<AlreadyReported>().is_none() {
                 eprintln!("{error:#}");

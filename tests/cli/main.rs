@@ -10,6 +10,8 @@ mod runner;
 
 mod client;
 mod commands;
+mod interrupts;
 mod lab;
 mod legacy;
+mod reservations;
 mod submit;

@@ -344,40 +344,6 @@ fn reserve_builds_the_job_from_flags_or_answers() {
 }
 
 #[test]
-fn reserve_submits_follows_and_says_how_to_ssh_in() {
-    let server = Server::start();
-    // The provision connector publishes the address; reserve holds the device a while.
-    let settings = "job_queues: [rpi4]\nprovision_command: >-\n  echo '{\"device_info\": {\"device_ip\": \"10.0.0.7\"}}' > device-info.json\nreserve_command: echo reserved; sleep 1\n";
-    let _agent = Agent::start(&server, settings);
-    wait_for_agent_state(&server, "waiting");
-    let client = Client::new(&server);
-    let run = client.run(&[
-        "reserve",
-        "-q",
-        "rpi4",
-        "--distro",
-        "noble",
-        "-k",
-        "lp:me",
-        "-y",
-        "--timeout",
-        "60",
-    ]);
-    assert_eq!(run.code, 0, "{run:?}");
-    assert!(
-        run.stdout.contains("Job submitted successfully!"),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout
-            .contains("The device is reserved: ssh ubuntu@10.0.0.7"),
-        "{}",
-        run.stdout
-    );
-}
-
-#[test]
 fn poll_serial_reads_the_serial_log() {
     let server = Server::start();
     let _agent = Agent::start(&server, "test_command: echo console > test-serial.log\n");

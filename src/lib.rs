@@ -107,7 +107,7 @@ pub fn main() -> ExitCode {
     let command = Cli::command()
         .name(program.clone())
         .bin_name(program.clone());
-    let mut command = if cli::is_reference_name(&program) {
+    let mut command = if cli::CommandName::of_this_process().is_reference() {
         help::user_commands_only(command)
     } else {
         help::group_by_role(command)
@@ -121,7 +121,7 @@ pub fn main() -> ExitCode {
         Err(error) => error.format(&mut command).exit(),
     };
     let outcome = match cli.command {
-        None if cli::is_reference_name(&program) => {
+        None if cli::CommandName::of_this_process().is_reference() => {
             // As the reference: the help on stdout, exit 0.
             println!("{}", command.render_help());
             return ExitCode::SUCCESS;
@@ -137,7 +137,7 @@ pub fn main() -> ExitCode {
                     .error(clap::error::ErrorKind::ArgumentConflict, message)
                     .exit();
             }
-            return cli::run(cli.client, client, &program);
+            return cli::run(cli.client, client);
         }
         Some(Command::Serve(args)) => {
             init_logging();

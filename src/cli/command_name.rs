@@ -31,6 +31,12 @@ impl CommandName {
         }
     }
 
+    /// Under a reference CLI's name, what the client prints stays the reference's, for the
+    /// scripts that parse it; as `tf` it may say more.
+    pub fn is_reference(self) -> bool {
+        self != CommandName::Tf
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             CommandName::Tf => "tf",

@@ -23,6 +23,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+pub use command_name::CommandName;
 use config::{Settings, DEFAULT_SERVER};
 use session::Session;
 
@@ -126,15 +127,9 @@ pub fn credential_pairing_error(command: &ClientCommand) -> Option<&'static str>
         .then_some("Both --client-id and --secret-key must be provided together")
 }
 
-/// Whether the binary runs under one of the reference CLI's names, where what it prints
-/// stays the reference's for the scripts that parse it: `tf` may say more.
-pub fn is_reference_name(program: &str) -> bool {
-    matches!(program, "testflinger-cli" | "testflinger")
-}
-
 /// Runs a client command; errors are printed as the reference prints them (the message
-/// alone on stderr, exit 1). `program` is the name the user typed.
-pub fn run(options: GlobalOptions, command: ClientCommand, program: &str) -> ExitCode {
+/// alone on stderr, exit 1).
+pub fn run(options: GlobalOptions, command: ClientCommand) -> ExitCode {
     end_quietly_on_closed_stdout();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -146,7 +141,7 @@ pub fn run(options: GlobalOptions, command: ClientCommand, program: &str) -> Exi
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(options, command, program)) {
+    match runtime.block_on(dispatch(options, command)) {
         Ok(code) => code,
         Err(error) if error.is::<poll::Interrupted>() => ExitCode::from(130),
         Err(error) => {
@@ -190,11 +185,7 @@ impl std::fmt::Display for AlreadyReported {
 
 impl std::error::Error for AlreadyReported {}
 
-async fn dispatch(
-    options: GlobalOptions,
-    command: ClientCommand,
-    program: &str,
-) -> anyhow::Result<ExitCode> {
+async fn dispatch(options: GlobalOptions, command: ClientCommand) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(options.configfile.as_deref());
     if let ClientCommand::Config(args) = &command {
         return jobs::config(settings, args);
@@ -211,7 +202,7 @@ async fn dispatch(
         C::Admin(command) => admin::run(&session, command).await,
         C::Artifacts(args) => jobs::artifacts(&session, &args).await,
         C::Cancel(JobId { job_id }) => {
-            let confirm = !is_reference_name(program);
+            let confirm = !CommandName::of_this_process().is_reference();
             jobs::cancel(&session, &job_id, confirm).await
         }
         C::Config(_) => unreachable!("handled before the session"),

@@ -10,11 +10,11 @@ use anyhow::bail;
 use clap::Args;
 use serde_json::Value;
 
-use super::command_name::CommandName;
 use super::history::History;
 use super::jobs::{job_state, INVALID_JOB_ID, NO_JOB_DATA};
 use super::pyjson;
 use super::session::{Failure, Session};
+use super::CommandName;
 use crate::api::EXTENSIONS_HEADER;
 use crate::job::reservation::{announced_target, asks_for_reservation};
 use crate::job::PHASES;

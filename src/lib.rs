@@ -6,9 +6,11 @@
 mod agent;
 mod api;
 mod cli;
+mod colour;
 mod completions;
 mod connectors;
 mod demo;
+mod help;
 mod job;
 mod metrics;
 mod private_file;
@@ -103,21 +105,14 @@ fn arguments() -> (Vec<OsString>, String) {
 /// Runs the role asked for on the command line; the whole of `tf`'s `main`.
 pub fn main() -> ExitCode {
     let (args, program) = arguments();
-    let mut command = Cli::command()
+    let command = Cli::command()
         .name(program.clone())
         .bin_name(program.clone());
-    if matches!(program.as_str(), "testflinger-cli" | "testflinger") {
-        // Installed as the client: its help shows the client's commands only.
-        let client = cli::ClientCommand::augment_subcommands(clap::Command::new("client"));
-        let others: Vec<String> = command
-            .get_subcommands()
-            .map(|sub| sub.get_name().to_string())
-            .filter(|name| client.find_subcommand(name).is_none())
-            .collect();
-        for name in others {
-            command = command.mut_subcommand(name, |c| c.hide(true));
-        }
-    }
+    let mut command = if cli::CommandName::of_this_process().is_reference() {
+        help::user_commands_only(command)
+    } else {
+        help::group_by_role(command)
+    };
     let matches = match command.try_get_matches_from_mut(args) {
         Ok(matches) => matches,
         Err(error) => error.exit(),
@@ -127,10 +122,15 @@ pub fn main() -> ExitCode {
         Err(error) => error.format(&mut command).exit(),
     };
     let outcome = match cli.command {
-        None => {
+        None if cli::CommandName::of_this_process().is_reference() => {
             // As the reference: the help on stdout, exit 0.
             println!("{}", command.render_help());
             return ExitCode::SUCCESS;
+        }
+        None => {
+            // A usage error, as with any tool that needs a command.
+            eprint!("{}", command.render_help());
+            return ExitCode::from(2);
         }
         Some(Command::Client(client)) => {
             if let Some(message) = cli::credential_pairing_error(&client) {
@@ -175,12 +175,38 @@ fn run_server(config: server::config::Config) -> anyhow::Result<()> {
         .block_on(server::serve(config))
 }
 
-/// Logs go to stderr; `RUST_LOG` picks the level (info by default).
+/// Logs go to stderr, coloured only on a terminal; `RUST_LOG` picks the level (info by
+/// default).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour::wanted(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// The positional arguments without a description, as `command path <ARG>`.
+    fn undescribed(command: &clap::Command, path: &str, found: &mut Vec<String>) {
+        for argument in command.get_positionals() {
+            if argument.get_help().is_none() && !argument.is_hide_set() {
+                found.push(format!("{path} <{}>", argument.get_id()));
+            }
+        }
+        for sub in command.get_subcommands() {
+            undescribed(sub, &format!("{path} {}", sub.get_name()), found);
+        }
+    }
+
+    #[test]
+    fn every_positional_argument_is_described() {
+        let mut found = Vec::new();
+        undescribed(&super::Cli::command(), "tf", &mut found);
+        assert!(found.is_empty(), "{found:#?}");
+    }
 }

@@ -323,7 +323,7 @@ impl Api {
         self.http
             .request(request)
             .await
-            .map_err(|e| self.unreachable(path, describe_client_error(&e)))
+            .map_err(|e| self.unreachable(path, describe_client_error(&e, &self.base)))
     }
 
     fn unreachable(&self, path: &str, reason: String) -> ApiError {
@@ -462,12 +462,56 @@ fn base_url(server_address: &str) -> anyhow::Result<String> {
 
 /// The innermost cause of a connection failure is the one a person can act on
 /// ("Connection refused"), not hyper's "client error (Connect)".
-fn describe_client_error(error: &hyper_util::client::legacy::Error) -> String {
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(inner) = cause.source() {
-        cause = inner;
+/// What went wrong, in words: an address whose scheme is not what the server speaks, or
+/// else the innermost cause.
+fn describe_client_error(error: &hyper_util::client::legacy::Error, base: &str) -> String {
+    let mut cause: &(dyn std::error::Error + 'static) = error;
+    loop {
+        if let Some(mismatch) = scheme_mismatch(cause, base) {
+            return mismatch;
+        }
+        match cause.source() {
+            Some(inner) => cause = inner,
+            None => return cause.to_string(),
+        }
     }
-    cause.to_string()
+}
+
+/// A plain-HTTP server behind an `https://` address (its answer is not a TLS record), or
+/// a TLS server behind an `http://` one (its alert is not an HTTP status line).
+fn scheme_mismatch(cause: &(dyn std::error::Error + 'static), base: &str) -> Option<String> {
+    if let Some(host) = base.strip_prefix("https://") {
+        if let Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) =
+            tls_error(cause)
+        {
+            return Some(format!(
+                "the server at {base} answered without TLS: if it serves plain HTTP, use http://{host}"
+            ));
+        }
+    }
+    if let Some(host) = base.strip_prefix("http://") {
+        if cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse)
+        {
+            return Some(format!(
+                "the server at {base} did not answer in HTTP: if it serves HTTPS, use https://{host}"
+            ));
+        }
+    }
+    None
+}
+
+/// The TLS error inside `cause`, which comes wrapped in one `io::Error` or more (whose
+/// `source()` skips what they wrap).
+fn tls_error<'a>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut error = cause;
+    loop {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        error = error.downcast_ref::<std::io::Error>()?.get_ref()?;
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,10 @@ pub async fn login(session: &Session) -> anyhow::Result<ExitCode> {
             println!("Successfully authenticated as '{who}'");
             Ok(ExitCode::SUCCESS)
         }
-        Ok(None) => bail!("Please provide credentials and reattempt login"),
+        Ok(None) => match session.login.unreachable() {
+            Some(reason) => Err(Failure::Network(reason).into_error()),
+            None => bail!("Please provide credentials and reattempt login"),
+        },
         Err(message) => bail!("{message}"),
     }
 }
@@ -44,6 +47,7 @@ pub struct SecretWrite {
     /// Where the secret lives, e.g. lab/token
     #[arg(value_parser = parse_secret_path)]
     pub path: String,
+    /// The secret itself
     pub value: String,
     /// Seconds until the secret is deleted (-1: never)
     #[arg(long, conflicts_with = "single_use", allow_negative_numbers = true)]
@@ -57,6 +61,7 @@ pub struct SecretWrite {
 
 #[derive(Args, Debug)]
 pub struct SecretDelete {
+    /// Where the secret lives, e.g. lab/token
     #[arg(value_parser = parse_secret_path)]
     pub path: String,
     #[command(flatten)]

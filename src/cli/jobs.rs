@@ -76,6 +76,7 @@ pub struct ShowArgs {
     /// Print the job in YAML instead of JSON
     #[arg(long)]
     pub yaml: bool,
+    /// The job's id, as `submit` printed it
     pub job_id: String,
 }
 
@@ -120,6 +121,7 @@ pub struct ArtifactsArgs {
     /// Where to save the tarball
     #[arg(long, default_value = "artifacts.tgz")]
     pub filename: std::path::PathBuf,
+    /// The job's id, as `submit` printed it
     pub job_id: String,
 }
 
@@ -196,7 +198,8 @@ impl Progress {
     }
 }
 
-pub async fn cancel(session: &Session, job_id: &str) -> anyhow::Result<ExitCode> {
+/// `cancel`; with `confirm`, says so when it worked (the reference prints nothing).
+pub async fn cancel(session: &Session, job_id: &str, confirm: bool) -> anyhow::Result<ExitCode> {
     let body = serde_json::json!({"action": "cancel"});
     match session
         .post(&format!("/v1/job/{job_id}/action"), &body)
@@ -204,6 +207,9 @@ pub async fn cancel(session: &Session, job_id: &str) -> anyhow::Result<ExitCode>
     {
         Ok(_) => {
             History::load().update(job_id, "cancelled");
+            if confirm {
+                println!("Job {job_id} cancelled");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(failure) if failure.status() == Some(400) => {

@@ -205,8 +205,13 @@ pub async fn list_agents(session: &Session, args: &ListAgentsArgs) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
+/// A heading as the reference prints it: bold, though only for a person at a terminal.
 fn bold(text: &str) -> String {
-    format!("\x1b[1m{text}\x1b[0m")
+    if crate::colour::wanted(&std::io::stdout()) {
+        format!("\x1b[1m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
 }
 
 fn print_table(agents: &[&Value], fields: &[String]) {
@@ -291,6 +296,7 @@ fn print_summary(agents: &[&Value]) {
 
 #[derive(Args, Debug)]
 pub struct AgentStatusArgs {
+    /// The agent's name, as `list-agents` shows it
     pub agent_name: String,
     /// Print the whole agent record as JSON
     #[arg(long)]
@@ -331,6 +337,7 @@ pub async fn agent_status(session: &Session, args: &AgentStatusArgs) -> anyhow::
 
 #[derive(Args, Debug)]
 pub struct QueueStatusArgs {
+    /// The queue, as jobs name it in `job_queue`
     pub queue_name: String,
     /// List the jobs, not only their numbers
     #[arg(short = 'v', long)]

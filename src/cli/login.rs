@@ -29,6 +29,10 @@ pub struct Login {
     /// Who we are: from the flags or settings, from `auth.conf`, or from an OIDC token.
     client_id: Mutex<Option<String>>,
     secret_key: Option<String>,
+    /// Why the server did not answer the last login request, if it did not: the chain
+    /// then goes on anonymously and the command's own request reports it, but `login`
+    /// has no request of its own.
+    unreachable: Mutex<Option<String>>,
 }
 
 impl Login {
@@ -43,6 +47,7 @@ impl Login {
             store: auth_file(server),
             client_id: Mutex::new(client_id),
             secret_key,
+            unreachable: Mutex::new(None),
         }
     }
 
@@ -55,6 +60,14 @@ impl Login {
 
     fn set_client_id(&self, id: Option<String>) {
         *self.client_id.lock().unwrap_or_else(|p| p.into_inner()) = id;
+    }
+
+    /// Why the server could not be reached while logging in, if it could not.
+    pub fn unreachable(&self) -> Option<String> {
+        self.unreachable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Forgets the stored refresh token (what `login` does first).
@@ -265,6 +278,10 @@ impl Login {
                 if reason.starts_with("no answer within") =>
             {
                 Err(timeout_message.to_string())
+            }
+            Err(crate::api::ApiError::Unreachable { reason, .. }) => {
+                *self.unreachable.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                Ok(None)
             }
             Err(_) => Ok(None),
         }

@@ -5,6 +5,7 @@
 
 mod account;
 mod admin;
+mod command_name;
 mod config;
 mod history;
 mod jobs;
@@ -22,7 +23,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use config::Settings;
+pub use command_name::CommandName;
+use config::{Settings, DEFAULT_SERVER};
 use session::Session;
 
 /// Options that come before the subcommand, as with the reference.
@@ -34,9 +36,16 @@ pub struct GlobalOptions {
     /// Show the details of errors the poll loop retries
     #[arg(short = 'd', long)]
     pub debug: bool,
-    /// Testflinger server to use
-    #[arg(long)]
+    #[arg(long, help = server_help())]
     pub server: Option<String>,
+}
+
+/// `--server`'s help, with where the server comes from when the flag is not given.
+fn server_help() -> String {
+    format!(
+        "Testflinger server to use [default: from the config file or $TESTFLINGER_SERVER, \
+         else {DEFAULT_SERVER}]"
+    )
 }
 
 /// `--client-id` / `--secret-key`, on the commands that take them.
@@ -52,6 +61,7 @@ pub struct Credentials {
 
 #[derive(Args, Debug)]
 pub struct JobId {
+    /// The job's id, as `submit` printed it
     pub job_id: String,
 }
 
@@ -133,6 +143,7 @@ pub fn run(options: GlobalOptions, command: ClientCommand) -> ExitCode {
     };
     match runtime.block_on(dispatch(options, command)) {
         Ok(code) => code,
+        Err(error) if error.is::<poll::Interrupted>() => ExitCode::from(130),
         Err(error) => {
             if error.downcast_ref::<AlreadyReported>().is_none() {
                 eprintln!("{error:#}");
@@ -190,7 +201,10 @@ async fn dispatch(options: GlobalOptions, command: ClientCommand) -> anyhow::Res
     match command {
         C::Admin(command) => admin::run(&session, command).await,
         C::Artifacts(args) => jobs::artifacts(&session, &args).await,
-        C::Cancel(JobId { job_id }) => jobs::cancel(&session, &job_id).await,
+        C::Cancel(JobId { job_id }) => {
+            let confirm = !CommandName::of_this_process().is_reference();
+            jobs::cancel(&session, &job_id, confirm).await
+        }
         C::Config(_) => unreachable!("handled before the session"),
         C::Jobs(args) => jobs::jobs(&session, &args).await,
         C::ListAgents(args) => lab::list_agents(&session, &args).await,

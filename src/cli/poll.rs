@@ -14,7 +14,9 @@ use super::history::History;
 use super::jobs::{job_state, INVALID_JOB_ID, NO_JOB_DATA};
 use super::pyjson;
 use super::session::{Failure, Session};
+use super::CommandName;
 use crate::api::EXTENSIONS_HEADER;
+use crate::job::reservation::{announced_target, asks_for_reservation};
 use crate::job::PHASES;
 
 /// How long one log request may wait for news on a server that can long-poll.
@@ -50,6 +52,7 @@ pub struct PollArgs {
     /// cancelled), instead of 0 whatever happened: for CI
     #[arg(long)]
     pub exit_status: bool,
+    /// The job's id, as `submit` printed it
     pub job_id: String,
     /// Which `State '…' lasted …` lines to print (`tf demo` shows fewer).
     #[arg(skip)]
@@ -318,9 +321,21 @@ pub async fn follow(
             }
             previous_state = Some((state.clone(), Instant::now()));
         }
-        // Once per reservation, as soon as the device's address is known.
-        if state == "reserve" && !ssh_hint_shown {
-            if let Some(hint) = ssh_hint(&job, result.as_ref().ok(), job_id) {
+        // Once per reservation, when the reserve phase announced it: agents report the
+        // `reserve` state for every job, and a reserve phase can fail before reserving.
+        if state == "reserve" && !ssh_hint_shown && asks_for_reservation(&job) {
+            let announced = watch
+                .interruptible(
+                    &mut status_line,
+                    next_fragment,
+                    reservation_target(session, job_id),
+                )
+                .await?;
+            if let Some(Some(target)) = announced {
+                let hint = format!(
+                    "The device is reserved: ssh {target} (to end the reservation early: {} cancel {job_id})",
+                    CommandName::of_this_process()
+                );
                 print_line(&mut status_line, &hint);
                 ssh_hint_shown = true;
             }
@@ -379,7 +394,8 @@ pub async fn follow(
                 }
                 eprintln!("\nPhase '{phase}' completed with exit code: {status}");
                 eprintln!(
-                    "Use 'testflinger poll {job_id} --start_fragment {next_fragment}' to continue polling."
+                    "Use '{} poll {job_id} --start_fragment {next_fragment}' to continue polling.",
+                    CommandName::of_this_process()
                 );
                 return Ok(ExitCode::SUCCESS);
             }
@@ -468,23 +484,20 @@ impl Watch<'_> {
                 if let Some(line) = status_line {
                     line.clear();
                 }
-                ask_to_cancel(self.session, self.job_id, next_fragment).await?;
+                ask_to_cancel(self.session, self.job_id, next_fragment, self.interrupts).await?;
                 Ok(None)
             }
         }
     }
 }
 
-/// How to reach a reserved device, when its connector published the address.
-fn ssh_hint(job: &Value, result: Option<&Value>, job_id: &str) -> Option<String> {
-    let ip = result?.pointer("/device_info/device_ip")?.as_str()?;
-    let user = job
-        .pointer("/test_data/test_username")
-        .and_then(Value::as_str)
-        .unwrap_or("ubuntu");
-    Some(format!(
-        "The device is reserved: ssh {user}@{ip} (to end the reservation early: tf cancel {job_id})"
-    ))
+/// The `user@host` the job's reserve phase announced, once it has: the device is then
+/// reserved for the job's keys.
+pub async fn reservation_target(session: &Session, job_id: &str) -> Option<String> {
+    let path = format!("/v1/result/{job_id}/log/output?phase=reserve");
+    let response = session.get(&path).await.ok()?;
+    let output = combine(&response, "output", Some("reserve")).text;
+    announced_target(&output).map(str::to_string)
 }
 
 fn is_terminal(state: &str) -> bool {
@@ -499,14 +512,18 @@ fn outcome(args: &PollArgs, state: &str, result: Option<&Value>) -> ExitCode {
     if state == "cancelled" {
         return ExitCode::from(1);
     }
-    let failed = PHASES.iter().find_map(|phase| {
-        let status = result?.get(format!("{phase}_status"))?.as_i64()?;
-        (status != 0).then_some(status)
-    });
-    match failed {
-        Some(code) => ExitCode::from(u8::try_from(code.clamp(1, 255)).unwrap_or(1)),
+    match result.and_then(first_failure) {
+        Some((_, code)) => ExitCode::from(u8::try_from(code.clamp(1, 255)).unwrap_or(1)),
         None => ExitCode::SUCCESS,
     }
+}
+
+/// The first phase of a job's result that exited non-zero, and its exit status.
+pub fn first_failure(result: &Value) -> Option<(&'static str, i64)> {
+    PHASES.iter().find_map(|phase| {
+        let status = result.get(format!("{phase}_status"))?.as_i64()?;
+        (status != 0).then_some((*phase, status))
+    })
 }
 
 /// The extensions the server announces in `GET /v1` (none for a reference server).
@@ -543,14 +560,30 @@ fn lasted(elapsed: Duration) -> String {
     }
 }
 
-/// Ctrl-C: offer to cancel the job. `Ok` means go on polling; otherwise the command
-/// ends as the reference's does (exit 1, `Received KeyboardInterrupt`).
-async fn ask_to_cancel(session: &Session, job_id: &str, next_fragment: i64) -> anyhow::Result<()> {
+/// Ctrl-C: offer to cancel the job, as the reference does. `Ok` means go on polling;
+/// otherwise the poll ends with a line saying what became of the job, and `Interrupted`.
+/// A second Ctrl-C, or the end of input, answers no.
+async fn ask_to_cancel(
+    session: &Session,
+    job_id: &str,
+    next_fragment: i64,
+    interrupts: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
+) -> anyhow::Result<()> {
     print!("\nCancel job {job_id} before exiting (y)es/(N)o/(c)ontinue? ");
     let _ = std::io::stdout().flush();
-    let mut answer = String::new();
-    let _ = std::io::stdin().read_line(&mut answer);
-    match answer.trim().chars().next().map(|c| c.to_ascii_lowercase()) {
+    let answer = tokio::select! {
+        answer = read_answer() => answer,
+        _ = interrupts.recv() => None,
+    };
+    let choice = answer
+        .as_deref()
+        .and_then(|a| a.trim().chars().next())
+        .map(|c| c.to_ascii_lowercase());
+    if answer.is_none() {
+        println!();
+    }
+    let stopped = format!("Stopped following job {job_id}");
+    match choice {
         Some('c') => return Ok(()),
         Some('y') => {
             let body = serde_json::json!({"action": "cancel"});
@@ -558,18 +591,48 @@ async fn ask_to_cancel(session: &Session, job_id: &str, next_fragment: i64) -> a
                 .post(&format!("/v1/job/{job_id}/action"), &body)
                 .await
             {
-                Ok(_) => {}
+                Ok(_) => eprintln!("{stopped}; it was cancelled."),
                 Err(failure) if failure.status() == Some(400) => {
-                    bail!("Invalid job ID specified or the job is already complete/cancelled.")
+                    eprintln!("{stopped}; it was not cancelled: it is already complete or cancelled.")
                 }
-                Err(failure) => bail!("The job was not cancelled: {}", failure.into_error()),
+                Err(failure) => eprintln!(
+                    "{stopped}; it was not cancelled: {:#}",
+                    failure.into_error()
+                ),
             }
         }
-        _ => {}
+        _ => eprintln!(
+            "{stopped}; it was not cancelled. To follow it again: {} poll --start_fragment {next_fragment} {job_id}",
+            CommandName::of_this_process()
+        ),
     }
-    println!("\nNext fragment number: {next_fragment}");
-    bail!("Received KeyboardInterrupt")
+    Err(Interrupted.into())
 }
+
+/// One line from stdin (`None` at its end), read on a thread of its own so that Ctrl-C
+/// is still heard meanwhile.
+async fn read_answer() -> Option<String> {
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = std::io::stdin().read_line(&mut line);
+        let _ = sender.send(matches!(read, Ok(n) if n > 0).then_some(line));
+    });
+    receiver.await.ok().flatten()
+}
+
+/// The user stopped the poll with Ctrl-C; what became of the job is printed already.
+/// The command exits 130, as an interrupted program does.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 fn print_output(status_line: &mut Option<StatusLine>, text: &str) {
     match status_line {

@@ -10,9 +10,9 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::pyjson;
 use super::session::Session;
 use super::submit;
+use super::{poll, pyjson};
 
 #[derive(Args, Debug)]
 pub struct ReserveArgs {
@@ -137,7 +137,31 @@ pub async fn run(session: &Session, args: &ReserveArgs) -> anyhow::Result<ExitCo
     let job_id = submit::submit_job(session, job, &here, false).await?;
     println!("Job submitted successfully!");
     println!("job_id: {job_id}");
-    submit::poll_from(session, &job_id, 0, false).await
+    let code = submit::poll_from(session, &job_id, 0, false).await?;
+    // The poll ends the same way whatever happened; a reservation that never began is
+    // this command's failure.
+    if poll::reservation_target(session, &job_id).await.is_none() {
+        bail!(
+            "The device was not reserved: {}",
+            why_not_reserved(session, &job_id).await
+        );
+    }
+    Ok(code)
+}
+
+/// What ended a job before its reserve phase announced the reservation.
+async fn why_not_reserved(session: &Session, job_id: &str) -> String {
+    let result = match session.get(&format!("/v1/result/{job_id}")).await {
+        Ok(result) => result,
+        Err(failure) => return format!("its result cannot be read ({:#})", failure.into_error()),
+    };
+    if result.get("job_state").and_then(Value::as_str) == Some("cancelled") {
+        return "the job was cancelled".into();
+    }
+    match poll::first_failure(&result) {
+        Some((phase, status)) => format!("the {phase} phase failed (exit status {status})"),
+        None => "the agent ran no reserve phase".into(),
+    }
 }
 
 async fn choose_queue(session: &Session) -> anyhow::Result<String> {

@@ -15,6 +15,7 @@ use super::{
     control_host, fake, firmware, maas2, multi, muxpi, noprovision, Context, Device, Failure,
     Stage, StageResult,
 };
+use crate::job::reservation::{CONNECT_TO, RESERVED_BANNER};
 
 pub fn run(device: Device, stage: Stage, context: &Context) -> StageResult {
     match (device, stage) {
@@ -230,8 +231,8 @@ fn templated(text: &str, context: &Context) -> String {
 }
 
 /// Lets the job's keys in, prints the reservation banner, and holds the device for the
-/// reservation's time. Key problems are logged, never fatal: the agent's own key is
-/// already authorised on the device.
+/// reservation's time. A key that cannot be let in fails the stage before the banner:
+/// a reservation its user cannot reach is not announced, and the device is not held.
 pub fn reserve(context: &Context) -> StageResult {
     context.log.info("BEGIN reservation");
     let user = context.test_username()?;
@@ -248,11 +249,8 @@ pub fn reserve(context: &Context) -> StageResult {
                 .collect()
         })
         .unwrap_or_default();
-    for key in &keys {
-        if import_key(context, key) {
-            copy_key(context, &user, &device_ip);
-        }
-    }
+    install_keys(context, &keys, &format!("{user}@{device_ip}"))
+        .map_err(|why| Failure::Provisioning(format!("the device was not reserved: {why}")))?;
     let timeout = match reserve_data.get("timeout") {
         None | Some(Value::Null) => 3600,
         Some(value) => crate::job::duration::parse_duration(value).unwrap_or(3600),
@@ -266,8 +264,7 @@ pub fn reserve(context: &Context) -> StageResult {
         .get("job_id")
         .and_then(Value::as_str)
         .unwrap_or("<job_id>");
-    let mut banner =
-        format!("*** TESTFLINGER SYSTEM RESERVED ***\nYou can now connect to {user}@{device_ip}\n");
+    let mut banner = format!("{RESERVED_BANNER}\n{CONNECT_TO}{user}@{device_ip}\n");
     if let (Some(host), Some(port)) = (
         context.config_text("serial_host"),
         context.config_text("serial_port"),
@@ -289,11 +286,37 @@ pub fn reserve(context: &Context) -> StageResult {
     Ok(0)
 }
 
+/// Fetches every key, then puts them all on the device at `target` in one go; why not,
+/// when a key cannot be fetched (all such keys are named) or the device refuses them.
+fn install_keys(context: &Context, keys: &[String], target: &str) -> Result<(), String> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut public_keys = String::new();
+    let mut problems = Vec::new();
+    for key in keys {
+        match import_key(context, key) {
+            Ok(text) => public_keys.push_str(&text),
+            Err(why) => problems.push(format!("ssh key {key}: {why}")),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    std::fs::write("key.pub", public_keys).map_err(|e| format!("cannot write key.pub: {e}"))?;
+    if copy_keys(context, target) {
+        Ok(())
+    } else {
+        Err(format!("the ssh keys could not be copied to {target}"))
+    }
+}
+
 /// Attempts at `ssh-import-id` and the pauses between them (the reference tries ten
 /// times over about eight minutes; a key that fails this quickly rarely works later).
 const IMPORT_PAUSES: [u64; 3] = [1, 2, 4];
 
-fn import_key(context: &Context, key: &str) -> bool {
+/// The public key(s) `ssh-import-id` fetched for `key`, or why it could not.
+fn import_key(context: &Context, key: &str) -> Result<String, String> {
     let log = &context.log;
     for attempt in 0..=IMPORT_PAUSES.len() {
         let _ = std::fs::remove_file("key.pub");
@@ -303,17 +326,23 @@ fn import_key(context: &Context, key: &str) -> bool {
         ) {
             Ok(output) if output.success() => {
                 log.info(&format!("Successfully imported key: {key}"));
-                return true;
+                let text = std::fs::read_to_string("key.pub")
+                    .map_err(|e| format!("cannot read what ssh-import-id wrote: {e}"))?;
+                return Ok(if text.ends_with('\n') {
+                    text
+                } else {
+                    format!("{text}\n")
+                });
             }
             Ok(output) if output.all().contains("status_code=404") => {
                 log.error(&format!("Failed to import ssh key: {key}. User not found."));
-                return false;
+                return Err("user not found".into());
             }
             Err(RunError::Missing(program)) => {
                 log.error(&format!(
                     "Failed to import ssh key: {key}. {program} is not installed."
                 ));
-                return false;
+                return Err(format!("{program} is not installed"));
             }
             _ => {
                 log.warning(&format!("Unable to import ssh key from: {key}"));
@@ -327,11 +356,14 @@ fn import_key(context: &Context, key: &str) -> bool {
     log.error(&format!(
         "Failed to import ssh key: {key}. Maximum retries reached"
     ));
-    false
+    Err(format!(
+        "ssh-import-id failed {} times",
+        IMPORT_PAUSES.len() + 1
+    ))
 }
 
-fn copy_key(context: &Context, user: &str, device_ip: &str) {
-    let target = format!("{user}@{device_ip}");
+/// `ssh-copy-id` of key.pub to `target`; whether it got there.
+fn copy_keys(context: &Context, target: &str) -> bool {
     let argv = [
         "ssh-copy-id",
         "-f",
@@ -341,11 +373,11 @@ fn copy_key(context: &Context, user: &str, device_ip: &str) {
         "StrictHostKeyChecking=no",
         "-o",
         "UserKnownHostsFile=/dev/null",
-        &target,
+        target,
     ];
     for attempt in 0..3 {
         match context.runner.run(&argv, Some(Duration::from_secs(30))) {
-            Ok(output) if output.success() => return,
+            Ok(output) if output.success() => return true,
             _ => {
                 context
                     .log
@@ -358,4 +390,5 @@ fn copy_key(context: &Context, user: &str, device_ip: &str) {
         }
     }
     context.log.error("Failed to copy ssh key: key.pub");
+    false
 }

@@ -3,6 +3,7 @@
 
 pub mod duration;
 pub mod names;
+pub mod reservation;
 pub mod time;
 pub mod validate;
 

@@ -25,8 +25,10 @@ pub struct ClientsArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum ClientsCommand {
-    /// Create a client and print its generated secret (shown only this once)
+    /// Create a client and print its generated secret (shown only this once), or write
+    /// its token file (--token-file)
     Add {
+        /// The new client's id (what it logs in with)
         #[arg(value_parser = parse_client_id)]
         client_id: String,
         /// admin, manager, contributor or agent
@@ -53,12 +55,19 @@ enum ClientsCommand {
     /// List the clients and their roles
     List,
     /// Show one client's permissions as JSON
-    Show { client_id: String },
+    Show {
+        /// The client's id
+        client_id: String,
+    },
     /// Delete a client
-    Remove { client_id: String },
+    Remove {
+        /// The client's id
+        client_id: String,
+    },
     /// Give a client a new secret and print it (shown only this once); its refresh tokens
     /// stop working
     RotateSecret {
+        /// The client's id
         client_id: String,
         /// Read the secret from this file instead of generating one
         #[arg(long, value_name = "FILE")]

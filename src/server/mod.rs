@@ -63,18 +63,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         IfLost::Refuse
     };
-    // Before the keys: on a data dir whose database was lost, none may be created.
-    let data_dir = ServerDataDir::claim(&config.data_dir, if_lost)?;
-    let (jwt_key, secrets_key) = load_keys(&config)?;
+    // What can fail without touching the disk comes first: a server that cannot start
+    // (a port in use, a bad certificate) leaves no data dir, keys or database behind.
     let tls = config
         .tls
         .as_ref()
         .map(|(cert, key)| tls::acceptor(cert, key))
         .transpose()?;
-    let store = data_dir.open(config.sync, Some(SecretsKey::new(&secrets_key)))?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
+    // Before the keys: on a data dir whose database was lost, none may be created.
+    let data_dir = ServerDataDir::claim(&config.data_dir, if_lost)?;
+    let (jwt_key, secrets_key) = load_keys(&config)?;
+    let store = data_dir.open(config.sync, Some(SecretsKey::new(&secrets_key)))?;
     let address = listener.local_addr()?;
     let limits = connection_limits(&config);
     let scheme = if tls.is_some() { "https" } else { "http" };

@@ -89,6 +89,13 @@ fn a_job_runs_its_phases_in_order_and_ends_complete() {
     });
     assert_eq!(data["provision_streak_type"], json!("pass"), "{data}");
     wait_for_agent_state(&server, "waiting");
+
+    // Its own log, on stderr (a file here) and in its log file, has no colour codes.
+    let log_file = agent.home.join("logging/testflinger-agent.log");
+    for log in [agent.log(), std::fs::read_to_string(log_file).unwrap()] {
+        assert!(log.contains(&job_id), "{log}");
+        assert!(!log.contains('\x1b'), "{log:?}");
+    }
 }
 
 #[test]

@@ -96,12 +96,7 @@ impl Agent {
     }
 
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        send_signal(self.pid(), signal);
     }
 
     /// Stops the agent the way a crash or `kill -9` would.
@@ -149,6 +144,16 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `kill -<signal> <pid>`.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
 }
 
 /// Polls until `check` gives something (hang guard: `PATIENCE`).

@@ -47,6 +47,9 @@ fn a_dead_server_is_one_line_and_a_bad_address_is_refused() {
         vec!["results", UNKNOWN_JOB],
         vec!["cancel", UNKNOWN_JOB],
         vec!["list-queues"],
+        // Not "please provide credentials": the server is the problem, with or without.
+        vec!["login"],
+        vec!["login", "--client-id", "me", "--secret-key", "s3cret"],
     ] {
         let run = client.run(&args);
         assert_eq!(run.code, 1, "{args:?}: {run:?}");
@@ -186,6 +189,99 @@ fn the_reference_names_and_help_work() {
     }
     let unknown = client.run(&["frobnicate"]);
     assert_eq!(unknown.code, 2);
+}
+
+#[test]
+fn tf_alone_prints_its_usage_and_exits_2() {
+    let client = Client {
+        server: "http://127.0.0.1:1".into(),
+        home: tempfile::tempdir().unwrap(),
+    };
+    // `--server` alone is still no command.
+    let run = client.run(&[]);
+    assert_eq!((run.code, run.stdout.as_str()), (2, ""), "{run:?}");
+    assert!(run.stderr.contains("Usage: tf"), "{}", run.stderr);
+    let bare = std::process::Command::new(env!("CARGO_BIN_EXE_tf"))
+        .output()
+        .unwrap();
+    assert_eq!(bare.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bare.stderr).contains("Usage: tf"));
+}
+
+#[test]
+fn help_groups_the_commands_by_role_and_describes_every_argument() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_tf"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    // Each heading, then its commands, in this order.
+    let mut rest = help.as_str();
+    for (heading, commands) in [
+        ("Lab server", &["serve", "clients", "backup"][..]),
+        ("Agent", &["agent", "device-connector"][..]),
+        (
+            "User commands",
+            &["submit", "poll", "status", "cancel", "reserve"][..],
+        ),
+        ("Options", &["--server"][..]),
+    ] {
+        let at = rest
+            .find(&format!("\n{heading}"))
+            .unwrap_or_else(|| panic!("no {heading} after the previous group in\n{help}"));
+        let section = &rest[at + 1..];
+        let end = section.find("\n\n").unwrap_or(section.len());
+        for command in commands {
+            assert!(
+                section[..end].contains(&format!("  {command} ")),
+                "{command} not under {heading} in\n{help}"
+            );
+        }
+        rest = &section[end..];
+    }
+    assert!(
+        help.contains("https://testflinger.canonical.com"),
+        "--server says its default:\n{help}"
+    );
+    for (command, argument) in [
+        ("cancel", "<JOB_ID>"),
+        ("submit", "<FILENAME>"),
+        ("agent-status", "<AGENT_NAME>"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_tf"))
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let line = text
+            .lines()
+            .find(|line| line.trim_start().starts_with(argument))
+            .unwrap_or_else(|| panic!("{argument} in\n{text}"));
+        assert!(
+            line.trim_start()[argument.len()..].trim().len() > 5,
+            "{argument} of {command} is described: {line:?}"
+        );
+    }
+}
+
+#[test]
+fn cancel_confirms_under_tf_and_stays_silent_under_the_reference_names() {
+    let server = Server::start();
+    crate::client::register_agent(&server, "a1", "q");
+    let client = Client::new(&server);
+    let first = client.submit("job_queue: q\n");
+    let cancel = client.run(&["cancel", &first]);
+    assert_eq!(
+        (cancel.code, cancel.stdout.as_str()),
+        (0, format!("Job {first} cancelled\n").as_str())
+    );
+    let second = client.submit("job_queue: q\n");
+    let silent = client.run_as("testflinger-cli", &["cancel", &second]);
+    assert_eq!(
+        (silent.code, silent.stdout.as_str(), silent.stderr.as_str()),
+        (0, "", "")
+    );
 }
 
 #[test]

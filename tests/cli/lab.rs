@@ -37,12 +37,14 @@ fn queues_and_agents_print_as_the_reference_prints_them() {
         "{\"other\": \"another\", \"q\": \"the Q queue\"}\n"
     );
 
+    // Into a pipe, no colour codes (the reference's bold headers are for people).
     let table = client.run(&["list-agents"]);
-    let header = format!(
-        "{BOLD}NAME{PLAIN}  {BOLD}STATUS {PLAIN}  {BOLD}LOCATION{PLAIN}  {BOLD}PROVISION TYPE{PLAIN}  {BOLD}COMMENT{PLAIN}"
-    );
     let lines: Vec<&str> = table.stdout.lines().collect();
-    assert_eq!(lines[0], header, "{:?}", table.stdout);
+    assert_eq!(
+        lines[0], "NAME  STATUS   LOCATION  PROVISION TYPE  COMMENT",
+        "{:?}",
+        table.stdout
+    );
     assert_eq!(lines[1], "a1    waiting  lab 1     -               -      ");
     assert_eq!(lines[2], "b2    offline  lab 1     -               broken ");
     let names = client.run(&["list-agents", "-1", "--filter-status", "online"]);
@@ -52,12 +54,31 @@ fn queues_and_agents_print_as_the_reference_prints_them() {
     assert_eq!(filtered.stdout, "b2\n");
     let summary = client.run(&["list-agents", "--summary"]);
     assert!(
-        summary
-            .stdout
-            .contains("Online:                   1\n  waiting         1\n"),
+        summary.stdout.starts_with(
+            "STATE             COUNT   TOTAL \nOnline:                   1\n  waiting         1\n"
+        ),
         "{:?}",
         summary.stdout
     );
+    // On a terminal the headers are bold, as the reference prints them, unless NO_COLOR.
+    let header = format!(
+        "{BOLD}NAME{PLAIN}  {BOLD}STATUS {PLAIN}  {BOLD}LOCATION{PLAIN}  {BOLD}PROVISION TYPE{PLAIN}  {BOLD}COMMENT{PLAIN}"
+    );
+    let seen = client.run_on_terminal(&["list-agents"], &[]);
+    assert!(seen.starts_with(&format!("{header}\r\n")), "{seen:?}");
+    let summary = client.run_on_terminal(&["list-agents", "--summary"], &[]);
+    assert!(
+        summary.starts_with(&format!("{BOLD}STATE           {PLAIN}")),
+        "{summary:?}"
+    );
+    for args in [&["list-agents"][..], &["list-agents", "--summary"][..]] {
+        let seen = client.run_on_terminal(args, &[("NO_COLOR", "1")]);
+        assert!(
+            seen.starts_with("NAME") || seen.starts_with("STATE"),
+            "{seen:?}"
+        );
+        assert!(!seen.contains('\x1b'), "{seen:?}");
+    }
     let none = client.run(&["list-agents", "--filter-name", "^zz"]);
     assert_eq!(
         none.stdout,

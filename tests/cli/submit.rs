@@ -277,7 +277,10 @@ fn waiting_jobs_show_their_place_and_oneshot_waits_on_output() {
     let oneshot = client.run(&["poll", "--oneshot", &job_id]);
     assert_eq!(oneshot.stdout, "Waiting on Output\n");
     let cancel = client.run(&["cancel", &job_id]);
-    assert_eq!((cancel.code, cancel.stdout.as_str()), (0, ""));
+    assert_eq!(
+        (cancel.code, cancel.stdout),
+        (0, format!("Job {job_id} cancelled\n"))
+    );
     let again = client.run(&["cancel", &job_id]);
     assert_eq!(
         (again.code, again.stderr.as_str()),
@@ -337,40 +340,6 @@ fn reserve_builds_the_job_from_flags_or_answers() {
     assert!(
         server.get("/v1/job/search").body.len() <= 2,
         "nothing was submitted"
-    );
-}
-
-#[test]
-fn reserve_submits_follows_and_says_how_to_ssh_in() {
-    let server = Server::start();
-    // The provision connector publishes the address; reserve holds the device a while.
-    let settings = "job_queues: [rpi4]\nprovision_command: >-\n  echo '{\"device_info\": {\"device_ip\": \"10.0.0.7\"}}' > device-info.json\nreserve_command: echo reserved; sleep 1\n";
-    let _agent = Agent::start(&server, settings);
-    wait_for_agent_state(&server, "waiting");
-    let client = Client::new(&server);
-    let run = client.run(&[
-        "reserve",
-        "-q",
-        "rpi4",
-        "--distro",
-        "noble",
-        "-k",
-        "lp:me",
-        "-y",
-        "--timeout",
-        "60",
-    ]);
-    assert_eq!(run.code, 0, "{run:?}");
-    assert!(
-        run.stdout.contains("Job submitted successfully!"),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout
-            .contains("The device is reserved: ssh ubuntu@10.0.0.7"),
-        "{}",
-        run.stdout
     );
 }
 

@@ -19,8 +19,13 @@ mod stages;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+/// How long a stage may take before the test gives up on it: only a guard against a
+/// stage that never ends, never a measurement.
+const PATIENCE: Duration = Duration::from_secs(120);
 
 /// A run directory with a device config and a job, and the fakes' state directory.
 pub struct Bench {
@@ -72,20 +77,38 @@ impl Bench {
         self.run_in(args, path, &[])
     }
 
+    /// Runs the stage; one that is still running after `PATIENCE` (holding a device it
+    /// should have let go, say) is killed and fails the test.
     fn run_in(&self, args: &[&str], path: &str, env: &[(&str, &str)]) -> Ran {
-        let output = Command::new(env!("CARGO_BIN_EXE_tf"))
+        let capture = |name: &str| std::fs::File::create(self.state.path().join(name)).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tf"))
             .arg("device-connector")
             .args(args)
             .current_dir(self.dir.path())
             .env("PATH", path)
             .env("FAKE_STATE", self.state.path())
             .envs(env.iter().copied())
-            .output()
+            .stdout(capture("stage.stdout"))
+            .stderr(capture("stage.stderr"))
+            .spawn()
             .unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("`device-connector {}` did not end", args.join(" "));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let captured =
+            |name: &str| std::fs::read_to_string(self.state.path().join(name)).unwrap_or_default();
         Ran {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            code: status.code().unwrap_or(-1),
+            stdout: captured("stage.stdout"),
+            stderr: captured("stage.stderr"),
         }
     }
 

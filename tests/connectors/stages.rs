@@ -105,7 +105,8 @@ fn failures_are_recorded_for_the_agent() {
 
 #[test]
 fn reserve_imports_the_keys_and_prints_the_banner_tools_grep_for() {
-    let job = json!({"job_id": "j-1", "reserve_data": {"ssh_keys": ["lp:me", "lp:missing"], "timeout": 1}});
+    let job =
+        json!({"job_id": "j-1", "reserve_data": {"ssh_keys": ["lp:me", "gh:me"], "timeout": 1}});
     let bench = Bench::new(CONFIG, &job);
     let ran = bench.run("fake_connector", "reserve");
     assert_eq!(ran.code, 0, "{}", ran.stderr);
@@ -121,17 +122,97 @@ fn reserve_imports_the_keys_and_prints_the_banner_tools_grep_for() {
         lines[5],
         "To end the reservation sooner use: testflinger-cli cancel j-1"
     );
+    // Every key is fetched first, then all of them go to the device at once.
     assert_eq!(
         bench.calls(),
         [
             "ssh-import-id -o key.pub lp:me",
+            "ssh-import-id -o key.pub gh:me",
             "ssh-copy-id -f -i key.pub -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null ubuntu@10.0.0.7",
-            "ssh-import-id -o key.pub lp:missing",
         ]
     );
-    assert!(ran
-        .stderr
-        .contains("Failed to import ssh key: lp:missing. User not found."));
+    assert_eq!(
+        std::fs::read_to_string(bench.path("key.pub")).unwrap(),
+        "ssh-ed25519 AAAAfake lp:me\nssh-ed25519 AAAAfake gh:me\n"
+    );
+}
+
+#[test]
+fn reserve_fails_without_holding_the_device_when_a_key_cannot_be_imported() {
+    // An hour's reservation: a stage that held the device would fail the bench's guard.
+    let job = json!({"job_id": "j-1", "reserve_data": {"ssh_keys": ["lp:me", "lp:missing"], "timeout": 3600}});
+    let unknown_user = Bench::new(CONFIG, &job);
+    let ran = unknown_user.run("fake_connector", "reserve");
+    assert_eq!(ran.code, 1, "{}", ran.stderr);
+    assert!(!ran.stdout.contains("RESERVED"), "{}", ran.stdout);
+    assert!(
+        ran.stderr
+            .contains("ERROR: DEVICE CONNECTOR: the device was not reserved: ssh key lp:missing: user not found"),
+        "{}",
+        ran.stderr
+    );
+    // Nothing reached the device.
+    assert!(
+        unknown_user
+            .calls()
+            .iter()
+            .all(|c| !c.starts_with("ssh-copy-id")),
+        "{:?}",
+        unknown_user.calls()
+    );
+    let record = unknown_user.json("device-connector-error.json");
+    assert_eq!(
+        record["reserve_exception_info"]["exception_message"],
+        json!("the device was not reserved: ssh key lp:missing: user not found")
+    );
+
+    // Without ssh-import-id on PATH.
+    let no_tool = Bench::new(CONFIG, &job);
+    let ran = no_tool.run_with_path(
+        &[
+            "fake_connector",
+            "reserve",
+            "-c",
+            "default.yaml",
+            "testflinger.json",
+        ],
+        no_tool.state.path().to_str().unwrap(),
+    );
+    assert_eq!(ran.code, 1, "{}", ran.stderr);
+    assert!(!ran.stdout.contains("RESERVED"), "{}", ran.stdout);
+    assert!(
+        ran.stderr.contains(
+            "the device was not reserved: ssh key lp:me: ssh-import-id is not installed; ssh key lp:missing: ssh-import-id is not installed"
+        ),
+        "{}",
+        ran.stderr
+    );
+}
+
+#[test]
+fn reserve_fails_when_the_keys_cannot_be_copied_to_the_device() {
+    let job = json!({"reserve_data": {"ssh_keys": ["lp:me"], "timeout": 3600}});
+    let bench = Bench::new(CONFIG, &job);
+    std::fs::write(bench.state.path().join("device-down"), "").unwrap();
+    let ran = bench.run_with(
+        &[
+            "fake_connector",
+            "reserve",
+            "-c",
+            "default.yaml",
+            "testflinger.json",
+        ],
+        &[("TF_CONNECTOR_NO_WAIT", "1")],
+    );
+    assert_eq!(ran.code, 1, "{}", ran.stderr);
+    assert!(!ran.stdout.contains("RESERVED"), "{}", ran.stdout);
+    assert!(
+        ran.stderr.contains(
+            "the device was not reserved: the ssh keys could not be copied to ubuntu@10.0.0.7"
+        ),
+        "{}",
+        ran.stderr
+    );
 }
 
 #[test]

@@ -13,6 +13,8 @@ pub struct Server {
     child: Child,
     pub address: String,
     pub data_dir: PathBuf,
+    /// What the server wrote to stderr up to the line saying where it listens.
+    pub startup_log: String,
     _temp: Option<tempfile::TempDir>,
     /// Requests without credentials (the server's anonymous contributor).
     anonymous: Caller,
@@ -190,11 +192,14 @@ impl Server {
             .spawn()
             .expect("start tf serve");
         let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let mut startup_log = String::new();
         let address = loop {
             let line = lines
                 .next()
                 .expect("tf serve exited before listening")
                 .expect("read stderr");
+            startup_log.push_str(&line);
+            startup_log.push('\n');
             let after = line.split("listening on ").nth(1).map(|rest| {
                 rest.trim_start_matches("https://")
                     .trim_start_matches("http://")
@@ -217,6 +222,7 @@ impl Server {
             },
             address,
             data_dir: data_dir.map(Path::to_path_buf).unwrap_or_default(),
+            startup_log,
             _temp: None,
             agent_token: String::new(),
         };

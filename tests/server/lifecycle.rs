@@ -61,6 +61,46 @@ fn bad_settings_are_reported_with_their_source() {
 }
 
 #[test]
+fn a_port_in_use_fails_before_anything_is_created() {
+    let occupied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = occupied.local_addr().unwrap().to_string();
+    let parent = tempfile::tempdir().unwrap();
+    let data_dir = parent.path().join("lab");
+    let output = tf(&[
+        "serve",
+        "--bind",
+        &address,
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {address}")),
+        "{stderr}"
+    );
+    assert!(
+        !data_dir.exists(),
+        "no data dir, keys or database for a server that never ran"
+    );
+}
+
+#[test]
+fn the_log_has_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let server = Server::start();
+    assert!(
+        server.startup_log.contains("listening on"),
+        "{}",
+        server.startup_log
+    );
+    assert!(
+        !server.startup_log.contains('\x1b'),
+        "{:?}",
+        server.startup_log
+    );
+}
+
+#[test]
 fn help_lists_the_roles_that_exist() {
     let output = tf(&["--help"]);
     assert!(output.status.success());

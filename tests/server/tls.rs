@@ -163,3 +163,43 @@ fn bad_certificate_files_stop_the_start_with_a_clear_message() {
     let half = crate::harness::tf(&["serve", "--tls-cert", junk]);
     assert!(String::from_utf8_lossy(&half.stderr).contains("--tls-key"));
 }
+
+/// `tf <args>` as a client of `server`, with a private config directory; its stderr.
+fn client_error(server: &str, args: &[&str]) -> String {
+    let home = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tf"))
+        .args(["--server", server])
+        .args(args)
+        .env("XDG_CONFIG_HOME", home.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_client_that_mixes_up_http_and_https_is_told_so() {
+    let plain = crate::harness::Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = certificate(dir.path());
+    let tls = TlsServer::start(&cert, &key);
+    for (address, given, right, what_happened) in [
+        (
+            &plain.address,
+            "https",
+            "http",
+            "answered without TLS: if it serves plain HTTP",
+        ),
+        (
+            &tls.address,
+            "http",
+            "https",
+            "did not answer in HTTP: if it serves HTTPS",
+        ),
+    ] {
+        let stderr = client_error(&format!("{given}://{address}"), &["list-queues"]);
+        let expected =
+            format!("the server at {given}://{address} {what_happened}, use {right}://{address}");
+        assert!(stderr.contains(&expected), "{stderr}");
+    }
+}

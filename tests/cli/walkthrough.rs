@@ -3,11 +3,12 @@
 //! block is one terminal: the server, then the agent's enrolment and the agent, then the
 //! user's commands. Only the port is changed (to a free one) and `~` is a temporary home.
 
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::runner::wait_for;
+use crate::harness::eventually;
 
 const SECTION: &str = "## A lab of your own, step by step";
 const README_ADDRESS: &str = "127.0.0.1:5000";
@@ -86,6 +87,20 @@ fn shell(block: &str, home: &Path, address: &str) -> Command {
     command
 }
 
+/// Whether the server at `address` answers `GET /v1`.
+fn answers(address: &str) -> bool {
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+        return false;
+    };
+    let mut status = [0u8; 12];
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .is_ok()
+        && stream.write_all(b"GET /v1 HTTP/1.0\r\n\r\n").is_ok()
+        && stream.read_exact(&mut status).is_ok()
+        && status.ends_with(b" 200")
+}
+
 fn free_address() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     listener.local_addr().expect("address").to_string()
@@ -101,9 +116,9 @@ fn the_readme_walkthrough_runs_as_written() {
     let address = free_address();
 
     let server = Terminal::start(server_block, home.path(), &address, "server");
-    wait_for("the server to listen", || {
-        std::net::TcpStream::connect(&address).ok()
-    });
+    // As a person waits for its "listening" line: the port may be bound before the
+    // data dir is ready, and `tf clients` works on the data dir.
+    assert!(eventually(|| answers(&address)), "{}", server.log());
     let agent = Terminal::start(agent_block, home.path(), &address, "agent");
     let tf_on_lab = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_tf"))
@@ -113,10 +128,16 @@ fn the_readme_walkthrough_runs_as_written() {
             .output()
             .expect("run tf")
     };
-    wait_for("the agent to wait for jobs", || {
+    let waiting = || {
         let status = tf_on_lab(&["list-agents", "-1", "--filter-status", "waiting"]);
-        (!String::from_utf8_lossy(&status.stdout).trim().is_empty()).then_some(())
-    });
+        !String::from_utf8_lossy(&status.stdout).trim().is_empty()
+    };
+    assert!(
+        eventually(waiting),
+        "the agent never waited for jobs\nserver:\n{}\nagent:\n{}",
+        server.log(),
+        agent.log()
+    );
 
     let user = shell(user_block, home.path(), &address)
         .stdin(Stdio::null())

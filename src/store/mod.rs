@@ -112,6 +112,8 @@ const READ_CONNECTIONS: usize = 4;
 pub struct ServerDataDir {
     path: PathBuf,
     lock: std::fs::File,
+    /// Held until the store is open (see `lock_while_opening`).
+    opening: std::fs::File,
 }
 
 impl ServerDataDir {
@@ -120,10 +122,12 @@ impl ServerDataDir {
     pub fn claim(data_dir: &Path, if_lost: health::IfLost) -> anyhow::Result<ServerDataDir> {
         create_private_dir(data_dir)?;
         let lock = lock_for_server(data_dir)?;
+        let opening = lock_while_opening(data_dir)?;
         health::check_data_dir(data_dir, health::Check::Integrity, if_lost)?;
         Ok(ServerDataDir {
             path: data_dir.to_path_buf(),
             lock,
+            opening,
         })
     }
 
@@ -132,6 +136,7 @@ impl ServerDataDir {
     pub fn open(self, sync: SyncMode, secrets: Option<SecretsKey>) -> anyhow::Result<Store> {
         let mut store = Store::open_with(&self.path, sync, secrets, true)?;
         store._server_lock = Some(self.lock);
+        drop(self.opening);
         Ok(store)
     }
 }
@@ -141,6 +146,7 @@ impl Store {
     /// the server does and must leave its uploads alone. A lost database is refused.
     pub fn open_beside_server(data_dir: &Path) -> anyhow::Result<Store> {
         create_private_dir(data_dir)?;
+        let _opening = lock_while_opening(data_dir)?;
         health::check_data_dir(data_dir, health::Check::Readable, health::IfLost::Refuse)?;
         Store::open_with(data_dir, SyncMode::Normal, None, false)
     }
@@ -230,7 +236,6 @@ fn create_private_file(path: &Path) -> anyhow::Result<()> {
 /// Takes `<data_dir>/tf.lock`, so a second server on the same data dir stops at once
 /// instead of clearing the first one's uploads in progress.
 fn lock_for_server(data_dir: &Path) -> anyhow::Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
     let path = data_dir.join("tf.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -238,14 +243,32 @@ fn lock_for_server(data_dir: &Path) -> anyhow::Result<std::fs::File> {
         .write(true)
         .open(&path)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-    // SAFETY: flock on a descriptor this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    if flock(&file, libc::LOCK_EX | libc::LOCK_NB).is_err() {
         anyhow::bail!(
             "another tf serve is using the data dir {}",
             data_dir.display()
         );
     }
     Ok(file)
+}
+
+/// A lock on the data dir itself, held while a process checks, creates and migrates its
+/// database, and released once the store is open: a server's first start and `tf
+/// clients` on a fresh data dir would otherwise each find the other's half-made database.
+fn lock_while_opening(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let directory = std::fs::File::open(data_dir)
+        .and_then(|directory| flock(&directory, libc::LOCK_EX).map(|()| directory))
+        .map_err(|e| anyhow::anyhow!("cannot lock {}: {e}", data_dir.display()))?;
+    Ok(directory)
+}
+
+fn flock(file: &std::fs::File, operation: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor the caller owns.
+    if unsafe { libc::flock(file.as_raw_fd(), operation) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn open_connection(path: &Path, sync: SyncMode) -> rusqlite::Result<Connection> {

@@ -1,7 +1,7 @@
 //! The database schema, versioned with `PRAGMA user_version`. Each migration runs once,
 //! in order, in its own transaction; add new ones at the end, never edit old ones.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, TransactionBehavior};
 
 const MIGRATIONS: &[&str] = &[
     // 1: the whole v1 API.
@@ -151,15 +151,20 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// Applies the migrations this database lacks. The version is read inside each
+/// migration's write transaction, so a second process migrating at the same moment
+/// waits, then sees the migration done instead of applying it twice.
 pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
-    let applied: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
-        let transaction = connection.transaction()?;
+    loop {
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let applied: usize = transaction.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        let Some(migration) = MIGRATIONS.get(applied) else {
+            return Ok(());
+        };
         transaction.execute_batch(migration)?;
-        transaction.pragma_update(None, "user_version", index + 1)?;
+        transaction.pragma_update(None, "user_version", applied + 1)?;
         transaction.commit()?;
     }
-    Ok(())
 }
 
 /// The database's store id (see migration 5), and whether it records any archive.

@@ -350,3 +350,31 @@ fn the_orphan_sweep_deletes_old_files_its_own_database_does_not_know() {
     assert!(!orphan.exists(), "the orphan was swept");
     assert_eq!(std::fs::read(&archives[0]).unwrap(), b"precious");
 }
+
+#[test]
+fn processes_opening_a_fresh_data_dir_at_once_all_succeed() {
+    // A server's first start and `tf clients` on the same new data dir: whichever comes
+    // second must find a finished database, not a half-made one it mistakes for lost.
+    for round in 0..5 {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("tf-data");
+        let dir = dir.to_str().unwrap();
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                Command::new(env!("CARGO_BIN_EXE_tf"))
+                    .args(["clients", "--data-dir", dir, "list"])
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let output = child.wait_with_output().unwrap();
+            assert!(
+                output.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! How times, durations and states read on the pages.
 
 use crate::job::time::{self, Micros};
+use crate::job::Outcome;
 
 /// `2026-11-24 20:02:01` (UTC), as the reference's pages show times.
 pub fn when(at: Micros) -> String {
@@ -30,6 +31,22 @@ pub fn state_class(state: &str) -> &'static str {
         "cancelled" | "offline" | "maintenance" => "bad",
         "waiting" => "idle",
         _ => "busy",
+    }
+}
+
+/// A finished job's outcome as shown (`failed: test exited with 1`) and its colour,
+/// failures in red; both empty while the job runs.
+pub fn outcome(outcome: Option<Outcome>) -> (String, &'static str) {
+    match outcome {
+        None => (String::new(), ""),
+        Some(outcome) => {
+            let class = match outcome {
+                Outcome::Passed => "ok",
+                Outcome::Cancelled => "idle",
+                _ => "bad",
+            };
+            (outcome.to_string(), class)
+        }
     }
 }
 

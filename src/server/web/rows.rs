@@ -15,12 +15,18 @@ pub struct JobRow {
     pub queue: String,
     pub state: String,
     pub state_class: &'static str,
+    /// How it ended; empty while it runs.
+    pub outcome: String,
+    pub outcome_class: &'static str,
     pub created: String,
 }
 
 impl From<JobSummary> for JobRow {
     fn from(job: JobSummary) -> Self {
+        let (outcome, outcome_class) = format::outcome(job.outcome);
         JobRow {
+            outcome,
+            outcome_class,
             state_class: format::state_class(&job.state),
             created: format::when(job.created_at),
             id: job.job_id,

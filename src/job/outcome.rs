@@ -31,6 +31,19 @@ const TIMEOUT_LINES: [(&str, Timeout); 2] = [
 ];
 
 impl Timeout {
+    fn as_str(self) -> &'static str {
+        match self {
+            Timeout::Global => "global",
+            Timeout::Output => "output",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Timeout> {
+        [Timeout::Global, Timeout::Output]
+            .into_iter()
+            .find(|timeout| timeout.as_str() == name)
+    }
+
     /// The timeout whose line `output` holds, if any.
     pub fn found_in(output: &str) -> Option<Timeout> {
         TIMEOUT_LINES
@@ -98,6 +111,52 @@ impl Outcome {
         )
     }
 
+    /// The compact form a database keeps: `passed`, `cancelled`, `failed:test:1`,
+    /// `timed_out:test:output`, `infrastructure_failure:provision:2` (cheaper to read
+    /// back for every row of a listing than JSON).
+    pub fn encode(&self) -> String {
+        match self {
+            Outcome::Passed => "passed".into(),
+            Outcome::Cancelled => "cancelled".into(),
+            Outcome::Failed { phase, exit_code } => format!("failed:{phase}:{exit_code}"),
+            Outcome::TimedOut { phase, timeout } => {
+                format!("timed_out:{phase}:{}", timeout.as_str())
+            }
+            Outcome::InfrastructureFailure { phase, exit_code } => {
+                format!("infrastructure_failure:{phase}:{exit_code}")
+            }
+        }
+    }
+
+    /// Reads what `encode` wrote; `None` for anything else.
+    pub fn decode(text: &str) -> Option<Outcome> {
+        let mut parts = text.split(':');
+        let outcome = match (parts.next()?, parts.next(), parts.next()) {
+            ("passed", None, None) => Outcome::Passed,
+            ("cancelled", None, None) => Outcome::Cancelled,
+            (kind, Some(phase), Some(detail)) => {
+                let phase = Phase::parse(phase)?;
+                match kind {
+                    "failed" => Outcome::Failed {
+                        phase,
+                        exit_code: detail.parse().ok()?,
+                    },
+                    "infrastructure_failure" => Outcome::InfrastructureFailure {
+                        phase,
+                        exit_code: detail.parse().ok()?,
+                    },
+                    "timed_out" => Outcome::TimedOut {
+                        phase,
+                        timeout: Timeout::parse(detail)?,
+                    },
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        };
+        parts.next().is_none().then_some(outcome)
+    }
+
     /// The kind in a word or two: `passed`, `failed`, `cancelled`, `timed out`,
     /// `infrastructure failure`.
     pub fn label(&self) -> &'static str {
@@ -122,11 +181,7 @@ impl std::fmt::Display for Outcome {
                 write!(f, "{label}: {phase} exited with {exit_code}")
             }
             Outcome::TimedOut { phase, timeout } => {
-                let which = match timeout {
-                    Timeout::Global => "global",
-                    Timeout::Output => "output",
-                };
-                write!(f, "{label}: {phase} hit the {which} timeout")
+                write!(f, "{label}: {phase} hit the {} timeout", timeout.as_str())
             }
         }
     }
@@ -356,6 +411,25 @@ mod tests {
         ] {
             let text = serde_json::to_string(&outcome).unwrap();
             assert_eq!(serde_json::from_str::<Outcome>(&text).unwrap(), outcome);
+            assert_eq!(
+                Outcome::decode(&outcome.encode()),
+                Some(outcome),
+                "{outcome}"
+            );
+        }
+        assert_eq!(infra.encode(), "infrastructure_failure:provision:1");
+        let bad = [
+            "",
+            "failed",
+            "failed:test",
+            "failed:nope:1",
+            "failed:test:x",
+            "timed_out:test:1",
+            "passed:x",
+            "failed:test:1:2",
+        ];
+        for text in bad {
+            assert_eq!(Outcome::decode(text), None, "{text}");
         }
     }
 

@@ -38,6 +38,10 @@ impl Phase {
             Phase::Cleanup => "cleanup",
         }
     }
+
+    pub fn parse(name: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|phase| phase.as_str() == name)
+    }
 }
 
 impl std::fmt::Display for Phase {

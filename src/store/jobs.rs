@@ -142,10 +142,7 @@ pub(super) fn read_outcome(
     statuses: impl FnOnce() -> Option<Map<String, Value>>,
 ) -> Option<Outcome> {
     let completed = matches!(state, "complete" | "completed");
-    if let Some(outcome) = stored
-        .filter(|_| completed)
-        .and_then(|text| serde_json::from_str(text).ok())
-    {
+    if let Some(outcome) = stored.filter(|_| completed).and_then(Outcome::decode) {
         return Some(outcome);
     }
     if !TERMINAL_STATES.contains(&state) {
@@ -561,7 +558,9 @@ fn complete_job(tx: &Connection, job_id: &str, update: ResultUpdate) -> Result<(
         return Ok(());
     };
     let outcome = match stored_outcome {
-        Some(outcome) if matches!(previous_state.as_str(), "complete" | "completed") => outcome,
+        Some(outcome) if matches!(previous_state.as_str(), "complete" | "completed") => {
+            Some(outcome)
+        }
         _ => {
             let statuses = match &update.status {
                 Some(statuses) => statuses.clone(),
@@ -580,7 +579,7 @@ fn complete_job(tx: &Connection, job_id: &str, update: ResultUpdate) -> Result<(
                     .flatten()
             });
             unreadable?;
-            serde_json::to_string(&outcome)?
+            outcome.map(|outcome| outcome.encode())
         }
     };
     let (status, device_info) = report_texts(&update)?;

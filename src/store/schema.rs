@@ -152,7 +152,7 @@ const MIGRATIONS: &[&str] = &[
     // 6: how each job ended, worked out once as it completes (job/outcome.rs); NULL for
     // jobs that completed before, whose outcome is derived from `status` when read.
     r#"
-    ALTER TABLE jobs ADD COLUMN outcome TEXT;  -- JSON job::Outcome
+    ALTER TABLE jobs ADD COLUMN outcome TEXT;  -- job::Outcome::encode()
     "#,
 ];
 

@@ -163,7 +163,11 @@ fn assert_refused(result: &Value, reason: &str) {
         setup.contains("ERROR: cannot unpack the job's attachments") && setup.contains(reason),
         "{result}"
     );
-    assert!(result.get("setup_status").is_none(), "{result}");
+    assert_eq!(
+        result["outcome"],
+        json!({"result": "infrastructure_failure", "phase": "setup", "exit_code": 100}),
+        "{result}"
+    );
     let cleanup = result["cleanup_output"].as_str().unwrap_or_default();
     assert!(cleanup.ends_with("nothing unpacked\n"), "{cleanup:?}");
 }

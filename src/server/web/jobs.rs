@@ -276,12 +276,13 @@ fn fact_label(key: &str) -> String {
     let words: Vec<String> = key
         .split('_')
         .filter(|word| !word.is_empty())
-        .map(
-            |word| match ACRONYMS.contains(&word.to_ascii_lowercase().as_str()) {
-                true => word.to_ascii_uppercase(),
-                false => word.to_string(),
-            },
-        )
+        .map(|word| {
+            if ACRONYMS.contains(&word.to_ascii_lowercase().as_str()) {
+                word.to_ascii_uppercase()
+            } else {
+                word.to_string()
+            }
+        })
         .collect();
     let text = words.join(" ");
     let mut chars = text.chars();

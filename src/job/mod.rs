@@ -42,6 +42,11 @@ pub fn is_truthy(value: &serde_json::Value) -> bool {
 /// agents post `complete`, older schemas know `completed`.
 pub const TERMINAL_STATES: [&str; 3] = ["cancelled", "complete", "completed"];
 
+/// Whether `state` says the agent ended the job (either spelling).
+pub fn is_complete(state: &str) -> bool {
+    TERMINAL_STATES[1..].contains(&state)
+}
+
 /// The two kinds of log a job produces.
 pub const LOG_TYPES: [&str; 2] = ["output", "serial"];
 

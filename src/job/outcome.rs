@@ -130,31 +130,30 @@ impl Outcome {
 
     /// Reads what `encode` wrote; `None` for anything else.
     pub fn decode(text: &str) -> Option<Outcome> {
-        let mut parts = text.split(':');
-        let outcome = match (parts.next()?, parts.next(), parts.next()) {
-            ("passed", None, None) => Outcome::Passed,
-            ("cancelled", None, None) => Outcome::Cancelled,
-            (kind, Some(phase), Some(detail)) => {
-                let phase = Phase::parse(phase)?;
-                match kind {
-                    "failed" => Outcome::Failed {
-                        phase,
-                        exit_code: detail.parse().ok()?,
-                    },
-                    "infrastructure_failure" => Outcome::InfrastructureFailure {
-                        phase,
-                        exit_code: detail.parse().ok()?,
-                    },
-                    "timed_out" => Outcome::TimedOut {
-                        phase,
-                        timeout: Timeout::parse(detail)?,
-                    },
-                    _ => return None,
-                }
-            }
-            _ => return None,
+        let Some((kind, rest)) = text.split_once(':') else {
+            return match text {
+                "passed" => Some(Outcome::Passed),
+                "cancelled" => Some(Outcome::Cancelled),
+                _ => None,
+            };
         };
-        parts.next().is_none().then_some(outcome)
+        let (phase, detail) = rest.split_once(':')?;
+        let phase = Phase::parse(phase)?;
+        Some(match kind {
+            "failed" => Outcome::Failed {
+                phase,
+                exit_code: detail.parse().ok()?,
+            },
+            "infrastructure_failure" => Outcome::InfrastructureFailure {
+                phase,
+                exit_code: detail.parse().ok()?,
+            },
+            "timed_out" => Outcome::TimedOut {
+                phase,
+                timeout: Timeout::parse(detail)?,
+            },
+            _ => return None,
+        })
     }
 
     /// The kind in a word or two: `passed`, `failed`, `cancelled`, `timed out`,
@@ -219,105 +218,31 @@ mod tests {
     fn the_derivation_table() {
         use Outcome::*;
         use Phase::*;
+        let failed = |phase, exit_code| Failed { phase, exit_code };
+        let infra = |phase, exit_code| InfrastructureFailure { phase, exit_code };
+        // One row a case, as a table reads.
+        #[rustfmt::skip]
         let table = [
             ("complete", json!({}), Passed),
-            (
-                "completed",
-                json!({"setup": 0, "test": 0, "cleanup": 0}),
-                Passed,
-            ),
+            ("completed", json!({"setup": 0, "test": 0, "cleanup": 0}), Passed),
             ("cancelled", json!({}), Cancelled),
             // Cancelled mid-test: the killed phase does not make it a failure.
             ("cancelled", json!({"test": 247}), Cancelled),
-            (
-                "complete",
-                json!({"setup": 0, "test": 1, "cleanup": 0}),
-                Failed {
-                    phase: Test,
-                    exit_code: 1,
-                },
-            ),
-            // The first failure in phase order counts, whatever the map's order.
-            (
-                "complete",
-                json!({"allocate": 3, "test": 2}),
-                Failed {
-                    phase: Test,
-                    exit_code: 2,
-                },
-            ),
-            (
-                "complete",
-                json!({"test": 0, "reserve": 1}),
-                Failed {
-                    phase: Reserve,
-                    exit_code: 1,
-                },
-            ),
-            (
-                "complete",
-                json!({"test": 0, "cleanup": 4}),
-                InfrastructureFailure {
-                    phase: Cleanup,
-                    exit_code: 4,
-                },
-            ),
-            (
-                "complete",
-                json!({"allocate": 1}),
-                InfrastructureFailure {
-                    phase: Allocate,
-                    exit_code: 1,
-                },
-            ),
-            (
-                "complete",
-                json!({"setup": 1}),
-                InfrastructureFailure {
-                    phase: Setup,
-                    exit_code: 1,
-                },
-            ),
-            (
-                "complete",
-                json!({"provision": 1, "cleanup": 0}),
-                InfrastructureFailure {
-                    phase: Provision,
-                    exit_code: 1,
-                },
-            ),
-            (
-                "complete",
-                json!({"firmware_update": 2}),
-                InfrastructureFailure {
-                    phase: FirmwareUpdate,
-                    exit_code: 2,
-                },
-            ),
+            ("complete", json!({"setup": 0, "test": 1, "cleanup": 0}), failed(Test, 1)),
+            // The first failure in phase order counts, not the map's (alphabetical) order.
+            ("complete", json!({"allocate": 3, "test": 2}), failed(Test, 2)),
+            ("complete", json!({"test": 0, "reserve": 1}), failed(Reserve, 1)),
+            ("complete", json!({"test": 0, "cleanup": 4}), infra(Cleanup, 4)),
+            ("complete", json!({"allocate": 1}), infra(Allocate, 1)),
+            ("complete", json!({"setup": 1}), infra(Setup, 1)),
+            ("complete", json!({"provision": 1, "cleanup": 0}), infra(Provision, 1)),
+            ("complete", json!({"firmware_update": 2}), infra(FirmwareUpdate, 2)),
             // Device recovery failed, in any phase.
-            (
-                "complete",
-                json!({"test": 46}),
-                InfrastructureFailure {
-                    phase: Test,
-                    exit_code: 46,
-                },
-            ),
+            ("complete", json!({"test": 46}), infra(Test, 46)),
             // Killed without a timeout line: the agent stopped it for another reason.
-            (
-                "complete",
-                json!({"test": 247}),
-                Failed {
-                    phase: Test,
-                    exit_code: 247,
-                },
-            ),
+            ("complete", json!({"test": 247}), failed(Test, 247)),
             // Statuses that are not exit codes are not failures.
-            (
-                "complete",
-                json!({"setup": null, "test": "x", "nonsense": 1}),
-                Passed,
-            ),
+            ("complete", json!({"setup": null, "test": "x", "nonsense": 1}), Passed),
         ];
         for (state, value, expected) in table {
             assert_eq!(

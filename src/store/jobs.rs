@@ -11,7 +11,7 @@ use super::blobs::{BlobKind, StoredBlob};
 use super::logs::timeout_in_output;
 use super::{Result, Store, StoreError};
 use crate::job::time::{self, Micros};
-use crate::job::{Outcome, TERMINAL_STATES};
+use crate::job::{is_complete, Outcome, TERMINAL_STATES};
 
 /// A validated job ready to be stored.
 pub struct NewJob {
@@ -121,9 +121,11 @@ pub(super) const SUMMARY_COLUMNS: &str = "job_id, queue, state, created_at, outc
 
 pub(super) fn summary(row: &Row) -> rusqlite::Result<JobSummary> {
     let state: String = row.get(2)?;
-    let stored: Option<String> = row.get(4)?;
-    let status: Option<String> = row.get(5)?;
-    let outcome = read_outcome(&state, stored.as_deref(), || statuses(status.as_deref()));
+    // Read in place: a listing reads these for every row.
+    let text =
+        |column| Ok::<_, rusqlite::Error>(row.get_ref(column)?.as_str_or_null().ok().flatten());
+    let (stored, status) = (text(4)?, text(5)?);
+    let outcome = read_outcome(&state, stored, || statuses(status));
     Ok(JobSummary {
         job_id: row.get(0)?,
         queue: row.get(1)?,
@@ -141,8 +143,10 @@ pub(super) fn read_outcome(
     stored: Option<&str>,
     statuses: impl FnOnce() -> Option<Map<String, Value>>,
 ) -> Option<Outcome> {
-    let completed = matches!(state, "complete" | "completed");
-    if let Some(outcome) = stored.filter(|_| completed).and_then(Outcome::decode) {
+    if let Some(outcome) = stored
+        .filter(|_| is_complete(state))
+        .and_then(Outcome::decode)
+    {
         return Some(outcome);
     }
     if !TERMINAL_STATES.contains(&state) {
@@ -415,10 +419,7 @@ impl Store {
     /// report that completes a job also stores its outcome.
     pub async fn update_result(&self, job_id: &str, update: ResultUpdate) -> Result<()> {
         let id = job_id.to_string();
-        let completes = update
-            .job_state
-            .as_deref()
-            .is_some_and(|state| matches!(state, "complete" | "completed"));
+        let completes = update.job_state.as_deref().is_some_and(is_complete);
         let requeued = if completes {
             self.writer
                 .write(move |tx| complete_job(tx, &id, update))
@@ -558,13 +559,15 @@ fn complete_job(tx: &Connection, job_id: &str, update: ResultUpdate) -> Result<(
         return Ok(());
     };
     let outcome = match stored_outcome {
-        Some(outcome) if matches!(previous_state.as_str(), "complete" | "completed") => {
-            Some(outcome)
-        }
+        Some(outcome) if is_complete(&previous_state) => Some(outcome),
         _ => {
+            let stored_statuses;
             let statuses = match &update.status {
-                Some(statuses) => statuses.clone(),
-                None => json_object(stored_status)?,
+                Some(statuses) => statuses,
+                None => {
+                    stored_statuses = json_object(stored_status)?;
+                    &stored_statuses
+                }
             };
             let ended_as = if previous_state == "cancelled" {
                 "cancelled"
@@ -572,7 +575,7 @@ fn complete_job(tx: &Connection, job_id: &str, update: ResultUpdate) -> Result<(
                 "complete"
             };
             let mut unreadable = Ok(());
-            let outcome = Outcome::of(ended_as, &statuses, |phase| {
+            let outcome = Outcome::of(ended_as, statuses, |phase| {
                 timeout_in_output(tx, job_id, phase)
                     .map_err(|error| unreadable = Err(error))
                     .ok()

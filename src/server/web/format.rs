@@ -34,19 +34,12 @@ pub fn state_class(state: &str) -> &'static str {
     }
 }
 
-/// A finished job's outcome as shown (`failed: test exited with 1`) and its colour,
-/// failures in red; both empty while the job runs.
-pub fn outcome(outcome: Option<Outcome>) -> (String, &'static str) {
+/// The colour of a finished job's outcome: failures in red.
+pub fn outcome_class(outcome: Option<Outcome>) -> &'static str {
     match outcome {
-        None => (String::new(), ""),
-        Some(outcome) => {
-            let class = match outcome {
-                Outcome::Passed => "ok",
-                Outcome::Cancelled => "idle",
-                _ => "bad",
-            };
-            (outcome.to_string(), class)
-        }
+        Some(Outcome::Passed) => "ok",
+        Some(Outcome::Cancelled) | None => "idle",
+        Some(_) => "bad",
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::rows::JobRow;
 use super::{format, render, PageError, PageResult};
-use crate::job::{is_valid_job_id, PHASES, TERMINAL_STATES};
+use crate::job::{is_valid_job_id, Outcome, PHASES, TERMINAL_STATES};
 use crate::server::App;
 use crate::store::JobFilter;
 
@@ -149,8 +149,8 @@ struct JobPage {
     created: String,
     started: String,
     ended: bool,
-    /// How it ended; empty while it runs.
-    outcome: String,
+    /// How it ended; `None` while it runs.
+    outcome: Option<Outcome>,
     outcome_class: &'static str,
     /// The agent running (or that ran) it; empty before one took it.
     agent: String,
@@ -229,14 +229,13 @@ pub async fn page(State(app): State<Arc<App>>, Path(job_id): Path<String>) -> Pa
         .clone()
         .or_else(|| device_info.get("agent_name")?.as_str().map(str::to_string))
         .unwrap_or_default();
-    let (outcome, outcome_class) = format::outcome(job.outcome);
     let page = JobPage {
         state_class: format::state_class(&job.state),
         created: format::when(job.created_at),
         started: job.started_at.map(format::when).unwrap_or_default(),
         ended,
-        outcome,
-        outcome_class,
+        outcome: job.outcome,
+        outcome_class: format::outcome_class(job.outcome),
         agent,
         has_artifact: job.has_artifact,
         device_facts: device_facts(device_info),

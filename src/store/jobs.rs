@@ -759,3 +759,36 @@ fn search(db: &Connection, filter: &JobFilter) -> Result<Vec<JobSummary>> {
 fn distinct_count(tags: &[String]) -> usize {
     tags.iter().collect::<std::collections::HashSet<_>>().len()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::Phase;
+
+    #[test]
+    fn a_row_gives_its_stored_outcome_or_one_derived_from_its_state_and_statuses() {
+        let failed = Outcome::Failed {
+            phase: Phase::Test,
+            exit_code: 1,
+        };
+        let statuses = || statuses(Some(r#"{"setup": 0, "test": 1}"#));
+        let timed_out = "timed_out:test:output";
+        assert_eq!(
+            read_outcome("complete", Some(timed_out), || unreachable!()),
+            Outcome::decode(timed_out)
+        );
+        // Completed before outcomes were stored.
+        assert_eq!(read_outcome("complete", None, statuses), Some(failed));
+        assert_eq!(
+            read_outcome("completed", Some("garbage"), statuses),
+            Some(failed)
+        );
+        // Put back to waiting, or cancelled, after it had completed once.
+        assert_eq!(read_outcome("waiting", Some(timed_out), statuses), None);
+        assert_eq!(
+            read_outcome("cancelled", Some(timed_out), statuses),
+            Some(Outcome::Cancelled)
+        );
+        assert_eq!(read_outcome("test", None, statuses), None);
+    }
+}

@@ -81,6 +81,8 @@
         block.dataset.phase = phase;
         details.append(summary, block);
         document.getElementById(`logs-${type}`).append(details);
+        const section = document.getElementById(type);
+        if (section) section.hidden = false;
       }
       const atBottom = block.scrollHeight - block.scrollTop - block.clientHeight < 40;
       block.append(document.createTextNode(text));

@@ -18,6 +18,7 @@ use super::outbox::{self, Outbox};
 use super::process::{CancelCheck, OutputSink, PhaseCommand, Stop, StopConditions};
 use super::{artifacts, attachments, Agent};
 use crate::api::Api;
+use crate::job::outcome::RECOVERY_FAILED;
 use crate::job::{is_truthy, is_valid_job_id, time, MAIN_PHASES};
 
 /// Phases that run only when the job has `<phase>_data`.
@@ -30,8 +31,6 @@ const DATA_PHASES: &[&str] = &[
 ];
 /// Phases whose data may carry attachments.
 const ATTACHMENT_PHASES: &[&str] = &["provision", "firmware_update", "test"];
-/// A phase exiting with this asks for the agent to go offline: device recovery failed.
-const RECOVERY_FAILED: i32 = 46;
 /// The reference's exit code when the agent could not run the phase command at all.
 const RUNNER_FAILED: i32 = 100;
 /// How long the end of a job waits for its reports to reach the server before the run
@@ -72,10 +71,11 @@ pub async fn run(agent: &Agent, job: Value) {
             agent
                 .post_quietly(&format!("/v1/result/{job_id}/log/output"), &fragment)
                 .await;
+            // A failure status, so that the job does not read as passed.
             agent
                 .post_quietly(
                     &format!("/v1/result/{job_id}"),
-                    &json!({"job_state": "complete"}),
+                    &json!({"status": {"setup": RUNNER_FAILED}, "job_state": "complete"}),
                 )
                 .await;
             return;
@@ -145,6 +145,7 @@ impl<'a> JobRunner<'a> {
                 tracing::error!("{}", message.trim_end());
                 self.outbox
                     .fragment(&self.job_id, "output", "setup", &message);
+                self.record_status("setup", RUNNER_FAILED);
                 self.end_reason = "setup_fail".into();
             }
         }
@@ -328,6 +329,16 @@ impl<'a> JobRunner<'a> {
         };
         drop(output);
         self.send_serial_log(phase);
+        self.record_status(phase, exit_code);
+        if phase == "allocate" {
+            self.allocate().await;
+        }
+        exit_code
+    }
+
+    /// Notes `phase`'s exit code in `testflinger-outcome.json` and tells the server (the
+    /// whole status map: the server replaces it).
+    fn record_status(&mut self, phase: &str, exit_code: i32) {
         self.status.insert(phase.into(), json!(exit_code));
         let outcome = json!({"status": self.status});
         if let Err(error) = std::fs::write(
@@ -337,10 +348,6 @@ impl<'a> JobRunner<'a> {
             tracing::warn!("cannot write testflinger-outcome.json: {error}");
         }
         self.post_result(outcome);
-        if phase == "allocate" {
-            self.allocate().await;
-        }
-        exit_code
     }
 
     /// After the allocate command: publish the device's address, say `allocated`, and
@@ -540,6 +547,15 @@ pub fn remove_when_delivered(run_dir: &Path, outbox_dir: &Path) -> impl FnOnce()
     }
 }
 
+/// The run directory's `testflinger-outcome.json` (`{"status": {…}}`), `{}` if unreadable.
+pub fn read_outcome_file(run_dir: &Path) -> Value {
+    std::fs::read_to_string(run_dir.join("testflinger-outcome.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}))
+}
+
 /// Queues the end of a job: its artifacts archive and outcome, then the `Done` mark.
 pub fn queue_final_reports(run_dir: &Path, job_id: &str, outbox: &Outbox) {
     let archive = outbox.dir().join("artifacts.tar.gz");
@@ -548,11 +564,7 @@ pub fn queue_final_reports(run_dir: &Path, job_id: &str, outbox: &Outbox) {
         Ok(false) => {}
         Err(error) => tracing::error!("Unable to save artifacts: {error:#}"),
     }
-    let mut outcome = std::fs::read_to_string(run_dir.join("testflinger-outcome.json"))
-        .ok()
-        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-        .filter(Value::is_object)
-        .unwrap_or_else(|| json!({}));
+    let mut outcome = read_outcome_file(run_dir);
     if let Some(outcome) = outcome.as_object_mut() {
         outcome.remove("output");
         outcome.remove("serial");

@@ -14,6 +14,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::phase_groups;
+use crate::job::outcome::KILLED;
 
 /// A piece of output waits at most this long before it is passed on.
 const FLUSH_DELAY: Duration = Duration::from_millis(500);
@@ -25,8 +26,6 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 const KILL_GRACE: Duration = Duration::from_secs(5);
 /// After the shell exits, how long output from processes it left behind is still read.
 const LINGER: Duration = Duration::from_millis(500);
-/// The reference's exit status for a phase it killed (SIGKILL, −9 mod 256).
-pub const KILLED_EXIT_CODE: i32 = 247;
 
 /// Why a phase was stopped before its command ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -209,7 +208,7 @@ impl PhaseCommand<'_> {
             signal_group(group, libc::SIGKILL);
         }
         let exit_code = match &stop {
-            Some(_) => KILLED_EXIT_CODE,
+            Some(_) => KILLED,
             None => exit_code_of(exit_status),
         };
         Ok(Finished { exit_code, stop })

@@ -7,13 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use super::job::{queue_final_reports, remove_when_delivered};
+use super::job::{queue_final_reports, read_outcome_file, remove_when_delivered};
 use super::outbox::{self, OpenError, Outbox, AGENT_DIR};
 use super::phase_groups;
 use super::Agent;
 use crate::job::is_valid_job_id;
+use crate::job::outcome::KILLED;
 
 /// How long one pass waits for a job's reports before leaving the rest to the background.
 const RETRY_WAIT: Duration = Duration::from_secs(10);
@@ -36,7 +37,9 @@ pub async fn finish_interrupted_jobs(agent: &Agent) {
         let run_dir = base.join(&job_id);
         if !outbox.is_done() {
             tracing::warn!("Job {job_id} was interrupted; sending what it left and ending it");
-            outbox.fragment(&job_id, "output", &last_phase(&run_dir), INTERRUPTED_NOTE);
+            let phase = last_phase(&run_dir);
+            outbox.fragment(&job_id, "output", &phase, INTERRUPTED_NOTE);
+            note_killed(&run_dir, &phase);
             queue_final_reports(&run_dir, &job_id, &outbox);
         }
         outbox
@@ -113,6 +116,23 @@ fn job_id_in(run_dir: &Path) -> Option<String> {
         );
     }
     job_id
+}
+
+/// Records `phase`, which the agent's death interrupted, as killed in the outcome file
+/// the final report is made of, unless it had ended: the job must not read as passed.
+fn note_killed(run_dir: &Path, phase: &str) {
+    let mut outcome = read_outcome_file(run_dir);
+    let status = &mut outcome["status"];
+    if !status.is_object() {
+        *status = json!({});
+    }
+    if status.get(phase).is_none() {
+        status[phase] = json!(KILLED);
+        let path = run_dir.join("testflinger-outcome.json");
+        if let Err(error) = std::fs::write(&path, outcome.to_string()) {
+            tracing::warn!("cannot write {}: {error}", path.display());
+        }
+    }
 }
 
 /// The last phase that wrote a log in the run directory (the note goes there).

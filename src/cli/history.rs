@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 
 use super::config::config_home;
+use crate::job::Outcome;
 
 const KEEP: usize = 10;
 
@@ -59,19 +60,42 @@ impl History {
 
     /// Notes a job's state, for jobs in the history only.
     pub fn update(&mut self, job_id: &str, state: &str) {
-        if let Some((_, entry)) = self.jobs.iter_mut().find(|(id, _)| id == job_id) {
-            if entry.get("job_state").and_then(Value::as_str) != Some(state) {
-                entry["job_state"] = json!(state);
-                self.save();
+        self.note(job_id, state, None);
+    }
+
+    /// Notes a job's state and, once it has finished, its outcome (our addition to the
+    /// entries: the reference CLI keeps keys it does not know). A new state without an
+    /// outcome drops the old one.
+    pub fn note(&mut self, job_id: &str, state: &str, outcome: Option<Outcome>) {
+        let Some((_, entry)) = self.jobs.iter_mut().find(|(id, _)| id == job_id) else {
+            return;
+        };
+        let before = entry.clone();
+        let state_changed = entry.get("job_state").and_then(Value::as_str) != Some(state);
+        entry["job_state"] = json!(state);
+        match (outcome, entry.as_object_mut()) {
+            (Some(outcome), _) => entry["outcome"] = json!(outcome),
+            (None, Some(fields)) if state_changed => {
+                fields.remove("outcome");
             }
+            _ => {}
         }
+        if *entry != before {
+            self.save();
+        }
+    }
+
+    /// The outcome noted in a history entry.
+    pub fn outcome_of(entry: &Value) -> Option<Outcome> {
+        serde_json::from_value(entry.get("outcome")?.clone()).ok()
     }
 
     fn save(&self) {
         if let Some(dir) = self.path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        // Entries keep the reference's key order: queue, submission_time, job_state.
+        // Entries keep the reference's key order: queue, submission_time, job_state (then
+        // our outcome).
         let entries: Vec<String> = self
             .jobs
             .iter()
@@ -81,6 +105,7 @@ impl History {
                     queue: field("queue"),
                     submission_time: field("submission_time"),
                     job_state: field("job_state"),
+                    outcome: entry.get("outcome").cloned(),
                 };
                 let id = super::pyjson::dumps(id.as_str());
                 format!("{id}: {}", super::pyjson::dumps(&ordered))
@@ -95,6 +120,8 @@ struct Entry {
     queue: Value,
     submission_time: Value,
     job_state: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<Value>,
 }
 
 /// The top-level entries of a JSON object, in file order.

@@ -13,6 +13,8 @@ use super::config::Settings;
 use super::history::History;
 use super::session::{Failure, Session};
 use super::{pyjson, yaml};
+use crate::job::outcome::Timeout;
+use crate::job::{Outcome, Phase};
 
 pub const NO_JOB_DATA: &str =
     "No data found for that job id. Check the job id to be sure it is correct";
@@ -40,13 +42,26 @@ impl StateError {
     }
 }
 
-/// The job's state from `GET /v1/result/<id>` (`None` printed as the reference does).
-pub async fn job_state(session: &Session, job_id: &str) -> Result<String, StateError> {
+/// Where a job is, from `GET /v1/result/<id>`.
+pub struct JobStatus {
+    /// The state word (`None` printed as the reference does).
+    pub state: String,
+    /// How it ended; `None` until it has.
+    pub outcome: Option<Outcome>,
+}
+
+pub async fn job_status(session: &Session, job_id: &str) -> Result<JobStatus, StateError> {
     match session.get(&format!("/v1/result/{job_id}")).await {
-        Ok(result) => Ok(match result.get("job_state") {
-            Some(Value::String(state)) => state.clone(),
-            _ => "None".into(),
-        }),
+        Ok(result) => {
+            let state = match result.get("job_state") {
+                Some(Value::String(state)) => state.clone(),
+                _ => "None".into(),
+            };
+            Ok(JobStatus {
+                outcome: outcome_in(&result, &state),
+                state,
+            })
+        }
         Err(failure) => Err(match failure {
             Failure::Status { status: 204, .. } => StateError::NoSuchJob(NO_JOB_DATA),
             Failure::Status { status: 400, .. } => StateError::NoSuchJob(INVALID_JOB_ID),
@@ -56,11 +71,48 @@ pub async fn job_state(session: &Session, job_id: &str) -> Result<String, StateE
     }
 }
 
-pub async fn status(session: &Session, job_id: &str) -> anyhow::Result<ExitCode> {
-    match job_state(session, job_id).await {
-        Ok(state) => {
-            History::load().update(job_id, &state);
-            println!("{state}");
+/// The job's state word alone.
+pub async fn job_state(session: &Session, job_id: &str) -> Result<String, StateError> {
+    job_status(session, job_id).await.map(|status| status.state)
+}
+
+/// The `outcome` of a job's results; from a server that gives none (the reference),
+/// derived from the phases' exit codes and output instead (a job cancelled while it ran
+/// then reads as however its phases ended).
+fn outcome_in(result: &Value, state: &str) -> Option<Outcome> {
+    if let Some(outcome) = result.get("outcome") {
+        return serde_json::from_value(outcome.clone()).ok();
+    }
+    let statuses = Phase::ALL
+        .into_iter()
+        .filter_map(|phase| {
+            let status = result.get(format!("{phase}_status"))?;
+            Some((phase.to_string(), status.clone()))
+        })
+        .collect();
+    Outcome::of(state, &statuses, |phase| {
+        Timeout::found_in(result.get(format!("{phase}_output"))?.as_str()?)
+    })
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Also print how a finished job ended (passed, failed, cancelled, timed out,
+    /// infrastructure failure), on a second line
+    #[arg(long)]
+    pub outcome: bool,
+    pub job_id: String,
+}
+
+pub async fn status(session: &Session, args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let job_id = &args.job_id;
+    match job_status(session, job_id).await {
+        Ok(status) => {
+            History::load().note(job_id, &status.state, status.outcome);
+            println!("{}", status.state);
+            if let Some(outcome) = status.outcome.filter(|_| args.outcome) {
+                println!("{outcome}");
+            }
         }
         // The reference's soft failure: stdout, exit 0.
         Err(StateError::Unavailable(_)) => println!(
@@ -232,27 +284,13 @@ pub struct JobsArgs {
 pub async fn jobs(session: &Session, args: &JobsArgs) -> anyhow::Result<ExitCode> {
     let mut history = History::load();
     let entries: Vec<(String, Value)> = history.entries().cloned().collect();
-    println!(
-        "{:<36} {:<9} Submission Time  Queue",
-        "Job ID",
-        if args.status { "Status" } else { "" }
-    );
-    println!("{}", "-".repeat(79));
+    let mut rows = Vec::new();
     for (job_id, entry) in entries {
-        let mut state = String::new();
-        if args.status {
-            state = entry
-                .get("job_state")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown")
-                .to_string();
-            if !matches!(state.as_str(), "cancelled" | "complete") {
-                state = job_state(session, &job_id)
-                    .await
-                    .unwrap_or_else(|_| "unknown".into());
-                history.update(&job_id, &state);
-            }
-        }
+        let status = if args.status {
+            Some(current_status(session, &mut history, &job_id, &entry).await)
+        } else {
+            None
+        };
         let submitted = entry
             .get("submission_time")
             .and_then(Value::as_f64)
@@ -260,13 +298,84 @@ pub async fn jobs(session: &Session, args: &JobsArgs) -> anyhow::Result<ExitCode
         let queue = entry
             .get("queue")
             .and_then(Value::as_str)
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .to_string();
+        rows.push((job_id, status, short_utc(submitted as i64), queue));
+    }
+    // With --status, how finished jobs ended goes in a last column, after the queue
+    // (what scripts read, the columns before it, stays where it was).
+    let queue_width = rows.iter().map(|row| row.3.len()).fold(5, usize::max);
+    let outcome_column = |queue: &str, outcome: String| {
+        if args.status {
+            format!("{queue:<queue_width$}  {outcome}")
+                .trim_end()
+                .to_string()
+        } else {
+            queue.to_string()
+        }
+    };
+    println!(
+        "{:<36} {:<9} Submission Time  {}",
+        "Job ID",
+        if args.status { "Status" } else { "" },
+        outcome_column("Queue", "Outcome".into())
+    );
+    println!("{}", "-".repeat(79));
+    for (job_id, status, submitted, queue) in rows {
+        let (state, outcome) = match status {
+            Some(JobStatus { state, outcome }) => {
+                (state, outcome.map(|o| o.to_string()).unwrap_or_default())
+            }
+            None => (String::new(), String::new()),
+        };
         println!(
-            "{job_id} {state:<9} {} {queue}",
-            short_utc(submitted as i64)
+            "{job_id} {state:<9} {submitted} {}",
+            outcome_column(&queue, outcome)
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A history entry's state and outcome for `jobs --status`: as noted for a finished job
+/// whose outcome is known, else asked from the server (and noted); `unknown` when the
+/// server cannot say.
+async fn current_status(
+    session: &Session,
+    history: &mut History,
+    job_id: &str,
+    entry: &Value,
+) -> JobStatus {
+    let state = entry
+        .get("job_state")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_string();
+    let noted = JobStatus {
+        outcome: match state.as_str() {
+            "cancelled" => Some(Outcome::Cancelled),
+            _ => History::outcome_of(entry),
+        },
+        state,
+    };
+    let finished = matches!(noted.state.as_str(), "cancelled" | "complete");
+    if finished && noted.outcome.is_some() {
+        return noted;
+    }
+    match job_status(session, job_id).await {
+        Ok(status) => {
+            history.note(job_id, &status.state, status.outcome);
+            status
+        }
+        // A finished job stays as noted; of the others, nothing is known.
+        Err(_) if finished => noted,
+        Err(_) => {
+            history.update(job_id, "unknown");
+            JobStatus {
+                state: "unknown".into(),
+                outcome: None,
+            }
+        }
+    }
 }
 
 /// `Www Mmm DD HH:MM` in UTC, as `time.strftime("%a %b %d %H:%M")`.

@@ -91,7 +91,7 @@ pub enum ClientCommand {
     /// Install and reserve a system
     Reserve(reserve::ReserveArgs),
     /// Show the status of a specified JOB_ID
-    Status(JobId),
+    Status(jobs::StatusArgs),
     /// Show the status of a specified agent
     AgentStatus(lab::AgentStatusArgs),
     /// Show the status of the agents and jobs of a queue
@@ -213,7 +213,7 @@ async fn dispatch(options: GlobalOptions, command: ClientCommand) -> anyhow::Res
         C::Poll(args) => poll::run(&session, &args, "output", options.debug).await,
         C::PollSerial(args) => poll::run(&session, &args, "serial", options.debug).await,
         C::Reserve(args) => reserve::run(&session, &args).await,
-        C::Status(JobId { job_id }) => jobs::status(&session, &job_id).await,
+        C::Status(args) => jobs::status(&session, &args).await,
         C::AgentStatus(args) => lab::agent_status(&session, &args).await,
         C::QueueStatus(args) => lab::queue_status(&session, &args).await,
         C::Results(JobId { job_id }) => jobs::results(&session, &job_id).await,

@@ -1,22 +1,27 @@
-//! The shared job domain: phases, states, job ids, durations, timestamps and the
-//! submission schema. Nothing here knows about HTTP or SQL.
+//! The shared job domain: phases, states, outcomes, job ids, durations, timestamps and
+//! the submission schema. Nothing here knows about HTTP or SQL.
 
 pub mod duration;
 pub mod names;
+pub mod outcome;
+pub mod phase;
 pub mod reservation;
 pub mod time;
 pub mod validate;
 
-/// The test phases, in the order the agent runs them.
-pub const PHASES: [&str; 7] = [
-    "setup",
-    "provision",
-    "firmware_update",
-    "test",
-    "allocate",
-    "reserve",
-    "cleanup",
-];
+pub use outcome::Outcome;
+pub use phase::Phase;
+
+/// The test phases' names, in the order the agent runs them.
+pub const PHASES: [&str; 7] = {
+    let mut names = [""; 7];
+    let mut at = 0;
+    while at < names.len() {
+        names[at] = Phase::ALL[at].as_str();
+        at += 1;
+    }
+    names
+};
 
 /// The phases the agent runs in order before `cleanup` (which always runs, last).
 pub const MAIN_PHASES: &[&str] = PHASES.split_at(6).0;
@@ -37,6 +42,11 @@ pub fn is_truthy(value: &serde_json::Value) -> bool {
 /// States after which a job never runs again. The reference has two spellings of "done":
 /// agents post `complete`, older schemas know `completed`.
 pub const TERMINAL_STATES: [&str; 3] = ["cancelled", "complete", "completed"];
+
+/// Whether `state` says the agent ended the job (either spelling).
+pub fn is_complete(state: &str) -> bool {
+    TERMINAL_STATES[1..].contains(&state)
+}
 
 /// The two kinds of log a job produces.
 pub const LOG_TYPES: [&str; 2] = ["output", "serial"];

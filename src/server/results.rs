@@ -44,8 +44,9 @@ pub async fn post_result(
 }
 
 /// `GET /v1/result/<id>`: state, device info, and per phase its exit status and logs.
-/// Extension: `?logs=false` leaves the logs out, so an agent checking for cancellation
-/// every second costs the server one row read.
+/// Extensions: `?logs=false` leaves the logs out, so an agent checking for cancellation
+/// every second costs the server one row read; `outcome` (job/outcome.rs) once the job
+/// has finished, absent before.
 pub async fn get_result(
     State(app): State<Arc<App>>,
     Path(job_id): Path<String>,
@@ -60,6 +61,9 @@ pub async fn get_result(
     view.insert("job_state".into(), Value::String(result.job_state));
     if let Some(device_info) = result.device_info {
         view.insert("device_info".into(), device_info);
+    }
+    if let Some(outcome) = result.outcome {
+        view.insert("outcome".into(), json!(outcome));
     }
     for phase in PHASES {
         if let Some(status) = result.status.get(phase).filter(|s| !s.is_null()) {

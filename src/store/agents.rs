@@ -135,10 +135,23 @@ impl Store {
 
     /// Records a provision attempt and updates the agent's pass/fail streak. Returns
     /// false when no agent has that name (the entry is kept anyway, as the reference does).
+    /// Agents report a skipped provision as a success; a job that has no provision status
+    /// (the phase did not run) is therefore no attempt, and is left out.
     pub async fn record_provision(&self, name: &str, entry: ProvisionLogEntry) -> Result<bool> {
         let name = name.to_string();
         self.writer
             .write(move |tx| {
+                let provisioned: Option<bool> = tx
+                    .prepare_cached(
+                        "SELECT status ->> '$.provision' IS NOT NULL FROM jobs WHERE job_id = ?1",
+                    )?
+                    .query_row([&entry.job_id], |row| row.get(0))
+                    .optional()?;
+                if entry.exit_code == 0 && provisioned == Some(false) {
+                    return Ok(tx
+                        .prepare_cached("SELECT EXISTS (SELECT 1 FROM agents WHERE name = ?1)")?
+                        .query_row([&name], |row| row.get(0))?);
+                }
                 tx.prepare_cached(
                     "INSERT INTO provision_logs (agent, job_id, exit_code, detail, timestamp)
                      VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -8,9 +8,10 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::{Map, Value};
 
 use super::blobs::{BlobKind, StoredBlob};
+use super::logs::timeout_in_output;
 use super::{Result, Store, StoreError};
 use crate::job::time::{self, Micros};
-use crate::job::TERMINAL_STATES;
+use crate::job::{is_complete, Outcome, TERMINAL_STATES};
 
 /// A validated job ready to be stored.
 pub struct NewJob {
@@ -39,6 +40,8 @@ pub struct JobSummary {
     pub queue: String,
     pub state: String,
     pub created_at: Micros,
+    /// `None` while the job has not finished.
+    pub outcome: Option<Outcome>,
 }
 
 #[derive(Default)]
@@ -114,17 +117,53 @@ pub struct ResultView {
     pub job_state: String,
     pub status: Map<String, Value>,
     pub device_info: Option<Value>,
+    /// `None` while the job has not finished.
+    pub outcome: Option<Outcome>,
 }
 
-pub(super) const SUMMARY_COLUMNS: &str = "job_id, queue, state, created_at";
+/// The statuses are read only for a completed job without a stored outcome.
+pub(super) const SUMMARY_COLUMNS: &str = "job_id, queue, state, created_at, outcome,
+    CASE WHEN outcome IS NULL AND state IN ('complete', 'completed') THEN status END";
 
 pub(super) fn summary(row: &Row) -> rusqlite::Result<JobSummary> {
+    let state: String = row.get(2)?;
+    // Read in place: a listing reads these for every row.
+    let text =
+        |column| Ok::<_, rusqlite::Error>(row.get_ref(column)?.as_str_or_null().ok().flatten());
+    let (stored, status) = (text(4)?, text(5)?);
+    let outcome = read_outcome(&state, stored, || statuses(status));
     Ok(JobSummary {
         job_id: row.get(0)?,
         queue: row.get(1)?,
-        state: row.get(2)?,
+        state,
         created_at: row.get(3)?,
+        outcome,
     })
+}
+
+/// A job's outcome from its row: the one stored when it completed, else (a job that
+/// completed before outcomes were stored, or one that is cancelled or unfinished)
+/// derived from its state and `statuses`.
+pub(super) fn read_outcome(
+    state: &str,
+    stored: Option<&str>,
+    statuses: impl FnOnce() -> Option<Map<String, Value>>,
+) -> Option<Outcome> {
+    if let Some(outcome) = stored
+        .filter(|_| is_complete(state))
+        .and_then(Outcome::decode)
+    {
+        return Some(outcome);
+    }
+    if !TERMINAL_STATES.contains(&state) {
+        return None;
+    }
+    Outcome::of(state, &statuses().unwrap_or_default(), |_| None)
+}
+
+/// A stored `{phase: exit code}` map; `None` when absent or unreadable.
+fn statuses(text: Option<&str>) -> Option<Map<String, Value>> {
+    serde_json::from_str(text?).ok()
 }
 
 fn json_object(text: Option<String>) -> Result<Map<String, Value>> {
@@ -404,42 +443,21 @@ impl Store {
         Ok(stored)
     }
 
-    /// Applies an agent's report. Unknown jobs are ignored, like the reference does.
+    /// Applies an agent's report. Unknown jobs are ignored, like the reference does. The
+    /// report that completes a job also stores its outcome.
     pub async fn update_result(&self, job_id: &str, update: ResultUpdate) -> Result<()> {
         let id = job_id.to_string();
-        let requeued = self
-            .writer
-            .write_one_statement(move |tx| {
-                let status = update
-                    .status
-                    .as_ref()
-                    .map(serde_json::to_string)
-                    .transpose()?;
-                let device_info = update
-                    .device_info
-                    .as_ref()
-                    .map(serde_json::to_string)
-                    .transpose()?;
-                let queue: Option<(String, String)> = tx
-                    .prepare_cached(
-                        // A cancelled job only leaves `cancelled` for the agent's final
-                        // `complete`: a phase report racing the cancel must not undo it.
-                        "UPDATE jobs SET state = CASE
-                                             WHEN state = 'cancelled' AND ?2 NOT IN ('complete', 'completed')
-                                             THEN state ELSE coalesce(?2, state) END,
-                                         status = coalesce(?3, status),
-                                         device_info = coalesce(?4, device_info)
-                         WHERE job_id = ?1 RETURNING queue, state",
-                    )?
-                    .query_row(params![id, update.job_state, status, device_info], |row| {
-                        Ok((row.get(0)?, row.get(1)?))
-                    })
-                    .optional()?;
-                Ok(queue
-                    .filter(|(_, state)| state == "waiting")
-                    .map(|(queue, _)| queue))
-            })
-            .await?;
+        let completes = update.job_state.as_deref().is_some_and(is_complete);
+        let requeued = if completes {
+            self.writer
+                .write(move |tx| complete_job(tx, &id, update))
+                .await?;
+            None
+        } else {
+            self.writer
+                .write_one_statement(move |tx| report_progress(tx, &id, update))
+                .await?
+        };
         self.signals.wake_job(job_id);
         if let Some(queue) = requeued {
             self.signals.wake_queue(&queue);
@@ -453,20 +471,25 @@ impl Store {
             .read(move |db| {
                 let row = db
                     .prepare_cached(
-                        "SELECT state, status, device_info FROM jobs WHERE job_id = ?1",
+                        "SELECT state, status, device_info, outcome FROM jobs WHERE job_id = ?1",
                     )?
                     .query_row([&job_id], |row| {
                         Ok((
-                            row.get(0)?,
+                            row.get::<_, String>(0)?,
                             row.get::<_, Option<String>>(1)?,
                             row.get::<_, Option<String>>(2)?,
+                            row.get::<_, Option<String>>(3)?,
                         ))
                     })
                     .optional()?;
-                row.map(|(job_state, status, device_info)| {
+                row.map(|(job_state, status, device_info, outcome)| {
+                    let status = json_object(status)?;
                     Ok(ResultView {
+                        outcome: read_outcome(&job_state, outcome.as_deref(), || {
+                            Some(status.clone())
+                        }),
                         job_state,
-                        status: json_object(status)?,
+                        status,
                         device_info: device_info
                             .map(|text| serde_json::from_str(&text))
                             .transpose()?,
@@ -526,6 +549,100 @@ fn claim(tx: &Connection, queues: &[String], agent: &str) -> Result<Option<Claim
         attachments,
         submitter,
     }))
+}
+
+/// A report of a job in progress, in one statement; returns the job's queue if the
+/// report put it back to `waiting`.
+fn report_progress(tx: &Connection, job_id: &str, update: ResultUpdate) -> Result<Option<String>> {
+    let (status, device_info) = report_texts(&update)?;
+    let queue: Option<(String, String)> = tx
+        .prepare_cached(
+            // A cancelled job only leaves `cancelled` for the agent's final `complete`
+            // (complete_job): a phase report racing the cancel must not undo it.
+            "UPDATE jobs SET state = CASE WHEN state = 'cancelled' THEN state
+                                          ELSE coalesce(?2, state) END,
+                             status = coalesce(?3, status),
+                             device_info = coalesce(?4, device_info)
+             WHERE job_id = ?1 RETURNING queue, state",
+        )?
+        .query_row(
+            params![job_id, update.job_state, status, device_info],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    Ok(queue
+        .filter(|(_, state)| state == "waiting")
+        .map(|(queue, _)| queue))
+}
+
+/// The agent's final report: the job becomes `complete` (also from `cancelled`, as with
+/// the reference) and its outcome is worked out, once. A job cancelled while it ran
+/// keeps `cancelled` as its outcome; a resent final report changes nothing.
+fn complete_job(tx: &Connection, job_id: &str, update: ResultUpdate) -> Result<()> {
+    let row: Option<(String, Option<String>, Option<String>)> = tx
+        .prepare_cached("SELECT state, status, outcome FROM jobs WHERE job_id = ?1")?
+        .query_row([job_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .optional()?;
+    let Some((previous_state, stored_status, stored_outcome)) = row else {
+        return Ok(());
+    };
+    let outcome = match stored_outcome {
+        Some(outcome) if is_complete(&previous_state) => Some(outcome),
+        _ => {
+            let stored_statuses;
+            let statuses = match &update.status {
+                Some(statuses) => statuses,
+                None => {
+                    stored_statuses = json_object(stored_status)?;
+                    &stored_statuses
+                }
+            };
+            let ended_as = if previous_state == "cancelled" {
+                "cancelled"
+            } else {
+                "complete"
+            };
+            let mut unreadable = Ok(());
+            let outcome = Outcome::of(ended_as, statuses, |phase| {
+                timeout_in_output(tx, job_id, phase)
+                    .map_err(|error| unreadable = Err(error))
+                    .ok()
+                    .flatten()
+            });
+            unreadable?;
+            outcome.map(|outcome| outcome.encode())
+        }
+    };
+    let (status, device_info) = report_texts(&update)?;
+    tx.prepare_cached(
+        "UPDATE jobs SET state = ?2, status = coalesce(?3, status),
+                         device_info = coalesce(?4, device_info), outcome = ?5
+         WHERE job_id = ?1",
+    )?
+    .execute(params![
+        job_id,
+        update.job_state,
+        status,
+        device_info,
+        outcome
+    ])?;
+    Ok(())
+}
+
+/// A report's `status` and `device_info` as stored (JSON text), when present.
+fn report_texts(update: &ResultUpdate) -> Result<(Option<String>, Option<String>)> {
+    Ok((
+        update
+            .status
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?,
+        update
+            .device_info
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?,
+    ))
 }
 
 /// The claim statement for `queue_count` queues (`?1` now, `?2` the agent, then the
@@ -669,4 +786,37 @@ fn search(db: &Connection, filter: &JobFilter) -> Result<Vec<JobSummary>> {
 
 fn distinct_count(tags: &[String]) -> usize {
     tags.iter().collect::<std::collections::HashSet<_>>().len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::Phase;
+
+    #[test]
+    fn a_row_gives_its_stored_outcome_or_one_derived_from_its_state_and_statuses() {
+        let failed = Outcome::Failed {
+            phase: Phase::Test,
+            exit_code: 1,
+        };
+        let statuses = || statuses(Some(r#"{"setup": 0, "test": 1}"#));
+        let timed_out = "timed_out:test:output";
+        assert_eq!(
+            read_outcome("complete", Some(timed_out), || unreachable!()),
+            Outcome::decode(timed_out)
+        );
+        // Completed before outcomes were stored.
+        assert_eq!(read_outcome("complete", None, statuses), Some(failed));
+        assert_eq!(
+            read_outcome("completed", Some("garbage"), statuses),
+            Some(failed)
+        );
+        // Put back to waiting, or cancelled, after it had completed once.
+        assert_eq!(read_outcome("waiting", Some(timed_out), statuses), None);
+        assert_eq!(
+            read_outcome("cancelled", Some(timed_out), statuses),
+            Some(Outcome::Cancelled)
+        );
+        assert_eq!(read_outcome("test", None, statuses), None);
+    }
 }

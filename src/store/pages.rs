@@ -4,9 +4,10 @@
 use rusqlite::OptionalExtension;
 use serde_json::{Map, Value};
 
-use super::jobs::{summary, JobSummary, SUMMARY_COLUMNS};
+use super::jobs::{read_outcome, summary, JobSummary, SUMMARY_COLUMNS};
 use super::{Result, Store};
 use crate::job::time::Micros;
+use crate::job::Outcome;
 
 /// A job as its page shows it.
 pub struct JobRecord {
@@ -21,6 +22,10 @@ pub struct JobRecord {
     pub status: Map<String, Value>,
     pub device_info: Option<Value>,
     pub has_artifact: bool,
+    /// The agent that took the job, once one has (agents without a name stay `None`).
+    pub agent: Option<String>,
+    /// `None` while the job has not finished.
+    pub outcome: Option<Outcome>,
 }
 
 /// When a phase printed its first and its last output line.
@@ -60,7 +65,8 @@ impl Store {
                         "SELECT job_id, queue, state, created_at, started_at, job_data, status,
                                 device_info,
                                 EXISTS (SELECT 1 FROM blobs
-                                        WHERE blobs.job_id = jobs.job_id AND kind = 'artifact')
+                                        WHERE blobs.job_id = jobs.job_id AND kind = 'artifact'),
+                                agent, outcome
                          FROM jobs WHERE job_id = ?1",
                     )?
                     .query_row([&job_id], |row| {
@@ -78,30 +84,38 @@ impl Store {
                                 row.get::<_, Option<String>>(7)?,
                                 row.get::<_, bool>(8)?,
                             ),
+                            (
+                                row.get::<_, Option<String>>(9)?,
+                                row.get::<_, Option<String>>(10)?,
+                            ),
                         ))
                     })
                     .optional()?)
             })
             .await?;
-        let Some(((job_id, queue, state, created_at, started_at), texts)) = row else {
+        let Some(((job_id, queue, state, created_at, started_at), texts, (agent, outcome))) = row
+        else {
             return Ok(None);
         };
         let (definition, status, device_info, has_artifact) = texts;
+        let status: Map<String, Value> = status
+            .map(|text| serde_json::from_str(&text))
+            .transpose()?
+            .unwrap_or_default();
         Ok(Some(JobRecord {
+            outcome: read_outcome(&state, outcome.as_deref(), || Some(status.clone())),
             job_id,
             queue,
             state,
             created_at,
             started_at,
             definition: serde_json::from_str(&definition)?,
-            status: status
-                .map(|text| serde_json::from_str(&text))
-                .transpose()?
-                .unwrap_or_default(),
+            status,
             device_info: device_info
                 .map(|text| serde_json::from_str(&text))
                 .transpose()?,
             has_artifact,
+            agent,
         }))
     }
 

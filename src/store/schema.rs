@@ -149,6 +149,11 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     INSERT INTO store_meta (key, value) VALUES ('store_id', lower(hex(randomblob(16))));
     "#,
+    // 6: how each job ended, worked out once as it completes (job/outcome.rs); NULL for
+    // jobs that completed before, whose outcome is derived from `status` when read.
+    r#"
+    ALTER TABLE jobs ADD COLUMN outcome TEXT;  -- job::Outcome::encode()
+    "#,
 ];
 
 /// Applies the migrations this database lacks. The version is read inside each

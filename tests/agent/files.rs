@@ -124,7 +124,14 @@ fn hostile_attachments_are_refused_whole() {
             setup.contains("ERROR: cannot unpack the job's attachments"),
             "{name}: {result}"
         );
-        assert!(result.get("setup_status").is_none(), "{name}: {result}");
+        // Not a pass: the agent failed before the first phase (the reference's agent
+        // reports no status at all here).
+        assert_eq!(result["setup_status"], json!(100), "{name}: {result}");
+        assert_eq!(
+            result["outcome"],
+            json!({"result": "infrastructure_failure", "phase": "setup", "exit_code": 100}),
+            "{name}"
+        );
         let cleanup = result["cleanup_output"].as_str().unwrap();
         assert!(
             cleanup.ends_with("nothing unpacked\n"),
@@ -156,7 +163,11 @@ fn assert_refused(result: &Value, reason: &str) {
         setup.contains("ERROR: cannot unpack the job's attachments") && setup.contains(reason),
         "{result}"
     );
-    assert!(result.get("setup_status").is_none(), "{result}");
+    assert_eq!(
+        result["outcome"],
+        json!({"result": "infrastructure_failure", "phase": "setup", "exit_code": 100}),
+        "{result}"
+    );
     let cleanup = result["cleanup_output"].as_str().unwrap_or_default();
     assert!(cleanup.ends_with("nothing unpacked\n"), "{cleanup:?}");
 }

@@ -45,6 +45,12 @@ fn a_job_interrupted_by_an_agent_kill_is_ended_when_the_agent_returns() {
         output.contains("ERROR: the agent stopped while this job was running"),
         "{output:?}"
     );
+    // The interrupted phase was killed with the agent: not a pass.
+    assert_eq!(result["test_status"], json!(247), "{result}");
+    assert_eq!(
+        result["outcome"],
+        json!({"result": "failed", "phase": "test", "exit_code": 247})
+    );
     wait_for("the run directory to go", || {
         (!agent.run_dir(&job_id).exists()).then_some(())
     });

@@ -88,6 +88,7 @@ fn a_job_runs_its_phases_in_order_and_ends_complete() {
         (data["job_id"] == json!("")).then_some(data)
     });
     assert_eq!(data["provision_streak_type"], json!("pass"), "{data}");
+    assert_eq!(result["outcome"], json!({"result": "passed"}));
     wait_for_agent_state(&server, "waiting");
 
     // Its own log, on stderr (a file here) and in its log file, has no colour codes.
@@ -119,9 +120,9 @@ fn phases_without_data_or_asked_to_skip_do_not_run() {
     assert!(result.get("firmware_update_status").is_none(), "{result}");
     assert_eq!(result["test_status"], json!(0));
     assert_eq!(result["cleanup_status"], json!(0));
-    // A skipped provision still counts as a pass, as with the reference.
+    // A skipped provision is no provision attempt (the reference counts it as a pass).
     let data = server.get("/v1/agents/data/agent-1").json();
-    assert_eq!(data["provision_streak_type"], json!("pass"), "{data}");
+    assert!(data.get("provision_streak_type").is_none(), "{data}");
 }
 
 #[test]
@@ -143,6 +144,10 @@ fn a_failed_phase_ends_the_job_but_cleanup_still_runs() {
     assert_eq!(result["cleanup_status"], json!(0));
     let data = server.get("/v1/agents/data/agent-1").json();
     assert_eq!(data["provision_streak_type"], json!("fail"), "{data}");
+    assert_eq!(
+        result["outcome"],
+        json!({"result": "infrastructure_failure", "phase": "provision", "exit_code": 3})
+    );
 }
 
 #[test]
@@ -161,6 +166,10 @@ fn a_failed_test_still_lets_reserve_run() {
     assert_eq!(result["test_status"], json!(1));
     assert_eq!(result["reserve_status"], json!(0));
     assert!(text(&result, "reserve_output").ends_with("reserving\n"));
+    assert_eq!(
+        result["outcome"],
+        json!({"result": "failed", "phase": "test", "exit_code": 1})
+    );
 }
 
 #[test]
@@ -333,6 +342,10 @@ fn a_job_the_agent_cannot_start_is_ended_with_the_reason() {
     assert!(
         setup.contains("ERROR: the agent cannot start this job"),
         "{result}"
+    );
+    assert_eq!(
+        result["outcome"],
+        json!({"result": "infrastructure_failure", "phase": "setup", "exit_code": 100})
     );
 }
 

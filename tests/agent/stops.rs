@@ -44,6 +44,10 @@ fn the_global_timeout_kills_the_whole_process_group() {
         "{setup:?}"
     );
     assert_eq!(result["cleanup_status"], json!(0));
+    assert_eq!(
+        result["outcome"],
+        json!({"result": "timed_out", "phase": "setup", "timeout": "global"})
+    );
     wait_for("the background process to die", || {
         (!is_alive(&pid_file)).then_some(())
     });
@@ -61,6 +65,10 @@ fn the_output_timeout_applies_to_the_test_phase() {
         "{result}"
     );
     assert_eq!(result["cleanup_status"], json!(0));
+    assert_eq!(
+        result["outcome"],
+        json!({"result": "timed_out", "phase": "test", "timeout": "output"})
+    );
 }
 
 #[test]
@@ -81,6 +89,7 @@ fn cancelling_a_job_stops_the_running_phase() {
         output(&result, "test").ends_with("waiting\n\nJob cancellation was requested, exiting.\n"),
         "{result}"
     );
+    assert_eq!(result["outcome"], json!({"result": "cancelled"}));
     assert_eq!(result["cleanup_status"], json!(0));
 }
 

@@ -54,6 +54,24 @@ fn a_running_jobs_page_shows_new_log_lines_without_a_reload() {
         json!(0)
     );
 
+    // No serial log yet: no serial section to see, until the first line arrives.
+    let serial_shown = "getComputedStyle(document.getElementById('serial')).display !== 'none'";
+    assert_eq!(browser.eval(serial_shown), json!(false));
+    let fragment = json!({"fragment_number": 0, "timestamp": "2026-01-01T10:00:00", "phase": "test", "log_data": "console says hi\n"});
+    let posted = server
+        .agent()
+        .post_json(&format!("/v1/result/{job_id}/log/serial"), &fragment);
+    assert_eq!(posted.status, 200);
+    browser.wait_for("the serial section with its first line", |browser| {
+        let text = browser.eval("document.getElementById('serial').textContent");
+        (browser.eval(serial_shown) == json!(true)
+            && text
+                .as_str()
+                .is_some_and(|text| text.contains("console says hi")))
+        .then_some(())
+    });
+    assert_eq!(browser.eval("window.stillTheSamePage"), json!(true));
+
     // The job ends: the page reloads itself once and shows the exit status.
     std::fs::write(run_dir.parent().unwrap().join("finish"), "").unwrap();
     wait_for_state(&server, &job_id, &["complete"]);
@@ -62,6 +80,13 @@ fn a_running_jobs_page_shows_new_log_lines_without_a_reload() {
         let following = browser.eval("document.querySelector('.following') !== null");
         (state == json!("complete") && following == json!(false)).then_some(())
     });
+    let facts = browser.eval("document.querySelector('dl.facts').textContent");
+    let facts = facts.as_str().unwrap_or_default();
+    assert!(
+        facts.contains("Outcome") && facts.contains("passed"),
+        "{facts}"
+    );
+    assert!(facts.contains("agent-1"), "{facts}");
 }
 
 #[test]

@@ -70,6 +70,66 @@ fn submit_quiet_prints_the_bare_id_and_status_the_state_word() {
 }
 
 #[test]
+fn status_and_jobs_tell_how_finished_jobs_ended() {
+    let server = Server::start();
+    register_agent(&server, "a1", "q");
+    let client = Client::new(&server);
+    let failed = client.submit("job_queue: q\ntest_data:\n  test_cmds: exit 1\n");
+    let waiting = client.submit("job_queue: q\n");
+    server.claim("a1", "q").unwrap();
+    let report = json!({"job_state": "complete", "status": {"setup": 0, "test": 1}});
+    server
+        .agent()
+        .post_json(&format!("/v1/result/{failed}"), &report);
+
+    // The state word stays what scripts read; --outcome adds how it ended.
+    let status = client.run(&["status", &failed]);
+    assert_eq!((status.code, status.stdout.as_str()), (0, "complete\n"));
+    let outcome = client.run(&["status", "--outcome", &failed]);
+    assert_eq!(
+        (outcome.code, outcome.stdout.as_str()),
+        (0, "complete\nfailed: test exited with 1\n")
+    );
+    let unfinished = client.run(&["status", "--outcome", &waiting]);
+    assert_eq!(unfinished.stdout, "waiting\n");
+
+    let plain = client.run(&["jobs"]);
+    assert!(!plain.stdout.contains("Outcome") && !plain.stdout.contains("failed"));
+    let jobs = client.run(&["jobs", "--status"]);
+    let lines: Vec<&str> = jobs.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!(
+            "{:<36} {:<9} Submission Time  Queue  Outcome",
+            "Job ID", "Status"
+        ),
+        "{jobs:?}"
+    );
+    assert!(
+        lines[2].starts_with(&format!("{failed} complete  ")),
+        "{jobs:?}"
+    );
+    assert!(
+        lines[2].ends_with(" q      failed: test exited with 1"),
+        "{jobs:?}"
+    );
+    assert!(
+        lines[3].starts_with(&format!("{waiting} waiting   ")),
+        "{jobs:?}"
+    );
+    assert!(lines[3].ends_with(" q"), "{jobs:?}");
+    // Known now: a second listing asks the server nothing about the finished job.
+    let history =
+        std::fs::read_to_string(client.config_dir().join("testflinger-cli-history.json")).unwrap();
+    let history: Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(
+        history[&failed]["outcome"],
+        json!({"result": "failed", "phase": "test", "exit_code": 1})
+    );
+    assert_eq!(history[&failed]["job_state"], json!("complete"));
+}
+
+#[test]
 fn submit_refuses_bad_jobs_with_the_reference_messages() {
     let server = Server::start();
     let client = Client::new(&server);

@@ -109,6 +109,44 @@ fn provision_logs_keep_a_pass_fail_streak() {
 }
 
 #[test]
+fn a_job_that_did_not_provision_is_no_provision_attempt() {
+    let server = Server::start();
+    server
+        .agent()
+        .post_json("/v1/agents/data/dev-1", &json!({"state": "waiting"}));
+    // As agents report: the phase's status (only when it ran), then the provision log
+    // (always, a skipped provision as a success).
+    let job = |status: serde_json::Value, exit_code: i64| {
+        let id = server.submit(&json!({"job_queue": "q"}));
+        server.claim("dev-1", "q").unwrap();
+        let agent = server.agent();
+        agent.post_json(&format!("/v1/result/{id}"), &json!({ "status": status }));
+        let entry = json!({"job_id": id, "exit_code": exit_code, "detail": "provision_success"});
+        let logged = agent.post_json("/v1/agents/provision_logs/dev-1", &entry);
+        assert_eq!(logged.text(), "OK");
+        id
+    };
+    let streak = || {
+        let agent = server.get("/v1/agents/data/dev-1").json();
+        (
+            agent["provision_streak_type"].clone(),
+            agent["provision_streak_count"].clone(),
+        )
+    };
+    let provisioned = job(json!({"setup": 0, "provision": 0}), 0);
+    let failed = job(json!({"setup": 0, "provision": 1}), 1);
+    assert_eq!(streak(), (json!("fail"), json!(1)));
+    let skipped = job(json!({"setup": 0, "test": 0}), 0);
+    assert_eq!(streak(), (json!("fail"), json!(1)), "a skipped provision");
+
+    let page = server.get("/agents/dev-1").text();
+    let history = &page[page.find("Provision history").unwrap()..];
+    assert!(history.contains(&provisioned) && history.contains(&failed));
+    assert!(!history.contains(&skipped), "{history}");
+    assert!(history.contains("50% of the last 2 passed"), "{history}");
+}
+
+#[test]
 fn queues_and_images_are_advertised() {
     let server = Server::start();
     assert_eq!(

@@ -77,7 +77,8 @@ fn old_result_documents_merge_key_by_key_beside_the_current_results() {
         json!({
             "job_state": "complete", "device_info": {"device_ip": "10.0.0.9"},
             "setup_status": 0, "test_status": 1, "exit_code": 1,
-            "setup_output": "setup, as the agent kept it\n", "test_output": "t\n"
+            "setup_output": "setup, as the agent kept it\n", "test_output": "t\n",
+            "outcome": {"result": "failed", "phase": "test", "exit_code": 1}
         }),
         "a key posted again replaces its value; the agent's copy of the logs wins"
     );
@@ -85,7 +86,8 @@ fn old_result_documents_merge_key_by_key_beside_the_current_results() {
     assert_eq!(
         server.get(&format!("/v1/result/{id}?logs=false")).json(),
         json!({"job_state": "complete", "device_info": {"device_ip": "10.0.0.9"},
-               "setup_status": 0, "test_status": 1})
+               "setup_status": 0, "test_status": 1,
+               "outcome": {"result": "failed", "phase": "test", "exit_code": 1}})
     );
     // The log as current clients read it is what was streamed.
     let log = server.get(&format!("/v1/result/{id}/log/output")).json();

@@ -115,6 +115,21 @@ fn the_overview_and_list_pages_show_the_lab() {
     }
     // Newest first.
     assert!(jobs.find(&lab.cancelled) < jobs.find(&lab.finished));
+    // Finished jobs say how they ended, failures in red; unfinished ones say nothing.
+    let row = |id: &str| {
+        let start = jobs.find(id).unwrap();
+        jobs[start..start + jobs[start..].find("</tr>").unwrap()].to_string()
+    };
+    assert!(
+        row(&lab.finished).contains(r#"<span class="state bad">failed: test exited with 3</span>"#),
+        "{}",
+        row(&lab.finished)
+    );
+    assert!(row(&lab.cancelled).contains(">cancelled</span>"));
+    for unfinished in [&lab.running, &lab.waiting] {
+        let row = row(unfinished);
+        assert!(!row.contains("passed") && !row.contains("failed"), "{row}");
+    }
 
     let agents = page(&lab.server, "/agents");
     assert!(agents.contains("dev-1") && agents.contains(">rpi<"));
@@ -192,6 +207,78 @@ fn a_job_page_shows_definition_timeline_logs_and_escapes_them() {
     assert!(running.contains(&format!("data-job=\"{}\"", lab.running)));
     assert!(running.contains("data-next-output=\"1\""), "{running}");
     assert!(running.contains("setting up") && running.contains("Cancel job"));
+}
+
+#[test]
+fn a_job_page_says_how_it_ended_and_where_it_runs_in_plain_words() {
+    let lab = lab();
+    let html = page(&lab.server, &format!("/jobs/{}", lab.finished));
+    assert!(
+        html.contains(
+            r#"<dt>Outcome</dt><dd><span class="state bad">failed: test exited with 3</span></dd>"#
+        ),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"<dt>Agent</dt><dd><a href="/agents/dev-1">dev-1</a></dd>"#),
+        "{html}"
+    );
+    // Device facts under labels, not the connector's keys.
+    assert!(
+        html.contains("<dt>Device IP</dt><dd>10.0.0.9</dd>"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("device_ip") && !html.contains("agent_name"),
+        "{html}"
+    );
+    // No serial log, no serial section.
+    assert!(!html.contains("Serial console"), "{html}");
+    // The definition as submitted: no defaults the submitter never wrote, fields in
+    // the order of the job schema (name first).
+    let definition = &html[html.find("<h2>Job definition</h2>").unwrap()..];
+    assert!(!definition.contains("exclude_agents"), "{definition}");
+    let at = |key: &str| {
+        definition
+            .find(key)
+            .unwrap_or_else(|| panic!("{key} in {definition}"))
+    };
+    assert!(at("name:") < at("tags:") && at("tags:") < at("job_queue:"));
+    assert!(at("job_queue:") < at("test_data:"));
+
+    // While it runs: its agent, no outcome yet, and the serial section waits hidden for
+    // the first serial line.
+    let running = page(&lab.server, &format!("/jobs/{}", lab.running));
+    assert!(
+        running.contains(r#"<dt>Agent</dt><dd><a href="/agents/dev-1">dev-1</a></dd>"#),
+        "{running}"
+    );
+    assert!(!running.contains("<dt>Outcome</dt>"));
+    assert!(running.contains(r#"<div id="serial" hidden>"#), "{running}");
+
+    let cancelled = page(&lab.server, &format!("/jobs/{}", lab.cancelled));
+    assert!(
+        cancelled.contains(r#"<dt>Outcome</dt><dd><span class="state idle">cancelled</span></dd>"#),
+        "{cancelled}"
+    );
+    // Never claimed: no agent to show.
+    assert!(!cancelled.contains("<dt>Agent</dt>"));
+}
+
+#[test]
+fn a_job_definition_keeps_what_the_submitter_wrote() {
+    let server = Server::start();
+    server
+        .agent()
+        .post_json("/v1/agents/data/dev-1", &json!({"queues": ["q"]}));
+    let written = server
+        .submit(&json!({"job_queue": "q", "exclude_agents": ["dev-9"], "global_timeout": 600}));
+    let html = page(&server, &format!("/jobs/{written}"));
+    assert!(
+        html.contains("exclude_agents:") && html.contains("dev-9"),
+        "{html}"
+    );
+    assert!(html.contains("global_timeout: 600"), "{html}");
 }
 
 #[test]

@@ -124,6 +124,106 @@ fn a_phase_report_racing_a_cancel_does_not_undo_it() {
     assert_eq!(state(json!({"job_state": "complete"})), json!("complete"));
 }
 
+/// Submits a job, lets agent `a` take it, and applies the agent's `reports` in order.
+fn run_with_reports(server: &Server, reports: &[serde_json::Value]) -> String {
+    let id = server.submit(&json!({"job_queue": "q"}));
+    server.claim("a", "q");
+    for report in reports {
+        let path = if report.get("fragment_number").is_some() {
+            format!("/v1/result/{id}/log/output")
+        } else {
+            format!("/v1/result/{id}")
+        };
+        assert_eq!(server.agent().post_json(&path, report).status, 200);
+    }
+    id
+}
+
+fn outcome_of(server: &Server, id: &str) -> Option<serde_json::Value> {
+    let result = server.get(&format!("/v1/result/{id}")).json();
+    let cheap = server.get(&format!("/v1/result/{id}?logs=false")).json();
+    assert_eq!(result.get("outcome"), cheap.get("outcome"), "{id}");
+    result.get("outcome").cloned()
+}
+
+#[test]
+fn finished_jobs_have_an_outcome_and_unfinished_ones_none() {
+    let server = Server::start();
+    let complete = |status: serde_json::Value| json!({"job_state": "complete", "status": status});
+    let cases = [
+        (
+            vec![complete(json!({"setup": 0, "test": 0, "cleanup": 0}))],
+            Some(json!({"result": "passed"})),
+        ),
+        (
+            vec![
+                json!({"job_state": "test", "status": {"setup": 0}}),
+                complete(json!({"setup": 0, "test": 1, "cleanup": 0})),
+            ],
+            Some(json!({"result": "failed", "phase": "test", "exit_code": 1})),
+        ),
+        (
+            vec![complete(json!({"setup": 0, "provision": 2, "cleanup": 0}))],
+            Some(json!({"result": "infrastructure_failure", "phase": "provision", "exit_code": 2})),
+        ),
+        // Killed after the agent wrote its timeout line, with output after it.
+        (
+            vec![
+                fragment(0, "test", "begin\n"),
+                fragment(1, "test", "\nERROR: Output timeout reached! (5s)\n"),
+                fragment(2, "test", "trailing\n"),
+                fragment(3, "cleanup", "cleaned\n"),
+                complete(json!({"test": 247, "cleanup": 0})),
+            ],
+            Some(json!({"result": "timed_out", "phase": "test", "timeout": "output"})),
+        ),
+        // Killed without one (the agent was stopped): a plain failure with the code.
+        (
+            vec![
+                fragment(0, "test", "begin\n"),
+                complete(json!({"test": 247})),
+            ],
+            Some(json!({"result": "failed", "phase": "test", "exit_code": 247})),
+        ),
+        (vec![json!({"job_state": "test"})], None),
+    ];
+    for (reports, expected) in cases {
+        let id = run_with_reports(&server, &reports);
+        assert_eq!(outcome_of(&server, &id), expected, "{reports:?}");
+    }
+    let waiting = server.submit(&json!({"job_queue": "other"}));
+    assert_eq!(outcome_of(&server, &waiting), None);
+}
+
+#[test]
+fn a_cancelled_job_stays_cancelled_in_its_outcome_after_its_agent_ends_it() {
+    let server = Server::start();
+    let waiting = server.submit(&json!({"job_queue": "other"}));
+    let id = run_with_reports(&server, &[json!({"job_state": "test"})]);
+    for job in [&waiting, &id] {
+        let cancel = server.post_json(
+            &format!("/v1/job/{job}/action"),
+            &json!({"action": "cancel"}),
+        );
+        assert_eq!(cancel.status, 200);
+        assert_eq!(
+            outcome_of(&server, job),
+            Some(json!({"result": "cancelled"}))
+        );
+    }
+    // The agent kills the test and ends the job `complete`, as the reference does; a
+    // resent final report changes nothing.
+    for _ in 0..2 {
+        server.agent().post_json(
+            &format!("/v1/result/{id}"),
+            &json!({"job_state": "complete", "status": {"test": 247, "cleanup": 0}}),
+        );
+        let result = server.get(&format!("/v1/result/{id}")).json();
+        assert_eq!(result["job_state"], json!("complete"));
+        assert_eq!(result["outcome"], json!({"result": "cancelled"}));
+    }
+}
+
 #[test]
 fn artifacts_upload_replace_and_download() {
     let server = Server::start();

@@ -1,6 +1,7 @@
 //! How times, durations and states read on the pages.
 
 use crate::job::time::{self, Micros};
+use crate::job::Outcome;
 
 /// `2026-11-24 20:02:01` (UTC), as the reference's pages show times.
 pub fn when(at: Micros) -> String {
@@ -30,6 +31,15 @@ pub fn state_class(state: &str) -> &'static str {
         "cancelled" | "offline" | "maintenance" => "bad",
         "waiting" => "idle",
         _ => "busy",
+    }
+}
+
+/// The colour of a finished job's outcome: failures in red.
+pub fn outcome_class(outcome: Option<Outcome>) -> &'static str {
+    match outcome {
+        Some(Outcome::Passed) => "ok",
+        Some(Outcome::Cancelled) | None => "idle",
+        Some(_) => "bad",
     }
 }
 

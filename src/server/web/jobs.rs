@@ -7,11 +7,11 @@ use std::sync::Arc;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::rows::JobRow;
 use super::{format, render, PageError, PageResult};
-use crate::job::{is_valid_job_id, PHASES, TERMINAL_STATES};
+use crate::job::{is_valid_job_id, Outcome, PHASES, TERMINAL_STATES};
 use crate::server::App;
 use crate::store::JobFilter;
 
@@ -149,6 +149,11 @@ struct JobPage {
     created: String,
     started: String,
     ended: bool,
+    /// How it ended; `None` while it runs.
+    outcome: Option<Outcome>,
+    outcome_class: &'static str,
+    /// The agent running (or that ran) it; empty before one took it.
+    agent: String,
     has_artifact: bool,
     device_facts: Vec<(String, String)>,
     timeline: Vec<TimelineRow>,
@@ -215,26 +220,25 @@ pub async fn page(State(app): State<Arc<App>>, Path(job_id): Path<String>) -> Pa
             })
             .collect()
     };
-    let device_facts = match &job.device_info {
-        Some(Value::Object(info)) => info
-            .iter()
-            .filter(|(_, value)| !value.is_object() && !value.is_array())
-            .map(|(key, value)| {
-                let text = value
-                    .as_str()
-                    .map_or_else(|| value.to_string(), str::to_string);
-                (key.clone(), text)
-            })
-            .collect(),
-        _ => Vec::new(),
+    let device_info = match &job.device_info {
+        Some(Value::Object(info)) => info.clone(),
+        _ => Map::new(),
     };
+    let agent = job
+        .agent
+        .clone()
+        .or_else(|| device_info.get("agent_name")?.as_str().map(str::to_string))
+        .unwrap_or_default();
     let page = JobPage {
         state_class: format::state_class(&job.state),
         created: format::when(job.created_at),
         started: job.started_at.map(format::when).unwrap_or_default(),
         ended,
+        outcome: job.outcome,
+        outcome_class: format::outcome_class(job.outcome),
+        agent,
         has_artifact: job.has_artifact,
-        device_facts,
+        device_facts: device_facts(device_info),
         timeline,
         output: blocks("output"),
         serial: blocks("serial"),
@@ -242,12 +246,91 @@ pub async fn page(State(app): State<Arc<App>>, Path(job_id): Path<String>) -> Pa
         serial_cut: logs.cut.iter().any(|kind| kind == "serial"),
         next_output: logs.next_fragment.get("output").copied().unwrap_or(0),
         next_serial: logs.next_fragment.get("serial").copied().unwrap_or(0),
-        definition: serde_yaml::to_string(&Value::Object(job.definition)).unwrap_or_default(),
+        definition: as_submitted(job.definition),
         id: job.job_id,
         queue: job.queue,
         state: job.state,
     };
     Ok(render(&page))
+}
+
+/// The device facts the connector reported (`device-info.json`), under labels. The agent
+/// is left out: the page names it already.
+fn device_facts(info: Map<String, Value>) -> Vec<(String, String)> {
+    info.into_iter()
+        .filter(|(key, value)| key != "agent_name" && !value.is_object() && !value.is_array())
+        .map(|(key, value)| {
+            let text = match value {
+                Value::String(text) => text,
+                other => other.to_string(),
+            };
+            (fact_label(&key), text)
+        })
+        .collect()
+}
+
+/// `device_ip` → `Device IP`, `serial_port` → `Serial port`.
+fn fact_label(key: &str) -> String {
+    const ACRONYMS: [&str; 5] = ["ip", "mac", "id", "url", "ssh"];
+    let words: Vec<String> = key
+        .split('_')
+        .filter(|word| !word.is_empty())
+        .map(|word| {
+            if ACRONYMS.contains(&word.to_ascii_lowercase().as_str()) {
+                word.to_ascii_uppercase()
+            } else {
+                word.to_string()
+            }
+        })
+        .collect();
+    let text = words.join(" ");
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => text,
+    }
+}
+
+/// The order the job schema lists a submission's fields in (the reference's job page
+/// shows them so); other fields follow in name order.
+const SUBMISSION_ORDER: [&str; 15] = [
+    "name",
+    "tags",
+    "job_queue",
+    "global_timeout",
+    "output_timeout",
+    "allocation_timeout",
+    "provision_data",
+    "firmware_update_data",
+    "test_data",
+    "allocate_data",
+    "reserve_data",
+    "job_status_webhook",
+    "job_priority",
+    "exclude_agents",
+    "debug",
+];
+
+/// The stored definition as the submitter wrote it, as YAML: in the schema's order, and
+/// without the empty `exclude_agents` the server adds to every job.
+fn as_submitted(mut definition: Map<String, Value>) -> String {
+    if definition
+        .get("exclude_agents")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty)
+    {
+        definition.remove("exclude_agents");
+    }
+    let mut ordered = serde_yaml::Mapping::new();
+    for key in SUBMISSION_ORDER {
+        if let Some(value) = definition.remove(key) {
+            ordered.insert(key.into(), serde_yaml::to_value(value).unwrap_or_default());
+        }
+    }
+    for (key, value) in definition {
+        ordered.insert(key.into(), serde_yaml::to_value(value).unwrap_or_default());
+    }
+    serde_yaml::to_string(&ordered).unwrap_or_default()
 }
 
 /// A phase's exit status as shown, and its colour: a phase without one is still running,

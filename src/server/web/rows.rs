@@ -4,6 +4,7 @@ use serde_json::Value;
 
 use super::format;
 use crate::job::time::Micros;
+use crate::job::Outcome;
 use crate::store::{AgentFields, JobSummary};
 
 /// An agent that has not reported for this long is marked stale: agents report at least
@@ -15,12 +16,17 @@ pub struct JobRow {
     pub queue: String,
     pub state: String,
     pub state_class: &'static str,
+    /// How it ended; `None` while it runs.
+    pub outcome: Option<Outcome>,
+    pub outcome_class: &'static str,
     pub created: String,
 }
 
 impl From<JobSummary> for JobRow {
     fn from(job: JobSummary) -> Self {
         JobRow {
+            outcome: job.outcome,
+            outcome_class: format::outcome_class(job.outcome),
             state_class: format::state_class(&job.state),
             created: format::when(job.created_at),
             id: job.job_id,

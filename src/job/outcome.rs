@@ -1,0 +1,368 @@
+//! What became of a finished job, beyond its state word: it passed, failed in a phase,
+//! was cancelled, timed out, or the lab (not the test) failed. Derived from the per-phase
+//! exit codes the agent reports, the job's state, and, for a killed phase, the line the
+//! agent wrote into that phase's output when a timeout stopped it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{Phase, TERMINAL_STATES};
+
+/// Which of the agent's timeouts stopped a phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Timeout {
+    /// `global_timeout`: the phase ran too long.
+    Global,
+    /// `output_timeout`: the test phase printed nothing for too long.
+    Output,
+}
+
+/// The exit code of a phase the agent killed (SIGKILL, −9 mod 256), as the reference's.
+pub const KILLED: i32 = 247;
+/// The device connectors' exit code for "device recovery failed".
+pub const RECOVERY_FAILED: i32 = 46;
+
+/// The lines the agents (the reference's and ours, word for word) write into a phase's
+/// output when a timeout stops it.
+const TIMEOUT_LINES: [(&str, Timeout); 2] = [
+    ("ERROR: Global timeout reached! (", Timeout::Global),
+    ("ERROR: Output timeout reached! (", Timeout::Output),
+];
+
+impl Timeout {
+    fn as_str(self) -> &'static str {
+        match self {
+            Timeout::Global => "global",
+            Timeout::Output => "output",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Timeout> {
+        [Timeout::Global, Timeout::Output]
+            .into_iter()
+            .find(|timeout| timeout.as_str() == name)
+    }
+
+    /// The timeout whose line `output` holds, if any.
+    pub fn found_in(output: &str) -> Option<Timeout> {
+        TIMEOUT_LINES
+            .iter()
+            .find(|(line, _)| output.contains(line))
+            .map(|(_, timeout)| *timeout)
+    }
+}
+
+/// How a finished job ended. Serialised as `{"result": "<kind>", …}`, the `outcome` of
+/// `GET /v1/result/<id>`, e.g. `{"result": "failed", "phase": "test", "exit_code": 1}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every phase that ran exited 0 (also when none ran).
+    Passed,
+    /// The job's own work failed: its test, or its reservation.
+    Failed { phase: Phase, exit_code: i64 },
+    /// Cancelled, before or while it ran.
+    Cancelled,
+    /// The agent killed `phase` when `timeout` ran out.
+    TimedOut { phase: Phase, timeout: Timeout },
+    /// The lab failed, not the job's work: a phase the lab runs to prepare, hand over or
+    /// release the device (setup, provision, firmware_update, allocate, cleanup) failed,
+    /// or the device's recovery failed in any phase.
+    InfrastructureFailure { phase: Phase, exit_code: i64 },
+}
+
+impl Outcome {
+    /// The outcome of a job in `state` whose phases exited with `statuses` (`{phase: exit
+    /// code}`); `None` while the job has not finished. A job that was cancelled while it
+    /// ran is `cancelled` even though its agent ends it as `complete`: pass `cancelled`
+    /// then. `timeout_in(phase)` is asked only about a killed phase: which timeout, if
+    /// any, its output says stopped it.
+    pub fn of(
+        state: &str,
+        statuses: &Map<String, Value>,
+        timeout_in: impl FnOnce(Phase) -> Option<Timeout>,
+    ) -> Option<Outcome> {
+        if !TERMINAL_STATES.contains(&state) {
+            return None;
+        }
+        if state == "cancelled" {
+            return Some(Outcome::Cancelled);
+        }
+        let failure = Phase::ALL.into_iter().find_map(|phase| {
+            let code = statuses.get(phase.as_str())?.as_i64()?;
+            (code != 0).then_some((phase, code))
+        });
+        let Some((phase, exit_code)) = failure else {
+            return Some(Outcome::Passed);
+        };
+        if exit_code == i64::from(KILLED) {
+            if let Some(timeout) = timeout_in(phase) {
+                return Some(Outcome::TimedOut { phase, timeout });
+            }
+        }
+        let the_jobs_own_work = matches!(phase, Phase::Test | Phase::Reserve);
+        Some(
+            if !the_jobs_own_work || exit_code == i64::from(RECOVERY_FAILED) {
+                Outcome::InfrastructureFailure { phase, exit_code }
+            } else {
+                Outcome::Failed { phase, exit_code }
+            },
+        )
+    }
+
+    /// The compact form a database keeps: `passed`, `cancelled`, `failed:test:1`,
+    /// `timed_out:test:output`, `infrastructure_failure:provision:2` (cheaper to read
+    /// back for every row of a listing than JSON).
+    pub fn encode(&self) -> String {
+        match self {
+            Outcome::Passed => "passed".into(),
+            Outcome::Cancelled => "cancelled".into(),
+            Outcome::Failed { phase, exit_code } => format!("failed:{phase}:{exit_code}"),
+            Outcome::TimedOut { phase, timeout } => {
+                format!("timed_out:{phase}:{}", timeout.as_str())
+            }
+            Outcome::InfrastructureFailure { phase, exit_code } => {
+                format!("infrastructure_failure:{phase}:{exit_code}")
+            }
+        }
+    }
+
+    /// Reads what `encode` wrote; `None` for anything else.
+    pub fn decode(text: &str) -> Option<Outcome> {
+        let Some((kind, rest)) = text.split_once(':') else {
+            return match text {
+                "passed" => Some(Outcome::Passed),
+                "cancelled" => Some(Outcome::Cancelled),
+                _ => None,
+            };
+        };
+        let (phase, detail) = rest.split_once(':')?;
+        let phase = Phase::parse(phase)?;
+        Some(match kind {
+            "failed" => Outcome::Failed {
+                phase,
+                exit_code: detail.parse().ok()?,
+            },
+            "infrastructure_failure" => Outcome::InfrastructureFailure {
+                phase,
+                exit_code: detail.parse().ok()?,
+            },
+            "timed_out" => Outcome::TimedOut {
+                phase,
+                timeout: Timeout::parse(detail)?,
+            },
+            _ => return None,
+        })
+    }
+
+    /// The kind in a word or two: `passed`, `failed`, `cancelled`, `timed out`,
+    /// `infrastructure failure`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Cancelled => "cancelled",
+            Outcome::TimedOut { .. } => "timed out",
+            Outcome::InfrastructureFailure { .. } => "infrastructure failure",
+        }
+    }
+}
+
+/// `failed: test exited with 1`, `timed out: test hit the output timeout`, `passed`.
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let label = self.label();
+        match self {
+            Outcome::Passed | Outcome::Cancelled => f.write_str(label),
+            Outcome::Failed { phase, exit_code }
+            | Outcome::InfrastructureFailure { phase, exit_code } => {
+                write!(f, "{label}: {phase} exited with {exit_code}")
+            }
+            Outcome::TimedOut { phase, timeout } => {
+                write!(f, "{label}: {phase} hit the {} timeout", timeout.as_str())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn statuses(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    /// The outcome when no phase's output names a timeout.
+    fn plain(state: &str, value: Value) -> Option<Outcome> {
+        Outcome::of(state, &statuses(value), |_| None)
+    }
+
+    #[test]
+    fn unfinished_jobs_have_no_outcome() {
+        for state in [
+            "waiting",
+            "running",
+            "setup",
+            "test",
+            "allocated",
+            "cleanup",
+        ] {
+            assert_eq!(plain(state, json!({"setup": 0})), None, "{state}");
+        }
+    }
+
+    #[test]
+    fn the_derivation_table() {
+        use Outcome::*;
+        use Phase::*;
+        let failed = |phase, exit_code| Failed { phase, exit_code };
+        let infra = |phase, exit_code| InfrastructureFailure { phase, exit_code };
+        // One row a case, as a table reads.
+        #[rustfmt::skip]
+        let table = [
+            ("complete", json!({}), Passed),
+            ("completed", json!({"setup": 0, "test": 0, "cleanup": 0}), Passed),
+            ("cancelled", json!({}), Cancelled),
+            // Cancelled mid-test: the killed phase does not make it a failure.
+            ("cancelled", json!({"test": 247}), Cancelled),
+            ("complete", json!({"setup": 0, "test": 1, "cleanup": 0}), failed(Test, 1)),
+            // The first failure in phase order counts, not the map's (alphabetical) order.
+            ("complete", json!({"allocate": 3, "test": 2}), failed(Test, 2)),
+            ("complete", json!({"test": 0, "reserve": 1}), failed(Reserve, 1)),
+            ("complete", json!({"test": 0, "cleanup": 4}), infra(Cleanup, 4)),
+            ("complete", json!({"allocate": 1}), infra(Allocate, 1)),
+            ("complete", json!({"setup": 1}), infra(Setup, 1)),
+            ("complete", json!({"provision": 1, "cleanup": 0}), infra(Provision, 1)),
+            ("complete", json!({"firmware_update": 2}), infra(FirmwareUpdate, 2)),
+            // Device recovery failed, in any phase.
+            ("complete", json!({"test": 46}), infra(Test, 46)),
+            // Killed without a timeout line: the agent stopped it for another reason.
+            ("complete", json!({"test": 247}), failed(Test, 247)),
+            // Statuses that are not exit codes are not failures.
+            ("complete", json!({"setup": null, "test": "x", "nonsense": 1}), Passed),
+        ];
+        for (state, value, expected) in table {
+            assert_eq!(
+                plain(state, value.clone()),
+                Some(expected),
+                "{state} {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_killed_phase_whose_output_names_a_timeout_timed_out() {
+        let asked = std::cell::Cell::new(None);
+        let outcome = Outcome::of(
+            "complete",
+            &statuses(json!({"setup": 0, "test": 247})),
+            |phase| {
+                asked.set(Some(phase));
+                Timeout::found_in("begin\n\nERROR: Output timeout reached! (900s)\n")
+            },
+        );
+        assert_eq!(asked.get(), Some(Phase::Test));
+        assert_eq!(
+            outcome,
+            Some(Outcome::TimedOut {
+                phase: Phase::Test,
+                timeout: Timeout::Output
+            })
+        );
+        let provision = Outcome::of("complete", &statuses(json!({"provision": 247})), |_| {
+            Timeout::found_in("\nERROR: Global timeout reached! (14400s)\n")
+        });
+        assert_eq!(
+            provision,
+            Some(Outcome::TimedOut {
+                phase: Phase::Provision,
+                timeout: Timeout::Global
+            })
+        );
+        // Only a killed phase is looked at.
+        Outcome::of(
+            "complete",
+            &statuses(json!({"test": 1})),
+            |_| -> Option<Timeout> {
+                panic!("a phase that exited by itself was searched for a timeout")
+            },
+        );
+    }
+
+    #[test]
+    fn outcomes_read_and_serialise_for_people_and_scripts() {
+        let failed = Outcome::Failed {
+            phase: Phase::FirmwareUpdate,
+            exit_code: 3,
+        };
+        assert_eq!(
+            serde_json::to_value(failed).unwrap(),
+            json!({"result": "failed", "phase": "firmware_update", "exit_code": 3})
+        );
+        assert_eq!(failed.to_string(), "failed: firmware_update exited with 3");
+        let timed_out = Outcome::TimedOut {
+            phase: Phase::Test,
+            timeout: Timeout::Global,
+        };
+        assert_eq!(
+            serde_json::to_value(timed_out).unwrap(),
+            json!({"result": "timed_out", "phase": "test", "timeout": "global"})
+        );
+        assert_eq!(
+            timed_out.to_string(),
+            "timed out: test hit the global timeout"
+        );
+        assert_eq!(
+            serde_json::to_value(Outcome::Passed).unwrap(),
+            json!({"result": "passed"})
+        );
+        let infra = Outcome::InfrastructureFailure {
+            phase: Phase::Provision,
+            exit_code: 1,
+        };
+        assert_eq!(
+            infra.to_string(),
+            "infrastructure failure: provision exited with 1"
+        );
+        for outcome in [
+            Outcome::Passed,
+            Outcome::Cancelled,
+            failed,
+            timed_out,
+            infra,
+        ] {
+            let text = serde_json::to_string(&outcome).unwrap();
+            assert_eq!(serde_json::from_str::<Outcome>(&text).unwrap(), outcome);
+            assert_eq!(
+                Outcome::decode(&outcome.encode()),
+                Some(outcome),
+                "{outcome}"
+            );
+        }
+        assert_eq!(infra.encode(), "infrastructure_failure:provision:1");
+        let bad = [
+            "",
+            "failed",
+            "failed:test",
+            "failed:nope:1",
+            "failed:test:x",
+            "timed_out:test:1",
+            "passed:x",
+            "failed:test:1:2",
+        ];
+        for text in bad {
+            assert_eq!(Outcome::decode(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn phases_serialise_under_their_wire_names() {
+        for phase in Phase::ALL {
+            assert_eq!(serde_json::to_value(phase).unwrap(), json!(phase.as_str()));
+        }
+        assert_eq!(super::super::PHASES[2], "firmware_update");
+    }
+}

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::config::Settings;
 use super::history::History;
 use super::session::{Failure, Session};
-use super::{pyjson, yaml};
+use super::{pyjson, yaml, JobId};
 use crate::job::outcome::Timeout;
 use crate::job::{Outcome, Phase};
 
@@ -101,11 +101,12 @@ pub struct StatusArgs {
     /// infrastructure failure), on a second line
     #[arg(long)]
     pub outcome: bool,
-    pub job_id: String,
+    #[command(flatten)]
+    pub job: JobId,
 }
 
 pub async fn status(session: &Session, args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let job_id = &args.job_id;
+    let job_id = &args.job.job_id;
     match job_status(session, job_id).await {
         Ok(status) => {
             History::load().note(job_id, &status.state, status.outcome);

@@ -331,12 +331,15 @@ pub async fn follow(
                     reservation_target(session, job_id),
                 )
                 .await?;
-            if let Some(Some(target)) = announced {
+            if let Some(Ok(Some(target))) = announced {
                 let hint = format!(
                     "The device is reserved: ssh {target} (to end the reservation early: {} cancel {job_id})",
                     CommandName::of_this_process()
                 );
                 print_line(&mut status_line, &hint);
+                if let Some(line) = &mut status_line {
+                    line.reservation_began();
+                }
                 ssh_hint_shown = true;
             }
         }
@@ -492,12 +495,15 @@ impl Watch<'_> {
 }
 
 /// The `user@host` the job's reserve phase announced, once it has: the device is then
-/// reserved for the job's keys.
-pub async fn reservation_target(session: &Session, job_id: &str) -> Option<String> {
+/// reserved for the job's keys. An error when the reserve log could not be read.
+pub async fn reservation_target(
+    session: &Session,
+    job_id: &str,
+) -> Result<Option<String>, Failure> {
     let path = format!("/v1/result/{job_id}/log/output?phase=reserve");
-    let response = session.get(&path).await.ok()?;
+    let response = session.get(&path).await?;
     let output = combine(&response, "output", Some("reserve")).text;
-    announced_target(&output).map(str::to_string)
+    Ok(announced_target(&output).map(str::to_string))
 }
 
 fn is_terminal(state: &str) -> bool {
@@ -696,9 +702,16 @@ impl StatusLine {
 
     fn set_state(&mut self, state: &str) {
         self.state = state.to_string();
-        self.reserve_until = (state == "reserve")
-            .then(|| Instant::now().checked_add(Duration::from_secs(self.reserve_seconds)))
-            .flatten();
+        if state != "reserve" {
+            self.reserve_until = None;
+        }
+        self.draw();
+    }
+
+    /// The reserve phase announced the reservation: from now on the line counts down
+    /// its time. (Every job passes through the `reserve` state, reserved or not.)
+    fn reservation_began(&mut self) {
+        self.reserve_until = Instant::now().checked_add(Duration::from_secs(self.reserve_seconds));
         self.draw();
     }
 
@@ -706,7 +719,7 @@ impl StatusLine {
         match self.state.as_str() {
             "waiting" => "Waiting on a node to become available...".into(),
             "provision" => "Provisioning device...".into(),
-            "reserve" => "Reserved: time left shown on the left".into(),
+            _ if self.reserve_until.is_some() => "Reserved: time left shown on the left".into(),
             _ => "Waiting on output...".into(),
         }
     }

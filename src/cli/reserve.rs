@@ -140,13 +140,21 @@ pub async fn run(session: &Session, args: &ReserveArgs) -> anyhow::Result<ExitCo
     let code = submit::poll_from(session, &job_id, 0, false).await?;
     // The poll ends the same way whatever happened; a reservation that never began is
     // this command's failure.
-    if poll::reservation_target(session, &job_id).await.is_none() {
-        bail!(
+    match poll::reservation_target(session, &job_id).await {
+        Ok(Some(_)) => Ok(code),
+        Ok(None) => bail!(
             "The device was not reserved: {}",
             why_not_reserved(session, &job_id).await
-        );
+        ),
+        Err(failure) => {
+            eprintln!(
+                "WARNING: cannot tell whether the device was reserved: its reserve log cannot \
+                 be read ({:#})",
+                failure.into_error()
+            );
+            Ok(code)
+        }
     }
-    Ok(code)
 }
 
 /// What ended a job before its reserve phase announced the reservation.

@@ -96,6 +96,21 @@ fn an_ordinary_job_is_never_said_to_be_reserved() {
 }
 
 #[test]
+fn the_status_line_of_an_ordinary_job_never_counts_down_a_reservation() {
+    let lab = Lab::start();
+    let job_id = lab.client.submit(
+        "job_queue: q
+test_data: {test_cmds: echo tested}
+",
+    );
+    // On a terminal, the last line shows what is happening; the job's cleanup (2 s) runs
+    // while its state is still `reserve`.
+    let seen = lab.client.run_on_terminal(&["poll", &job_id], &[]);
+    assert!(seen.contains("[reserve]"), "{seen}");
+    assert!(!seen.contains("Reserved"), "{seen}");
+}
+
+#[test]
 fn a_reservation_says_how_to_ssh_in_with_the_command_the_user_typed() {
     let lab = Lab::start();
     let mut reserve = lab

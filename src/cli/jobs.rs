@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::config::Settings;
 use super::history::History;
 use super::session::{Failure, Session};
-use super::{pyjson, yaml, JobId};
+use super::{pyjson, yaml, CommandName, JobId};
 use crate::job::outcome::Timeout;
 use crate::job::{Outcome, Phase};
 
@@ -303,11 +303,13 @@ pub async fn jobs(session: &Session, args: &JobsArgs) -> anyhow::Result<ExitCode
             .to_string();
         rows.push((job_id, status, short_utc(submitted as i64), queue));
     }
-    // With --status, how finished jobs ended goes in a last column, after the queue
-    // (what scripts read, the columns before it, stays where it was).
+    // With --status, `tf` says how finished jobs ended in a last column, after the queue
+    // (what scripts read, the columns before it, stays where it was); under the
+    // reference's names the table stays the reference's.
+    let with_outcome = args.status && !CommandName::of_this_process().is_reference();
     let queue_width = rows.iter().map(|row| row.3.len()).fold(5, usize::max);
     let outcome_column = |queue: &str, outcome: String| {
-        if args.status {
+        if with_outcome {
             format!("{queue:<queue_width$}  {outcome}")
                 .trim_end()
                 .to_string()

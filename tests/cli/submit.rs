@@ -118,6 +118,13 @@ fn status_and_jobs_tell_how_finished_jobs_ended() {
         "{jobs:?}"
     );
     assert!(lines[3].ends_with(" q"), "{jobs:?}");
+    // Under the reference's name, its table exactly.
+    let reference = client.run_as("testflinger-cli", &["jobs", "--status"]);
+    assert!(!reference.stdout.contains("Outcome"), "{reference:?}");
+    assert!(
+        reference.stdout.lines().nth(2).unwrap().ends_with(" q"),
+        "{reference:?}"
+    );
     // Known now: a second listing asks the server nothing about the finished job.
     let history =
         std::fs::read_to_string(client.config_dir().join("testflinger-cli-history.json")).unwrap();

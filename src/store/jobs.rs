@@ -558,9 +558,12 @@ fn report_progress(tx: &Connection, job_id: &str, update: ResultUpdate) -> Resul
     let queue: Option<(String, String)> = tx
         .prepare_cached(
             // A cancelled job only leaves `cancelled` for the agent's final `complete`
-            // (complete_job): a phase report racing the cancel must not undo it.
+            // (complete_job): a phase report racing the cancel must not undo it. A job
+            // given back to its queue is no longer its agent's.
             "UPDATE jobs SET state = CASE WHEN state = 'cancelled' THEN state
                                           ELSE coalesce(?2, state) END,
+                             agent = CASE WHEN state <> 'cancelled' AND ?2 = 'waiting'
+                                          THEN NULL ELSE agent END,
                              status = coalesce(?3, status),
                              device_info = coalesce(?4, device_info)
              WHERE job_id = ?1 RETURNING queue, state",

@@ -106,6 +106,22 @@ fn a_result_post_can_requeue_a_job() {
 }
 
 #[test]
+fn a_requeued_job_no_longer_names_the_agent_that_gave_it_back() {
+    let server = Server::start();
+    let id = server.submit(&json!({"job_queue": "q"}));
+    server.claim("first-agent", "q");
+    let page = || server.get(&format!("/jobs/{id}")).text();
+    assert!(page().contains("first-agent"));
+    server.agent().post_json(
+        &format!("/v1/result/{id}"),
+        &json!({"job_state": "waiting"}),
+    );
+    assert!(!page().contains("first-agent"), "{}", page());
+    server.claim("second-agent", "q");
+    assert!(page().contains("second-agent"));
+}
+
+#[test]
 fn a_phase_report_racing_a_cancel_does_not_undo_it() {
     let server = Server::start();
     let id = server.submit(&json!({"job_queue": "q"}));

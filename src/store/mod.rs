@@ -256,10 +256,19 @@ fn lock_for_server(data_dir: &Path) -> anyhow::Result<std::fs::File> {
 /// database, and released once the store is open: a server's first start and `tf
 /// clients` on a fresh data dir would otherwise each find the other's half-made database.
 fn lock_while_opening(data_dir: &Path) -> anyhow::Result<std::fs::File> {
-    let directory = std::fs::File::open(data_dir)
-        .and_then(|directory| flock(&directory, libc::LOCK_EX).map(|()| directory))
-        .map_err(|e| anyhow::anyhow!("cannot lock {}: {e}", data_dir.display()))?;
-    Ok(directory)
+    let lock = |directory: std::fs::File| {
+        if flock(&directory, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+            tracing::info!(
+                "waiting for another tf process to finish opening {}",
+                data_dir.display()
+            );
+            flock(&directory, libc::LOCK_EX)?;
+        }
+        Ok(directory)
+    };
+    std::fs::File::open(data_dir)
+        .and_then(lock)
+        .map_err(|e| anyhow::anyhow!("cannot lock {}: {e}", data_dir.display()))
 }
 
 fn flock(file: &std::fs::File, operation: libc::c_int) -> std::io::Result<()> {

@@ -79,7 +79,7 @@ pub async fn job_state(session: &Session, job_id: &str) -> Result<String, StateE
 /// The `outcome` of a job's results; from a server that gives none (the reference),
 /// derived from the phases' exit codes and output instead (a job cancelled while it ran
 /// then reads as however its phases ended).
-fn outcome_in(result: &Value, state: &str) -> Option<Outcome> {
+pub fn outcome_in(result: &Value, state: &str) -> Option<Outcome> {
     if let Some(outcome) = result.get("outcome") {
         return serde_json::from_value(outcome.clone()).ok();
     }

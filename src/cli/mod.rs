@@ -251,10 +251,11 @@ pub async fn demo_job(
         .get(&format!("/v1/result/{job_id}"))
         .await
         .map_err(|f| f.into_error())?;
-    println!(
-        "\n$ tf status {job_id}\n{}",
-        result["job_state"].as_str().unwrap_or("unknown")
-    );
+    let state = result["job_state"].as_str().unwrap_or("unknown");
+    println!("\n$ tf status --outcome {job_id}\n{state}");
+    if let Some(outcome) = jobs::outcome_in(&result, state) {
+        println!("{outcome}");
+    }
     println!("\nExit status per phase (tf results {job_id}):");
     for phase in crate::job::PHASES {
         if let Some(status) = result.get(format!("{phase}_status")) {

@@ -64,7 +64,7 @@ fn the_demo_runs_a_lab_leaves_no_files_and_shows_only_the_phases_that_ran() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("Hello from the test phase"), "{stdout}");
-    assert!(stdout.contains("\ncomplete\n"), "{stdout}");
+    assert!(stdout.contains("\ncomplete\npassed\n"), "{stdout}");
     assert!(stdout.contains("artifacts/uname.txt"), "{stdout}");
     assert!(artifacts.exists(), "the artifacts asked for are kept");
     // The demo's phases are setup, test and cleanup; `waiting` and `running` are never

@@ -125,6 +125,12 @@ fn the_overview_and_list_pages_show_the_lab() {
         "{}",
         row(&lab.finished)
     );
+    // The state word of a failed job is not green: only the outcome says pass or fail.
+    assert!(
+        !row(&lab.finished).contains(r#"class="state ok""#),
+        "{}",
+        row(&lab.finished)
+    );
     assert!(row(&lab.cancelled).contains(">cancelled</span>"));
     for unfinished in [&lab.running, &lab.waiting] {
         let row = row(unfinished);

@@ -24,10 +24,12 @@ pub fn ago(at: Micros, now: Micros) -> String {
     format!("{} ago", duration((now - at) / 1_000_000))
 }
 
-/// The CSS class that colours a job or agent state: ended well, ended badly, busy, idle.
+/// The CSS class that colours a job or agent state: in trouble, busy, idle. A finished
+/// job's state is plain grey: whether it went well is its outcome's to say, and a failed
+/// test must not look green.
 pub fn state_class(state: &str) -> &'static str {
     match state {
-        "complete" | "completed" => "ok",
+        "complete" | "completed" => "idle",
         "cancelled" | "offline" | "maintenance" => "bad",
         "waiting" => "idle",
         _ => "busy",

@@ -182,3 +182,43 @@ fn a_job_taken_as_the_agent_stops_goes_back_to_its_queue_before_any_phase_runs()
     assert_eq!(result["outcome"], json!({"result": "passed"}));
     assert!(output(&result, "test").contains("ran\n"), "{result}");
 }
+
+#[test]
+fn a_reservation_the_agent_stopped_before_reads_as_the_labs_failure() {
+    let server = Server::start();
+    // The test phase freezes the server on its way out, so that the agent is held
+    // between the test and reserve phases until the test lets the server go.
+    let settings = format!(
+        "test_command: kill -STOP {}\nreserve_command: echo reserving\ncleanup_command: echo cleaned\n",
+        server.pid()
+    );
+    let mut agent = Agent::start(&server, &settings);
+    let job_id = server.submit(&json!({
+        "job_queue": "q",
+        "test_data": {"test_cmds": "x"},
+        "reserve_data": {"ssh_keys": ["lp:someone"]},
+    }));
+    let outcome_file = agent.run_dir(&job_id).join("testflinger-outcome.json");
+    wait_for("the test phase to end", || {
+        let outcome = std::fs::read_to_string(&outcome_file).ok()?;
+        outcome.contains(r#""test":0"#).then_some(())
+    });
+    agent.signal("TERM");
+    send_signal(server.pid(), "CONT");
+    assert!(agent.wait_for_exit().success(), "{}", agent.log());
+
+    let result = wait_for_state(&server, &job_id, &["complete"]);
+    assert_eq!(result["test_status"], json!(0), "{result}");
+    assert_eq!(result["reserve_status"], json!(247), "{result}");
+    let reserve = output(&result, "reserve");
+    assert!(
+        reserve.contains("ERROR: The agent stopped before this phase finished"),
+        "{reserve:?}"
+    );
+    assert!(!reserve.contains("reserving"), "{reserve:?}");
+    assert_eq!(result["cleanup_status"], json!(0), "{result}");
+    assert_eq!(
+        result["outcome"],
+        json!({"result": "infrastructure_failure", "phase": "reserve", "exit_code": 247})
+    );
+}

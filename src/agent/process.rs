@@ -46,7 +46,9 @@ impl Stop {
             Stop::OutputTimeout(seconds) => format!("ERROR: Output timeout reached! ({seconds}s)"),
             Stop::Cancelled => "Job cancellation was requested, exiting.".into(),
             Stop::AgentStopping => {
-                format!("{AGENT_STOPPED_LINE}: it was told to stop, and killed the phase's command.")
+                format!(
+                    "{AGENT_STOPPED_LINE}: it was told to stop, and killed the phase's command."
+                )
             }
         }
     }

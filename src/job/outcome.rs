@@ -49,7 +49,11 @@ impl KillReason {
             .iter()
             .find(|(line, _)| output.contains(line))
             .map(|(_, timeout)| KillReason::Timeout(*timeout));
-        timeout.or_else(|| output.contains(AGENT_STOPPED_LINE).then_some(KillReason::AgentStopped))
+        timeout.or_else(|| {
+            output
+                .contains(AGENT_STOPPED_LINE)
+                .then_some(KillReason::AgentStopped)
+        })
     }
 }
 
@@ -121,13 +125,11 @@ impl Outcome {
         let the_labs_doing = !the_jobs_own_work
             || exit_code == i64::from(RECOVERY_FAILED)
             || killed_by == Some(KillReason::AgentStopped);
-        Some(
-            if the_labs_doing {
-                Outcome::InfrastructureFailure { phase, exit_code }
-            } else {
-                Outcome::Failed { phase, exit_code }
-            },
-        )
+        Some(if the_labs_doing {
+            Outcome::InfrastructureFailure { phase, exit_code }
+        } else {
+            Outcome::Failed { phase, exit_code }
+        })
     }
 
     /// The compact form a database keeps: `passed`, `cancelled`, `failed:test:1`,

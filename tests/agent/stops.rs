@@ -167,7 +167,10 @@ fn a_job_taken_as_the_agent_stops_goes_back_to_its_queue_before_any_phase_runs()
     send_signal(server.pid(), "STOP");
     agent.signal("CONT");
     wait_for("the agent to start the job", || {
-        agent.log().contains(&format!("Starting job {job_id}")).then_some(())
+        agent
+            .log()
+            .contains(&format!("Starting job {job_id}"))
+            .then_some(())
     });
     agent.signal("TERM");
     send_signal(server.pid(), "CONT");

@@ -16,9 +16,9 @@ use super::config::{Config, DEFAULT_GLOBAL_TIMEOUT, DEFAULT_OUTPUT_TIMEOUT};
 use super::masking::Masker;
 use super::outbox::{self, Outbox};
 use super::process::{CancelCheck, OutputSink, PhaseCommand, Stop, StopConditions};
-use super::{artifacts, attachments, Agent};
+use super::{artifacts, attachments, requeue_report, Agent};
 use crate::api::Api;
-use crate::job::outcome::RECOVERY_FAILED;
+use crate::job::outcome::{AGENT_STOPPED_LINE, KILLED, RECOVERY_FAILED};
 use crate::job::{is_truthy, is_valid_job_id, time, MAIN_PHASES};
 
 /// Phases that run only when the job has `<phase>_data`.
@@ -97,6 +97,14 @@ struct JobRunner<'a> {
     end_reason: String,
 }
 
+/// Whether the agent keeps a job it started, or gives it back to its queue.
+#[derive(PartialEq)]
+enum Keep {
+    Job,
+    /// The agent was told to stop before any of the job's phases ran.
+    GiveBack,
+}
+
 impl<'a> JobRunner<'a> {
     /// Creates the run directory with the reference's files in it.
     fn start(agent: &'a Agent, job: Value, job_id: &str, run_dir: &Path) -> anyhow::Result<Self> {
@@ -138,7 +146,9 @@ impl<'a> JobRunner<'a> {
             Ok(()) => {
                 // The connector appends its errors here; it starts empty for every job.
                 let _ = File::create(self.run_dir.join("device-connector-error.json"));
-                self.run_main_phases().await;
+                if self.run_main_phases().await == Keep::GiveBack {
+                    return self.give_back().await;
+                }
             }
             Err(error) => {
                 let message = format!("ERROR: cannot unpack the job's attachments: {error:#}\n");
@@ -162,15 +172,19 @@ impl<'a> JobRunner<'a> {
         self.finish().await;
     }
 
-    async fn run_main_phases(&mut self) {
-        for phase in MAIN_PHASES {
+    async fn run_main_phases(&mut self) -> Keep {
+        for (index, phase) in MAIN_PHASES.iter().enumerate() {
             if self.agent.stopping.is_cancelled() {
-                return;
+                if self.status.is_empty() {
+                    return Keep::GiveBack;
+                }
+                self.note_not_run(&MAIN_PHASES[index..]);
+                return Keep::Job;
             }
             if self.state_checker().is_cancelled().await {
                 tracing::info!("Job cancellation was requested, exiting.");
                 self.event("cancelled", "");
-                return;
+                return Keep::Job;
             }
             let view = self.agent.server_view().await;
             if let Some(hold) = self.agent.note_server_view(&view) {
@@ -213,30 +227,66 @@ impl<'a> JobRunner<'a> {
             // A failed test still lets allocate and reserve run; any other failure ends it.
             if exit_code != 0 && *phase != "test" {
                 self.end_reason = event;
-                return;
+                return Keep::Job;
             }
         }
+        Keep::Job
+    }
+
+    /// The agent was told to stop between phases: the first of the `remaining` phases
+    /// that was due is recorded as killed, with the line that makes the outcome the lab's
+    /// failure, so that a job cut short does not read as passed.
+    fn note_not_run(&mut self, remaining: &[&str]) {
+        let Some(phase) = remaining.iter().find(|p| self.due_command(p).is_ok()) else {
+            return;
+        };
+        tracing::info!("The agent is stopping: the {phase} phase does not run");
+        let note = format!("\n{AGENT_STOPPED_LINE}: it was told to stop before the phase began.\n");
+        self.outbox.fragment(&self.job_id, "output", phase, &note);
+        self.record_status(phase, KILLED);
+        self.end_reason = format!("{phase}_fail");
+    }
+
+    /// Puts the job back in its queue, after what was already queued for it (so that its
+    /// state is not set again afterwards), and lets its directories go.
+    async fn give_back(self) {
+        tracing::info!("Stopping: giving job {} back to its queue", self.job_id);
+        self.post_result(requeue_report());
+        self.outbox.mark_done();
+        let cleanup = remove_when_delivered(&self.run_dir, self.outbox.dir());
+        self.outbox.close(DELIVERY_WAIT, cleanup).await;
+    }
+
+    /// The command `phase` runs for this job, or why the phase is skipped: no command is
+    /// configured, or the job does not ask for the phase.
+    fn due_command(&self, phase: &str) -> Result<String, String> {
+        let Some(command) = self.config.command(phase) else {
+            return Err(format!("No {phase}_command configured, skipping..."));
+        };
+        if DATA_PHASES.contains(&phase) {
+            let data_key = format!("{phase}_data");
+            let data = self.job.get(&data_key);
+            if data.is_none_or(|d| !is_truthy(d)) {
+                return Err(format!("No {data_key} defined in job data, skipping..."));
+            }
+            if data.and_then(|d| d.get("skip")).is_some_and(is_truthy) {
+                return Err(format!("Skipping {phase} phase as requested in job data"));
+            }
+        }
+        Ok(command.to_string())
     }
 
     /// Runs one phase's command if it is configured and the job asks for the phase;
     /// returns its exit code (0 when skipped).
     async fn run_phase(&mut self, phase: &str) -> i32 {
-        let Some(command) = self.config.command(phase).map(str::to_string) else {
-            tracing::info!("No {phase}_command configured, skipping...");
-            return 0;
+        let command = match self.due_command(phase) {
+            Ok(command) => command,
+            Err(skipped) => {
+                tracing::info!("{skipped}");
+                return 0;
+            }
         };
         let data_key = format!("{phase}_data");
-        if DATA_PHASES.contains(&phase) {
-            let data = self.job.get(&data_key);
-            if data.is_none_or(|d| !is_truthy(d)) {
-                tracing::info!("No {data_key} defined in job data, skipping...");
-                return 0;
-            }
-            if data.and_then(|d| d.get("skip")).is_some_and(is_truthy) {
-                tracing::info!("Skipping {phase} phase as requested in job data");
-                return 0;
-            }
-        }
         // Secrets reach this phase's environment, and are hidden in what it prints.
         let secrets: Vec<(String, String)> = self
             .job

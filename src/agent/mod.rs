@@ -596,11 +596,8 @@ impl Agent {
             return;
         };
         tracing::info!("Stopping: giving job {job_id} back to its queue");
-        self.post_quietly(
-            &format!("/v1/result/{job_id}"),
-            &json!({"job_state": "waiting"}),
-        )
-        .await;
+        self.post_quietly(&format!("/v1/result/{job_id}"), &requeue_report())
+            .await;
     }
 
     /// Sleeps `polling_interval` (or until told to stop).
@@ -611,6 +608,12 @@ impl Agent {
             _ = self.stopping.cancelled() => {}
         }
     }
+}
+
+/// The result report that puts a job back in its queue: the server requeues a job
+/// reported `waiting`.
+fn requeue_report() -> Value {
+    json!({"job_state": "waiting"})
 }
 
 #[derive(Default)]

@@ -14,7 +14,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::phase_groups;
-use crate::job::outcome::KILLED;
+use crate::job::outcome::{AGENT_STOPPED_LINE, KILLED};
 
 /// A piece of output waits at most this long before it is passed on.
 const FLUSH_DELAY: Duration = Duration::from_millis(500);
@@ -38,13 +38,18 @@ pub enum Stop {
 }
 
 impl Stop {
-    /// The line written into the phase's log, word for word the reference's.
+    /// The line written into the phase's log, word for word the reference's (ours, for a
+    /// stopping agent: the outcome reads it).
     pub fn message(&self) -> String {
         match self {
             Stop::GlobalTimeout(seconds) => format!("ERROR: Global timeout reached! ({seconds}s)"),
             Stop::OutputTimeout(seconds) => format!("ERROR: Output timeout reached! ({seconds}s)"),
             Stop::Cancelled => "Job cancellation was requested, exiting.".into(),
-            Stop::AgentStopping => "The agent is stopping: phase command killed.".into(),
+            Stop::AgentStopping => {
+                format!(
+                    "{AGENT_STOPPED_LINE}: it was told to stop, and killed the phase's command."
+                )
+            }
         }
     }
 

@@ -14,13 +14,10 @@ use super::outbox::{self, OpenError, Outbox, AGENT_DIR};
 use super::phase_groups;
 use super::Agent;
 use crate::job::is_valid_job_id;
-use crate::job::outcome::KILLED;
+use crate::job::outcome::{AGENT_STOPPED_LINE, KILLED};
 
 /// How long one pass waits for a job's reports before leaving the rest to the background.
 const RETRY_WAIT: Duration = Duration::from_secs(10);
-
-const INTERRUPTED_NOTE: &str = "\nERROR: the agent stopped while this job was running \
-(killed or restarted). The job was ended here; what ran before was kept.\n";
 
 /// At startup: sends what the previous agent process left, ending interrupted jobs.
 pub async fn finish_interrupted_jobs(agent: &Agent) {
@@ -38,7 +35,11 @@ pub async fn finish_interrupted_jobs(agent: &Agent) {
         if !outbox.is_done() {
             tracing::warn!("Job {job_id} was interrupted; sending what it left and ending it");
             let phase = last_phase(&run_dir);
-            outbox.fragment(&job_id, "output", &phase, INTERRUPTED_NOTE);
+            let note = format!(
+                "\n{AGENT_STOPPED_LINE}: it was killed or restarted while this job was \
+                 running. The job was ended here; what ran before was kept.\n"
+            );
+            outbox.fragment(&job_id, "output", &phase, &note);
             note_killed(&run_dir, &phase);
             queue_final_reports(&run_dir, &job_id, &outbox);
         }

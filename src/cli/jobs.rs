@@ -13,7 +13,7 @@ use super::config::Settings;
 use super::history::History;
 use super::session::{Failure, Session};
 use super::{pyjson, yaml, CommandName, JobId};
-use crate::job::outcome::Timeout;
+use crate::job::outcome::KillReason;
 use crate::job::{Outcome, Phase};
 
 pub const NO_JOB_DATA: &str =
@@ -91,7 +91,7 @@ pub fn outcome_in(result: &Value, state: &str) -> Option<Outcome> {
         })
         .collect();
     Outcome::of(state, &statuses, |phase| {
-        Timeout::found_in(result.get(format!("{phase}_output"))?.as_str()?)
+        KillReason::found_in(result.get(format!("{phase}_output"))?.as_str()?)
     })
 }
 

@@ -1,7 +1,7 @@
 //! What became of a finished job, beyond its state word: it passed, failed in a phase,
 //! was cancelled, timed out, or the lab (not the test) failed. Derived from the per-phase
 //! exit codes the agent reports, the job's state, and, for a killed phase, the line the
-//! agent wrote into that phase's output when a timeout stopped it.
+//! agent wrote into that phase's output when a timeout or its own stop cut it short.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -30,6 +30,33 @@ const TIMEOUT_LINES: [(&str, Timeout); 2] = [
     ("ERROR: Output timeout reached! (", Timeout::Output),
 ];
 
+/// How the line starts that our agent writes into a phase's output when the agent
+/// stopping cut the phase short or kept it from running (it was told to stop, or died
+/// and found the job on restart): the lab's doing, not the test's.
+pub const AGENT_STOPPED_LINE: &str = "ERROR: The agent stopped before this phase finished";
+
+/// Why the agent killed a phase, as the line it wrote into the phase's output says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillReason {
+    Timeout(Timeout),
+    AgentStopped,
+}
+
+impl KillReason {
+    /// The reason whose line `output` holds, if any.
+    pub fn found_in(output: &str) -> Option<KillReason> {
+        let timeout = TIMEOUT_LINES
+            .iter()
+            .find(|(line, _)| output.contains(line))
+            .map(|(_, timeout)| KillReason::Timeout(*timeout));
+        timeout.or_else(|| {
+            output
+                .contains(AGENT_STOPPED_LINE)
+                .then_some(KillReason::AgentStopped)
+        })
+    }
+}
+
 impl Timeout {
     fn as_str(self) -> &'static str {
         match self {
@@ -42,14 +69,6 @@ impl Timeout {
         [Timeout::Global, Timeout::Output]
             .into_iter()
             .find(|timeout| timeout.as_str() == name)
-    }
-
-    /// The timeout whose line `output` holds, if any.
-    pub fn found_in(output: &str) -> Option<Timeout> {
-        TIMEOUT_LINES
-            .iter()
-            .find(|(line, _)| output.contains(line))
-            .map(|(_, timeout)| *timeout)
     }
 }
 
@@ -68,7 +87,7 @@ pub enum Outcome {
     TimedOut { phase: Phase, timeout: Timeout },
     /// The lab failed, not the job's work: a phase the lab runs to prepare, hand over or
     /// release the device (setup, provision, firmware_update, allocate, cleanup) failed,
-    /// or the device's recovery failed in any phase.
+    /// the device's recovery failed in any phase, or the agent stopping cut a phase short.
     InfrastructureFailure { phase: Phase, exit_code: i64 },
 }
 
@@ -76,12 +95,12 @@ impl Outcome {
     /// The outcome of a job in `state` whose phases exited with `statuses` (`{phase: exit
     /// code}`); `None` while the job has not finished. A job that was cancelled while it
     /// ran is `cancelled` even though its agent ends it as `complete`: pass `cancelled`
-    /// then. `timeout_in(phase)` is asked only about a killed phase: which timeout, if
-    /// any, its output says stopped it.
+    /// then. `killed_by(phase)` is asked only about a killed phase: why, if its output
+    /// says.
     pub fn of(
         state: &str,
         statuses: &Map<String, Value>,
-        timeout_in: impl FnOnce(Phase) -> Option<Timeout>,
+        killed_by: impl FnOnce(Phase) -> Option<KillReason>,
     ) -> Option<Outcome> {
         if !TERMINAL_STATES.contains(&state) {
             return None;
@@ -96,19 +115,21 @@ impl Outcome {
         let Some((phase, exit_code)) = failure else {
             return Some(Outcome::Passed);
         };
-        if exit_code == i64::from(KILLED) {
-            if let Some(timeout) = timeout_in(phase) {
-                return Some(Outcome::TimedOut { phase, timeout });
-            }
+        let killed_by = (exit_code == i64::from(KILLED))
+            .then(|| killed_by(phase))
+            .flatten();
+        if let Some(KillReason::Timeout(timeout)) = killed_by {
+            return Some(Outcome::TimedOut { phase, timeout });
         }
         let the_jobs_own_work = matches!(phase, Phase::Test | Phase::Reserve);
-        Some(
-            if !the_jobs_own_work || exit_code == i64::from(RECOVERY_FAILED) {
-                Outcome::InfrastructureFailure { phase, exit_code }
-            } else {
-                Outcome::Failed { phase, exit_code }
-            },
-        )
+        let the_labs_doing = !the_jobs_own_work
+            || exit_code == i64::from(RECOVERY_FAILED)
+            || killed_by == Some(KillReason::AgentStopped);
+        Some(if the_labs_doing {
+            Outcome::InfrastructureFailure { phase, exit_code }
+        } else {
+            Outcome::Failed { phase, exit_code }
+        })
     }
 
     /// The compact form a database keeps: `passed`, `cancelled`, `failed:test:1`,
@@ -239,7 +260,7 @@ mod tests {
             ("complete", json!({"firmware_update": 2}), infra(FirmwareUpdate, 2)),
             // Device recovery failed, in any phase.
             ("complete", json!({"test": 46}), infra(Test, 46)),
-            // Killed without a timeout line: the agent stopped it for another reason.
+            // Killed without a line saying why (an agent other than ours).
             ("complete", json!({"test": 247}), failed(Test, 247)),
             // Statuses that are not exit codes are not failures.
             ("complete", json!({"setup": null, "test": "x", "nonsense": 1}), Passed),
@@ -261,7 +282,7 @@ mod tests {
             &statuses(json!({"setup": 0, "test": 247})),
             |phase| {
                 asked.set(Some(phase));
-                Timeout::found_in("begin\n\nERROR: Output timeout reached! (900s)\n")
+                KillReason::found_in("begin\n\nERROR: Output timeout reached! (900s)\n")
             },
         );
         assert_eq!(asked.get(), Some(Phase::Test));
@@ -273,7 +294,7 @@ mod tests {
             })
         );
         let provision = Outcome::of("complete", &statuses(json!({"provision": 247})), |_| {
-            Timeout::found_in("\nERROR: Global timeout reached! (14400s)\n")
+            KillReason::found_in("\nERROR: Global timeout reached! (14400s)\n")
         });
         assert_eq!(
             provision,
@@ -286,9 +307,38 @@ mod tests {
         Outcome::of(
             "complete",
             &statuses(json!({"test": 1})),
-            |_| -> Option<Timeout> {
+            |_| -> Option<KillReason> {
                 panic!("a phase that exited by itself was searched for a timeout")
             },
+        );
+    }
+
+    #[test]
+    fn a_phase_the_agents_stop_cut_short_is_the_labs_failure() {
+        let output = format!("running\n\n{AGENT_STOPPED_LINE}: it was told to stop.\n");
+        for phase in ["test", "reserve", "provision"] {
+            let outcome = Outcome::of("complete", &statuses(json!({phase: 247})), |_| {
+                KillReason::found_in(&output)
+            });
+            assert_eq!(
+                outcome,
+                Some(Outcome::InfrastructureFailure {
+                    phase: Phase::parse(phase).unwrap(),
+                    exit_code: 247
+                }),
+                "{phase}"
+            );
+        }
+        // The line counts only for a killed phase.
+        let outcome = Outcome::of("complete", &statuses(json!({"test": 1})), |_| {
+            KillReason::found_in(&output)
+        });
+        assert_eq!(
+            outcome,
+            Some(Outcome::Failed {
+                phase: Phase::Test,
+                exit_code: 1
+            })
         );
     }
 

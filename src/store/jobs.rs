@@ -8,7 +8,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::{Map, Value};
 
 use super::blobs::{BlobKind, StoredBlob};
-use super::logs::timeout_in_output;
+use super::logs::kill_reason_in_output;
 use super::{Result, Store, StoreError};
 use crate::job::time::{self, Micros};
 use crate::job::{is_complete, Outcome, TERMINAL_STATES};
@@ -607,7 +607,7 @@ fn complete_job(tx: &Connection, job_id: &str, update: ResultUpdate) -> Result<(
             };
             let mut unreadable = Ok(());
             let outcome = Outcome::of(ended_as, statuses, |phase| {
-                timeout_in_output(tx, job_id, phase)
+                kill_reason_in_output(tx, job_id, phase)
                     .map_err(|error| unreadable = Err(error))
                     .ok()
                     .flatten()

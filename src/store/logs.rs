@@ -6,30 +6,30 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Result, Store};
-use crate::job::outcome::Timeout;
+use crate::job::outcome::KillReason;
 use crate::job::time::{self, Micros};
 use crate::job::{Phase, PHASES};
 
-/// How many of a killed phase's last output fragments are searched for the agent's
-/// timeout line: the line is followed only by what the phase printed while it was being
+/// How many of a killed phase's last output fragments are searched for the agent's line
+/// saying why: the line is followed only by what the phase printed while it was being
 /// killed (the reference agent: one chunk; ours: a few seconds' worth).
-const TIMEOUT_LINE_WINDOW: i64 = 32;
+const KILL_LINE_WINDOW: i64 = 32;
 
-/// The timeout whose line ends `phase`'s output in job `job_id`, if one does.
-pub(super) fn timeout_in_output(
+/// Why the agent killed `phase` of job `job_id`, if the end of its output says.
+pub(super) fn kill_reason_in_output(
     db: &Connection,
     job_id: &str,
     phase: Phase,
-) -> rusqlite::Result<Option<Timeout>> {
+) -> rusqlite::Result<Option<KillReason>> {
     let mut newest_first = db.prepare_cached(
         "SELECT log_data FROM log_fragments
          WHERE job_id = ?1 AND log_type = 'output' AND phase = ?2
          ORDER BY fragment_number DESC LIMIT ?3",
     )?;
-    let mut rows = newest_first.query(params![job_id, phase.as_str(), TIMEOUT_LINE_WINDOW])?;
+    let mut rows = newest_first.query(params![job_id, phase.as_str(), KILL_LINE_WINDOW])?;
     while let Some(row) = rows.next()? {
-        if let Some(timeout) = Timeout::found_in(&row.get::<_, String>(0)?) {
-            return Ok(Some(timeout));
+        if let Some(reason) = KillReason::found_in(&row.get::<_, String>(0)?) {
+            return Ok(Some(reason));
         }
     }
     Ok(None)

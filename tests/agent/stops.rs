@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use crate::harness::Server;
 use crate::runner::{
-    run_job, wait_for, wait_for_agent_state, wait_for_state, wait_for_test_output, Agent,
+    run_job, send_signal, wait_for, wait_for_agent_state, wait_for_state, wait_for_test_output,
+    Agent,
 };
 
 fn output(result: &Value, phase: &str) -> String {
@@ -105,8 +106,13 @@ fn sigterm_to_the_agent_ends_the_job_and_the_agent() {
     let result = wait_for_state(&server, &job_id, &["complete"]);
     assert_eq!(result["test_status"], json!(247));
     assert!(
-        output(&result, "test").contains("The agent is stopping"),
+        output(&result, "test").contains("ERROR: The agent stopped before this phase finished"),
         "{result}"
+    );
+    // The lab stopped the test, it did not fail.
+    assert_eq!(
+        result["outcome"],
+        json!({"result": "infrastructure_failure", "phase": "test", "exit_code": 247})
     );
 }
 
@@ -141,5 +147,81 @@ fn a_job_that_comes_as_an_idle_agent_stops_stays_in_its_queue() {
     assert_eq!(
         server.get(&format!("/v1/result/{job_id}")).json()["job_state"],
         json!("waiting")
+    );
+}
+
+#[test]
+fn a_job_taken_as_the_agent_stops_goes_back_to_its_queue_before_any_phase_runs() {
+    let server = Server::start();
+    let settings = "polling_interval: 60\ntest_command: echo ran\n";
+    let mut agent = Agent::start(&server, settings);
+    wait_for_agent_state(&server, "waiting");
+    // Let the claim that follows reach the server, then freeze the agent: the job is
+    // handed out on that claim while the agent cannot take it in.
+    std::thread::sleep(Duration::from_secs(1));
+    agent.signal("STOP");
+    let job_id = server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "x"}}));
+    wait_for_state(&server, &job_id, &["running"]);
+    // With the server frozen, the agent takes the job and then waits on the server before
+    // its first phase; it is told to stop there.
+    send_signal(server.pid(), "STOP");
+    agent.signal("CONT");
+    wait_for("the agent to start the job", || {
+        agent
+            .log()
+            .contains(&format!("Starting job {job_id}"))
+            .then_some(())
+    });
+    agent.signal("TERM");
+    send_signal(server.pid(), "CONT");
+    assert!(agent.wait_for_exit().success(), "{}", agent.log());
+    let result = server.get(&format!("/v1/result/{job_id}")).json();
+    assert_eq!(result["job_state"], json!("waiting"), "{result}");
+
+    // Another agent runs it.
+    let _other = Agent::start(&server, "agent_id: agent-2\ntest_command: echo ran\n");
+    let result = wait_for_state(&server, &job_id, &["complete"]);
+    assert_eq!(result["test_status"], json!(0), "{result}");
+    assert_eq!(result["outcome"], json!({"result": "passed"}));
+    assert!(output(&result, "test").contains("ran\n"), "{result}");
+}
+
+#[test]
+fn a_reservation_the_agent_stopped_before_reads_as_the_labs_failure() {
+    let server = Server::start();
+    // The test phase freezes the server on its way out, so that the agent is held
+    // between the test and reserve phases until the test lets the server go.
+    let settings = format!(
+        "test_command: kill -STOP {}\nreserve_command: echo reserving\ncleanup_command: echo cleaned\n",
+        server.pid()
+    );
+    let mut agent = Agent::start(&server, &settings);
+    let job_id = server.submit(&json!({
+        "job_queue": "q",
+        "test_data": {"test_cmds": "x"},
+        "reserve_data": {"ssh_keys": ["lp:someone"]},
+    }));
+    let outcome_file = agent.run_dir(&job_id).join("testflinger-outcome.json");
+    wait_for("the test phase to end", || {
+        let outcome = std::fs::read_to_string(&outcome_file).ok()?;
+        outcome.contains(r#""test":0"#).then_some(())
+    });
+    agent.signal("TERM");
+    send_signal(server.pid(), "CONT");
+    assert!(agent.wait_for_exit().success(), "{}", agent.log());
+
+    let result = wait_for_state(&server, &job_id, &["complete"]);
+    assert_eq!(result["test_status"], json!(0), "{result}");
+    assert_eq!(result["reserve_status"], json!(247), "{result}");
+    let reserve = output(&result, "reserve");
+    assert!(
+        reserve.contains("ERROR: The agent stopped before this phase finished"),
+        "{reserve:?}"
+    );
+    assert!(!reserve.contains("reserving"), "{reserve:?}");
+    assert_eq!(result["cleanup_status"], json!(0), "{result}");
+    assert_eq!(
+        result["outcome"],
+        json!({"result": "infrastructure_failure", "phase": "reserve", "exit_code": 247})
     );
 }

@@ -384,8 +384,10 @@ fn a_refresh_token_past_half_its_life_is_renewed_once_and_revoked_with_its_line(
 
 #[test]
 fn a_refresh_token_must_outlive_two_access_tokens_and_stay_bounded() {
+    // A file for a data dir: a setting wrongly accepted still ends the start, at once.
+    let not_a_dir = tempfile::NamedTempFile::new().unwrap();
     let refused = |args: &[&str], expected: &str| {
-        let mut full = vec!["serve", "--data-dir", "/nonexistent/tf"];
+        let mut full = vec!["serve", "--data-dir", not_a_dir.path().to_str().unwrap()];
         full.extend_from_slice(args);
         let output = crate::harness::tf(&full);
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -101,10 +101,13 @@ async fn refresh_from_file(api: &Api, path: &Path) -> Option<String> {
             token
         }
         Ok(reply) => {
-            let hint = if reply.status == hyper::StatusCode::BAD_REQUEST {
+            // tf serve says so in every refresh answer; a reference server has no
+            // `tf clients`.
+            let from_tf_serve = reply.headers.contains_key(super::EXTENSIONS_HEADER);
+            let hint = if reply.status == hyper::StatusCode::BAD_REQUEST && from_tf_serve {
                 format!(
                     " (the token in {} no longer works: on the server's host, \
-                     `tf clients rotate-secret CLIENT --token-file FILE` writes a new one)",
+                     `tf clients token CLIENT --token-file FILE` writes a new one)",
                     path.display()
                 )
             } else {
@@ -125,12 +128,21 @@ async fn refresh_from_file(api: &Api, path: &Path) -> Option<String> {
 }
 
 /// Puts `refresh_token` into a token file (mode 0600, replaced in one step), keeping
-/// whatever else an existing file holds (the charm also writes `obtained_at`).
+/// whatever else an existing file holds (the charm also writes `obtained_at`). An
+/// existing file that is not a JSON object is not a token file, and is left alone.
 pub fn write_refresh_token(path: &Path, refresh_token: &str) -> anyhow::Result<()> {
-    let mut content = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Map<String, Value>>(&text).ok())
-        .unwrap_or_default();
+    let mut content = match std::fs::read_to_string(path) {
+        Ok(text) => {
+            serde_json::from_str::<serde_json::Map<String, Value>>(&text).map_err(|_| {
+                anyhow::anyhow!(
+                    "{} exists and is not a JSON object, so not a token file: not overwriting it",
+                    path.display()
+                )
+            })?
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => serde_json::Map::new(),
+        Err(error) => anyhow::bail!("cannot read the token file {}: {error}", path.display()),
+    };
     content.insert("refresh_token".into(), Value::String(refresh_token.into()));
     crate::private_file::replace(path, Value::Object(content).to_string().as_bytes())
         .map_err(|e| anyhow::anyhow!("cannot write the token file {}: {e}", path.display()))

@@ -16,9 +16,23 @@ use crate::store::{Client, RefreshTokens, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct ClientsArgs {
-    /// The server's data directory
-    #[arg(long, env = "TF_DATA_DIR", default_value = "tf-data", global = true)]
-    data_dir: PathBuf,
+    /// The server's data directory [default: ./tf-data]
+    #[arg(long, env = "TF_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// The server's settings file (`tf serve --config`): its data_dir and
+    /// refresh_token_lifetime apply here too
+    #[arg(long, env = "TF_CONFIG", value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// How long the refresh tokens of token files are valid (`tf agent` renews its own
+    /// once it is half way through) [default: the config's, else 6d]
+    #[arg(
+        long,
+        env = "TF_REFRESH_TOKEN_LIFETIME",
+        value_name = "DURATION",
+        global = true,
+        value_parser = super::config::parse_token_lifetime
+    )]
+    refresh_token_lifetime: Option<Duration>,
     #[command(subcommand)]
     command: ClientsCommand,
 }
@@ -64,6 +78,15 @@ enum ClientsCommand {
         /// The client's id
         client_id: String,
     },
+    /// Write another token file for an agent, leaving its other tokens working (for an
+    /// agent whose token expired or was lost)
+    Token {
+        /// The agent's client id
+        client_id: String,
+        /// Where to write the token file (mode 0600)
+        #[arg(long, value_name = "FILE")]
+        token_file: PathBuf,
+    },
     /// Give a client a new secret and print it (shown only this once); its refresh tokens
     /// stop working
     RotateSecret {
@@ -80,20 +103,10 @@ enum ClientsCommand {
 /// An agent's token file, written on the lab host instead of handing out the secret.
 #[derive(Debug, clap::Args)]
 struct TokenFileArgs {
-    /// Write a refresh token of the client to FILE, as `tf agent --token-file FILE` reads
+    /// Write a refresh token of the agent to FILE, as `tf agent --token-file FILE` reads
     /// it (mode 0600); a generated secret is then not shown
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
-    /// How long the token of --token-file is valid (`tf agent` renews it once it is half
-    /// way through)
-    #[arg(
-        long,
-        env = "TF_REFRESH_TOKEN_LIFETIME",
-        value_name = "DURATION",
-        default_value = "6d",
-        value_parser = super::config::parse_token_lifetime
-    )]
-    refresh_token_lifetime: Duration,
 }
 
 fn parse_client_id(text: &str) -> Result<String, String> {
@@ -149,13 +162,66 @@ pub fn run(args: ClientsArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let (data_dir, refresh_token_lifetime) = super::config::host_settings(
+        args.config.as_deref(),
+        args.data_dir,
+        args.refresh_token_lifetime,
+    )?;
     runtime.block_on(async move {
-        let store = Store::open_beside_server(&args.data_dir)?;
-        execute(&store, args.command).await
+        let store = Store::open_beside_server(&data_dir)?;
+        let tokens = TokenIssuer {
+            store: &store,
+            lifetime: refresh_token_lifetime,
+        };
+        execute(&tokens, args.command).await
     })
 }
 
-async fn execute(store: &Store, command: ClientsCommand) -> anyhow::Result<()> {
+/// Writes token files: refresh tokens of the store's agents, valid for `lifetime`.
+struct TokenIssuer<'a> {
+    store: &'a Store,
+    lifetime: Duration,
+}
+
+impl TokenIssuer<'_> {
+    /// Issues a refresh token of the agent `client_id` and writes the token file, when
+    /// one was asked for.
+    async fn write(&self, client_id: &str, args: &TokenFileArgs) -> anyhow::Result<()> {
+        let Some(path) = &args.token_file else {
+            return Ok(());
+        };
+        let refresh_token =
+            super::tokens::issue_refresh_token(self.store, client_id, self.lifetime, None)
+                .await?
+                .with_context(|| format!("no client {client_id}"))?;
+        crate::api::write_refresh_token(path, &refresh_token)
+    }
+}
+
+/// Only `tf agent` reads token files: other clients log in with their secret.
+fn check_token_file_role(role: Role, token: &TokenFileArgs) -> anyhow::Result<()> {
+    if token.token_file.is_some() && role != Role::Agent {
+        bail!(
+            "--token-file is for agents (role agent); a {} client logs in with its secret",
+            role.as_str()
+        );
+    }
+    Ok(())
+}
+
+/// An existing client and its role.
+async fn existing_client(store: &Store, client_id: &str) -> anyhow::Result<(Client, Role)> {
+    let (client, _) = store
+        .client(client_id)
+        .await?
+        .with_context(|| format!("no client {client_id}"))?;
+    let role = Role::parse(&client.role)
+        .with_context(|| format!("client {client_id} has an unknown role {:?}", client.role))?;
+    Ok((client, role))
+}
+
+async fn execute(tokens: &TokenIssuer<'_>, command: ClientsCommand) -> anyhow::Result<()> {
+    let store = tokens.store;
     match command {
         ClientsCommand::Add {
             client_id,
@@ -170,6 +236,7 @@ async fn execute(store: &Store, command: ClientsCommand) -> anyhow::Result<()> {
             if store.client(&client_id).await?.is_some() {
                 bail!("client {client_id} already exists (use rotate-secret for a new secret)");
             }
+            check_token_file_role(role, &token)?;
             let (secret, generated) = secret(secret_file)?;
             let client = Client {
                 client_id: client_id.clone(),
@@ -183,7 +250,7 @@ async fn execute(store: &Store, command: ClientsCommand) -> anyhow::Result<()> {
             store
                 .save_client(client, Some(hash), RefreshTokens::Keep)
                 .await?;
-            if let Err(error) = write_token_file(store, &client_id, &token).await {
+            if let Err(error) = tokens.write(&client_id, &token).await {
                 // All or nothing: the same command can simply be run again.
                 store.remove_client(&client_id).await?;
                 return Err(error);
@@ -209,40 +276,36 @@ async fn execute(store: &Store, command: ClientsCommand) -> anyhow::Result<()> {
             }
             println!("removed client {client_id}");
         }
+        ClientsCommand::Token {
+            client_id,
+            token_file,
+        } => {
+            let (_, role) = existing_client(store, &client_id).await?;
+            let token = TokenFileArgs {
+                token_file: Some(token_file),
+            };
+            check_token_file_role(role, &token)?;
+            tokens.write(&client_id, &token).await?;
+            report(&client_id, "", false, &token);
+        }
         ClientsCommand::RotateSecret {
             client_id,
             secret_file,
             token,
         } => {
-            let (client, _) = store
-                .client(&client_id)
-                .await?
-                .with_context(|| format!("no client {client_id}"))?;
+            let (client, role) = existing_client(store, &client_id).await?;
+            check_token_file_role(role, &token)?;
             let (secret, generated) = secret(secret_file)?;
             // Whoever held the old secret may hold its refresh tokens too.
             let hash = bcrypt::hash(&secret, BCRYPT_COST)?;
             store
                 .save_client(client, Some(hash), RefreshTokens::Revoke)
                 .await?;
-            write_token_file(store, &client_id, &token).await?;
+            tokens.write(&client_id, &token).await?;
             report(&client_id, &secret, generated, &token);
         }
     }
     Ok(())
-}
-
-/// Issues a refresh token and writes the token file, when one was asked for.
-async fn write_token_file(
-    store: &Store,
-    client_id: &str,
-    args: &TokenFileArgs,
-) -> anyhow::Result<()> {
-    let Some(path) = &args.token_file else {
-        return Ok(());
-    };
-    let refresh_token =
-        super::tokens::issue_refresh_token(store, client_id, args.refresh_token_lifetime).await?;
-    crate::api::write_refresh_token(path, &refresh_token)
 }
 
 fn report(client_id: &str, secret: &str, generated: bool, token: &TokenFileArgs) {

@@ -171,7 +171,7 @@ impl Config {
             ),
             None => None,
         };
-        Ok(Config {
+        let config = Config {
             bind: args
                 .bind
                 .or(file.bind)
@@ -245,14 +245,64 @@ impl Config {
                 .webhook_auth
                 .or(file.webhook_auth)
                 .or_else(|| reference_env("WEBHOOK_AUTH")),
-        })
+        };
+        config.check_refresh_tokens_renewable()?;
+        Ok(config)
+    }
+
+    /// `tf agent` asks for a new access token only once its own is refused, and renews
+    /// its refresh token only in the second half of that token's life: the second half
+    /// must hold at least one such refusal, or the agent runs out.
+    fn check_refresh_tokens_renewable(&self) -> anyhow::Result<()> {
+        let leeway = Duration::from_secs(self.jwt_leeway.max(0) as u64);
+        if self.refresh_token_lifetime > 2 * (self.access_token_lifetime + leeway) {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "refresh_token_lifetime ({}) must be more than twice access_token_lifetime ({}) \
+             plus jwt_leeway ({}s), or agents cannot renew their refresh tokens",
+            humantime::format_duration(self.refresh_token_lifetime),
+            humantime::format_duration(self.access_token_lifetime),
+            leeway.as_secs()
+        )
     }
 }
+
+/// What `tf clients` shares with `tf serve`: the data dir and the lifetime of the refresh
+/// tokens it writes, each from the command line or environment, else the `--config` file,
+/// else the default.
+pub fn host_settings(
+    config: Option<&Path>,
+    data_dir: Option<PathBuf>,
+    refresh_token_lifetime: Option<Duration>,
+) -> anyhow::Result<(PathBuf, Duration)> {
+    let file = match config {
+        Some(path) => read_config_file(path)?,
+        None => ConfigFile::default(),
+    };
+    Ok((
+        data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| "tf-data".into()),
+        token_lifetime(
+            "refresh_token_lifetime",
+            refresh_token_lifetime.or(file.refresh_token_lifetime),
+            REFRESH_TOKEN_LIFETIME,
+        )?,
+    ))
+}
+
+/// The longest token lifetime, 10 years as humantime counts them: far past any use, and
+/// well within what expiry times in microseconds hold.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(315_576_000);
 
 /// A token lifetime: whole seconds (tokens carry their expiry in seconds), at least one.
 fn check_token_lifetime(lifetime: Duration) -> Result<Duration, String> {
     if lifetime.as_secs() == 0 || lifetime.subsec_nanos() != 0 {
         return Err("a token lifetime must be a whole number of seconds, at least 1s".into());
+    }
+    if lifetime > MAX_TOKEN_LIFETIME {
+        return Err("a token lifetime must be at most 10 years".into());
     }
     Ok(lifetime)
 }

@@ -50,11 +50,39 @@ pub fn load_or_create(path: &Path, length: usize) -> anyhow::Result<Vec<u8>> {
 
 /// `length` random letters and digits, each equally likely.
 pub fn random_alphanumeric(length: usize) -> Result<String, getrandom::Error> {
+    alphanumeric(length, |pool| getrandom::fill(pool))
+}
+
+/// `length` letters and digits worked out from `key` and `input` (HMAC-SHA256 in counter
+/// mode): the same for the same key and input, and unpredictable without the key.
+pub fn derived_alphanumeric(key: &[u8], input: &[u8], length: usize) -> String {
+    use hmac::{Hmac, Mac};
+    let mut block = 0u32;
+    let derived = alphanumeric(length, |pool| {
+        for half in pool.chunks_mut(32) {
+            let mut mac =
+                Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+            mac.update(&block.to_be_bytes());
+            mac.update(input);
+            half.copy_from_slice(&mac.finalize().into_bytes());
+            block += 1;
+        }
+        Ok::<(), std::convert::Infallible>(())
+    });
+    derived.unwrap_or_else(|never| match never {})
+}
+
+/// `length` letters and digits from the bytes `fill` puts in a pool, each equally likely
+/// when the bytes are.
+fn alphanumeric<E>(
+    length: usize,
+    mut fill: impl FnMut(&mut [u8; 64]) -> Result<(), E>,
+) -> Result<String, E> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut text = String::with_capacity(length);
     let mut pool = [0u8; 64];
     while text.len() < length {
-        getrandom::fill(&mut pool)?;
+        fill(&mut pool)?;
         // 248 = 4 × 62: larger bytes are dropped, so no character is favoured.
         for byte in pool.iter().filter(|b| **b < 248).take(length - text.len()) {
             text.push(char::from(ALPHABET[usize::from(*byte) % 62]));

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use base64::Engine;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -24,7 +25,7 @@ use super::reply::{self, ApiError, ApiResult};
 use super::App;
 use super::{jwt, keys};
 use crate::job::time;
-use crate::store::{Client, Revocation, Store};
+use crate::store::{Client, Renewal, Revocation, Store};
 
 /// The reference's token lifetimes, the defaults of the settings.
 pub const ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(600);
@@ -186,30 +187,35 @@ pub fn new_refresh_token() -> anyhow::Result<String> {
     keys::random_alphanumeric(48).map_err(|e| anyhow::anyhow!("no randomness available: {e}"))
 }
 
-/// Issues a refresh token for `client_id`, valid for `lifetime`, and stores its hash.
+/// Issues a refresh token for `client_id`, valid for `lifetime`, and stores its hash;
+/// `None` when the client is gone, or no longer has `secret_hash` (when given).
 pub async fn issue_refresh_token(
     store: &Store,
     client_id: &str,
     lifetime: Duration,
-) -> anyhow::Result<String> {
+    secret_hash: Option<String>,
+) -> anyhow::Result<Option<String>> {
     let token = new_refresh_token()?;
-    let expires_at = time::now() + lifetime.as_micros() as i64;
-    store
-        .store_refresh_token(token_hash(&token), client_id, expires_at)
+    let stored = store
+        .store_refresh_token(token_hash(&token), client_id, lifetime, secret_hash)
         .await?;
-    Ok(token)
+    Ok(stored.then_some(token))
 }
 
-async fn issue_for(app: &App, client_id: &str) -> Result<String, ApiError> {
-    issue_refresh_token(&app.store, client_id, app.config.refresh_token_lifetime)
-        .await
-        .map_err(|error| {
-            tracing::error!("cannot issue a refresh token: {error:#}");
-            ApiError::json(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Cannot issue a refresh token",
-            )
-        })
+fn cannot_issue(error: impl std::fmt::Display) -> ApiError {
+    tracing::error!("cannot issue a refresh token: {error:#}");
+    ApiError::json(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Cannot issue a refresh token",
+    )
+}
+
+/// The token `token` is renewed to: derived from it with the signing key, so asking
+/// again (a holder that lost the answer, or could not save it) gives the same one, and
+/// only the server can work it out.
+fn successor_of(token: &str, key: &[u8]) -> String {
+    let input = format!("refresh token successor:{token}");
+    keys::derived_alphanumeric(key, input.as_bytes(), 48)
 }
 
 /// Client id and secret from an HTTP Basic header.
@@ -263,7 +269,7 @@ pub async fn token(
     })?;
     let stored = app.store.client(&client_id).await?;
     let hash = stored.as_ref().and_then(|(_, hash)| hash.clone());
-    let verified = app.bcrypt.verify(secret, hash).await;
+    let verified = app.bcrypt.verify(secret, hash.clone()).await;
     let client = match stored {
         Some((client, Some(_))) if verified => client,
         _ => {
@@ -273,7 +279,16 @@ pub async fn token(
         }
     };
     app.logins.succeeded(&client_id, address);
-    let refresh_token = issue_for(&app, &client.client_id).await?;
+    // Stored only if the secret just checked is still the client's.
+    let refresh_token = issue_refresh_token(
+        &app.store,
+        &client.client_id,
+        app.config.refresh_token_lifetime,
+        hash,
+    )
+    .await
+    .map_err(cannot_issue)?
+    .ok_or_else(invalid)?;
     Ok(reply::json(&tokens_reply(
         &app,
         &client,
@@ -300,14 +315,29 @@ fn refresh_token_field(body: &Value) -> Result<String, ApiError> {
 
 /// `POST /v1/oauth2/refresh[?renew=true]`: a new access token with the client's current
 /// permissions; with `renew`, also a new refresh token once the old one is past half its
-/// life. The old one is not revoked: it still ends when it was due to, and whoever
-/// failed to save the new one can go on until then.
+/// life. A token is renewed once, to the same successor however often it is asked; the
+/// old one is not revoked: it still ends when it was due to, and whoever failed to save
+/// the new one can go on until then. The answers, refusals included, carry the
+/// extensions header, so `tf agent` knows which hint to give.
 pub async fn refresh(
     State(app): State<Arc<App>>,
     query: QueryPairs,
     JsonBody(body): JsonBody,
-) -> ApiResult {
-    let token = refresh_token_field(&body)?;
+) -> axum::response::Response {
+    let renew = query.last("renew") == Some("true");
+    let mut response = match refresh_tokens(&app, &body, renew).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    response.headers_mut().insert(
+        crate::api::EXTENSIONS_HEADER,
+        axum::http::HeaderValue::from_static(crate::api::EXTENSIONS),
+    );
+    response
+}
+
+async fn refresh_tokens(app: &App, body: &Value, renew: bool) -> ApiResult {
+    let token = refresh_token_field(body)?;
     let invalid = || ApiError::json(StatusCode::BAD_REQUEST, "Invalid refresh token.");
     let record = app
         .store
@@ -332,12 +362,37 @@ pub async fn refresh(
         .await?
         .ok_or_else(invalid)?;
     let half_life = record.issued_at + (record.expires_at - record.issued_at) / 2;
-    let renewal = if query.last("renew") == Some("true") && time::now() >= half_life {
-        Some(issue_for(&app, &client.client_id).await?)
+    let renewal = if renew && time::now() >= half_life {
+        renewal(app, &token).await?
     } else {
         None
     };
-    Ok(reply::json(&tokens_reply(&app, &client, renewal)))
+    Ok(reply::json(&tokens_reply(app, &client, renewal)))
+}
+
+/// The successor of `token`, stored if it is not yet; `None` when the token can no
+/// longer be renewed (its holder goes on with it until it expires).
+async fn renewal(app: &App, token: &str) -> Result<Option<String>, ApiError> {
+    let successor = successor_of(token, &app.jwt_key);
+    let outcome = app
+        .store
+        .renew_refresh_token(
+            token_hash(token),
+            token_hash(&successor),
+            app.config.refresh_token_lifetime,
+        )
+        .await?;
+    Ok(match outcome {
+        Renewal::Renewed => Some(successor),
+        Renewal::RenewedElsewhere => {
+            tracing::warn!(
+                "a refresh token renewed under another signing key asked again; its holder \
+                 keeps the old one until it expires"
+            );
+            None
+        }
+        Renewal::Invalid => None,
+    })
 }
 
 /// `POST /v1/oauth2/revoke` (admin).

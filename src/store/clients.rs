@@ -2,6 +2,8 @@
 //! restricted queues (a queue is restricted while it has a row; its owners are the
 //! clients whose `allowed_queues` name it).
 
+use std::time::Duration;
+
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{Map, Value};
 
@@ -62,6 +64,17 @@ pub enum RefreshTokens {
     Revoke,
 }
 
+/// What asking to renew a refresh token came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Renewal {
+    /// The successor is stored: now, or by an earlier renewal of the same token.
+    Renewed,
+    /// The token was renewed before to another successor (the server's key changed since).
+    RenewedElsewhere,
+    /// The token was revoked, expired or removed, or its client was, meanwhile.
+    Invalid,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Revocation {
     Unknown,
@@ -92,6 +105,11 @@ fn client_row(row: &Row) -> rusqlite::Result<(Client, Option<String>)> {
         },
         row.get(6)?,
     ))
+}
+
+/// When a token issued at `now` for `lifetime` expires (the settings bound lifetimes).
+fn expires_at(now: Micros, lifetime: Duration) -> Micros {
+    now + lifetime.as_micros() as Micros
 }
 
 fn to_json<T: serde::Serialize>(value: &Option<T>) -> Result<Option<String>> {
@@ -190,22 +208,92 @@ impl Store {
             .await
     }
 
+    /// Stores a refresh token of `client_id` (the first of its family) while the client
+    /// exists and, with `secret_hash`, still has the secret that was checked: a secret
+    /// changed meanwhile revoked every token, this one included. Whether it was stored.
     pub async fn store_refresh_token(
         &self,
         token_hash: String,
         client_id: &str,
-        expires_at: Micros,
-    ) -> Result<()> {
+        lifetime: Duration,
+        secret_hash: Option<String>,
+    ) -> Result<bool> {
         let client_id = client_id.to_string();
         self.writer
             .write_one_statement(move |tx| {
                 let now = time::now();
-                tx.prepare_cached(
-                    "INSERT INTO refresh_tokens (token_hash, client_id, issued_at, expires_at, last_accessed)
-                     VALUES (?1, ?2, ?3, ?4, ?3)",
-                )?
-                .execute(params![token_hash, client_id, now, expires_at])?;
-                Ok(())
+                let stored = tx
+                    .prepare_cached(
+                        "INSERT INTO refresh_tokens
+                             (token_hash, client_id, issued_at, expires_at, last_accessed, family)
+                         SELECT ?1, client_id, ?3, ?4, ?3, ?1 FROM clients
+                         WHERE client_id = ?2 AND (?5 IS NULL OR secret_hash = ?5)",
+                    )?
+                    .execute(params![
+                        token_hash,
+                        client_id,
+                        now,
+                        expires_at(now, lifetime),
+                        secret_hash
+                    ])?;
+                Ok(stored > 0)
+            })
+            .await
+    }
+
+    /// Renews the refresh token `token_hash` to `successor_hash` (of its family, valid
+    /// for `lifetime`) in one transaction, so a revocation, new secret or removal of
+    /// the client cannot fall between the check and the new token. A token is renewed at
+    /// most once: asked again, it gives the same successor while that is still valid.
+    pub async fn renew_refresh_token(
+        &self,
+        token_hash: String,
+        successor_hash: String,
+        lifetime: Duration,
+    ) -> Result<Renewal> {
+        self.writer
+            .write(move |tx| {
+                let now = time::now();
+                let inserted = tx
+                    .prepare_cached(
+                        "INSERT INTO refresh_tokens
+                             (token_hash, client_id, issued_at, expires_at, last_accessed, family)
+                         SELECT ?2, token.client_id, ?3, ?4, ?3, token.family
+                         FROM refresh_tokens AS token JOIN clients USING (client_id)
+                         WHERE token.token_hash = ?1 AND NOT token.revoked AND token.expires_at > ?3
+                             AND token.successor IS NULL",
+                    )?
+                    .execute(params![token_hash, successor_hash, now, expires_at(now, lifetime)])?;
+                if inserted > 0 {
+                    tx.prepare_cached(
+                        "UPDATE refresh_tokens SET successor = ?2 WHERE token_hash = ?1",
+                    )?
+                    .execute([&token_hash, &successor_hash])?;
+                    return Ok(Renewal::Renewed);
+                }
+                let earlier: Option<Option<String>> = tx
+                    .prepare_cached(
+                        "SELECT token.successor
+                         FROM refresh_tokens AS token JOIN clients USING (client_id)
+                         WHERE token.token_hash = ?1 AND NOT token.revoked AND token.expires_at > ?2",
+                    )?
+                    .query_row(params![token_hash, now], |row| row.get(0))
+                    .optional()?;
+                let successor_valid = || -> rusqlite::Result<bool> {
+                    tx.prepare_cached(
+                        "SELECT count(*) FROM refresh_tokens
+                         WHERE token_hash = ?1 AND NOT revoked AND expires_at > ?2",
+                    )?
+                    .query_row(params![successor_hash, now], |row| row.get::<_, i64>(0))
+                    .map(|count| count > 0)
+                };
+                Ok(match earlier {
+                    Some(Some(earlier)) if earlier == successor_hash && successor_valid()? => {
+                        Renewal::Renewed
+                    }
+                    Some(Some(_)) => Renewal::RenewedElsewhere,
+                    _ => Renewal::Invalid,
+                })
             })
             .await
     }
@@ -244,21 +332,24 @@ impl Store {
         Ok(found)
     }
 
+    /// Revokes a refresh token with its whole family: what it was renewed from and to.
     pub async fn revoke_refresh_token(&self, token_hash: String) -> Result<Revocation> {
         self.writer
             .write(move |tx| {
-                let revoked: Option<bool> = tx
-                    .prepare_cached("SELECT revoked FROM refresh_tokens WHERE token_hash = ?1")?
-                    .query_row([&token_hash], |row| row.get(0))
+                let found: Option<(bool, String)> = tx
+                    .prepare_cached(
+                        "SELECT revoked, family FROM refresh_tokens WHERE token_hash = ?1",
+                    )?
+                    .query_row([&token_hash], |row| Ok((row.get(0)?, row.get(1)?)))
                     .optional()?;
-                Ok(match revoked {
+                Ok(match found {
                     None => Revocation::Unknown,
-                    Some(true) => Revocation::AlreadyRevoked,
-                    Some(false) => {
+                    Some((true, _)) => Revocation::AlreadyRevoked,
+                    Some((false, family)) => {
                         tx.prepare_cached(
-                            "UPDATE refresh_tokens SET revoked = 1 WHERE token_hash = ?1",
+                            "UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1",
                         )?
-                        .execute([&token_hash])?;
+                        .execute([&family])?;
                         Revocation::Revoked
                     }
                 })
@@ -342,4 +433,62 @@ fn restricted(db: &Connection, only: Option<&str>) -> Result<Vec<(String, Vec<St
         }
     }
     Ok(queues)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(client_id: &str) -> Client {
+        Client {
+            client_id: client_id.into(),
+            role: "agent".into(),
+            ..Client::default()
+        }
+    }
+
+    /// What would have slipped between reading a token and storing its successor: a
+    /// revocation, a new secret, the client's removal (and a client of the same id added
+    /// again after it).
+    #[tokio::test]
+    async fn a_token_changed_or_gone_since_it_was_read_is_not_renewed() {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open_beside_server(data.path()).unwrap();
+        let later = Duration::from_secs(60);
+        let hash = |name: &str| name.to_string();
+        let renew = |token: &str, successor: &str| {
+            store.renew_refresh_token(hash(token), hash(successor), later)
+        };
+        let save = |keep: RefreshTokens| {
+            store.save_client(client("rack"), Some("secret-hash".into()), keep)
+        };
+        save(RefreshTokens::Keep).await.unwrap();
+        let issue = |token: &str| store.store_refresh_token(hash(token), "rack", later, None);
+        assert!(issue("a").await.unwrap());
+        assert_eq!(renew("a", "a2").await.unwrap(), Renewal::Renewed);
+        assert_eq!(
+            renew("a", "a2").await.unwrap(),
+            Renewal::Renewed,
+            "the same again"
+        );
+        assert_eq!(renew("a", "a3").await.unwrap(), Renewal::RenewedElsewhere);
+
+        assert!(issue("b").await.unwrap());
+        save(RefreshTokens::Revoke).await.unwrap();
+        assert_eq!(renew("b", "b2").await.unwrap(), Renewal::Invalid);
+        assert_eq!(renew("a", "a2").await.unwrap(), Renewal::Invalid);
+
+        assert!(issue("c").await.unwrap());
+        store.remove_client("rack").await.unwrap();
+        save(RefreshTokens::Keep).await.unwrap();
+        assert_eq!(renew("c", "c2").await.unwrap(), Renewal::Invalid);
+
+        // A login whose checked secret changed meanwhile gets no token.
+        let stale = store.store_refresh_token(hash("d"), "rack", later, Some("old-hash".into()));
+        assert!(!stale.await.unwrap());
+        assert!(!store
+            .store_refresh_token(hash("e"), "gone", later, None)
+            .await
+            .unwrap());
+    }
 }

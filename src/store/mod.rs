@@ -27,7 +27,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use agents::{AgentFields, ProvisionLogEntry};
 pub use blobs::{BlobKind, StoredBlob};
-pub use clients::{Client, RefreshTokens, Revocation};
+pub use clients::{Client, RefreshTokens, Renewal, Revocation};
 pub use jobs::{AttachmentGate, AttachmentReceipt, JobFilter, JobSummary, NewJob, ResultUpdate};
 pub use legacy::LegacyResult;
 pub use logs::{Fragment, FragmentQuery};

@@ -154,6 +154,15 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE jobs ADD COLUMN outcome TEXT;  -- job::Outcome::encode()
     "#,
+    // 7: refresh token renewal (server/tokens.rs): each token is renewed at most once, to
+    // the successor recorded here, and every token renewed from one login is of its
+    // family, which is revoked as one.
+    r#"
+    ALTER TABLE refresh_tokens ADD COLUMN successor TEXT;  -- the successor's token_hash
+    ALTER TABLE refresh_tokens ADD COLUMN family TEXT;     -- the first token's token_hash
+    UPDATE refresh_tokens SET family = token_hash;
+    CREATE INDEX refresh_tokens_by_family ON refresh_tokens (family);
+    "#,
 ];
 
 /// Applies the migrations this database lacks. The version is read inside each

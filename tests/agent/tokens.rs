@@ -65,3 +65,25 @@ fn an_agent_renews_its_refresh_token_and_outlives_the_first_one() {
         agent.log()
     );
 }
+
+#[test]
+fn a_refused_refresh_token_points_at_a_new_token_for_the_agent_alone() {
+    let server = Server::start();
+    let home = tempfile::tempdir().unwrap();
+    let mut agent = Agent::configure(home.path(), &server, "");
+    std::fs::write(
+        &agent.token_file,
+        json!({"refresh_token": "x".repeat(48)}).to_string(),
+    )
+    .unwrap();
+    agent.spawn(&[]);
+    wait_for("the agent to report the refused token", || {
+        agent.log().contains("Failed to refresh").then_some(())
+    });
+    let log = agent.log();
+    assert!(
+        log.contains("tf clients token CLIENT --token-file"),
+        "{log}"
+    );
+    assert!(!log.contains("rotate-secret"), "{log}");
+}

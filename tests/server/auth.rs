@@ -301,13 +301,16 @@ fn tokens_are_issued_refreshed_and_revoked() {
 }
 
 #[test]
-fn a_refresh_token_past_half_its_life_is_renewed_when_asked() {
+fn a_refresh_token_past_half_its_life_is_renewed_once_and_revoked_with_its_line() {
     let server = Server::start_with(&[
         "--access-token-lifetime",
         "1s",
         "--refresh-token-lifetime",
         "3s",
+        "--jwt-leeway",
+        "0",
     ]);
+    server.client("boss", "admin", &[]);
     let login = dev_login(&server);
     assert_eq!(login["expires_in"], json!(1));
     let first = login["refresh_token"].clone();
@@ -325,14 +328,20 @@ fn a_refresh_token_past_half_its_life_is_renewed_when_asked() {
         "a token in the first half of its life is kept: {}",
         young.text()
     );
-
-    let mut renewed = Value::Null;
-    assert!(crate::harness::eventually(|| {
-        renewed = renew(&first).json()["refresh_token"].clone();
-        renewed.is_string()
-    }));
-    assert_ne!(renewed, first);
-    assert!(refreshes(&server, &renewed));
+    let renewed_from = |token: &Value| {
+        let mut renewed = Value::Null;
+        assert!(crate::harness::eventually(|| {
+            renewed = renew(token).json()["refresh_token"].clone();
+            renewed.is_string()
+        }));
+        renewed
+    };
+    let second = renewed_from(&first);
+    assert_ne!(second, first);
+    assert!(refreshes(&server, &second));
+    // Renewed once only: a holder that lost the answer, or could not save it, gets the
+    // same successor again, and nobody gets a second one.
+    assert_eq!(renew(&first).json()["refresh_token"], second);
     // Without `renew` the answer stays the reference's.
     let plain = server.post_json("/v1/oauth2/refresh", &json!({ "refresh_token": first }));
     assert!(plain.json().get("refresh_token").is_none());
@@ -344,7 +353,69 @@ fn a_refresh_token_past_half_its_life_is_renewed_when_asked() {
         renew(&first).json()["message"],
         json!("Refresh token expired")
     );
-    assert!(refreshes(&server, &renewed));
+    assert!(refreshes(&server, &second));
+
+    // Revoking any token of the line revokes every one, before and after it.
+    let third = renewed_from(&second);
+    assert_ne!(third, second);
+    let other_login = server.login("dev", "dev-secret-0123456789")["refresh_token"].clone();
+    // Access tokens last a second here: log in afresh until one is still valid on arrival.
+    let mut revoked = Value::Null;
+    assert!(crate::harness::eventually(|| {
+        let access = server.login("boss", "boss-secret-0123456789")["access_token"].clone();
+        revoked = server
+            .with_token(access.as_str().unwrap())
+            .post_json("/v1/oauth2/revoke", &json!({ "refresh_token": second }))
+            .json();
+        revoked["message"] != json!("Token has expired")
+    }));
+    assert_eq!(revoked, json!({"status": "OK"}));
+    assert_eq!(
+        server
+            .post_json("/v1/oauth2/refresh", &json!({ "refresh_token": third }))
+            .json()["message"],
+        json!("Refresh token revoked.")
+    );
+    assert!(
+        refreshes(&server, &other_login),
+        "another login is its own line"
+    );
+}
+
+#[test]
+fn a_refresh_token_must_outlive_two_access_tokens_and_stay_bounded() {
+    // A file for a data dir: a setting wrongly accepted still ends the start, at once.
+    let not_a_dir = tempfile::NamedTempFile::new().unwrap();
+    let refused = |args: &[&str], expected: &str| {
+        let mut full = vec!["serve", "--data-dir", not_a_dir.path().to_str().unwrap()];
+        full.extend_from_slice(args);
+        let output = crate::harness::tf(&full);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    };
+    // The agent refreshes only once its access token is refused, so a refresh token
+    // shorter than two of those (with the leeway) would never be renewed.
+    refused(
+        &[
+            "--access-token-lifetime",
+            "1h",
+            "--refresh-token-lifetime",
+            "2h",
+        ],
+        "refresh_token_lifetime",
+    );
+    refused(
+        &[
+            "--access-token-lifetime",
+            "1s",
+            "--refresh-token-lifetime",
+            "3s",
+        ],
+        "jwt_leeway",
+    );
+    refused(&["--refresh-token-lifetime", "11years"], "at most");
+    refused(&["--access-token-lifetime", "300years"], "at most");
 }
 
 #[test]
@@ -956,6 +1027,108 @@ fn the_clients_command_writes_an_agents_token_file() {
     assert!(!failed.status.success());
     assert!(String::from_utf8_lossy(&failed.stderr).contains("cannot write the token file"));
     assert!(!tf_clients(data.path(), &["list"]).contains("rack-2"));
+}
+
+#[test]
+fn the_clients_command_gives_an_agent_another_token_without_revoking_the_others() {
+    let data = tempfile::tempdir().unwrap();
+    let file = |name: &str| data.path().join(name).to_str().unwrap().to_string();
+    let token = |path: &str| -> Value {
+        serde_json::from_str::<Value>(&std::fs::read_to_string(path).unwrap()).unwrap()
+            ["refresh_token"]
+            .clone()
+    };
+    let (first_file, second_file) = (file("rack-1.token"), file("rack-1b.token"));
+    tf_clients(
+        data.path(),
+        &[
+            "add",
+            "rack-1",
+            "--role",
+            "agent",
+            "--token-file",
+            &first_file,
+        ],
+    );
+    let issued = tf_clients(
+        data.path(),
+        &["token", "rack-1", "--token-file", &second_file],
+    );
+    assert!(issued.contains(&second_file), "{issued}");
+    let server = Server::start_in(data.path(), &[]);
+    assert!(
+        refreshes(&server, &token(&first_file)),
+        "the first still works"
+    );
+    assert!(refreshes(&server, &token(&second_file)));
+
+    let failure = |args: &[&str]| {
+        let mut full = vec!["clients", "--data-dir", data.path().to_str().unwrap()];
+        full.extend_from_slice(args);
+        let output = crate::harness::tf(&full);
+        assert!(!output.status.success(), "{args:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let missing = failure(&["token", "nobody", "--token-file", &file("x.token")]);
+    assert!(missing.contains("no client nobody"), "{missing}");
+    // A file that is not a token file is never overwritten.
+    let precious = file("precious.txt");
+    std::fs::write(&precious, "not json").unwrap();
+    let refused = failure(&[
+        "add",
+        "rack-2",
+        "--role",
+        "agent",
+        "--token-file",
+        &precious,
+    ]);
+    assert!(refused.contains("not a JSON object"), "{refused}");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "not json");
+    assert!(!tf_clients(data.path(), &["list"]).contains("rack-2"));
+    // Only `tf agent` reads token files: other roles log in with their secret.
+    let human = failure(&[
+        "add",
+        "ops",
+        "--role",
+        "manager",
+        "--token-file",
+        &file("ops.token"),
+    ]);
+    assert!(human.contains("--token-file is for agents"), "{human}");
+    assert!(!tf_clients(data.path(), &["list"]).contains("ops"));
+    tf_clients(data.path(), &["add", "ops", "--role", "manager"]);
+    let rotated = failure(&["rotate-secret", "ops", "--token-file", &file("ops.token")]);
+    assert!(rotated.contains("--token-file is for agents"), "{rotated}");
+}
+
+#[test]
+fn the_clients_command_takes_the_token_lifetime_from_the_servers_config() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("tf.yaml");
+    std::fs::write(&config, "refresh_token_lifetime: 90s\n").unwrap();
+    let token_file = data.path().join("rack-1.token");
+    tf_clients(
+        data.path(),
+        &[
+            "add",
+            "rack-1",
+            "--role",
+            "agent",
+            "--config",
+            config.to_str().unwrap(),
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    let db = rusqlite::Connection::open(data.path().join("tf.db")).unwrap();
+    let lifetime: i64 = db
+        .query_row(
+            "SELECT expires_at - issued_at FROM refresh_tokens",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(lifetime, 90_000_000);
 }
 
 #[test]

@@ -420,13 +420,15 @@ fn a_refresh_token_must_outlive_two_access_tokens_and_stay_bounded() {
 
 #[test]
 fn token_lifetimes_must_be_whole_seconds() {
+    // A file for a data dir: a setting wrongly accepted fails at once, creating nothing.
+    let not_a_dir = tempfile::NamedTempFile::new().unwrap();
     for lifetime in ["0s", "1500ms"] {
         let output = crate::harness::tf(&[
             "serve",
             "--refresh-token-lifetime",
             lifetime,
             "--data-dir",
-            "/nonexistent/tf",
+            not_a_dir.path().to_str().unwrap(),
         ]);
         assert!(!output.status.success());
         assert!(

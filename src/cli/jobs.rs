@@ -14,7 +14,7 @@ use super::history::History;
 use super::session::{Failure, Session};
 use super::{pyjson, yaml, CommandName, JobId};
 use crate::job::outcome::KillReason;
-use crate::job::{Outcome, Phase};
+use crate::job::{Outcome, Phase, TERMINAL_STATES};
 
 pub const NO_JOB_DATA: &str =
     "No data found for that job id. Check the job id to be sure it is correct";
@@ -360,7 +360,7 @@ async fn current_status(
         },
         state,
     };
-    let finished = matches!(noted.state.as_str(), "cancelled" | "complete");
+    let finished = TERMINAL_STATES.contains(&noted.state.as_str());
     if finished && noted.outcome.is_some() {
         return noted;
     }

@@ -11,13 +11,14 @@ use clap::Args;
 use serde_json::Value;
 
 use super::history::History;
-use super::jobs::{job_state, INVALID_JOB_ID, NO_JOB_DATA};
+use super::jobs::{self, job_state, INVALID_JOB_ID, NO_JOB_DATA};
 use super::pyjson;
 use super::session::{Failure, Session};
 use super::CommandName;
 use crate::api::EXTENSIONS_HEADER;
+use crate::job::outcome::KILLED;
 use crate::job::reservation::{announced_target, asks_for_reservation};
-use crate::job::PHASES;
+use crate::job::{Outcome, PHASES, TERMINAL_STATES};
 
 /// How long one log request may wait for news on a server that can long-poll.
 const LONG_POLL_SECONDS: u64 = 10;
@@ -285,6 +286,7 @@ pub async fn follow(
     let mut backoff = Duration::from_secs(1);
     let mut failures = 0;
     let mut ssh_hint_shown = false;
+    let mut reservation = ReservationWatch::new(args, log_type);
     let warn_every = session.settings.get_number("error_threshold", 3)?.max(1);
     loop {
         // The job's state: a change is reported before the output that follows it.
@@ -323,7 +325,9 @@ pub async fn follow(
         }
         // Once per reservation, when the reserve phase announced it: agents report the
         // `reserve` state for every job, and a reserve phase can fail before reserving.
-        if state == "reserve" && !ssh_hint_shown && asks_for_reservation(&job) {
+        let awaiting_reservation =
+            state == "reserve" && !ssh_hint_shown && asks_for_reservation(&job);
+        if awaiting_reservation && !reservation.in_followed_output {
             let announced = watch
                 .interruptible(
                     &mut status_line,
@@ -332,15 +336,7 @@ pub async fn follow(
                 )
                 .await?;
             if let Some(Ok(Some(target))) = announced {
-                let hint = format!(
-                    "The device is reserved: ssh {target} (to end the reservation early: {} cancel {job_id})",
-                    CommandName::of_this_process()
-                );
-                print_line(&mut status_line, &hint);
-                if let Some(line) = &mut status_line {
-                    line.reservation_began();
-                }
-                ssh_hint_shown = true;
+                ssh_hint_shown = show_reservation(&mut status_line, &target, job_id);
             }
         }
         if state == "waiting" {
@@ -378,6 +374,12 @@ pub async fn follow(
                     next_fragment = chunk.last_fragment + 1;
                     if !chunk.text.is_empty() {
                         print_output(&mut status_line, &chunk.text);
+                    }
+                    if awaiting_reservation && reservation.in_followed_output {
+                        reservation.output.push_str(&chunk.text);
+                        if let Some(target) = announced_target(&reservation.output) {
+                            ssh_hint_shown = show_reservation(&mut status_line, target, job_id);
+                        }
                     }
                 }
             }
@@ -494,6 +496,41 @@ impl Watch<'_> {
     }
 }
 
+/// Where the reserve phase's announcement is looked for. Followed from its start, the
+/// job's output carries it, so the output of the passes in the `reserve` state is
+/// searched; otherwise (serial, another phase, a later start) the reserve log is read.
+struct ReservationWatch {
+    in_followed_output: bool,
+    /// What the followed output said while the job was in the `reserve` state.
+    output: String,
+}
+
+impl ReservationWatch {
+    fn new(args: &PollArgs, log_type: &str) -> ReservationWatch {
+        let in_followed_output = log_type == "output"
+            && args.start_fragment == 0
+            && args.phase.as_deref().is_none_or(|phase| phase == "reserve");
+        ReservationWatch {
+            in_followed_output,
+            output: String::new(),
+        }
+    }
+}
+
+/// Prints how to reach the reserved device and starts the status line's countdown.
+/// Returns true: the hint was shown.
+fn show_reservation(status_line: &mut Option<StatusLine>, target: &str, job_id: &str) -> bool {
+    let hint = format!(
+        "The device is reserved: ssh {target} (to end the reservation early: {} cancel {job_id})",
+        CommandName::of_this_process()
+    );
+    print_line(status_line, &hint);
+    if let Some(line) = status_line {
+        line.reservation_began();
+    }
+    true
+}
+
 /// The `user@host` the job's reserve phase announced, once it has: the device is then
 /// reserved for the job's keys. An error when the reserve log could not be read.
 pub async fn reservation_target(
@@ -507,10 +544,11 @@ pub async fn reservation_target(
 }
 
 fn is_terminal(state: &str) -> bool {
-    matches!(state, "complete" | "completed" | "cancelled")
+    TERMINAL_STATES.contains(&state)
 }
 
-/// The exit code at the end: 0, or with `--exit-status` the job's outcome.
+/// The exit code at the end: 0, or with `--exit-status` the job's outcome: the failing
+/// phase's exit status, 247 for a timeout, 1 when cancelled.
 fn outcome(args: &PollArgs, state: &str, result: Option<&Value>) -> ExitCode {
     if !args.exit_status {
         return ExitCode::SUCCESS;
@@ -518,18 +556,15 @@ fn outcome(args: &PollArgs, state: &str, result: Option<&Value>) -> ExitCode {
     if state == "cancelled" {
         return ExitCode::from(1);
     }
-    match result.and_then(first_failure) {
-        Some((_, code)) => ExitCode::from(u8::try_from(code.clamp(1, 255)).unwrap_or(1)),
-        None => ExitCode::SUCCESS,
-    }
-}
-
-/// The first phase of a job's result that exited non-zero, and its exit status.
-pub fn first_failure(result: &Value) -> Option<(&'static str, i64)> {
-    PHASES.iter().find_map(|phase| {
-        let status = result.get(format!("{phase}_status"))?.as_i64()?;
-        (status != 0).then_some((*phase, status))
-    })
+    let failed_with = match result.and_then(|result| jobs::outcome_in(result, state)) {
+        None | Some(Outcome::Passed) => return ExitCode::SUCCESS,
+        Some(Outcome::Cancelled) => 1,
+        Some(Outcome::TimedOut { .. }) => i64::from(KILLED),
+        Some(
+            Outcome::Failed { exit_code, .. } | Outcome::InfrastructureFailure { exit_code, .. },
+        ) => exit_code,
+    };
+    ExitCode::from(u8::try_from(failed_with.clamp(1, 255)).unwrap_or(1))
 }
 
 /// The extensions the server announces in `GET /v1` (none for a reference server).

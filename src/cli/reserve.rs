@@ -12,7 +12,8 @@ use serde_json::{json, Map, Value};
 
 use super::session::Session;
 use super::submit;
-use super::{poll, pyjson};
+use super::{jobs, poll, pyjson};
+use crate::job::Outcome;
 
 #[derive(Args, Debug)]
 pub struct ReserveArgs {
@@ -157,18 +158,19 @@ pub async fn run(session: &Session, args: &ReserveArgs) -> anyhow::Result<ExitCo
     }
 }
 
-/// What ended a job before its reserve phase announced the reservation.
+/// What ended a job before its reserve phase announced the reservation: its outcome.
 async fn why_not_reserved(session: &Session, job_id: &str) -> String {
     let result = match session.get(&format!("/v1/result/{job_id}")).await {
         Ok(result) => result,
         Err(failure) => return format!("its result cannot be read ({:#})", failure.into_error()),
     };
-    if result.get("job_state").and_then(Value::as_str) == Some("cancelled") {
-        return "the job was cancelled".into();
-    }
-    match poll::first_failure(&result) {
-        Some((phase, status)) => format!("the {phase} phase failed (exit status {status})"),
-        None => "the agent ran no reserve phase".into(),
+    let state = result
+        .get("job_state")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match jobs::outcome_in(&result, state) {
+        Some(Outcome::Passed) | None => "the agent ran no reserve phase".into(),
+        Some(outcome) => format!("job outcome: {outcome}"),
     }
 }
 

@@ -39,13 +39,16 @@ pub fn is_truthy(value: &serde_json::Value) -> bool {
     }
 }
 
-/// States after which a job never runs again. The reference has two spellings of "done":
-/// agents post `complete`, older schemas know `completed`.
-pub const TERMINAL_STATES: [&str; 3] = ["cancelled", "complete", "completed"];
+/// The agent ended the job. The reference has two spellings of "done": agents post
+/// `complete`, older schemas know `completed`.
+pub const COMPLETE_STATES: [&str; 2] = ["complete", "completed"];
+
+/// States after which a job never runs again.
+pub const TERMINAL_STATES: [&str; 3] = ["cancelled", COMPLETE_STATES[0], COMPLETE_STATES[1]];
 
 /// Whether `state` says the agent ended the job (either spelling).
 pub fn is_complete(state: &str) -> bool {
-    TERMINAL_STATES[1..].contains(&state)
+    COMPLETE_STATES.contains(&state)
 }
 
 /// The two kinds of log a job produces.

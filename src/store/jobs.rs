@@ -1,6 +1,7 @@
 //! Jobs: submission, dispatch (the atomic claim), cancellation, attachments gate,
 //! results, search and queue views.
 
+use std::borrow::Borrow;
 use std::time::Duration;
 
 use futures_util::future::select_all;
@@ -144,10 +145,11 @@ pub(super) fn summary(row: &Row) -> rusqlite::Result<JobSummary> {
 /// A job's outcome from its row: the one stored when it completed, else (a job that
 /// completed before outcomes were stored, or one that is cancelled or unfinished)
 /// derived from its state and `statuses`.
-pub(super) fn read_outcome(
+/// `statuses` is asked only then; a caller that has the map parsed lends it.
+pub(super) fn read_outcome<M: Borrow<Map<String, Value>>>(
     state: &str,
     stored: Option<&str>,
-    statuses: impl FnOnce() -> Option<Map<String, Value>>,
+    statuses: impl FnOnce() -> Option<M>,
 ) -> Option<Outcome> {
     if let Some(outcome) = stored
         .filter(|_| is_complete(state))
@@ -158,7 +160,10 @@ pub(super) fn read_outcome(
     if !TERMINAL_STATES.contains(&state) {
         return None;
     }
-    Outcome::of(state, &statuses().unwrap_or_default(), |_| None)
+    match statuses() {
+        Some(statuses) => Outcome::of(state, statuses.borrow(), |_| None),
+        None => Outcome::of(state, &Map::new(), |_| None),
+    }
 }
 
 /// A stored `{phase: exit code}` map; `None` when absent or unreadable.
@@ -485,9 +490,7 @@ impl Store {
                 row.map(|(job_state, status, device_info, outcome)| {
                     let status = json_object(status)?;
                     Ok(ResultView {
-                        outcome: read_outcome(&job_state, outcome.as_deref(), || {
-                            Some(status.clone())
-                        }),
+                        outcome: read_outcome(&job_state, outcome.as_deref(), || Some(&status)),
                         job_state,
                         status,
                         device_info: device_info
@@ -805,7 +808,11 @@ mod tests {
         let statuses = || statuses(Some(r#"{"setup": 0, "test": 1}"#));
         let timed_out = "timed_out:test:output";
         assert_eq!(
-            read_outcome("complete", Some(timed_out), || unreachable!()),
+            read_outcome(
+                "complete",
+                Some(timed_out),
+                || -> Option<Map<String, Value>> { unreachable!() }
+            ),
             Outcome::decode(timed_out)
         );
         // Completed before outcomes were stored.

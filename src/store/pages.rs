@@ -103,7 +103,7 @@ impl Store {
             .transpose()?
             .unwrap_or_default();
         Ok(Some(JobRecord {
-            outcome: read_outcome(&state, outcome.as_deref(), || Some(status.clone())),
+            outcome: read_outcome(&state, outcome.as_deref(), || Some(&status)),
             job_id,
             queue,
             state,

@@ -126,12 +126,13 @@ fn sigterm_stops_an_idle_agent_without_waiting_out_its_long_poll() {
     // Well before the long-poll would have ended by itself.
     let status = agent.wait_for_exit_within(Duration::from_secs(20));
     assert!(status.success(), "{}", agent.log());
-    // No claim of the stopped agent lingers on the server to take it.
+    // No claim of the stopped agent lingers on the server to take it: the next agent
+    // to ask gets it.
     let job_id = server.submit(&json!({"job_queue": "q"}));
-    assert_eq!(
-        server.get(&format!("/v1/result/{job_id}")).json()["job_state"],
-        json!("waiting")
-    );
+    let claimed = server
+        .claim("agent-2", "q")
+        .expect("the job is still there");
+    assert_eq!(claimed["job_id"], json!(job_id));
 }
 
 #[test]
@@ -144,10 +145,10 @@ fn a_job_that_comes_as_an_idle_agent_stops_stays_in_its_queue() {
     // it back on its way out.
     let job_id = server.submit(&json!({"job_queue": "q"}));
     assert!(agent.wait_for_exit().success(), "{}", agent.log());
-    assert_eq!(
-        server.get(&format!("/v1/result/{job_id}")).json()["job_state"],
-        json!("waiting")
-    );
+    let claimed = server
+        .claim("agent-2", "q")
+        .expect("the job is back in its queue");
+    assert_eq!(claimed["job_id"], json!(job_id));
 }
 
 #[test]

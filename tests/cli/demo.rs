@@ -67,8 +67,14 @@ fn the_demo_runs_a_lab_leaves_no_files_and_shows_only_the_phases_that_ran() {
     assert!(stdout.contains("\ncomplete\npassed\n"), "{stdout}");
     assert!(stdout.contains("artifacts/uname.txt"), "{stdout}");
     assert!(artifacts.exists(), "the artifacts asked for are kept");
-    // The demo's phases are setup, test and cleanup; `waiting` and `running` are never
-    // shown without a terminal.
+    // The demo's phases are setup, test and cleanup: lines for those that ran, none for
+    // the others (`waiting` and `running` are never shown without a terminal).
+    for state in ["setup", "test"] {
+        assert!(
+            stdout.contains(&format!("State '{state}' lasted")),
+            "{state}: {stdout}"
+        );
+    }
     for state in [
         "waiting",
         "running",

@@ -155,7 +155,7 @@ fn a_reservation_that_failed_is_not_claimed() {
     );
     assert_eq!(
         reserve.stderr,
-        "The device was not reserved: the reserve phase failed (exit status 1)\n"
+        "The device was not reserved: job outcome: failed: reserve exited with 1\n"
     );
     let job_id = printed_job_id(&reserve.stdout);
     let result = wait_for_state(&lab.server, &job_id, &["complete"]);

@@ -94,7 +94,9 @@ fn status_and_jobs_tell_how_finished_jobs_ended() {
     assert_eq!(unfinished.stdout, "waiting\n");
 
     let plain = client.run(&["jobs"]);
-    assert!(!plain.stdout.contains("Outcome") && !plain.stdout.contains("failed"));
+    assert_eq!(plain.code, 0, "{plain:?}");
+    assert!(plain.stdout.contains(&failed), "{plain:?}");
+    assert!(!plain.stdout.contains("Outcome") && !plain.stdout.contains("failed:"));
     let jobs = client.run(&["jobs", "--status"]);
     let lines: Vec<&str> = jobs.stdout.lines().collect();
     assert_eq!(
@@ -134,6 +136,17 @@ fn status_and_jobs_tell_how_finished_jobs_ended() {
         json!({"result": "failed", "phase": "test", "exit_code": 1})
     );
     assert_eq!(history[&failed]["job_state"], json!("complete"));
+    // So a later listing tells it with the server gone.
+    assert!(server.terminate());
+    let offline = client.run(&["jobs", "--status"]);
+    let line = offline
+        .stdout
+        .lines()
+        .find(|line| line.starts_with(&failed));
+    assert!(
+        line.is_some_and(|line| line.ends_with(" q      failed: test exited with 1")),
+        "{offline:?}"
+    );
 }
 
 #[test]

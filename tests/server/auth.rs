@@ -303,16 +303,17 @@ fn tokens_are_issued_refreshed_and_revoked() {
 #[test]
 fn a_refresh_token_past_half_its_life_is_renewed_once_and_revoked_with_its_line() {
     let server = Server::start_with(&[
+        // Long enough for each step below to fit in its window on a loaded machine.
         "--access-token-lifetime",
-        "1s",
+        "2s",
         "--refresh-token-lifetime",
-        "3s",
+        "8s",
         "--jwt-leeway",
         "0",
     ]);
     server.client("boss", "admin", &[]);
     let login = dev_login(&server);
-    assert_eq!(login["expires_in"], json!(1));
+    assert_eq!(login["expires_in"], json!(2));
     let first = login["refresh_token"].clone();
     let renew = |token: &Value| {
         server.post_json(
@@ -322,7 +323,7 @@ fn a_refresh_token_past_half_its_life_is_renewed_once_and_revoked_with_its_line(
     };
     let young = renew(&first);
     assert_eq!(young.status, 200);
-    assert_eq!(young.json()["expires_in"], json!(1));
+    assert_eq!(young.json()["expires_in"], json!(2));
     assert!(
         young.json().get("refresh_token").is_none(),
         "a token in the first half of its life is kept: {}",
@@ -359,7 +360,7 @@ fn a_refresh_token_past_half_its_life_is_renewed_once_and_revoked_with_its_line(
     let third = renewed_from(&second);
     assert_ne!(third, second);
     let other_login = server.login("dev", "dev-secret-0123456789")["refresh_token"].clone();
-    // Access tokens last a second here: log in afresh until one is still valid on arrival.
+    // Access tokens last two seconds here: log in afresh until one is still valid on arrival.
     let mut revoked = Value::Null;
     assert!(crate::harness::eventually(|| {
         let access = server.login("boss", "boss-secret-0123456789")["access_token"].clone();

@@ -110,7 +110,13 @@ fn a_requeued_job_no_longer_names_the_agent_that_gave_it_back() {
     let server = Server::start();
     let id = server.submit(&json!({"job_queue": "q"}));
     server.claim("first-agent", "q");
-    let page = || server.get(&format!("/jobs/{id}")).text();
+    let page = || {
+        let response = server.get(&format!("/jobs/{id}"));
+        assert_eq!(response.status, 200, "{}", response.text());
+        let page = response.text();
+        assert!(page.contains(&id), "{page}");
+        page
+    };
     assert!(page().contains("first-agent"));
     server.agent().post_json(
         &format!("/v1/result/{id}"),

@@ -124,12 +124,13 @@ static RESERVE_DATA: Schema = schema(&[
     opt("timeout", Kind::Duration),
 ]);
 
+/// In the order the reference's job page shows a definition in (see `job_fields`).
 static JOB: Schema = schema(&[
-    req("job_queue", Kind::Name(NameKind::Queue)),
     opt("job_id", Kind::Str),
     opt("parent_job_id", LABEL),
     opt("name", LABEL),
     opt("tags", Kind::List(&Kind::Name(NameKind::Tag), None, None)),
+    req("job_queue", Kind::Name(NameKind::Queue)),
     opt("global_timeout", Kind::Int),
     opt("output_timeout", Kind::Int),
     opt("allocation_timeout", Kind::Int),
@@ -146,6 +147,12 @@ static JOB: Schema = schema(&[
     ),
     opt("debug", Kind::Bool),
 ]);
+
+/// The fields of a job definition, in the schema's order (the web page shows a job's
+/// definition in it).
+pub fn job_fields() -> impl Iterator<Item = &'static str> {
+    JOB.fields.iter().map(|field| field.name)
+}
 
 static EVENT: Schema = schema(&[
     req("event_name", Kind::Str),

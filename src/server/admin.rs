@@ -3,7 +3,7 @@
 //! but cannot create the first admin.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -186,8 +186,8 @@ struct TokenIssuer<'a> {
 impl TokenIssuer<'_> {
     /// Issues a refresh token of the agent `client_id` and writes the token file, when
     /// one was asked for.
-    async fn write(&self, client_id: &str, args: &TokenFileArgs) -> anyhow::Result<()> {
-        let Some(path) = &args.token_file else {
+    async fn write(&self, client_id: &str, token_file: Option<&Path>) -> anyhow::Result<()> {
+        let Some(path) = token_file else {
             return Ok(());
         };
         let refresh_token =
@@ -199,8 +199,8 @@ impl TokenIssuer<'_> {
 }
 
 /// Only `tf agent` reads token files: other clients log in with their secret.
-fn check_token_file_role(role: Role, token: &TokenFileArgs) -> anyhow::Result<()> {
-    if token.token_file.is_some() && role != Role::Agent {
+fn check_token_file_role(role: Role, token_file: Option<&Path>) -> anyhow::Result<()> {
+    if token_file.is_some() && role != Role::Agent {
         bail!(
             "--token-file is for agents (role agent); a {} client logs in with its secret",
             role.as_str()
@@ -236,7 +236,7 @@ async fn execute(tokens: &TokenIssuer<'_>, command: ClientsCommand) -> anyhow::R
             if store.client(&client_id).await?.is_some() {
                 bail!("client {client_id} already exists (use rotate-secret for a new secret)");
             }
-            check_token_file_role(role, &token)?;
+            check_token_file_role(role, token.token_file.as_deref())?;
             let (secret, generated) = secret(secret_file)?;
             let client = Client {
                 client_id: client_id.clone(),
@@ -250,12 +250,16 @@ async fn execute(tokens: &TokenIssuer<'_>, command: ClientsCommand) -> anyhow::R
             store
                 .save_client(client, Some(hash), RefreshTokens::Keep)
                 .await?;
-            if let Err(error) = tokens.write(&client_id, &token).await {
+            if let Err(error) = tokens.write(&client_id, token.token_file.as_deref()).await {
                 // All or nothing: the same command can simply be run again.
                 store.remove_client(&client_id).await?;
                 return Err(error);
             }
-            report(&client_id, &secret, generated, &token);
+            report(
+                &client_id,
+                generated.then_some(secret.as_str()),
+                token.token_file.as_deref(),
+            );
         }
         ClientsCommand::List => {
             for client in store.clients().await? {
@@ -281,12 +285,9 @@ async fn execute(tokens: &TokenIssuer<'_>, command: ClientsCommand) -> anyhow::R
             token_file,
         } => {
             let (_, role) = existing_client(store, &client_id).await?;
-            let token = TokenFileArgs {
-                token_file: Some(token_file),
-            };
-            check_token_file_role(role, &token)?;
-            tokens.write(&client_id, &token).await?;
-            report(&client_id, "", false, &token);
+            check_token_file_role(role, Some(&token_file))?;
+            tokens.write(&client_id, Some(&token_file)).await?;
+            report(&client_id, None, Some(&token_file));
         }
         ClientsCommand::RotateSecret {
             client_id,
@@ -294,28 +295,35 @@ async fn execute(tokens: &TokenIssuer<'_>, command: ClientsCommand) -> anyhow::R
             token,
         } => {
             let (client, role) = existing_client(store, &client_id).await?;
-            check_token_file_role(role, &token)?;
+            check_token_file_role(role, token.token_file.as_deref())?;
             let (secret, generated) = secret(secret_file)?;
             // Whoever held the old secret may hold its refresh tokens too.
             let hash = bcrypt::hash(&secret, BCRYPT_COST)?;
             store
                 .save_client(client, Some(hash), RefreshTokens::Revoke)
                 .await?;
-            tokens.write(&client_id, &token).await?;
-            report(&client_id, &secret, generated, &token);
+            tokens
+                .write(&client_id, token.token_file.as_deref())
+                .await?;
+            report(
+                &client_id,
+                generated.then_some(secret.as_str()),
+                token.token_file.as_deref(),
+            );
         }
     }
     Ok(())
 }
 
-fn report(client_id: &str, secret: &str, generated: bool, token: &TokenFileArgs) {
+/// What was made: the token file written, else a generated secret (shown only now).
+fn report(client_id: &str, generated_secret: Option<&str>, token_file: Option<&Path>) {
     println!("client_id: {client_id}");
-    if let Some(path) = &token.token_file {
+    if let Some(path) = token_file {
         println!(
             "token file: {} (start the agent with --token-file {0})",
             path.display()
         );
-    } else if generated {
+    } else if let Some(secret) = generated_secret {
         println!("secret: {secret}");
         eprintln!("(the secret is shown only now; keep it safe)");
     }

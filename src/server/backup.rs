@@ -10,7 +10,7 @@ use crate::store::backup;
 )]
 pub struct BackupArgs {
     /// The server's data directory
-    #[arg(long, env = "TF_DATA_DIR", default_value = "tf-data")]
+    #[arg(long, env = "TF_DATA_DIR", default_value = super::config::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// Where to write the backup: a new or empty directory
     destination: PathBuf,

@@ -155,15 +155,10 @@ pub struct Config {
 
 impl Config {
     pub fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
-        let file = match &args.config {
-            Some(path) => read_config_file(path)?,
-            None => ConfigFile::default(),
-        };
+        let file = config_file(args.config.as_deref())?;
         let reference_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let data_dir: PathBuf = args
-            .data_dir
-            .or(file.data_dir)
-            .unwrap_or_else(|| "tf-data".into());
+        let data_dir = data_dir(args.data_dir, &file);
+        let refresh_token_lifetime = refresh_token_lifetime(args.refresh_token_lifetime, &file)?;
         let reference_leeway = match reference_env("JWT_LEEWAY") {
             Some(text) => Some(
                 text.parse()
@@ -191,11 +186,7 @@ impl Config {
                 args.access_token_lifetime.or(file.access_token_lifetime),
                 ACCESS_TOKEN_LIFETIME,
             )?,
-            refresh_token_lifetime: token_lifetime(
-                "refresh_token_lifetime",
-                args.refresh_token_lifetime.or(file.refresh_token_lifetime),
-                REFRESH_TOKEN_LIFETIME,
-            )?,
+            refresh_token_lifetime,
             secrets_key_file: args
                 .secrets_key_file
                 .or(file.secrets_key_file)
@@ -273,23 +264,37 @@ impl Config {
 /// else the default.
 pub fn host_settings(
     config: Option<&Path>,
-    data_dir: Option<PathBuf>,
-    refresh_token_lifetime: Option<Duration>,
+    data_dir_flag: Option<PathBuf>,
+    refresh_token_lifetime_flag: Option<Duration>,
 ) -> anyhow::Result<(PathBuf, Duration)> {
-    let file = match config {
-        Some(path) => read_config_file(path)?,
-        None => ConfigFile::default(),
-    };
+    let file = config_file(config)?;
     Ok((
-        data_dir
-            .or(file.data_dir)
-            .unwrap_or_else(|| "tf-data".into()),
-        token_lifetime(
-            "refresh_token_lifetime",
-            refresh_token_lifetime.or(file.refresh_token_lifetime),
-            REFRESH_TOKEN_LIFETIME,
-        )?,
+        data_dir(data_dir_flag, &file),
+        refresh_token_lifetime(refresh_token_lifetime_flag, &file)?,
     ))
+}
+
+/// The data dir when neither the command line, the environment nor a config file names one.
+pub const DEFAULT_DATA_DIR: &str = "tf-data";
+
+fn config_file(path: Option<&Path>) -> anyhow::Result<ConfigFile> {
+    match path {
+        Some(path) => read_config_file(path),
+        None => Ok(ConfigFile::default()),
+    }
+}
+
+fn data_dir(flag: Option<PathBuf>, file: &ConfigFile) -> PathBuf {
+    flag.or_else(|| file.data_dir.clone())
+        .unwrap_or_else(|| DEFAULT_DATA_DIR.into())
+}
+
+fn refresh_token_lifetime(flag: Option<Duration>, file: &ConfigFile) -> anyhow::Result<Duration> {
+    token_lifetime(
+        "refresh_token_lifetime",
+        flag.or(file.refresh_token_lifetime),
+        REFRESH_TOKEN_LIFETIME,
+    )
 }
 
 /// The longest token lifetime, 10 years as humantime counts them: far past any use, and

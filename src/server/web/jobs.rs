@@ -291,28 +291,9 @@ fn fact_label(key: &str) -> String {
     }
 }
 
-/// The order the job schema lists a submission's fields in (the reference's job page
-/// shows them so); other fields follow in name order.
-const SUBMISSION_ORDER: [&str; 15] = [
-    "name",
-    "tags",
-    "job_queue",
-    "global_timeout",
-    "output_timeout",
-    "allocation_timeout",
-    "provision_data",
-    "firmware_update_data",
-    "test_data",
-    "allocate_data",
-    "reserve_data",
-    "job_status_webhook",
-    "job_priority",
-    "exclude_agents",
-    "debug",
-];
-
-/// The stored definition as the submitter wrote it, as YAML: in the schema's order, and
-/// without the empty `exclude_agents` the server adds to every job.
+/// The stored definition as the submitter wrote it, as YAML: in the schema's order (fields
+/// it does not know follow by name), and without the empty `exclude_agents` the server
+/// adds to every job.
 fn as_submitted(mut definition: Map<String, Value>) -> String {
     if definition
         .get("exclude_agents")
@@ -322,7 +303,7 @@ fn as_submitted(mut definition: Map<String, Value>) -> String {
         definition.remove("exclude_agents");
     }
     let mut ordered = serde_yaml::Mapping::new();
-    for key in SUBMISSION_ORDER {
+    for key in crate::job::validate::job_fields() {
         if let Some(value) = definition.remove(key) {
             ordered.insert(key.into(), serde_yaml::to_value(value).unwrap_or_default());
         }

@@ -99,12 +99,6 @@ pub enum AttachmentReceipt {
     Refused(AttachmentGate),
 }
 
-/// Why a waiting claim woke up.
-enum Wakeup {
-    JobQueued,
-    AgentStopping,
-}
-
 /// What an agent reports about a job; absent fields are left as they were.
 #[derive(Default)]
 pub struct ResultUpdate {
@@ -247,19 +241,21 @@ impl Store {
             if let Some(job) = self.claim_now(queues, agent).await? {
                 return Ok(Some(job));
             }
-            let woken = async {
-                let Some(stop) = stop else {
-                    select_all(wakeups).await;
-                    return Wakeup::JobQueued;
-                };
-                tokio::select! {
-                    _ = select_all(wakeups) => Wakeup::JobQueued,
-                    _ = stop => Wakeup::AgentStopping,
+            let agent_stopping = async {
+                match stop {
+                    Some(stop) => stop.await,
+                    None => std::future::pending().await,
                 }
             };
-            match self.signals.wait(woken, deadline).await {
-                Some(Wakeup::JobQueued) => continue,
-                Some(Wakeup::AgentStopping) | None => return Ok(None),
+            let job_queued = async {
+                tokio::select! {
+                    _ = select_all(wakeups) => true,
+                    _ = agent_stopping => false,
+                }
+            };
+            match self.signals.wait(job_queued, deadline).await {
+                Some(true) => continue,
+                Some(false) | None => return Ok(None),
             }
         }
     }

@@ -970,23 +970,27 @@ fn the_clients_command_manages_clients_on_the_data_dir() {
     assert!(!tf_clients(data.path(), &["list"]).contains("ops"));
 }
 
+/// `tf clients add NAME --role agent --token-file FILE` on `data_dir`; what it printed.
+fn enrol_agent(data_dir: &std::path::Path, name: &str, token_file: &str) -> String {
+    tf_clients(
+        data_dir,
+        &["add", name, "--role", "agent", "--token-file", token_file],
+    )
+}
+
+/// The refresh token in a token file, as `tf agent --token-file` reads it.
+fn token_in(file: impl AsRef<std::path::Path>) -> Value {
+    let text = std::fs::read_to_string(file).unwrap();
+    serde_json::from_str::<Value>(&text).unwrap()["refresh_token"].clone()
+}
+
 #[test]
 fn the_clients_command_writes_an_agents_token_file() {
     use std::os::unix::fs::PermissionsExt;
     let data = tempfile::tempdir().unwrap();
     let token_file = data.path().join("rack-1.token");
     let token_path = token_file.to_str().unwrap();
-    let added = tf_clients(
-        data.path(),
-        &[
-            "add",
-            "rack-1",
-            "--role",
-            "agent",
-            "--token-file",
-            token_path,
-        ],
-    );
+    let added = enrol_agent(data.path(), "rack-1", token_path);
     assert!(
         !added.contains("secret"),
         "the agent needs no secret: {added}"
@@ -994,12 +998,7 @@ fn the_clients_command_writes_an_agents_token_file() {
     assert!(added.contains(token_path), "{added}");
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    let token = |file: &std::path::Path| -> Value {
-        serde_json::from_str::<Value>(&std::fs::read_to_string(file).unwrap()).unwrap()
-            ["refresh_token"]
-            .clone()
-    };
-    let first = token(&token_file);
+    let first = token_in(&token_file);
 
     let server = Server::start_in(data.path(), &[]);
     assert!(refreshes(&server, &first));
@@ -1007,7 +1006,7 @@ fn the_clients_command_writes_an_agents_token_file() {
         data.path(),
         &["rotate-secret", "rack-1", "--token-file", token_path],
     );
-    let second = token(&token_file);
+    let second = token_in(&token_file);
     assert!(
         !refreshes(&server, &first),
         "a new secret revokes the old token"
@@ -1036,23 +1035,8 @@ fn the_clients_command_writes_an_agents_token_file() {
 fn the_clients_command_gives_an_agent_another_token_without_revoking_the_others() {
     let data = tempfile::tempdir().unwrap();
     let file = |name: &str| data.path().join(name).to_str().unwrap().to_string();
-    let token = |path: &str| -> Value {
-        serde_json::from_str::<Value>(&std::fs::read_to_string(path).unwrap()).unwrap()
-            ["refresh_token"]
-            .clone()
-    };
     let (first_file, second_file) = (file("rack-1.token"), file("rack-1b.token"));
-    tf_clients(
-        data.path(),
-        &[
-            "add",
-            "rack-1",
-            "--role",
-            "agent",
-            "--token-file",
-            &first_file,
-        ],
-    );
+    enrol_agent(data.path(), "rack-1", &first_file);
     let issued = tf_clients(
         data.path(),
         &["token", "rack-1", "--token-file", &second_file],
@@ -1060,10 +1044,10 @@ fn the_clients_command_gives_an_agent_another_token_without_revoking_the_others(
     assert!(issued.contains(&second_file), "{issued}");
     let server = Server::start_in(data.path(), &[]);
     assert!(
-        refreshes(&server, &token(&first_file)),
+        refreshes(&server, &token_in(&first_file)),
         "the first still works"
     );
-    assert!(refreshes(&server, &token(&second_file)));
+    assert!(refreshes(&server, &token_in(&second_file)));
 
     let failure = |args: &[&str]| {
         let mut full = vec!["clients", "--data-dir", data.path().to_str().unwrap()];

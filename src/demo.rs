@@ -13,6 +13,8 @@ use clap::Args;
 use serde_json::Value;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::api::v1;
+
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Also save the job's artifacts tarball to this file
@@ -227,7 +229,11 @@ async fn wait_for_server(url: &str, log: &Path) -> anyhow::Result<()> {
     let api = crate::api::Api::new(url)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if api.get("/v1", Duration::from_secs(1)).await.is_ok() {
+        if api
+            .call(v1::version(), Duration::from_secs(1))
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -243,11 +249,8 @@ async fn wait_for_agent(url: &str, log: &Path) -> anyhow::Result<()> {
     let api = crate::api::Api::new(url)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if let Ok(reply) = api
-            .get("/v1/agents/data/demo-agent", Duration::from_secs(1))
-            .await
-        {
-            let record: Value = reply.json().unwrap_or(Value::Null);
+        let record = api.call(v1::agent("demo-agent"), Duration::from_secs(1));
+        if let Ok(record) = record.await {
             if record.get("state").and_then(Value::as_str) == Some("waiting") {
                 return Ok(());
             }

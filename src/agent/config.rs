@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use serde_json::Value;
 use serde_yaml::Value as Yaml;
 
-use crate::job::PHASES;
+use crate::job::Phase;
 
 #[derive(clap::Args, Debug)]
 pub struct AgentArgs {
@@ -195,7 +195,7 @@ impl Config {
             .collect();
         environment.push(("token_file".into(), token_file));
 
-        let commands = PHASES
+        let commands = Phase::NAMES
             .iter()
             .filter_map(|phase| {
                 let command = text_of(&format!("{phase}_command"))?;

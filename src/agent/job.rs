@@ -1,7 +1,6 @@
-//! Running one job: the run directory, attachments, the six main phases in order and
-//! cleanup at the end, with the reference's skip and failure rules, and every report
-//! (states, statuses, output, events, provision logs, artifacts, the outcome) going
-//! through the job's outbox.
+//! Running one job: the run directory, attachments, the main phases as `plan` decides
+//! them and cleanup at the end, with every report (states, statuses, output, events,
+//! provision logs, artifacts, the outcome) going through the job's outbox.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -9,37 +8,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Map, Value};
-use tokio::sync::mpsc;
+use serde_json::{json, Value};
 
 use super::config::{Config, DEFAULT_GLOBAL_TIMEOUT, DEFAULT_OUTPUT_TIMEOUT};
+use super::events::Events;
 use super::masking::Masker;
 use super::outbox::{self, Outbox};
+use super::plan::{self, Progress, Step, RUNNER_FAILED};
 use super::process::{CancelCheck, OutputSink, PhaseCommand, Stop, StopConditions};
-use super::{artifacts, attachments, requeue_report, Agent};
-use crate::api::Api;
+use super::serial_log::{self, SERIAL_CHUNK};
+use super::{artifacts, attachments, reports, Agent};
+use crate::api::{v1, Api};
 use crate::job::outcome::{AGENT_STOPPED_LINE, KILLED, RECOVERY_FAILED};
-use crate::job::{is_truthy, is_valid_job_id, time, MAIN_PHASES};
+use crate::job::{is_valid_job_id, JobDefinition, JobState, LogType, Phase};
 
-/// Phases that run only when the job has `<phase>_data`.
-const DATA_PHASES: &[&str] = &[
-    "provision",
-    "firmware_update",
-    "test",
-    "allocate",
-    "reserve",
-];
-/// Phases whose data may carry attachments.
-const ATTACHMENT_PHASES: &[&str] = &["provision", "firmware_update", "test"];
-/// The reference's exit code when the agent could not run the phase command at all.
-const RUNNER_FAILED: i32 = 100;
 /// How long the end of a job waits for its reports to reach the server before the run
 /// directory is set aside for later.
 const DELIVERY_WAIT: Duration = Duration::from_secs(30);
-/// The longest cleanup of an agent that was told to stop.
-const STOPPING_CLEANUP_SECONDS: i64 = 60;
-/// The serial log is sent in pieces of this many characters, as the reference does.
-const SERIAL_CHUNK: usize = 1 << 20;
 
 pub async fn run(agent: &Agent, job: Value) {
     let Some(job_id) = job
@@ -64,19 +49,11 @@ pub async fn run(agent: &Agent, job: Value) {
             // job rather than leave it running forever.
             let message = format!("ERROR: the agent cannot start this job: {error:#}\n");
             tracing::error!("{}", message.trim_end());
-            let fragment = json!({
-                "fragment_number": 0, "phase": "setup", "log_data": message,
-                "timestamp": time::render_micros(time::now()),
-            });
+            let fragment = outbox::fragment_body(0, Phase::Setup, &message);
+            let log = v1::post_log(&job_id, LogType::Output, &fragment);
+            agent.quietly(log).await;
             agent
-                .post_quietly(&format!("/v1/result/{job_id}/log/output"), &fragment)
-                .await;
-            // A failure status, so that the job does not read as passed.
-            agent
-                .post_quietly(
-                    &format!("/v1/result/{job_id}"),
-                    &json!({"status": {"setup": RUNNER_FAILED}, "job_state": "complete"}),
-                )
+                .quietly(v1::post_result(&job_id, &reports::could_not_start()))
                 .await;
             return;
         }
@@ -87,27 +64,26 @@ pub async fn run(agent: &Agent, job: Value) {
 struct JobRunner<'a> {
     agent: &'a Agent,
     config: &'a Config,
-    /// The job as it is being run: attachments and secrets are taken out as they are used.
-    job: Value,
+    job: JobDefinition,
     job_id: String,
     run_dir: PathBuf,
     outbox: Outbox,
     events: Events,
-    status: Map<String, Value>,
-    end_reason: String,
-}
-
-/// Whether the agent keeps a job it started, or gives it back to its queue.
-#[derive(PartialEq)]
-enum Keep {
-    Job,
-    /// The agent was told to stop before any of the job's phases ran.
-    GiveBack,
+    progress: Progress,
+    /// The attachments are unpacked: phase data that held only them no longer counts.
+    attachments_unpacked: bool,
 }
 
 impl<'a> JobRunner<'a> {
-    /// Creates the run directory with the reference's files in it.
-    fn start(agent: &'a Agent, job: Value, job_id: &str, run_dir: &Path) -> anyhow::Result<Self> {
+    /// Reads the job and creates the run directory with the reference's files in it.
+    fn start(
+        agent: &'a Agent,
+        received: Value,
+        job_id: &str,
+        run_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let job: JobDefinition = serde_json::from_value(received.clone())
+            .map_err(|e| anyhow::anyhow!("the job's definition cannot be read: {e}"))?;
         let outbox = Outbox::create(
             &outbox::dir_of(&agent.config.execution_basedir, job_id),
             agent.api.clone(),
@@ -117,9 +93,10 @@ impl<'a> JobRunner<'a> {
             std::fs::remove_dir_all(run_dir)?;
         }
         std::fs::create_dir_all(run_dir)?;
-        std::fs::write(run_dir.join("testflinger.json"), job.to_string())?;
+        // The connector reads the job as it was received.
+        std::fs::write(run_dir.join("testflinger.json"), received.to_string())?;
         std::fs::write(run_dir.join("testflinger-outcome.json"), "{}")?;
-        let events = Events::new(agent, &job, job_id);
+        let events = Events::new(&agent.api, &agent.config.agent_id, &job, job_id);
         Ok(JobRunner {
             agent,
             config: &agent.config,
@@ -128,83 +105,81 @@ impl<'a> JobRunner<'a> {
             run_dir: run_dir.to_path_buf(),
             outbox,
             events,
-            status: Map::new(),
-            end_reason: "normal_exit".into(),
+            progress: Progress::default(),
+            attachments_unpacked: false,
         })
     }
 
     async fn run(mut self) {
         let job_page = format!("{}/jobs/{}", self.agent.api.base(), self.job_id);
-        self.event("job_start", &job_page);
-        self.agent
-            .post_quietly(
-                &format!("/v1/agents/data/{}", self.config.agent_id),
-                &json!({"job_id": self.job_id}),
-            )
-            .await;
+        self.events.emit("job_start", &job_page);
+        self.agent.report(&json!({"job_id": self.job_id})).await;
         match self.unpack_attachments().await {
             Ok(()) => {
                 // The connector appends its errors here; it starts empty for every job.
                 let _ = File::create(self.run_dir.join("device-connector-error.json"));
-                if self.run_main_phases().await == Keep::GiveBack {
+                if !self.run_main_phases().await {
                     return self.give_back().await;
                 }
             }
             Err(error) => {
                 let message = format!("ERROR: cannot unpack the job's attachments: {error:#}\n");
                 tracing::error!("{}", message.trim_end());
-                self.outbox
-                    .fragment(&self.job_id, "output", "setup", &message);
-                self.record_status("setup", RUNNER_FAILED);
-                self.end_reason = "setup_fail".into();
+                self.output(Phase::Setup, &message);
+                self.record_status(Phase::Setup, RUNNER_FAILED);
+                self.progress.end("setup_fail");
             }
         }
-        self.event("cleanup_start", "");
-        let exit_code = self.run_phase("cleanup").await;
+        self.events.emit("cleanup_start", "");
+        let exit_code = self.run_phase(Phase::Cleanup).await;
         let event = if exit_code == 0 {
             "cleanup_success"
         } else {
             "cleanup_fail"
         };
-        self.event(event, "");
-        let end_reason = self.end_reason.clone();
-        self.event("job_end", &end_reason);
+        self.events.emit(event, "");
+        let end_reason = self.progress.end_reason().to_string();
+        self.events.emit("job_end", &end_reason);
         self.finish().await;
     }
 
-    async fn run_main_phases(&mut self) -> Keep {
-        for (index, phase) in MAIN_PHASES.iter().enumerate() {
-            if self.agent.stopping.is_cancelled() {
-                if self.status.is_empty() {
-                    return Keep::GiveBack;
+    /// Runs the main phases as `plan` decides; `false` when the job goes back to its
+    /// queue instead.
+    async fn run_main_phases(&mut self) -> bool {
+        loop {
+            let stopping = self.agent.stopping.is_cancelled();
+            let phase = match self.progress.next_step(stopping, |p| self.due(p).is_ok()) {
+                Step::Run(phase) => phase,
+                Step::GiveBack => return false,
+                Step::NotRun(phase) => {
+                    self.note_not_run(phase);
+                    return true;
                 }
-                self.note_not_run(&MAIN_PHASES[index..]);
-                return Keep::Job;
-            }
+                Step::Cleanup => return true,
+            };
             if self.state_checker().is_cancelled().await {
                 tracing::info!("Job cancellation was requested, exiting.");
-                self.event("cancelled", "");
-                return Keep::Job;
+                self.events.emit("cancelled", "");
+                return true;
             }
             let view = self.agent.server_view().await;
             if let Some(hold) = self.agent.note_server_view(&view) {
                 self.agent.requests().admin_hold = Some(hold);
             }
-            self.post_result(json!({"job_state": phase}));
+            self.post_result(reports::state(JobState::Phase(phase)));
             let comment = self.agent.requests().comment();
-            self.agent.set_state(phase, &comment).await;
-            self.event(&format!("{phase}_start"), "");
+            self.agent.set_state(phase.as_str(), &comment).await;
+            self.events.emit(&format!("{phase}_start"), "");
 
             let started = Instant::now();
             let exit_code = self.run_phase(phase).await;
-            self.agent
-                .metrics
-                .phase_took(phase, started.elapsed().as_secs_f64());
+            let metrics = &self.agent.metrics;
+            metrics.phase_took(phase.as_str(), started.elapsed().as_secs_f64());
 
             let event = if exit_code == 0 {
                 format!("{phase}_success")
             } else {
-                self.agent.metrics.phase_failed(phase);
+                metrics.phase_failed(phase.as_str());
                 if exit_code == RECOVERY_FAILED {
                     self.recovery_failed().await;
                     "recovery_fail".to_string()
@@ -217,90 +192,57 @@ impl<'a> JobRunner<'a> {
             } else {
                 self.connector_error(phase)
             };
-            self.event(&event, &detail);
-            if *phase == "provision" {
+            self.events.emit(&event, &detail);
+            if phase == Phase::Provision {
                 self.outbox.post(
-                    format!("/v1/agents/provision_logs/{}", self.config.agent_id),
-                    json!({"job_id": self.job_id, "exit_code": exit_code, "detail": event}),
+                    v1::provision_log_path(&self.config.agent_id),
+                    reports::provision_log(&self.job_id, exit_code, &event),
                 );
             }
-            // A failed test still lets allocate and reserve run; any other failure ends it.
-            if exit_code != 0 && *phase != "test" {
-                self.end_reason = event;
-                return Keep::Job;
-            }
+            self.progress.record(phase, exit_code, &event);
         }
-        Keep::Job
     }
 
-    /// The agent was told to stop between phases: the first of the `remaining` phases
-    /// that was due is recorded as killed, with the line that makes the outcome the lab's
-    /// failure, so that a job cut short does not read as passed.
-    fn note_not_run(&mut self, remaining: &[&str]) {
-        let Some(phase) = remaining.iter().find(|p| self.due_command(p).is_ok()) else {
-            return;
-        };
+    /// The agent was told to stop between phases: `phase`, the first that was due, is
+    /// recorded as killed, with the line that makes the outcome the lab's failure, so
+    /// that a job cut short does not read as passed.
+    fn note_not_run(&mut self, phase: Phase) {
         tracing::info!("The agent is stopping: the {phase} phase does not run");
         let note = format!("\n{AGENT_STOPPED_LINE}: it was told to stop before the phase began.\n");
-        self.outbox.fragment(&self.job_id, "output", phase, &note);
+        self.output(phase, &note);
         self.record_status(phase, KILLED);
-        self.end_reason = format!("{phase}_fail");
+        self.progress.end(&format!("{phase}_fail"));
     }
 
     /// Puts the job back in its queue, after what was already queued for it (so that its
     /// state is not set again afterwards), and lets its directories go.
     async fn give_back(self) {
         tracing::info!("Stopping: giving job {} back to its queue", self.job_id);
-        self.post_result(requeue_report());
+        self.post_result(reports::requeue());
         self.outbox.mark_done();
         let cleanup = remove_when_delivered(&self.run_dir, self.outbox.dir());
         self.outbox.close(DELIVERY_WAIT, cleanup).await;
     }
 
-    /// The command `phase` runs for this job, or why the phase is skipped: no command is
-    /// configured, or the job does not ask for the phase.
-    fn due_command(&self, phase: &str) -> Result<String, String> {
-        let Some(command) = self.config.command(phase) else {
-            return Err(format!("No {phase}_command configured, skipping..."));
-        };
-        if DATA_PHASES.contains(&phase) {
-            let data_key = format!("{phase}_data");
-            let data = self.job.get(&data_key);
-            if data.is_none_or(|d| !is_truthy(d)) {
-                return Err(format!("No {data_key} defined in job data, skipping..."));
-            }
-            if data.and_then(|d| d.get("skip")).is_some_and(is_truthy) {
-                return Err(format!("Skipping {phase} phase as requested in job data"));
-            }
-        }
-        Ok(command.to_string())
+    /// The command `phase` runs for this job, or why the phase is skipped.
+    fn due(&self, phase: Phase) -> Result<String, String> {
+        let configured = self.config.command(phase.as_str());
+        plan::due_command(&self.job, phase, configured, self.attachments_unpacked)
+            .map(str::to_string)
     }
 
     /// Runs one phase's command if it is configured and the job asks for the phase;
     /// returns its exit code (0 when skipped).
-    async fn run_phase(&mut self, phase: &str) -> i32 {
-        let command = match self.due_command(phase) {
+    async fn run_phase(&mut self, phase: Phase) -> i32 {
+        let command = match self.due(phase) {
             Ok(command) => command,
             Err(skipped) => {
                 tracing::info!("{skipped}");
                 return 0;
             }
         };
-        let data_key = format!("{phase}_data");
         // Secrets reach this phase's environment, and are hidden in what it prints.
-        let secrets: Vec<(String, String)> = self
-            .job
-            .get_mut(&data_key)
-            .and_then(|data| data.as_object_mut())
-            .and_then(|data| data.remove("secrets"))
-            .and_then(|secrets| secrets.as_object().cloned())
-            .map(|secrets| {
-                secrets
-                    .into_iter()
-                    .filter_map(|(name, value)| Some((name, value.as_str()?.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let secrets = self.job.secrets(phase);
         let masker = Masker::new(secrets.iter().map(|(_, value)| value.as_str()));
         let mut environment = self.config.environment.clone();
         environment.extend(secrets);
@@ -323,37 +265,33 @@ impl<'a> JobRunner<'a> {
         }
 
         let global_timeout = Config::effective_timeout(
-            self.job.get("global_timeout").and_then(Value::as_i64),
+            self.job.global_timeout,
             self.config.global_timeout,
             DEFAULT_GLOBAL_TIMEOUT,
         );
-        // A stopping agent's cleanup gets at most a minute (supervisors kill soon after).
-        let global_timeout = if self.agent.stopping.is_cancelled() {
-            global_timeout.min(STOPPING_CLEANUP_SECONDS)
-        } else {
-            global_timeout
-        };
         let output_timeout = Config::effective_timeout(
-            self.job.get("output_timeout").and_then(Value::as_i64),
+            self.job.output_timeout,
             self.config.output_timeout,
             DEFAULT_OUTPUT_TIMEOUT,
         );
+        let stopping = self.agent.stopping.is_cancelled();
+        let limits = plan::limits(phase, global_timeout, output_timeout, stopping);
         let checker = self.state_checker();
         let conditions = StopConditions {
-            global_timeout: (phase != "reserve").then_some(global_timeout.max(0) as u64),
-            output_timeout: (phase == "test").then_some(output_timeout.max(0) as u64),
-            cancellation: (phase != "provision").then_some(&checker),
+            global_timeout: limits.global_timeout,
+            output_timeout: limits.output_timeout,
+            cancellation: limits.cancellable.then_some(&checker),
             cancel_every: checker.interval(),
             // Cleanup still runs when the agent is told to stop (the device must not be
             // left dirty); only a second signal cuts it short.
-            agent_stopping: if phase == "cleanup" {
+            agent_stopping: if phase == Phase::Cleanup {
                 &self.agent.stopping_now
             } else {
                 &self.agent.stopping
             },
         };
         let command = PhaseCommand {
-            phase,
+            phase: phase.as_str(),
             command: &command,
             run_dir: &self.run_dir,
             environment: &environment,
@@ -364,7 +302,7 @@ impl<'a> JobRunner<'a> {
                 if let Some(stop) = &finished.stop {
                     self.events.emit(stop.event(), &stop.message());
                     if *stop == Stop::AgentStopping {
-                        self.end_reason = format!("{phase}_fail");
+                        self.progress.end(&format!("{phase}_fail"));
                     }
                 }
                 finished.exit_code
@@ -380,7 +318,7 @@ impl<'a> JobRunner<'a> {
         drop(output);
         self.send_serial_log(phase);
         self.record_status(phase, exit_code);
-        if phase == "allocate" {
+        if phase == Phase::Allocate {
             self.allocate().await;
         }
         exit_code
@@ -388,9 +326,9 @@ impl<'a> JobRunner<'a> {
 
     /// Notes `phase`'s exit code in `testflinger-outcome.json` and tells the server (the
     /// whole status map: the server replaces it).
-    fn record_status(&mut self, phase: &str, exit_code: i32) {
-        self.status.insert(phase.into(), json!(exit_code));
-        let outcome = json!({"status": self.status});
+    fn record_status(&mut self, phase: Phase, exit_code: i32) {
+        self.progress.record_status(phase, exit_code);
+        let outcome = reports::statuses(self.progress.statuses());
         if let Err(error) = std::fs::write(
             self.run_dir.join("testflinger-outcome.json"),
             outcome.to_string(),
@@ -407,13 +345,12 @@ impl<'a> JobRunner<'a> {
             Some(device_info) => self.post_result(device_info),
             None => tracing::error!("allocate: the connector wrote no device-info.json"),
         }
-        self.post_result(json!({"job_state": "allocated"}));
+        self.post_result(reports::state(JobState::Allocated));
         let parent = self
             .job
-            .get("parent_job_id")
-            .and_then(Value::as_str)
-            .filter(|id| is_valid_job_id(id))
-            .map(str::to_string);
+            .parent_job_id
+            .clone()
+            .filter(|id| is_valid_job_id(id));
         let checker = self.state_checker();
         loop {
             if checker.is_over(&self.job_id).await {
@@ -432,11 +369,11 @@ impl<'a> JobRunner<'a> {
     }
 
     async fn unpack_attachments(&mut self) -> anyhow::Result<()> {
-        if self.job.get("attachments_status").and_then(Value::as_str) != Some("complete") {
+        if !self.job.has_attachments() {
             return Ok(());
         }
         let archive = self.outbox.dir().join("attachments.tar.gz");
-        let path = format!("/v1/job/{}/attachments", self.job_id);
+        let path = v1::attachments_path(&self.job_id);
         if !self
             .agent
             .api
@@ -452,58 +389,21 @@ impl<'a> JobRunner<'a> {
         // Refused or not, the archive is no longer needed.
         let _ = std::fs::remove_file(&archive);
         unpacked?;
-        // As the reference: the phase data loses its `attachments`, and data that held
-        // nothing else goes, so that phase is skipped.
-        for phase in ATTACHMENT_PHASES {
-            let key = format!("{phase}_data");
-            if let Some(data) = self.job.get_mut(&key).and_then(Value::as_object_mut) {
-                data.remove("attachments");
-                if data.is_empty() {
-                    self.job.as_object_mut().map(|job| job.remove(&key));
-                }
-            }
-        }
+        self.attachments_unpacked = true;
         Ok(())
     }
 
     /// Uploads `<phase>-serial.log` (written by the device connector) as serial fragments,
     /// read a piece at a time (serial logs can be large).
-    fn send_serial_log(&self, phase: &str) {
-        use std::io::Read;
+    fn send_serial_log(&self, phase: Phase) {
         let path = self.run_dir.join(format!("{phase}-serial.log"));
-        let Ok(mut file) = File::open(&path) else {
+        let Ok(file) = File::open(&path) else {
             return;
         };
-        let mut pending: Vec<u8> = Vec::new();
-        let mut buffer = vec![0u8; SERIAL_CHUNK];
-        loop {
-            let read = match file.read(&mut buffer) {
-                Ok(n) => n,
-                Err(error) => {
-                    tracing::warn!("cannot read {}: {error}", path.display());
-                    0
-                }
-            };
-            pending.extend_from_slice(&buffer[..read]);
-            // Cut at a character boundary; an incomplete character waits for the next read.
-            let cut = if read == 0 {
-                pending.len()
-            } else {
-                match std::str::from_utf8(&pending) {
-                    Err(error) if error.error_len().is_none() => error.valid_up_to(),
-                    _ => pending.len(),
-                }
-            };
-            let rest = pending.split_off(cut);
-            if !pending.is_empty() {
-                let text = String::from_utf8_lossy(&pending);
-                self.outbox.fragment(&self.job_id, "serial", phase, &text);
-            }
-            pending = rest;
-            if read == 0 {
-                return;
-            }
-        }
+        serial_log::send_in_pieces(file, SERIAL_CHUNK, |text| {
+            self.outbox
+                .fragment(&self.job_id, LogType::Serial, phase, text)
+        });
     }
 
     /// Ends the job on the server: artifacts, then the outcome. The run directory goes
@@ -521,12 +421,12 @@ impl<'a> JobRunner<'a> {
     }
 
     fn post_result(&self, body: Value) {
-        self.outbox
-            .post(format!("/v1/result/{}", self.job_id), body);
+        self.outbox.post(v1::result_path(&self.job_id), body);
     }
 
-    fn event(&mut self, name: &str, detail: &str) {
-        self.events.emit(name, detail);
+    fn output(&self, phase: Phase, text: &str) {
+        self.outbox
+            .fragment(&self.job_id, LogType::Output, phase, text);
     }
 
     /// `device-info.json`, as the connector wrote it.
@@ -536,7 +436,7 @@ impl<'a> JobRunner<'a> {
     }
 
     /// The connector's description of why `phase` failed, if it left one.
-    fn connector_error(&self, phase: &str) -> String {
+    fn connector_error(&self, phase: Phase) -> String {
         let path = self.run_dir.join("device-connector-error.json");
         let Ok(text) = std::fs::read_to_string(path) else {
             return String::new();
@@ -610,17 +510,12 @@ pub fn read_outcome_file(run_dir: &Path) -> Value {
 pub fn queue_final_reports(run_dir: &Path, job_id: &str, outbox: &Outbox) {
     let archive = outbox.dir().join("artifacts.tar.gz");
     match artifacts::pack(run_dir, &archive) {
-        Ok(true) => outbox.upload(format!("/v1/result/{job_id}/artifact"), "artifacts.tar.gz"),
+        Ok(true) => outbox.upload(v1::artifact_path(job_id), "artifacts.tar.gz"),
         Ok(false) => {}
         Err(error) => tracing::error!("Unable to save artifacts: {error:#}"),
     }
-    let mut outcome = read_outcome_file(run_dir);
-    if let Some(outcome) = outcome.as_object_mut() {
-        outcome.remove("output");
-        outcome.remove("serial");
-        outcome.insert("job_state".into(), json!("complete"));
-    }
-    outbox.post(format!("/v1/result/{job_id}"), outcome);
+    let completion = reports::completion(read_outcome_file(run_dir));
+    outbox.post(v1::result_path(job_id), completion);
     outbox.mark_done();
 }
 
@@ -637,32 +532,24 @@ impl StateChecker {
         Duration::from_secs(if self.cheap { 1 } else { 10 })
     }
 
-    async fn state_of(&self, job_id: &str) -> Option<String> {
-        let query = if self.cheap { "?logs=false" } else { "" };
-        let reply = self
-            .api
-            .get(
-                &format!("/v1/result/{job_id}{query}"),
-                Duration::from_secs(10),
-            )
-            .await
-            .ok()?;
-        let result: Value = reply.json().ok()?;
-        result.get("job_state")?.as_str().map(str::to_string)
+    async fn state_of(&self, job_id: &str) -> Option<JobState> {
+        let with_logs = !self.cheap;
+        let result = v1::result(job_id, with_logs);
+        let result = self.api.call(result, Duration::from_secs(10)).await.ok()?;
+        JobState::parse(result.get("job_state")?.as_str()?)
     }
 
     /// Whether the job ended (completed or cancelled).
     async fn is_over(&self, job_id: &str) -> bool {
-        matches!(
-            self.state_of(job_id).await.as_deref(),
-            Some("complete" | "completed" | "cancelled")
-        )
+        self.state_of(job_id)
+            .await
+            .is_some_and(JobState::is_finished)
     }
 }
 
 impl CancelCheck for StateChecker {
     async fn is_cancelled(&self) -> bool {
-        self.state_of(&self.job_id).await.as_deref() == Some("cancelled")
+        self.state_of(&self.job_id).await == Some(JobState::Cancelled)
     }
 }
 
@@ -671,7 +558,7 @@ struct PhaseOutput<'o> {
     log: File,
     outbox: &'o Outbox,
     job_id: &'o str,
-    phase: &'o str,
+    phase: Phase,
     masker: Option<Masker>,
 }
 
@@ -680,7 +567,7 @@ impl<'o> PhaseOutput<'o> {
         path: &Path,
         outbox: &'o Outbox,
         job_id: &'o str,
-        phase: &'o str,
+        phase: Phase,
         masker: Option<Masker>,
     ) -> std::io::Result<PhaseOutput<'o>> {
         let log = OpenOptions::new().create(true).append(true).open(path)?;
@@ -710,58 +597,6 @@ impl OutputSink for PhaseOutput<'_> {
             tracing::warn!("cannot write to the {} log: {error}", self.phase);
         }
         self.outbox
-            .fragment(self.job_id, "output", self.phase, &text);
-    }
-}
-
-/// Job status events, sent only when the job names a webhook. Each post carries the
-/// whole list so far, as the reference's does. Posts are best effort and not spooled (a
-/// later post repeats every earlier event), sent in order by a task of their own so a
-/// slow webhook never holds the job up.
-struct Events {
-    sender: Option<mpsc::UnboundedSender<Value>>,
-    envelope: Value,
-    events: Vec<Value>,
-}
-
-impl Events {
-    fn new(agent: &Agent, job: &Value, job_id: &str) -> Events {
-        let webhook = job.get("job_status_webhook").and_then(Value::as_str);
-        let sender = webhook.map(|_| {
-            let (sender, mut bodies) = mpsc::unbounded_channel::<Value>();
-            let api = agent.api.clone();
-            let path = format!("/v1/job/{job_id}/events");
-            tokio::spawn(async move {
-                while let Some(body) = bodies.recv().await {
-                    if let Err(error) = api.post_json(&path, &body, Duration::from_secs(30)).await {
-                        tracing::warn!("cannot send the job event: {error}");
-                    }
-                }
-            });
-            sender
-        });
-        Events {
-            sender,
-            envelope: json!({
-                "agent_id": agent.config.agent_id,
-                "job_queue": job.get("job_queue").cloned().unwrap_or(Value::Null),
-                "job_status_webhook": webhook,
-            }),
-            events: Vec::new(),
-        }
-    }
-
-    fn emit(&mut self, name: &str, detail: &str) {
-        let Some(sender) = &self.sender else {
-            return;
-        };
-        self.events.push(json!({
-            "event_name": name,
-            "timestamp": time::render_micros(time::now()),
-            "detail": detail,
-        }));
-        let mut body = self.envelope.clone();
-        body["events"] = Value::Array(self.events.clone());
-        let _ = sender.send(body);
+            .fragment(self.job_id, LogType::Output, self.phase, &text);
     }
 }

@@ -6,14 +6,18 @@
 mod artifacts;
 pub(crate) mod attachments;
 pub mod config;
+mod events;
 mod job;
 mod logging;
 mod masking;
 mod metrics;
 mod outbox;
 mod phase_groups;
+mod plan;
 mod process;
 mod recovery;
+mod reports;
+mod serial_log;
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -25,7 +29,7 @@ use serde_json::{json, Value};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{read_refresh_token, Api, ApiError, EXTENSIONS_HEADER};
+use crate::api::{read_refresh_token, v1, Api, ApiError, Call, EXTENSIONS_HEADER};
 use config::{AgentArgs, Config};
 use metrics::Metrics;
 
@@ -195,7 +199,7 @@ impl Agent {
                 continue;
             }
             if let Some(queues) = &self.config.advertised_queues {
-                self.post_quietly("/v1/agents/queues", queues).await;
+                self.quietly(v1::advertise_queues(queues)).await;
             }
             recovery::retry_unsent_results(&self).await;
             if self.carry_out_requests().await? {
@@ -213,11 +217,7 @@ impl Agent {
                     return Ok(());
                 }
                 self.wait_for_server().await;
-                self.post_quietly(
-                    &format!("/v1/agents/data/{}", self.config.agent_id),
-                    &json!({"job_id": ""}),
-                )
-                .await;
+                self.report(&json!({"job_id": ""})).await;
                 let view = self.server_view().await;
                 if let Some(hold) = self.note_server_view(&view) {
                     self.requests().admin_hold = Some(hold);
@@ -356,21 +356,24 @@ impl Agent {
     }
 
     async fn set_state(&self, state: &str, comment: &str) {
-        self.post_quietly(
-            &format!("/v1/agents/data/{}", self.config.agent_id),
-            &json!({"state": state, "comment": comment}),
-        )
-        .await;
+        self.report(&json!({"state": state, "comment": comment}))
+            .await;
+    }
+
+    /// Updates the agent's record on the server.
+    async fn report(&self, report: &Value) {
+        self.quietly(v1::report_agent(&self.config.agent_id, report))
+            .await;
     }
 
     /// Advertised queues and images, and the agent's description.
     async fn advertise(&self) {
         let config = &self.config;
         if let Some(queues) = &config.advertised_queues {
-            self.post_quietly("/v1/agents/queues", queues).await;
+            self.quietly(v1::advertise_queues(queues)).await;
         }
         if let Some(images) = &config.advertised_images {
-            self.post_quietly("/v1/agents/images", images).await;
+            self.quietly(v1::advertise_images(images)).await;
         }
         let mut data = json!({
             "location": config.location,
@@ -380,13 +383,12 @@ impl Agent {
         if let Some(identifier) = &config.identifier {
             data["identifier"] = json!(identifier);
         }
-        self.post_quietly(&format!("/v1/agents/data/{}", config.agent_id), &data)
-            .await;
+        self.report(&data).await;
     }
 
-    /// A POST whose failure is only worth a log line.
-    async fn post_quietly(&self, path: &str, body: &Value) {
-        if let Err(error) = self.api.post_json(path, body, SHORT_TIMEOUT).await {
+    /// A report whose failure is only worth a log line.
+    async fn quietly(&self, call: Call<()>) {
+        if let Err(error) = self.api.call(call, SHORT_TIMEOUT).await {
             tracing::warn!("{error}");
         }
     }
@@ -396,16 +398,7 @@ impl Agent {
     async fn wait_for_server(&self) {
         let mut retry = FIRST_RETRY;
         loop {
-            match self
-                .api
-                .send(
-                    hyper::Method::GET,
-                    "/v1",
-                    crate::api::RequestBody::Empty,
-                    Duration::from_secs(10),
-                )
-                .await
-            {
+            match self.api.send(v1::version(), Duration::from_secs(10)).await {
                 Ok(reply) if !reply.status.is_server_error() => {
                     let extensions = reply
                         .headers
@@ -469,9 +462,9 @@ impl Agent {
     }
 
     async fn server_view(&self) -> ServerView {
-        let path = format!("/v1/agents/data/{}", self.config.agent_id);
-        let data: Value = match self.api.get(&path, SHORT_TIMEOUT).await {
-            Ok(reply) => reply.json().unwrap_or(Value::Null),
+        let record = v1::agent(&self.config.agent_id);
+        let data: Value = match self.api.call(record, SHORT_TIMEOUT).await {
+            Ok(data) => data,
             Err(error) => {
                 if error.status() != Some(hyper::StatusCode::NOT_FOUND) {
                     tracing::warn!("Failed to retrieve agent data: {error}");
@@ -525,27 +518,20 @@ impl Agent {
         } else {
             &view.restricted_queues
         };
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        for queue in queues {
-            query.append_pair("queue", queue);
-        }
         let long_poll = self.is_extended();
-        let mut timeout = SHORT_TIMEOUT;
-        if long_poll {
-            let wait = self
-                .config
+        let wait = long_poll.then(|| {
+            self.config
                 .polling_interval
-                .clamp(1, MAX_CLAIM_WAIT_SECONDS);
-            query.append_pair("wait", &wait.to_string());
-            timeout += Duration::from_secs(wait);
-        }
-        let path = format!("/v1/job?{}", query.finish());
-        let reply = self.claim_answer(self.api.get(&path, timeout)).await;
-        match reply {
-            Ok(reply) => {
-                let job: Value = reply.json().unwrap_or(Value::Null);
-                let is_job = job.as_object().is_some_and(|o| !o.is_empty());
-                let mut job = is_job.then_some(job);
+                .clamp(1, MAX_CLAIM_WAIT_SECONDS)
+        });
+        let timeout = SHORT_TIMEOUT + Duration::from_secs(wait.unwrap_or(0));
+        let claim = self.api.call(v1::claim(queues, wait), timeout);
+        match self.claim_answer(claim).await {
+            Ok(job) => {
+                let is_job = job
+                    .as_ref()
+                    .is_some_and(|job| job.as_object().is_some_and(|o| !o.is_empty()));
+                let mut job = job.filter(|_| is_job);
                 if self.stopping.is_cancelled() {
                     if let Some(job) = job.take() {
                         self.give_back(&job).await;
@@ -577,12 +563,11 @@ impl Agent {
             answer = &mut claim => return answer,
             _ = self.stopping.cancelled(), if self.offers("stop-waiting") => {}
         }
-        let path = format!("/v1/agents/stop_waiting/{}", self.config.agent_id);
         loop {
             tokio::select! {
                 answer = &mut claim => return answer,
                 _ = async {
-                    self.post_quietly(&path, &json!({})).await;
+                    self.quietly(v1::stop_waiting(&self.config.agent_id)).await;
                     tokio::time::sleep(STOP_WAITING_AGAIN).await;
                 } => {}
             }
@@ -596,7 +581,7 @@ impl Agent {
             return;
         };
         tracing::info!("Stopping: giving job {job_id} back to its queue");
-        self.post_quietly(&format!("/v1/result/{job_id}"), &requeue_report())
+        self.quietly(v1::post_result(job_id, &reports::requeue()))
             .await;
     }
 
@@ -608,12 +593,6 @@ impl Agent {
             _ = self.stopping.cancelled() => {}
         }
     }
-}
-
-/// The result report that puts a job back in its queue: the server requeues a job
-/// reported `waiting`.
-fn requeue_report() -> Value {
-    json!({"job_state": "waiting"})
 }
 
 #[derive(Default)]

@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::api::{Api, ApiError, Upload};
-use crate::job::time;
+use crate::api::{v1, Api, ApiError, Upload};
+use crate::job::{time, LogType, Phase};
 
 /// The directory under `execution_basedir` that holds the agent's own per-job files.
 pub const AGENT_DIR: &str = ".tf-agent";
@@ -194,25 +194,16 @@ impl Outbox {
     }
 
     /// Queues a log fragment of `log_type` with the next job-wide fragment number.
-    pub fn fragment(&self, job_id: &str, log_type: &str, phase: &str, text: &str) {
+    pub fn fragment(&self, job_id: &str, log_type: LogType, phase: Phase, text: &str) {
         let mut appender = self.lock();
-        let number = *appender
-            .fragment_numbers
-            .entry(log_type.into())
-            .or_insert(0);
+        let name = log_type.as_str();
+        let number = *appender.fragment_numbers.entry(name.into()).or_insert(0);
         let entry = Entry::Post {
-            path: format!("/v1/result/{job_id}/log/{log_type}"),
-            body: json!({
-                "fragment_number": number,
-                "timestamp": time::render_micros(time::now()),
-                "phase": phase,
-                "log_data": text,
-            }),
+            path: v1::log_path(job_id, log_type),
+            body: fragment_body(number, phase, text),
         };
         if self.append_locked(&mut appender, &entry) {
-            appender
-                .fragment_numbers
-                .insert(log_type.into(), number + 1);
+            appender.fragment_numbers.insert(name.into(), number + 1);
         }
     }
 
@@ -264,6 +255,16 @@ impl Outbox {
         });
         false
     }
+}
+
+/// Fragment `number` of a log: `text` printed during `phase`, stamped now.
+pub fn fragment_body(number: u64, phase: Phase, text: &str) -> Value {
+    json!({
+        "fragment_number": number,
+        "timestamp": time::render_micros(time::now()),
+        "phase": phase,
+        "log_data": text,
+    })
 }
 
 /// Reads the entries written so far: the fragment counters, whether `Done` is in, and

@@ -13,8 +13,8 @@ use super::job::{queue_final_reports, read_outcome_file, remove_when_delivered};
 use super::outbox::{self, OpenError, Outbox, AGENT_DIR};
 use super::phase_groups;
 use super::Agent;
-use crate::job::is_valid_job_id;
 use crate::job::outcome::{AGENT_STOPPED_LINE, KILLED};
+use crate::job::{is_valid_job_id, LogType, Phase};
 
 /// How long one pass waits for a job's reports before leaving the rest to the background.
 const RETRY_WAIT: Duration = Duration::from_secs(10);
@@ -39,8 +39,8 @@ pub async fn finish_interrupted_jobs(agent: &Agent) {
                 "\n{AGENT_STOPPED_LINE}: it was killed or restarted while this job was \
                  running. The job was ended here; what ran before was kept.\n"
             );
-            outbox.fragment(&job_id, "output", &phase, &note);
-            note_killed(&run_dir, &phase);
+            outbox.fragment(&job_id, LogType::Output, phase, &note);
+            note_killed(&run_dir, phase);
             queue_final_reports(&run_dir, &job_id, &outbox);
         }
         outbox
@@ -121,7 +121,8 @@ fn job_id_in(run_dir: &Path) -> Option<String> {
 
 /// Records `phase`, which the agent's death interrupted, as killed in the outcome file
 /// the final report is made of, unless it had ended: the job must not read as passed.
-fn note_killed(run_dir: &Path, phase: &str) {
+fn note_killed(run_dir: &Path, phase: Phase) {
+    let phase = phase.as_str();
     let mut outcome = read_outcome_file(run_dir);
     let status = &mut outcome["status"];
     if !status.is_object() {
@@ -137,11 +138,10 @@ fn note_killed(run_dir: &Path, phase: &str) {
 }
 
 /// The last phase that wrote a log in the run directory (the note goes there).
-fn last_phase(run_dir: &Path) -> String {
-    crate::job::PHASES
-        .iter()
+fn last_phase(run_dir: &Path) -> Phase {
+    Phase::ALL
+        .into_iter()
         .rev()
         .find(|phase| run_dir.join(format!("{phase}.log")).exists())
-        .unwrap_or(&"setup")
-        .to_string()
+        .unwrap_or(Phase::Setup)
 }

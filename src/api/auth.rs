@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use super::Api;
+use super::{v1, Api};
 
 /// An access token, `None` to go on without one, or an error that ends the command.
 pub type TokenResult = Result<Option<String>, String>;
@@ -75,7 +75,7 @@ async fn refresh_from_file(api: &Api, path: &Path) -> Option<String> {
     // A reference server ignores `renew`.
     let reply = api
         .post_unauthenticated(
-            "/v1/oauth2/refresh?renew=true",
+            &v1::refresh_path(true),
             &json!({ "refresh_token": refresh_token }),
             REFRESH_TIMEOUT,
         )

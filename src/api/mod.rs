@@ -5,6 +5,8 @@
 
 mod auth;
 mod body;
+mod call;
+pub mod v1;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -30,6 +32,7 @@ use body::ApiBody;
 /// A response body: streamed from the server, or already read.
 type ReplyBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 pub use body::{RequestBody, Upload};
+pub use call::{Answer, Call, Json};
 
 /// The header by which `tf serve` tells clients which extensions it has (see
 /// `docs/compatibility.md`); a reference server does not send it.
@@ -55,6 +58,9 @@ pub enum ApiError {
         status: StatusCode,
         message: String,
     },
+    /// A success whose body is not what the call expects.
+    #[error("{path}: the server's answer cannot be read: {reason}")]
+    Answer { path: String, reason: String },
     /// No token could be had, in a way that ends the command (the CLI's login chain).
     #[error("{0}")]
     Auth(String),
@@ -170,8 +176,30 @@ impl Api {
         &self.base
     }
 
+    /// Sends `call` and returns the answer whatever its status.
+    pub async fn send<A>(&self, call: Call<A>, timeout: Duration) -> Result<Reply, ApiError> {
+        self.request(call.method, &call.path, call.body, timeout)
+            .await
+    }
+
+    /// Sends `call`, insists on a 2xx answer, and reads it.
+    pub async fn call<A: Answer>(
+        &self,
+        call: Call<A>,
+        timeout: Duration,
+    ) -> Result<A::Output, ApiError> {
+        let path = call.path.clone();
+        let reply = self
+            .succeed(call.method, &call.path, call.body, timeout)
+            .await?;
+        A::read(reply).map_err(|e| ApiError::Answer {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
     /// Sends one request and returns the answer whatever its status.
-    pub async fn send(
+    async fn request(
         &self,
         method: Method,
         path: &str,
@@ -334,14 +362,14 @@ impl Api {
     }
 
     /// Sends a request and insists on a 2xx answer.
-    pub async fn call(
+    async fn succeed(
         &self,
         method: Method,
         path: &str,
         body: RequestBody,
         timeout: Duration,
     ) -> Result<Reply, ApiError> {
-        let reply = self.send(method.clone(), path, body, timeout).await?;
+        let reply = self.request(method.clone(), path, body, timeout).await?;
         if reply.status.is_success() {
             Ok(reply)
         } else {
@@ -354,18 +382,15 @@ impl Api {
         }
     }
 
-    pub async fn get(&self, path: &str, timeout: Duration) -> Result<Reply, ApiError> {
-        self.call(Method::GET, path, RequestBody::Empty, timeout)
-            .await
-    }
-
+    /// A JSON POST to `path` (the agent's outbox keeps paths of the `v1` calls it sends
+    /// later), insisting on a 2xx answer.
     pub async fn post_json(
         &self,
         path: &str,
         body: &Value,
         timeout: Duration,
     ) -> Result<Reply, ApiError> {
-        self.call(Method::POST, path, RequestBody::json(body), timeout)
+        self.succeed(Method::POST, path, RequestBody::json(body), timeout)
             .await
     }
 
@@ -376,7 +401,7 @@ impl Api {
         upload: Upload,
         timeout: Duration,
     ) -> Result<Reply, ApiError> {
-        self.call(Method::POST, path, RequestBody::Upload(upload), timeout)
+        self.succeed(Method::POST, path, RequestBody::Upload(upload), timeout)
             .await
     }
 

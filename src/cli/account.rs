@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::session::{Failure, Session};
 use super::Credentials;
+use crate::api::v1;
 
 pub async fn login(session: &Session) -> anyhow::Result<ExitCode> {
     session.login.forget();
@@ -118,7 +119,7 @@ pub async fn secret(session: &Session, command: SecretCommand) -> anyhow::Result
                 json!({"value": args.value, "expire_after": expire_after})
             };
             let reply = session
-                .put(&format!("/v1/secrets/{client_id}/{}", args.path), &body)
+                .call(v1::put_secret(&client_id, &args.path, &body))
                 .await
                 .map_err(|f| failed("writing", f))?;
             println!("Secret '{}' written successfully", args.path);
@@ -137,7 +138,7 @@ pub async fn secret(session: &Session, command: SecretCommand) -> anyhow::Result
         SecretCommand::Delete(args) => {
             let client_id = owner(session, "deleting").await?;
             session
-                .delete(&format!("/v1/secrets/{client_id}/{}", args.path))
+                .call(v1::delete_secret(&client_id, &args.path))
                 .await
                 .map_err(|f| failed("deleting", f))?;
             println!("Secret '{}' deleted successfully", args.path);

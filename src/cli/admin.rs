@@ -10,6 +10,7 @@ use super::login::token_claims;
 use super::pyjson;
 use super::session::{Failure, Session};
 use super::Credentials;
+use crate::api::v1;
 
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
@@ -145,11 +146,8 @@ pub async fn run(session: &Session, command: AdminCommand) -> anyhow::Result<Exi
         }
         AdminCommand::Get(GetCommand::ClientPermissions(args)) => {
             require_role(session, &["admin", "manager"]).await?;
-            let path = match &args.testflinger_client_id {
-                Some(id) => format!("/v1/client-permissions/{id}"),
-                None => "/v1/client-permissions".into(),
-            };
-            match session.get(&path).await {
+            let permissions = v1::client_permissions(args.testflinger_client_id.as_deref());
+            match session.call(permissions).await {
                 Ok(permissions) => println!("{}", pyjson::dumps(&permissions)),
                 Err(failure @ Failure::Status { status: 404, .. }) => {
                     eprintln!("ERROR: {}", failure.message())
@@ -164,10 +162,7 @@ pub async fn run(session: &Session, command: AdminCommand) -> anyhow::Result<Exi
             let Some(id) = args.testflinger_client_id else {
                 bail!("Error: client_id cannot be empty");
             };
-            match session
-                .delete(&format!("/v1/client-permissions/{id}"))
-                .await
-            {
+            match session.call(v1::delete_client(&id)).await {
                 Ok(_) => println!("Succesfully deleted {id} from database"),
                 // The reference logs these below its log level: nothing shows.
                 Err(Failure::Status {
@@ -200,8 +195,7 @@ async fn set_agent_status(session: &Session, args: AgentStatusArgs) -> anyhow::R
         ),
     };
     for agent in &args.agents {
-        let path = format!("/v1/agents/data/{agent}");
-        let current = match session.get(&path).await {
+        let current = match session.call(v1::agent(agent)).await {
             Ok(data) => data
                 .get("state")
                 .and_then(Value::as_str)
@@ -217,10 +211,8 @@ async fn set_agent_status(session: &Session, args: AgentStatusArgs) -> anyhow::R
             println!("Could not modify {agent} in its current state");
             continue;
         }
-        match session
-            .post(&path, &json!({"state": state, "comment": comment}))
-            .await
-        {
+        let report = json!({"state": state, "comment": comment});
+        match session.call(v1::report_agent(agent, &report)).await {
             Ok(_) if busy => {
                 println!(
                     "Agent {agent} processing job. Status {state} deferred until job completion"
@@ -287,10 +279,7 @@ async fn set_permissions(session: &Session, args: SetPermissionsArgs) -> anyhow:
         bail!("Error: client_id cannot be empty");
     };
     match session
-        .put(
-            &format!("/v1/client-permissions/{client_id}"),
-            &Value::Object(body),
-        )
+        .call(v1::put_client_permissions(&client_id, &Value::Object(body)))
         .await
     {
         Ok(reply) => println!("{}", String::from_utf8_lossy(&reply.body).trim_end()),

@@ -13,8 +13,9 @@ use super::config::Settings;
 use super::history::History;
 use super::session::{Failure, Session};
 use super::{pyjson, yaml, CommandName, JobId};
+use crate::api::v1;
 use crate::job::outcome::KillReason;
-use crate::job::{Outcome, Phase, TERMINAL_STATES};
+use crate::job::{JobState, Outcome, Phase};
 
 pub const NO_JOB_DATA: &str =
     "No data found for that job id. Check the job id to be sure it is correct";
@@ -51,7 +52,7 @@ pub struct JobStatus {
 }
 
 pub async fn job_status(session: &Session, job_id: &str) -> Result<JobStatus, StateError> {
-    match session.get(&format!("/v1/result/{job_id}")).await {
+    match session.call(v1::result(job_id, true)).await {
         Ok(result) => {
             let state = match result.get("job_state") {
                 Some(Value::String(state)) => state.clone(),
@@ -134,7 +135,7 @@ pub struct ShowArgs {
 }
 
 pub async fn show(session: &Session, args: &ShowArgs) -> anyhow::Result<ExitCode> {
-    let job = match session.get(&format!("/v1/job/{}", args.job_id)).await {
+    let job = match session.call(v1::job(&args.job_id)).await {
         Ok(job) => job,
         Err(failure) => match failure.status() {
             Some(204) => bail!("No data found for that job id."),
@@ -153,7 +154,7 @@ pub async fn show(session: &Session, args: &ShowArgs) -> anyhow::Result<ExitCode
 }
 
 pub async fn results(session: &Session, job_id: &str) -> anyhow::Result<ExitCode> {
-    match session.get(&format!("/v1/result/{job_id}")).await {
+    match session.call(v1::result(job_id, true)).await {
         Ok(results) => {
             println!("{}", pyjson::dumps_sorted(&results));
             Ok(ExitCode::SUCCESS)
@@ -180,7 +181,7 @@ pub struct ArtifactsArgs {
 
 pub async fn artifacts(session: &Session, args: &ArtifactsArgs) -> anyhow::Result<ExitCode> {
     println!("Downloading artifacts tarball...");
-    let path = format!("/v1/result/{}/artifact", args.job_id);
+    let path = v1::artifact_path(&args.job_id);
     // Into a temporary name first: a failed download never clobbers an older tarball.
     let mut partial = args.filename.clone().into_os_string();
     partial.push(".partial");
@@ -253,11 +254,7 @@ impl Progress {
 
 /// `cancel`; with `confirm`, says so when it worked (the reference prints nothing).
 pub async fn cancel(session: &Session, job_id: &str, confirm: bool) -> anyhow::Result<ExitCode> {
-    let body = serde_json::json!({"action": "cancel"});
-    match session
-        .post(&format!("/v1/job/{job_id}/action"), &body)
-        .await
-    {
+    match session.call(v1::cancel(job_id)).await {
         Ok(_) => {
             History::load().update(job_id, "cancelled");
             if confirm {
@@ -360,7 +357,7 @@ async fn current_status(
         },
         state,
     };
-    let finished = TERMINAL_STATES.contains(&noted.state.as_str());
+    let finished = JobState::is_finished_name(&noted.state);
     if finished && noted.outcome.is_some() {
         return noted;
     }

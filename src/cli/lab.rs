@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::pyjson;
 use super::session::{Failure, Session};
+use crate::api::v1;
 
 #[derive(Args, Debug)]
 pub struct JsonFlag {
@@ -20,7 +21,7 @@ pub struct JsonFlag {
 
 pub async fn list_queues(session: &Session, args: &JsonFlag) -> anyhow::Result<ExitCode> {
     eprintln!("WARNING: This only shows a curated list of queues with descriptions");
-    let queues = match session.get("/v1/agents/queues").await {
+    let queues = match session.call(v1::queues()).await {
         Ok(Value::Object(queues)) => queues,
         Ok(_) => Map::new(),
         Err(Failure::Status { .. }) => {
@@ -159,7 +160,7 @@ fn allowed_states(filter: &[String]) -> Vec<&'static str> {
 }
 
 pub async fn list_agents(session: &Session, args: &ListAgentsArgs) -> anyhow::Result<ExitCode> {
-    let agents = match session.get("/v1/agents/data").await {
+    let agents = match session.call(v1::agents()).await {
         Ok(Value::Array(agents)) => agents,
         Ok(_) => Vec::new(),
         Err(failure) => bail!("Error retrieving agents: {}", failure.message()),
@@ -304,7 +305,7 @@ pub struct AgentStatusArgs {
 }
 
 pub async fn agent_status(session: &Session, args: &AgentStatusArgs) -> anyhow::Result<ExitCode> {
-    let agent = match session.get(&format!("/v1/agents/data/{}", args.agent_name)).await {
+    let agent = match session.call(v1::agent(&args.agent_name)).await {
         Ok(agent) => agent,
         Err(failure) if failure.status() == Some(404) => {
             bail!("Agent '{}' does not exist.", args.agent_name)
@@ -350,7 +351,7 @@ pub struct QueueStatusArgs {
 pub async fn queue_status(session: &Session, args: &QueueStatusArgs) -> anyhow::Result<ExitCode> {
     let queue = &args.queue_name;
     let unavailable = "Unable to retrieve queue status from the server, check your connection or try again later.";
-    let agents: Vec<QueueAgent> = match session.get(&format!("/v1/queues/{queue}/agents")).await {
+    let agents: Vec<QueueAgent> = match session.call(v1::queue_agents(queue)).await {
         Ok(Value::Array(agents)) => agents
             .iter()
             .map(|agent| QueueAgent {
@@ -369,7 +370,7 @@ pub async fn queue_status(session: &Session, args: &QueueStatusArgs) -> anyhow::
         Err(Failure::Fatal(message)) => bail!("{message}"),
         Err(_) => bail!(unavailable),
     };
-    let jobs = match session.get(&format!("/v1/queues/{queue}/jobs")).await {
+    let jobs = match session.call(v1::queue_jobs(queue)).await {
         Ok(Value::Array(jobs)) => jobs,
         _ => Vec::new(),
     };

@@ -13,7 +13,7 @@ use hyper::Method;
 use serde_json::{json, Value};
 
 use super::config::{config_home, Ini};
-use crate::api::{Api, Reply, RequestBody, TokenResult};
+use crate::api::{v1, Api, Reply, RequestBody, TokenResult};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 const AUTH_SECTION: &str = "AUTH";
@@ -104,7 +104,7 @@ impl Login {
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{key}"));
         let Some(reply) = self
             .ask(
-                "/v1/oauth2/token",
+                &v1::token_path(),
                 &format!("Basic {basic}"),
                 RequestBody::Empty,
                 "Connection to testflinger server timed out while authenticating with basic client_id+secret_key credentials.",
@@ -134,7 +134,7 @@ impl Login {
         let body = RequestBody::json(&json!({"refresh_token": refresh_token}));
         let Some(reply) = self
             .ask(
-                "/v1/oauth2/refresh",
+                &v1::refresh_path(false),
                 "",
                 body,
                 "Connection timed out while refreshing authentication token.",

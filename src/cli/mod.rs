@@ -23,6 +23,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+use crate::api::v1;
+use crate::job::LogType;
 pub use command_name::CommandName;
 use config::{Settings, DEFAULT_SERVER};
 use session::Session;
@@ -210,8 +212,8 @@ async fn dispatch(options: GlobalOptions, command: ClientCommand) -> anyhow::Res
         C::ListAgents(args) => lab::list_agents(&session, &args).await,
         C::ListQueues(args) => lab::list_queues(&session, &args).await,
         C::Login(_) => account::login(&session).await,
-        C::Poll(args) => poll::run(&session, &args, "output", options.debug).await,
-        C::PollSerial(args) => poll::run(&session, &args, "serial", options.debug).await,
+        C::Poll(args) => poll::run(&session, &args, LogType::Output, options.debug).await,
+        C::PollSerial(args) => poll::run(&session, &args, LogType::Serial, options.debug).await,
         C::Reserve(args) => reserve::run(&session, &args).await,
         C::Status(args) => jobs::status(&session, &args).await,
         C::AgentStatus(args) => lab::agent_status(&session, &args).await,
@@ -246,9 +248,9 @@ pub async fn demo_job(
         state_lines: poll::StateLines::PhasesThatRan,
         ..poll::PollArgs::following(&job_id)
     };
-    poll::follow(&session, &follow, "output", false).await?;
+    poll::follow(&session, &follow, LogType::Output, false).await?;
     let result = session
-        .get(&format!("/v1/result/{job_id}"))
+        .call(v1::result(&job_id, true))
         .await
         .map_err(|f| f.into_error())?;
     let state = result["job_state"].as_str().unwrap_or("unknown");
@@ -257,12 +259,12 @@ pub async fn demo_job(
         println!("{outcome}");
     }
     println!("\nExit status per phase (tf results {job_id}):");
-    for phase in crate::job::PHASES {
+    for phase in crate::job::Phase::NAMES {
         if let Some(status) = result.get(format!("{phase}_status")) {
             println!("  {phase:<16} {status}");
         }
     }
-    let path = format!("/v1/result/{job_id}/artifact");
+    let path = v1::artifact_path(&job_id);
     if session
         .api
         .download(&path, artifacts, std::time::Duration::from_secs(60))

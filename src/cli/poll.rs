@@ -15,10 +15,11 @@ use super::jobs::{self, job_state, INVALID_JOB_ID, NO_JOB_DATA};
 use super::pyjson;
 use super::session::{Failure, Session};
 use super::CommandName;
-use crate::api::EXTENSIONS_HEADER;
+use crate::api::{v1, Call, Json, EXTENSIONS_HEADER};
 use crate::job::outcome::KILLED;
 use crate::job::reservation::{announced_target, asks_for_reservation};
-use crate::job::{Outcome, PHASES, TERMINAL_STATES};
+use crate::job::LogType;
+use crate::job::{JobState, Outcome, Phase};
 
 /// How long one log request may wait for news on a server that can long-poll.
 const LONG_POLL_SECONDS: u64 = 10;
@@ -44,7 +45,7 @@ pub struct PollArgs {
     #[arg(short = 't', long = "start_timestamp", alias = "start-timestamp", value_parser = parse_timestamp)]
     pub start_timestamp: Option<String>,
     /// Return logs from a specific phase
-    #[arg(short = 'p', long, value_parser = clap::builder::PossibleValuesParser::new(PHASES))]
+    #[arg(short = 'p', long, value_parser = clap::builder::PossibleValuesParser::new(Phase::NAMES))]
     pub phase: Option<String>,
     /// Return logs in JSON format and exit immediately
     #[arg(long)]
@@ -163,15 +164,15 @@ struct LogChunk {
     text: String,
 }
 
-fn combine(response: &Value, log_type: &str, phase: Option<&str>) -> LogChunk {
-    let phases = response.get(log_type);
+fn combine(response: &Value, log_type: LogType, phase: Option<&str>) -> LogChunk {
+    let phases = response.get(log_type.as_str());
     let mut chunk = LogChunk {
         last_fragment: -1,
         text: String::new(),
     };
     let selected: Vec<&str> = match phase {
         Some(phase) => vec![phase],
-        None => PHASES.to_vec(),
+        None => Phase::NAMES.to_vec(),
     };
     for name in selected {
         let Some(entry) = phases.and_then(|p| p.get(name)) else {
@@ -192,34 +193,31 @@ fn combine(response: &Value, log_type: &str, phase: Option<&str>) -> LogChunk {
     chunk
 }
 
-fn log_path(args: &PollArgs, log_type: &str, start: i64, wait: Option<u64>) -> String {
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    query.append_pair("start_fragment", &start.to_string());
-    if let Some(timestamp) = &args.start_timestamp {
-        query.append_pair("start_timestamp", timestamp);
-    }
-    if let Some(phase) = &args.phase {
-        query.append_pair("phase", phase);
-    }
-    if let Some(wait) = wait {
-        query.append_pair("wait", &wait.to_string());
-    }
-    format!(
-        "/v1/result/{}/log/{log_type}?{}",
-        args.job_id,
-        query.finish()
-    )
+/// The read of the log `log_type` from fragment `start` on, as `args` asks.
+fn log_call(
+    args: &PollArgs,
+    log_type: LogType,
+    start: i64,
+    wait: Option<u64>,
+) -> Call<Json<Value>> {
+    let wanted = v1::LogQuery {
+        start_fragment: Some(start),
+        start_timestamp: args.start_timestamp.as_deref(),
+        phase: args.phase.as_deref(),
+        wait,
+    };
+    v1::log(&args.job_id, log_type, &wanted)
 }
 
 pub async fn run(
     session: &Session,
     args: &PollArgs,
-    log_type: &str,
+    log_type: LogType,
     debug: bool,
 ) -> anyhow::Result<ExitCode> {
     if args.oneshot {
         let response = session
-            .get(&log_path(args, log_type, args.start_fragment, None))
+            .call(log_call(args, log_type, args.start_fragment, None))
             .await
             .map_err(|f| f.into_error())?;
         let chunk = combine(&response, log_type, args.phase.as_deref());
@@ -233,7 +231,7 @@ pub async fn run(
     }
     if args.json {
         let response = session
-            .get(&log_path(args, log_type, args.start_fragment, None))
+            .call(log_call(args, log_type, args.start_fragment, None))
             .await
             .map_err(|f| f.into_error())?;
         println!("{}", pyjson::dumps_indented(&response, 4));
@@ -246,11 +244,11 @@ pub async fn run(
 pub async fn follow(
     session: &Session,
     args: &PollArgs,
-    log_type: &str,
+    log_type: LogType,
     debug: bool,
 ) -> anyhow::Result<ExitCode> {
     let job_id = &args.job_id;
-    let job = match session.get(&format!("/v1/job/{job_id}")).await {
+    let job = match session.call(v1::job(job_id)).await {
         Ok(job) => job,
         Err(failure) => match failure {
             Failure::Status { status: 204, .. } => bail!(NO_JOB_DATA),
@@ -265,11 +263,7 @@ pub async fn follow(
     let extensions = server_extensions(session).await;
     let long_poll = extensions.contains("long-poll");
     // The state is all the loop needs from the result; tf serve can leave the logs out.
-    let result_path = if extensions.contains("result-without-logs") {
-        format!("/v1/result/{job_id}?logs=false")
-    } else {
-        format!("/v1/result/{job_id}")
-    };
+    let with_logs = !extensions.contains("result-without-logs");
     let mut status_line = (std::io::stdout().is_terminal() && !is_terminal(&initial_state))
         .then(|| StatusLine::new(&job));
     let mut interrupts = listen_for_interrupts();
@@ -291,7 +285,11 @@ pub async fn follow(
     loop {
         // The job's state: a change is reported before the output that follows it.
         let Some(result) = watch
-            .interruptible(&mut status_line, next_fragment, session.get(&result_path))
+            .interruptible(
+                &mut status_line,
+                next_fragment,
+                session.call(v1::result(job_id, with_logs)),
+            )
             .await?
         else {
             continue;
@@ -340,12 +338,11 @@ pub async fn follow(
             }
         }
         if state == "waiting" {
-            let position_path = format!("/v1/job/{job_id}/position");
             let reply = watch
                 .interruptible(
                     &mut status_line,
                     next_fragment,
-                    session.get_reply(&position_path),
+                    session.call(v1::position(job_id)),
                 )
                 .await?;
             if let Some(Ok(reply)) = reply {
@@ -359,9 +356,9 @@ pub async fn follow(
 
         // The output since last time; on tf serve the request waits for news.
         let wait = (long_poll && !is_terminal(&state)).then_some(LONG_POLL_SECONDS);
-        let path = log_path(args, log_type, next_fragment, wait);
+        let logs = session.call(log_call(args, log_type, next_fragment, wait));
         let Some(logs) = watch
-            .interruptible(&mut status_line, next_fragment, session.get(&path))
+            .interruptible(&mut status_line, next_fragment, logs)
             .await?
         else {
             continue;
@@ -506,8 +503,8 @@ struct ReservationWatch {
 }
 
 impl ReservationWatch {
-    fn new(args: &PollArgs, log_type: &str) -> ReservationWatch {
-        let in_followed_output = log_type == "output"
+    fn new(args: &PollArgs, log_type: LogType) -> ReservationWatch {
+        let in_followed_output = log_type == LogType::Output
             && args.start_fragment == 0
             && args.phase.as_deref().is_none_or(|phase| phase == "reserve");
         ReservationWatch {
@@ -537,14 +534,19 @@ pub async fn reservation_target(
     session: &Session,
     job_id: &str,
 ) -> Result<Option<String>, Failure> {
-    let path = format!("/v1/result/{job_id}/log/output?phase=reserve");
-    let response = session.get(&path).await?;
-    let output = combine(&response, "output", Some("reserve")).text;
+    let wanted = v1::LogQuery {
+        phase: Some(Phase::Reserve.as_str()),
+        ..v1::LogQuery::default()
+    };
+    let response = session
+        .call(v1::log(job_id, LogType::Output, &wanted))
+        .await?;
+    let output = combine(&response, LogType::Output, Some("reserve")).text;
     Ok(announced_target(&output).map(str::to_string))
 }
 
 fn is_terminal(state: &str) -> bool {
-    TERMINAL_STATES.contains(&state)
+    JobState::is_finished_name(state)
 }
 
 /// The exit code at the end: 0, or with `--exit-status` the job's outcome: the failing
@@ -569,7 +571,7 @@ fn outcome(args: &PollArgs, state: &str, result: Option<&Value>) -> ExitCode {
 
 /// The extensions the server announces in `GET /v1` (none for a reference server).
 async fn server_extensions(session: &Session) -> String {
-    match session.get_reply("/v1").await {
+    match session.call(v1::version()).await {
         Ok(reply) => reply
             .headers
             .get(EXTENSIONS_HEADER)
@@ -627,11 +629,7 @@ async fn ask_to_cancel(
     match choice {
         Some('c') => return Ok(()),
         Some('y') => {
-            let body = serde_json::json!({"action": "cancel"});
-            match session
-                .post(&format!("/v1/job/{job_id}/action"), &body)
-                .await
-            {
+            match session.call(v1::cancel(job_id)).await {
                 Ok(_) => eprintln!("{stopped}; it was cancelled."),
                 Err(failure) if failure.status() == Some(400) => {
                     eprintln!("{stopped}; it was not cancelled: it is already complete or cancelled.")
@@ -814,7 +812,7 @@ mod tests {
             "setup": {"last_fragment_number": 0, "log_data": "s"},
             "provision": {"last_fragment_number": -1, "log_data": ""},
         }});
-        let chunk = combine(&response, "output", None);
+        let chunk = combine(&response, LogType::Output, None);
         assert_eq!((chunk.last_fragment, chunk.text.as_str()), (2, "st"));
         assert_eq!(
             lasted(Duration::from_secs(3725)),

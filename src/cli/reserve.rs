@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use super::session::Session;
 use super::submit;
 use super::{jobs, poll, pyjson};
+use crate::api::v1;
 use crate::job::Outcome;
 
 #[derive(Args, Debug)]
@@ -160,7 +161,7 @@ pub async fn run(session: &Session, args: &ReserveArgs) -> anyhow::Result<ExitCo
 
 /// What ended a job before its reserve phase announced the reservation: its outcome.
 async fn why_not_reserved(session: &Session, job_id: &str) -> String {
-    let result = match session.get(&format!("/v1/result/{job_id}")).await {
+    let result = match session.call(v1::result(job_id, true)).await {
         Ok(result) => result,
         Err(failure) => return format!("its result cannot be read ({:#})", failure.into_error()),
     };
@@ -176,7 +177,7 @@ async fn why_not_reserved(session: &Session, job_id: &str) -> String {
 
 async fn choose_queue(session: &Session) -> anyhow::Result<String> {
     eprintln!("WARNING: This only shows a curated list of queues with descriptions");
-    let queues = match session.get("/v1/agents/queues").await {
+    let queues = match session.call(v1::queues()).await {
         Ok(Value::Object(queues)) => queues,
         _ => Map::new(),
     };
@@ -204,7 +205,7 @@ async fn choose_queue(session: &Session) -> anyhow::Result<String> {
 
 /// The image to provision: a known name, a URL, or nothing (`None`).
 async fn choose_image(session: &Session, queue: &str) -> anyhow::Result<Option<String>> {
-    let images = match session.get(&format!("/v1/agents/images/{queue}")).await {
+    let images = match session.call(v1::images(queue)).await {
         Ok(Value::Object(images)) => images,
         _ => {
             eprintln!("WARNING: Unable to get a list of images from the server!");

@@ -5,13 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::Method;
 use serde_json::Value;
 
 use super::config::{Settings, DEFAULT_SERVER};
 use super::login::Login;
 use super::pyjson;
-use crate::api::{Api, ApiError, Bearer, Reply, RequestBody, Upload};
+use crate::api::{Answer, Api, ApiError, Bearer, Call, Reply};
 
 /// For a whole request and answer (the reference allows 15 s between reads; large results
 /// need longer than that in total).
@@ -106,65 +105,32 @@ impl Session {
         })
     }
 
-    /// Sends a request; anything but a 200 is a `Failure`.
-    pub async fn request(
+    /// Sends `call`; anything but a 200 is a `Failure`. A JSON answer that does not read
+    /// counts as a network-class failure, as the reference's `requests` raises it.
+    pub async fn call<A: Answer>(&self, call: Call<A>) -> Result<A::Output, Failure> {
+        self.call_within(call, TIMEOUT).await
+    }
+
+    /// `call`, with a time limit of its own (uploads).
+    pub async fn call_within<A: Answer>(
         &self,
-        method: Method,
-        path: &str,
-        body: RequestBody,
+        call: Call<A>,
         timeout: Duration,
-    ) -> Result<Reply, Failure> {
-        let reply =
-            self.api
-                .send(method, path, body, timeout)
-                .await
-                .map_err(|error| match error {
-                    ApiError::Auth(message) => Failure::Fatal(message),
-                    ApiError::Unreachable { reason, .. } => Failure::Network(reason),
-                    other => Failure::Network(other.to_string()),
-                })?;
-        if reply.status.as_u16() == 200 {
-            return Ok(reply);
+    ) -> Result<A::Output, Failure> {
+        let reply = self
+            .api
+            .send(call, timeout)
+            .await
+            .map_err(|error| match error {
+                ApiError::Auth(message) => Failure::Fatal(message),
+                ApiError::Unreachable { reason, .. } => Failure::Network(reason),
+                other => Failure::Network(other.to_string()),
+            })?;
+        if reply.status.as_u16() != 200 {
+            return Err(failure_of(&reply));
         }
-        Err(failure_of(&reply))
-    }
-
-    pub async fn get_reply(&self, path: &str) -> Result<Reply, Failure> {
-        self.request(Method::GET, path, RequestBody::Empty, TIMEOUT)
-            .await
-    }
-
-    /// A GET whose answer is JSON (bad JSON counts as a network-class failure, as the
-    /// reference's `requests` raises it).
-    pub async fn get(&self, path: &str) -> Result<Value, Failure> {
-        let reply = self.get_reply(path).await?;
-        serde_json::from_slice(&reply.body)
+        A::read(reply)
             .map_err(|e| Failure::Network(format!("the server's answer is not JSON: {e}")))
-    }
-
-    pub async fn post(&self, path: &str, body: &Value) -> Result<Reply, Failure> {
-        self.request(Method::POST, path, RequestBody::json(body), TIMEOUT)
-            .await
-    }
-
-    pub async fn put(&self, path: &str, body: &Value) -> Result<Reply, Failure> {
-        self.request(Method::PUT, path, RequestBody::json(body), TIMEOUT)
-            .await
-    }
-
-    pub async fn delete(&self, path: &str) -> Result<Reply, Failure> {
-        self.request(Method::DELETE, path, RequestBody::Empty, TIMEOUT)
-            .await
-    }
-
-    pub async fn upload(
-        &self,
-        path: &str,
-        upload: Upload,
-        timeout: Duration,
-    ) -> Result<Reply, Failure> {
-        self.request(Method::POST, path, RequestBody::Upload(upload), timeout)
-            .await
     }
 }
 

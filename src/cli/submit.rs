@@ -14,7 +14,8 @@ use super::history::History;
 use super::poll::{self, PollArgs};
 use super::session::{Failure, Session};
 use super::{yaml, Credentials};
-use crate::api::Upload;
+use crate::api::{v1, Upload};
+use crate::job::LogType;
 
 /// Phases whose data may carry attachments.
 const ATTACHMENT_PHASES: &[&str] = &["provision", "firmware_update", "test"];
@@ -102,7 +103,7 @@ pub async fn poll_from(
         start_fragment,
         ..PollArgs::following(job_id)
     };
-    poll::follow(session, &args, "output", debug).await
+    poll::follow(session, &args, LogType::Output, debug).await
 }
 
 /// Checks, sends and records a job; returns its id. Also used by `reserve`.
@@ -130,7 +131,7 @@ pub async fn submit_job(
     check_agents(session, &queue, &excluded, wait_for_agents).await?;
 
     let archive = pack_attachments(&mut job, relative_to)?;
-    let job_id = match session.post("/v1/job", &job).await {
+    let job_id = match session.call(v1::submit(&job)).await {
         Ok(reply) => reply
             .json::<Value>()
             .ok()
@@ -170,7 +171,7 @@ async fn check_agents(
     excluded: &[String],
     wait: bool,
 ) -> anyhow::Result<()> {
-    let agents = match session.get(&format!("/v1/queues/{queue}/agents")).await {
+    let agents = match session.call(v1::queue_agents(queue)).await {
         Ok(Value::Array(agents)) => agents,
         Ok(_) => Vec::new(),
         Err(failure) => match failure {
@@ -316,7 +317,6 @@ async fn upload_attachments(session: &Session, job_id: &str, archive: &Path) -> 
     let tries = settings.get_number("attachments_tries", 3)?.max(1);
     let mut wait = settings.get_number("attachments_retry_wait", 10)? as f64;
     let timeout = Duration::from_secs(settings.get_number("attachments_timeout", 600)?);
-    let path = format!("/v1/job/{job_id}/attachments");
     for attempt in 1..=tries {
         let upload = Upload {
             file: archive.to_path_buf(),
@@ -327,7 +327,10 @@ async fn upload_attachments(session: &Session, job_id: &str, archive: &Path) -> 
                 .unwrap_or_else(|| "attachments.tar.gz".into()),
             content_type: "application/x-gzip".into(),
         };
-        match session.upload(&path, upload, timeout).await {
+        match session
+            .call_within(v1::upload_attachments(job_id, upload), timeout)
+            .await
+        {
             Ok(_) => return Ok(()),
             Err(Failure::Status { status: 400, .. }) => break,
             Err(Failure::Status { status, message }) => {
@@ -348,12 +351,7 @@ async fn upload_attachments(session: &Session, job_id: &str, archive: &Path) -> 
 }
 
 async fn cancel_unattached(session: &Session, job_id: &str) {
-    let _ = session
-        .post(
-            &format!("/v1/job/{job_id}/action"),
-            &json!({"action": "cancel"}),
-        )
-        .await;
+    let _ = session.call(v1::cancel(job_id)).await;
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{Context, Failure};
-use crate::api::{Api, RequestBody};
+use crate::api::{Api, Call, Reply, RequestBody};
 
 /// The control host's REST API.
 struct ControlApi {
@@ -46,7 +46,10 @@ impl ControlApi {
     /// Whether the request got a 2xx answer within `limit`.
     fn ok(&self, method: hyper::Method, path: &str, body: RequestBody, limit: Duration) -> bool {
         self.runtime
-            .block_on(self.api.send(method, path, body, limit))
+            .block_on(
+                self.api
+                    .send(Call::<Reply>::new(method, path.to_string(), body), limit),
+            )
             .is_ok_and(|reply| reply.status.is_success())
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::serial::SerialLogger;
 use super::stages::{pre_provision_hook, run_test_commands, test_environment};
 use super::{Context, Failure, StageResult};
-use crate::api::Api;
+use crate::api::{v1, Api};
 
 const JOB_LIST: &str = "job_list.json";
 const CHECK_EVERY: Duration = Duration::from_secs(10);
@@ -40,12 +40,7 @@ impl Server {
     fn submit(&self, job: &Value) -> Result<String, Failure> {
         let reply = self
             .runtime
-            .block_on(self.api.send(
-                hyper::Method::POST,
-                "/v1/job",
-                crate::api::RequestBody::json(job),
-                TIMEOUT,
-            ))
+            .block_on(self.api.send(v1::submit(job), TIMEOUT))
             .map_err(|_| {
                 Failure::Provisioning("An error occurred while creating the job".into())
             })?;
@@ -65,10 +60,8 @@ impl Server {
     /// The job's result (`{}` when it cannot be had).
     fn result(&self, job_id: &str) -> Value {
         self.runtime
-            .block_on(self.api.get(&format!("/v1/result/{job_id}"), TIMEOUT))
-            .ok()
-            .and_then(|reply| reply.json().ok())
-            .unwrap_or_else(|| json!({}))
+            .block_on(self.api.call(v1::result(job_id, true), TIMEOUT))
+            .unwrap_or_else(|_| json!({}))
     }
 
     fn state(&self, job_id: &str) -> String {
@@ -82,11 +75,9 @@ impl Server {
     /// Cancels the jobs; a job that already ended (400) is fine.
     fn cancel(&self, context: &Context, job_ids: &[String]) {
         for job_id in job_ids {
-            let body = json!({"action": "cancel"});
-            let path = format!("/v1/job/{job_id}/action");
             let reply = self
                 .runtime
-                .block_on(self.api.post_json(&path, &body, TIMEOUT));
+                .block_on(self.api.call(v1::cancel(job_id), TIMEOUT));
             if let Err(error) = reply {
                 if error.status().map(|s| s.as_u16()) != Some(400) {
                     context

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::api::{Api, Reply, RequestBody};
+use crate::api::{Api, Call, Reply, RequestBody};
 
 /// A runtime for one connector's HTTP requests.
 pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -30,7 +30,10 @@ fn split(url: &str) -> Result<(Api, String), String> {
 pub fn get(url: &str, limit: Duration) -> Result<Reply, String> {
     let (api, path) = split(url)?;
     runtime()?
-        .block_on(api.send(hyper::Method::GET, &path, RequestBody::Empty, limit))
+        .block_on(api.send(
+            Call::<Reply>::new(hyper::Method::GET, path, RequestBody::Empty),
+            limit,
+        ))
         .map_err(|e| e.to_string())
 }
 

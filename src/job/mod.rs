@@ -1,30 +1,22 @@
 //! The shared job domain: phases, states, outcomes, job ids, durations, timestamps and
 //! the submission schema. Nothing here knows about HTTP or SQL.
 
+pub mod definition;
 pub mod duration;
+pub mod log_type;
 pub mod names;
 pub mod outcome;
 pub mod phase;
 pub mod reservation;
+pub mod state;
 pub mod time;
 pub mod validate;
 
+pub use definition::JobDefinition;
+pub use log_type::LogType;
 pub use outcome::Outcome;
 pub use phase::Phase;
-
-/// The test phases' names, in the order the agent runs them.
-pub const PHASES: [&str; 7] = {
-    let mut names = [""; 7];
-    let mut at = 0;
-    while at < names.len() {
-        names[at] = Phase::ALL[at].as_str();
-        at += 1;
-    }
-    names
-};
-
-/// The phases the agent runs in order before `cleanup` (which always runs, last).
-pub const MAIN_PHASES: &[&str] = PHASES.split_at(6).0;
+pub use state::JobState;
 
 /// Python's truthiness, which the reference applies to job data (`skip`, phase data).
 pub fn is_truthy(value: &serde_json::Value) -> bool {
@@ -37,25 +29,6 @@ pub fn is_truthy(value: &serde_json::Value) -> bool {
         Value::Array(a) => !a.is_empty(),
         Value::Object(o) => !o.is_empty(),
     }
-}
-
-/// The agent ended the job. The reference has two spellings of "done": agents post
-/// `complete`, older schemas know `completed`.
-pub const COMPLETE_STATES: [&str; 2] = ["complete", "completed"];
-
-/// States after which a job never runs again.
-pub const TERMINAL_STATES: [&str; 3] = ["cancelled", COMPLETE_STATES[0], COMPLETE_STATES[1]];
-
-/// Whether `state` says the agent ended the job (either spelling).
-pub fn is_complete(state: &str) -> bool {
-    COMPLETE_STATES.contains(&state)
-}
-
-/// The two kinds of log a job produces.
-pub const LOG_TYPES: [&str; 2] = ["output", "serial"];
-
-pub fn is_phase(name: &str) -> bool {
-    PHASES.contains(&name)
 }
 
 /// Accepts what Python's `uuid.UUID(s)` accepts (the reference's rule): optional `urn:` and

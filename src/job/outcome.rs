@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Phase, TERMINAL_STATES};
+use super::{JobState, Phase};
 
 /// Which of the agent's timeouts stopped a phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,10 +102,10 @@ impl Outcome {
         statuses: &Map<String, Value>,
         killed_by: impl FnOnce(Phase) -> Option<KillReason>,
     ) -> Option<Outcome> {
-        if !TERMINAL_STATES.contains(&state) {
+        if !JobState::is_finished_name(state) {
             return None;
         }
-        if state == "cancelled" {
+        if state == JobState::Cancelled.as_str() {
             return Some(Outcome::Cancelled);
         }
         let failure = Phase::ALL.into_iter().find_map(|phase| {
@@ -413,6 +413,6 @@ mod tests {
         for phase in Phase::ALL {
             assert_eq!(serde_json::to_value(phase).unwrap(), json!(phase.as_str()));
         }
-        assert_eq!(super::super::PHASES[2], "firmware_update");
+        assert_eq!(Phase::NAMES[2], "firmware_update");
     }
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A test phase; the order of the variants is the order the agent runs them in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Setup,
@@ -26,6 +26,27 @@ impl Phase {
         Phase::Cleanup,
     ];
 
+    /// The phases the agent runs in order before `cleanup` (which always runs, last).
+    pub const MAIN: [Phase; 6] = [
+        Phase::Setup,
+        Phase::Provision,
+        Phase::FirmwareUpdate,
+        Phase::Test,
+        Phase::Allocate,
+        Phase::Reserve,
+    ];
+
+    /// The wire names of all phases, in order (for argument parsers and messages).
+    pub const NAMES: [&'static str; 7] = {
+        let mut names = [""; 7];
+        let mut at = 0;
+        while at < names.len() {
+            names[at] = Phase::ALL[at].as_str();
+            at += 1;
+        }
+        names
+    };
+
     /// The name used on the wire (`<phase>_status`, log fragments, job states).
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -41,6 +62,22 @@ impl Phase {
 
     pub fn parse(name: &str) -> Option<Phase> {
         Phase::ALL.into_iter().find(|phase| phase.as_str() == name)
+    }
+
+    /// Whether the phase runs only when the job has `<phase>_data` (setup and cleanup
+    /// always run).
+    pub fn needs_data(self) -> bool {
+        !matches!(self, Phase::Setup | Phase::Cleanup)
+    }
+
+    /// Whether the phase's data may carry attachments.
+    pub fn takes_attachments(self) -> bool {
+        matches!(self, Phase::Provision | Phase::FirmwareUpdate | Phase::Test)
+    }
+
+    /// The job field with this phase's data: `test_data`, …
+    pub fn data_key(self) -> String {
+        format!("{self}_data")
     }
 }
 

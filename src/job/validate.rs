@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use super::duration::parse_duration;
 use super::names::NameKind;
 use super::time::parse_iso8601;
-use super::{is_truthy, PHASES};
+use super::{is_truthy, Phase};
 
 /// A field's type. Lists and nested objects carry their element type or schema.
 #[derive(Clone, Copy)]
@@ -193,7 +193,7 @@ impl BodySchema {
         static LOG_POST: Schema = schema(&[
             req("fragment_number", Kind::Int),
             req("timestamp", Kind::DateTime),
-            req("phase", Kind::OneOf(&PHASES)),
+            req("phase", Kind::OneOf(&Phase::NAMES)),
             req("log_data", Kind::Str),
         ]);
         static AGENT_REPORT: Schema = schema(&[
@@ -692,8 +692,8 @@ fn validate_phase_map(value: &Value) -> Result<Value, Value> {
     let mut errors = Map::new();
     for (phase, code) in map {
         let mut entry = Map::new();
-        if !PHASES.contains(&phase.as_str()) {
-            entry.insert("key".into(), messages(&one_of(&PHASES)));
+        if Phase::parse(phase).is_none() {
+            entry.insert("key".into(), messages(&one_of(&Phase::NAMES)));
         }
         match coerce_int(code) {
             Some(code) => {

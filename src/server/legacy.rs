@@ -11,7 +11,7 @@ use super::extract::BoundedBody;
 use super::jobs::check_job_id_text;
 use super::reply::{self, ApiError, ApiResult};
 use super::App;
-use crate::job::PHASES;
+use crate::job::Phase;
 use crate::store::LegacyResult;
 
 /// The keys of the current result report; a body with any other key is an old agent's
@@ -76,7 +76,7 @@ pub fn add_legacy_result(view: &mut Map<String, Value>, document: Map<String, Va
 /// The phase of a `<phase>_status` key.
 fn status_phase(key: &str) -> Option<&'static str> {
     let phase = key.strip_suffix("_status")?;
-    PHASES.into_iter().find(|known| *known == phase)
+    Phase::parse(phase).map(Phase::as_str)
 }
 
 /// `POST /v1/result/<id>/output`: raw text of the job's live output.

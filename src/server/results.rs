@@ -14,7 +14,7 @@ use super::reply::{self, ApiError, ApiResult};
 use super::{legacy, App};
 use crate::job::time::{parse_iso8601, Micros};
 use crate::job::validate::{validate_body, BodySchema};
-use crate::job::{is_phase, is_valid_job_id, LOG_TYPES, PHASES};
+use crate::job::{is_valid_job_id, LogType, Phase};
 use crate::store::{BlobKind, Fragment, FragmentQuery, ResultUpdate};
 
 /// `POST /v1/result/<id>`: the agent reports `job_state`, `status`, `device_info`; an
@@ -65,7 +65,7 @@ pub async fn get_result(
     if let Some(outcome) = result.outcome {
         view.insert("outcome".into(), json!(outcome));
     }
-    for phase in PHASES {
+    for phase in Phase::NAMES {
         if let Some(status) = result.status.get(phase).filter(|s| !s.is_null()) {
             view.insert(format!("{phase}_status"), status.clone());
         }
@@ -81,7 +81,7 @@ pub async fn get_result(
         } else {
             "serial"
         };
-        if is_phase(&phase) {
+        if Phase::parse(&phase).is_some() {
             view.insert(format!("{phase}_{suffix}"), Value::String(text));
         }
     }
@@ -142,7 +142,7 @@ pub async fn download_artifact(
 }
 
 fn check_log_type(log_type: &str) -> Result<(), ApiError> {
-    if LOG_TYPES.contains(&log_type) {
+    if LogType::parse(log_type).is_some() {
         Ok(())
     } else {
         Err(ApiError::json(
@@ -168,7 +168,10 @@ impl LogPost {
     /// accepts what marshmallow coerces, such as a numeric string as the number).
     async fn from_body(body: &JsonBytes) -> Result<(LogPost, Micros), ApiError> {
         if let Ok(post) = serde_json::from_slice::<LogPost>(&body.0) {
-            if let (true, Some(at)) = (is_phase(&post.phase), parse_iso8601(&post.timestamp)) {
+            if let (true, Some(at)) = (
+                Phase::parse(&post.phase).is_some(),
+                parse_iso8601(&post.timestamp),
+            ) {
                 return Ok((post, at));
             }
         }
@@ -261,10 +264,10 @@ fn log_query(query: &QueryPairs) -> Result<FragmentQuery, ApiError> {
         }
     }
     if let Some(phase) = query.last("phase") {
-        if is_phase(phase) {
+        if Phase::parse(phase).is_some() {
             parsed.phase = Some(phase.to_string());
         } else {
-            let message = format!("Must be one of: {}.", PHASES.join(", "));
+            let message = format!("Must be one of: {}.", Phase::NAMES.join(", "));
             errors.insert("phase".into(), json!([message]));
         }
     }

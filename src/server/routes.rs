@@ -12,6 +12,7 @@ use axum::Router;
 use super::auth::{self, Role};
 use super::reply::{self, ApiError};
 use super::{agents, clients, jobs, legacy, queues, results, secrets, tokens, webhook, App};
+use crate::api::v1::routes as path;
 
 type Routes = Router<Arc<App>>;
 
@@ -40,97 +41,85 @@ const SECRET_OWNERS: &[Role] = &[Role::Contributor, Role::Manager, Role::Admin];
 /// Routes only agents call.
 fn agent_routes() -> Routes {
     let r = Router::new();
-    let r = at(r, "/v1/job", get(jobs::claim));
+    let r = at(r, path::JOBS.template(), get(jobs::claim));
     let r = at(
         r,
-        "/v1/job/{job_id}/attachments",
+        path::JOB_ATTACHMENTS.template(),
         get(jobs::download_attachments),
     );
-    let r = at(r, "/v1/job/{job_id}/events", post(webhook::relay));
-    let r = at(r, "/v1/result/{job_id}", post(results::post_result));
+    let r = at(r, path::JOB_EVENTS.template(), post(webhook::relay));
+    let r = at(r, path::RESULT.template(), post(results::post_result));
+    let r = at(r, path::ARTIFACT.template(), post(results::upload_artifact));
+    let r = at(r, path::LOG.template(), post(results::post_log));
+    let r = at(r, path::LEGACY_OUTPUT.template(), post(legacy::post_output));
     let r = at(
         r,
-        "/v1/result/{job_id}/artifact",
-        post(results::upload_artifact),
-    );
-    let r = at(
-        r,
-        "/v1/result/{job_id}/log/{log_type}",
-        post(results::post_log),
-    );
-    let r = at(r, "/v1/result/{job_id}/output", post(legacy::post_output));
-    let r = at(
-        r,
-        "/v1/result/{job_id}/serial_output",
+        path::LEGACY_SERIAL_OUTPUT.template(),
         post(legacy::post_serial_output),
     );
     let r = at(
         r,
-        "/v1/agents/provision_logs/{name}",
+        path::PROVISION_LOGS.template(),
         post(agents::provision_log),
     );
-    at(
-        r,
-        "/v1/agents/stop_waiting/{name}",
-        post(agents::stop_waiting),
-    )
+    at(r, path::STOP_WAITING.template(), post(agents::stop_waiting))
 }
 
 /// Routes for people: contributors, managers and admins.
 fn user_routes() -> Routes {
     let r = Router::new();
-    let r = at(r, "/v1/job", post(jobs::submit));
-    let r = at(r, "/v1/job/search", get(jobs::search));
-    let r = at(r, "/v1/job/{job_id}", get(jobs::show));
-    let r = at(r, "/v1/job/{job_id}/action", post(jobs::action));
+    let r = at(r, path::JOBS.template(), post(jobs::submit));
+    let r = at(r, path::JOB_SEARCH.template(), get(jobs::search));
+    let r = at(r, path::JOB.template(), get(jobs::show));
+    let r = at(r, path::JOB_ACTION.template(), post(jobs::action));
     let r = at(
         r,
-        "/v1/job/{job_id}/attachments",
+        path::JOB_ATTACHMENTS.template(),
         post(jobs::upload_attachments),
     );
-    let r = at(r, "/v1/job/{job_id}/position", get(jobs::position));
+    let r = at(r, path::JOB_POSITION.template(), get(jobs::position));
     let r = at(
         r,
-        "/v1/result/{job_id}/artifact",
+        path::ARTIFACT.template(),
         get(results::download_artifact),
     );
+    let r = at(r, path::LOG.template(), get(results::get_log));
+    let r = at(r, path::LEGACY_OUTPUT.template(), get(legacy::get_output));
     let r = at(
         r,
-        "/v1/result/{job_id}/log/{log_type}",
-        get(results::get_log),
-    );
-    let r = at(r, "/v1/result/{job_id}/output", get(legacy::get_output));
-    let r = at(
-        r,
-        "/v1/result/{job_id}/serial_output",
+        path::LEGACY_SERIAL_OUTPUT.template(),
         get(legacy::get_serial_output),
     );
-    let r = at(r, "/v1/agents/data", get(agents::list));
-    let r = at(r, "/v1/agents/queues", get(agents::queues));
-    let r = at(r, "/v1/agents/images/{queue}", get(agents::images));
-    let r = at(r, "/v1/queues/wait_times", get(queues::wait_times));
-    let r = at(r, "/v1/queues/{queue}/agents", get(agents::queue_agents));
-    let r = at(r, "/v1/restricted-queues", get(clients::restricted_queues));
+    let r = at(r, path::AGENTS.template(), get(agents::list));
+    let r = at(r, path::AGENT_QUEUES.template(), get(agents::queues));
+    let r = at(r, path::QUEUE_IMAGES.template(), get(agents::images));
+    let r = at(r, path::WAIT_TIMES.template(), get(queues::wait_times));
+    let r = at(r, path::QUEUE_AGENTS.template(), get(agents::queue_agents));
     let r = at(
         r,
-        "/v1/restricted-queues/{queue}",
+        path::RESTRICTED_QUEUES.template(),
+        get(clients::restricted_queues),
+    );
+    let r = at(
+        r,
+        path::RESTRICTED_QUEUE.template(),
         get(clients::restricted_queue),
     );
-    at(r, "/v1/queues/{queue}/jobs", get(queues::jobs))
+    at(r, path::QUEUE_JOBS.template(), get(queues::jobs))
 }
 
 /// Routes for managers and admins: clients and restricted queues.
 fn manager_routes() -> Routes {
     let r = Router::new();
-    let r = at(r, "/v1/client-permissions", get(clients::list));
+    let r = at(r, path::CLIENT_PERMISSIONS.template(), get(clients::list));
     let r = at(
         r,
-        "/v1/client-permissions/{client_id}",
+        path::CLIENT_PERMISSION.template(),
         get(clients::show).put(clients::put),
     );
     at(
         r,
-        "/v1/restricted-queues/{queue}",
+        path::RESTRICTED_QUEUE.template(),
         post(clients::restrict).delete(clients::unrestrict),
     )
 }
@@ -138,10 +127,10 @@ fn manager_routes() -> Routes {
 /// Routes for admins only.
 fn admin_routes() -> Routes {
     let r = Router::new();
-    let r = at(r, "/v1/oauth2/revoke", post(tokens::revoke));
+    let r = at(r, path::REVOKE.template(), post(tokens::revoke));
     at(
         r,
-        "/v1/client-permissions/{client_id}",
+        path::CLIENT_PERMISSION.template(),
         axum::routing::delete(clients::delete),
     )
 }
@@ -149,7 +138,7 @@ fn admin_routes() -> Routes {
 /// A client's own secrets (the path may contain slashes, so no trailing-slash twin).
 fn secret_routes() -> Routes {
     Router::new().route(
-        "/v1/secrets/{client_id}/{*path}",
+        path::SECRET.template(),
         put(secrets::put).delete(secrets::delete),
     )
 }
@@ -157,23 +146,27 @@ fn secret_routes() -> Routes {
 /// Routes agents and the people who manage them call.
 fn agent_and_manager_routes() -> Routes {
     let r = Router::new();
-    let r = at(r, "/v1/agents/data/{name}", post(agents::report));
-    let r = at(r, "/v1/agents/queues", post(agents::advertise_queues));
-    at(r, "/v1/agents/images", post(agents::set_images))
+    let r = at(r, path::AGENT.template(), post(agents::report));
+    let r = at(
+        r,
+        path::AGENT_QUEUES.template(),
+        post(agents::advertise_queues),
+    );
+    at(r, path::AGENT_IMAGES.template(), post(agents::set_images))
 }
 
 /// Routes every role may call.
 fn any_role_routes() -> Routes {
     let r = Router::new();
-    let r = at(r, "/v1/result/{job_id}", get(results::get_result));
-    at(r, "/v1/agents/data/{name}", get(agents::show))
+    let r = at(r, path::RESULT.template(), get(results::get_result));
+    at(r, path::AGENT.template(), get(agents::show))
 }
 
 /// Routes that need no identity at all.
 fn public_routes() -> Routes {
-    let r = at(Router::new(), "/v1", get(version));
-    let r = at(r, "/v1/oauth2/token", post(tokens::token));
-    at(r, "/v1/oauth2/refresh", post(tokens::refresh))
+    let r = at(Router::new(), path::VERSION.template(), get(version));
+    let r = at(r, path::TOKEN.template(), post(tokens::token));
+    at(r, path::REFRESH.template(), post(tokens::refresh))
 }
 
 pub fn api(app: &Arc<App>) -> Routes {

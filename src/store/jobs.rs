@@ -12,7 +12,7 @@ use super::blobs::{BlobKind, StoredBlob};
 use super::logs::kill_reason_in_output;
 use super::{Result, Store, StoreError};
 use crate::job::time::{self, Micros};
-use crate::job::{is_complete, Outcome, TERMINAL_STATES};
+use crate::job::{JobState, Outcome};
 
 /// A validated job ready to be stored.
 pub struct NewJob {
@@ -146,12 +146,12 @@ pub(super) fn read_outcome<M: Borrow<Map<String, Value>>>(
     statuses: impl FnOnce() -> Option<M>,
 ) -> Option<Outcome> {
     if let Some(outcome) = stored
-        .filter(|_| is_complete(state))
+        .filter(|_| JobState::is_complete_name(state))
         .and_then(Outcome::decode)
     {
         return Some(outcome);
     }
-    if !TERMINAL_STATES.contains(&state) {
+    if !JobState::is_finished_name(state) {
         return None;
     }
     match statuses() {
@@ -331,9 +331,9 @@ impl Store {
                      WHERE job_id = ?1 AND state NOT IN (?2, ?3, ?4)",
                     params![
                         id,
-                        TERMINAL_STATES[0],
-                        TERMINAL_STATES[1],
-                        TERMINAL_STATES[2]
+                        JobState::FINISHED_NAMES[0],
+                        JobState::FINISHED_NAMES[1],
+                        JobState::FINISHED_NAMES[2]
                     ],
                 )?;
                 Ok(changed > 0)
@@ -448,7 +448,10 @@ impl Store {
     /// report that completes a job also stores its outcome.
     pub async fn update_result(&self, job_id: &str, update: ResultUpdate) -> Result<()> {
         let id = job_id.to_string();
-        let completes = update.job_state.as_deref().is_some_and(is_complete);
+        let completes = update
+            .job_state
+            .as_deref()
+            .is_some_and(JobState::is_complete_name);
         let requeued = if completes {
             self.writer
                 .write(move |tx| complete_job(tx, &id, update))
@@ -589,7 +592,7 @@ fn complete_job(tx: &Connection, job_id: &str, update: ResultUpdate) -> Result<(
         return Ok(());
     };
     let outcome = match stored_outcome {
-        Some(outcome) if is_complete(&previous_state) => Some(outcome),
+        Some(outcome) if JobState::is_complete_name(&previous_state) => Some(outcome),
         _ => {
             let stored_statuses;
             let statuses = match &update.status {

@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
 use super::{Result, Store};
-use crate::job::{time, PHASES};
+use crate::job::{time, Phase};
 
 /// What an old agent's result document adds to a job's results.
 pub struct LegacyResult {
@@ -161,8 +161,8 @@ fn read_document(db: &Connection, job_id: &str) -> Result<Map<String, Value>> {
 /// The phase output belongs to while a job is in `state`. Old agents report each phase
 /// as the job state, except cleanup, whose output therefore lands in the phase before.
 fn phase_of_state(state: &str) -> &'static str {
-    if let Some(phase) = PHASES.into_iter().find(|phase| *phase == state) {
-        return phase;
+    if let Some(phase) = Phase::parse(state) {
+        return phase.as_str();
     }
     match state {
         "allocated" => "allocate",

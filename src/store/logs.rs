@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{Result, Store};
 use crate::job::outcome::KillReason;
 use crate::job::time::{self, Micros};
-use crate::job::{Phase, PHASES};
+use crate::job::{JobState, Phase};
 
 /// How many of a killed phase's last output fragments are searched for the agent's line
 /// saying why: the line is followed only by what the phase printed while it was being
@@ -154,7 +154,7 @@ fn job_has_ended(db: &Connection, job_id: &str) -> Result<bool> {
         .prepare_cached("SELECT state FROM jobs WHERE job_id = ?1")?
         .query_row([job_id], |row| row.get(0))
         .optional()?;
-    Ok(state.is_some_and(|s| crate::job::TERMINAL_STATES.contains(&s.as_str())))
+    Ok(state.is_some_and(|s| JobState::is_finished_name(&s)))
 }
 
 fn read_log(
@@ -169,7 +169,7 @@ fn read_log(
            AND (?5 IS NULL OR phase = ?5)
          ORDER BY fragment_number",
     )?;
-    let mut logs: Vec<PhaseLog> = PHASES
+    let mut logs: Vec<PhaseLog> = Phase::NAMES
         .iter()
         .filter(|phase| {
             query

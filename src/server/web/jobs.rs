@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::rows::JobRow;
 use super::{format, render, PageError, PageResult};
-use crate::job::{is_valid_job_id, Outcome, PHASES, TERMINAL_STATES};
+use crate::job::{is_valid_job_id, JobState, Outcome, Phase};
 use crate::server::App;
 use crate::store::JobFilter;
 
@@ -23,9 +23,9 @@ const SHOWN_LOG_BYTES: usize = 2 << 20;
 /// Every state a job can be in, for the search form: waiting, each phase, and the ends.
 fn job_states() -> Vec<&'static str> {
     let mut states = vec!["waiting"];
-    states.extend(PHASES);
+    states.extend(Phase::NAMES);
     states.extend(["allocated", "running"]);
-    states.extend(TERMINAL_STATES);
+    states.extend(JobState::FINISHED_NAMES);
     states
 }
 
@@ -179,7 +179,7 @@ pub async fn page(State(app): State<Arc<App>>, Path(job_id): Path<String>) -> Pa
     };
     let spans = app.store.phase_spans(&job_id).await?;
     let logs = app.store.logs_so_far(&job_id, SHOWN_LOG_BYTES).await?;
-    let ended = TERMINAL_STATES.contains(&job.state.as_str());
+    let ended = JobState::is_finished_name(&job.state);
 
     // A phase took from its first line to the next phase's first line (or its own last).
     let mut timeline: Vec<TimelineRow> = spans

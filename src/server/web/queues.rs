@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use super::rows::{self, AgentRow, JobRow};
 use super::{format, render, PageResult};
 use crate::job::time;
-use crate::job::TERMINAL_STATES;
+use crate::job::JobState;
 use crate::server::queues::percentiles;
 use crate::server::App;
 use crate::store::JobFilter;
@@ -41,7 +41,7 @@ fn loads(counts: &[(String, String, u64)]) -> BTreeMap<String, Load> {
         let load = loads.entry(queue.clone()).or_default();
         if state == "waiting" {
             load.waiting += count;
-        } else if !TERMINAL_STATES.contains(&state.as_str()) {
+        } else if !JobState::is_finished_name(state) {
             load.running += count;
         }
     }

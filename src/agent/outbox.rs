@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
+use std::future::Future;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
@@ -90,17 +91,21 @@ pub struct Outbox {
 impl Outbox {
     /// A new, empty outbox in `dir` for a job starting now (anything an earlier run of
     /// the same job left there is discarded).
-    pub fn create(dir: &Path, api: Arc<Api>) -> Result<Outbox, OpenError> {
-        Outbox::open_locked(dir, api, true)
+    pub fn create(dir: &Path, server: Arc<impl Transport>) -> Result<Outbox, OpenError> {
+        Outbox::open_locked(dir, server, true)
     }
 
     /// Opens the outbox in `dir` and starts sending what it holds that the server has not
     /// acknowledged yet.
-    pub fn open(dir: &Path, api: Arc<Api>) -> Result<Outbox, OpenError> {
-        Outbox::open_locked(dir, api, false)
+    pub fn open(dir: &Path, server: Arc<impl Transport>) -> Result<Outbox, OpenError> {
+        Outbox::open_locked(dir, server, false)
     }
 
-    fn open_locked(dir: &Path, api: Arc<Api>, fresh: bool) -> Result<Outbox, OpenError> {
+    fn open_locked(
+        dir: &Path,
+        server: Arc<impl Transport>,
+        fresh: bool,
+    ) -> Result<Outbox, OpenError> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let lock = File::create(dir.join(LOCK)).context("cannot create the outbox lock")?;
         // SAFETY: flock on a descriptor we own; it only takes or refuses an advisory lock.
@@ -139,7 +144,7 @@ impl Outbox {
         let (sent_tx, sent_rx) = watch::channel(sent);
         let reader = File::open(&entries_path).context("cannot read the outbox")?;
         let sender = Sender {
-            api,
+            server,
             dir: dir.to_path_buf(),
             reader: BufReader::new(reader),
             sent,
@@ -309,9 +314,32 @@ fn read_sent(marker: &File) -> u64 {
     }
 }
 
+/// Where an outbox's entries go: the server, through `Api`; in tests, a stand-in that
+/// fails on cue.
+pub trait Transport: Send + Sync + 'static {
+    fn post(&self, path: &str, body: &Value) -> impl Future<Output = Result<(), ApiError>> + Send;
+    fn upload(
+        &self,
+        path: &str,
+        upload: Upload,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+}
+
+impl Transport for Api {
+    async fn post(&self, path: &str, body: &Value) -> Result<(), ApiError> {
+        self.post_json(path, body, REQUEST_TIMEOUT).await.map(drop)
+    }
+
+    async fn upload(&self, path: &str, upload: Upload) -> Result<(), ApiError> {
+        Api::upload(self, path, upload, UPLOAD_TIMEOUT)
+            .await
+            .map(drop)
+    }
+}
+
 /// The background half: sends entries in file order, one at a time.
-struct Sender {
-    api: Arc<Api>,
+struct Sender<T> {
+    server: Arc<T>,
     dir: PathBuf,
     reader: BufReader<File>,
     sent: u64,
@@ -320,7 +348,7 @@ struct Sender {
     progress: watch::Sender<u64>,
 }
 
-impl Sender {
+impl<T: Transport> Sender<T> {
     async fn run(mut self) {
         if self.reader.seek(SeekFrom::Start(self.sent)).is_err() {
             return;
@@ -364,11 +392,7 @@ impl Sender {
         loop {
             let outcome = match entry {
                 Entry::Done => return,
-                Entry::Post { path, body } => self
-                    .api
-                    .post_json(path, body, REQUEST_TIMEOUT)
-                    .await
-                    .map(drop),
+                Entry::Post { path, body } => self.server.post(path, body).await,
                 Entry::Upload { path, file } => {
                     let upload = Upload {
                         file: self.dir.join(file),
@@ -376,10 +400,7 @@ impl Sender {
                         filename: "file".into(),
                         content_type: "application/x-gzip".into(),
                     };
-                    self.api
-                        .upload(path, upload, UPLOAD_TIMEOUT)
-                        .await
-                        .map(drop)
+                    self.server.upload(path, upload).await
                 }
             };
             let error = match outcome {
@@ -427,5 +448,184 @@ impl Retry {
             500..=599 if attempts < MAX_FAILED_ATTEMPTS => Retry::Later,
             _ => Retry::GiveUp,
         }
+    }
+}
+
+/// The outbox stepped in-process against a stand-in server that fails on cue: the server
+/// away, a lost acknowledgement, a refusal, and an agent that dies between two reports.
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use hyper::{Method, StatusCode};
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    /// What the stand-in does with the next request.
+    #[derive(Clone, Copy, Debug)]
+    enum Fault {
+        /// None: the server stores the report and says so.
+        Store,
+        /// No answer: the server is away.
+        Away,
+        /// The server stores the report, but its answer is lost.
+        LostAnswer,
+        /// The server refuses the report for good.
+        Refuse,
+        /// The request never ends (the agent dies while it waits).
+        Hang,
+    }
+
+    #[derive(Default)]
+    struct StandIn {
+        faults: Mutex<VecDeque<Fault>>,
+        /// Every report the server stored, in order (a resend is stored again).
+        stored: Mutex<Vec<(String, Value)>>,
+        stored_one: Notify,
+    }
+
+    impl StandIn {
+        fn failing(faults: &[Fault]) -> Arc<StandIn> {
+            Arc::new(StandIn {
+                faults: Mutex::new(faults.iter().copied().collect()),
+                ..StandIn::default()
+            })
+        }
+
+        fn stored(&self) -> Vec<(String, Value)> {
+            self.stored.lock().unwrap().clone()
+        }
+
+        fn fragment_numbers(&self) -> Vec<u64> {
+            self.stored()
+                .iter()
+                .filter_map(|(_, body)| body["fragment_number"].as_u64())
+                .collect()
+        }
+
+        async fn stored_count(&self, count: usize) {
+            while self.stored.lock().unwrap().len() < count {
+                self.stored_one.notified().await;
+            }
+        }
+    }
+
+    fn away() -> ApiError {
+        ApiError::Unreachable {
+            url: "http://stand-in".into(),
+            reason: "Connection refused".into(),
+        }
+    }
+
+    impl Transport for StandIn {
+        async fn post(&self, path: &str, body: &Value) -> Result<(), ApiError> {
+            let fault = self.faults.lock().unwrap().pop_front();
+            let store = || {
+                self.stored
+                    .lock()
+                    .unwrap()
+                    .push((path.to_string(), body.clone()));
+                self.stored_one.notify_waiters();
+            };
+            match fault {
+                None | Some(Fault::Store) => {
+                    store();
+                    Ok(())
+                }
+                Some(Fault::Away) => Err(away()),
+                Some(Fault::LostAnswer) => {
+                    store();
+                    Err(away())
+                }
+                Some(Fault::Refuse) => Err(ApiError::Status {
+                    method: Method::POST,
+                    path: path.to_string(),
+                    status: StatusCode::UNPROCESSABLE_ENTITY,
+                    message: "refused".into(),
+                }),
+                Some(Fault::Hang) => std::future::pending().await,
+            }
+        }
+
+        async fn upload(&self, path: &str, _: Upload) -> Result<(), ApiError> {
+            self.post(path, &json!("upload")).await
+        }
+    }
+
+    const JOB: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+
+    fn log(outbox: &Outbox, text: &str) {
+        outbox.fragment(JOB, LogType::Output, Phase::Test, text);
+    }
+
+    async fn delivered(outbox: Outbox) -> bool {
+        outbox.close(Duration::from_secs(30), || {}).await
+    }
+
+    #[tokio::test]
+    async fn reports_wait_out_a_server_that_is_away_and_arrive_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = StandIn::failing(&[Fault::Away, Fault::Away]);
+        let outbox = Outbox::create(dir.path(), server.clone()).unwrap();
+        for text in ["one", "two", "three"] {
+            log(&outbox, text);
+        }
+        assert!(delivered(outbox).await);
+        let texts: Vec<Value> = server
+            .stored()
+            .into_iter()
+            .map(|(_, b)| b["log_data"].clone())
+            .collect();
+        assert_eq!(texts, [json!("one"), json!("two"), json!("three")]);
+        assert_eq!(server.stored()[0].0, format!("/v1/result/{JOB}/log/output"));
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_resends_the_same_fragment_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = StandIn::failing(&[Fault::LostAnswer]);
+        let outbox = Outbox::create(dir.path(), server.clone()).unwrap();
+        log(&outbox, "one");
+        log(&outbox, "two");
+        assert!(delivered(outbox).await);
+        // The server saw fragment 0 twice: it stores it once by its number.
+        assert_eq!(server.fragment_numbers(), [0, 0, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_report_does_not_hold_up_the_ones_behind_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = StandIn::failing(&[Fault::Refuse]);
+        let outbox = Outbox::create(dir.path(), server.clone()).unwrap();
+        outbox.post(v1::result_path(JOB), json!({"job_state": "bogus"}));
+        log(&outbox, "after");
+        assert!(delivered(outbox).await);
+        assert_eq!(server.fragment_numbers(), [0]);
+    }
+
+    #[tokio::test]
+    async fn an_agent_that_dies_between_two_reports_resends_only_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let first_life = StandIn::failing(&[Fault::Store, Fault::Hang]);
+        let outbox = Outbox::create(dir.path(), first_life.clone()).unwrap();
+        log(&outbox, "one");
+        first_life.stored_count(1).await;
+        log(&outbox, "two");
+        log(&outbox, "three");
+        // The agent dies while the server holds its second report.
+        outbox.sender.abort();
+        drop(outbox);
+
+        let second_life = StandIn::failing(&[]);
+        let outbox = Outbox::open(dir.path(), second_life.clone()).unwrap();
+        assert!(!outbox.is_done());
+        log(&outbox, "four");
+        outbox.mark_done();
+        assert!(delivered(outbox).await);
+        assert_eq!(first_life.fragment_numbers(), [0]);
+        // Fragment 0 is not sent again; numbering goes on where the first life left it.
+        assert_eq!(second_life.fragment_numbers(), [1, 2, 3]);
+        assert!(Outbox::open(dir.path(), second_life).unwrap().is_done());
     }
 }

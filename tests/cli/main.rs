@@ -8,5 +8,6 @@ mod interrupts;
 mod lab;
 mod legacy;
 mod reservations;
+mod snapshots;
 mod submit;
 mod walkthrough;

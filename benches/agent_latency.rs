@@ -9,19 +9,12 @@
 //!
 //! All times come from the same machine clock. Prints p50/p95/max of each.
 
-#[allow(dead_code)]
-#[path = "../tests/server/harness.rs"]
-mod harness;
-#[allow(dead_code)]
-#[path = "../tests/agent/runner.rs"]
-mod runner;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use harness::Server;
-use runner::{wait_for_state, Agent};
+use tf_test_support::agent::{wait_for_state, Agent};
+use tf_test_support::server::Server;
 
 const TRIVIAL_JOBS: usize = 20;
 const PRINTED_LINES: usize = 50;

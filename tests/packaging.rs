@@ -2,16 +2,12 @@
 //! configs a lab admin copies, each checked with the real `tf` so that none of them
 //! drifts away from what the binary accepts.
 
-#[allow(dead_code)]
-#[path = "server/harness.rs"]
-mod harness;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 
-use harness::Server;
+use tf_test_support::server::Server;
 
 const TF: &str = env!("CARGO_BIN_EXE_tf");
 /// The example devices: each has testflinger-agent.conf, default.yaml and job.yaml.

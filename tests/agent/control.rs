@@ -2,8 +2,11 @@
 
 use serde_json::json;
 
-use crate::harness::{tf, Server};
-use crate::runner::{wait_for, wait_for_agent_state, wait_for_state, Agent};
+use tf_test_support::agent::{wait_for_agent_state, wait_for_state, Agent};
+use tf_test_support::http::send;
+use tf_test_support::server::Server;
+use tf_test_support::tf;
+use tf_test_support::wait::wait_for;
 
 #[test]
 fn config_mistakes_are_one_line_errors_naming_the_file_and_key() {
@@ -132,7 +135,7 @@ fn metrics_count_jobs_and_phase_durations() {
     agent.spawn(&["-p", &port.to_string()]);
     let job_id = server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "x"}}));
     wait_for_state(&server, &job_id, &["complete"]);
-    let metrics = crate::harness::send(&format!("127.0.0.1:{port}"), "GET", "/metrics", &[], b"")
+    let metrics = send(&format!("127.0.0.1:{port}"), "GET", "/metrics", &[], b"")
         .unwrap()
         .text();
     assert!(

@@ -4,8 +4,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
-use crate::harness::{Caller, Server};
-use crate::runner::{wait_for_state, Agent};
+use tf_test_support::agent::{wait_for_state, Agent};
+use tf_test_support::http::Caller;
+use tf_test_support::server::Server;
 
 enum Kind<'a> {
     File(&'a str, u32),

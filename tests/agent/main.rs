@@ -1,14 +1,9 @@
 //! Integration tests of `tf agent`: the real agent against the real `tf serve`, with
 //! configs in the reference format and phase commands that are small shell scripts.
 
-#[allow(dead_code)]
-#[path = "../server/harness.rs"]
-mod harness;
-
 mod control;
 mod files;
 mod outages;
 mod phases;
-mod runner;
 mod stops;
 mod tokens;

@@ -3,8 +3,9 @@
 
 use serde_json::json;
 
-use crate::harness::Server;
-use crate::runner::{wait_for, wait_for_state, wait_for_test_output, Agent};
+use tf_test_support::agent::{wait_for_state, wait_for_test_output, Agent};
+use tf_test_support::server::Server;
+use tf_test_support::wait::wait_for;
 
 #[test]
 fn output_printed_while_the_server_was_down_arrives_once_and_in_order() {

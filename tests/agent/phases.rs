@@ -2,10 +2,11 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::Server;
-use crate::runner::{
-    run_job, wait_for, wait_for_agent_state, wait_for_state, wait_for_test_output, Agent,
+use tf_test_support::agent::{
+    run_job, wait_for_agent_state, wait_for_state, wait_for_test_output, Agent,
 };
+use tf_test_support::server::Server;
+use tf_test_support::wait::wait_for;
 
 fn text(result: &Value, key: &str) -> String {
     result[key].as_str().unwrap_or_default().to_string()

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::Server;
-use crate::runner::{
-    run_job, send_signal, wait_for, wait_for_agent_state, wait_for_state, wait_for_test_output,
-    Agent,
+use tf_test_support::agent::{
+    run_job, send_signal, wait_for_agent_state, wait_for_state, wait_for_test_output, Agent,
 };
+use tf_test_support::server::Server;
+use tf_test_support::wait::wait_for;
 
 fn output(result: &Value, phase: &str) -> String {
     result[format!("{phase}_output")]

@@ -5,8 +5,10 @@ use std::os::unix::fs::MetadataExt;
 
 use serde_json::{json, Value};
 
-use crate::harness::{tf_clients, Server};
-use crate::runner::{wait_for, wait_for_state, Agent};
+use tf_test_support::agent::{wait_for_state, Agent};
+use tf_test_support::server::Server;
+use tf_test_support::tf_clients;
+use tf_test_support::wait::wait_for;
 
 fn refresh_token(file: &std::path::Path) -> Option<String> {
     let text = std::fs::read_to_string(file).ok()?;

@@ -2,13 +2,5 @@
 //! `tf serve` and `tf agent`. Chromium is Debian's `chromium` package, installed on first
 //! use when missing; screenshots go to `target/screenshots/` (test artifacts, not git).
 
-#[allow(dead_code)]
-#[path = "../server/harness.rs"]
-mod harness;
-
-#[allow(dead_code)]
-#[path = "../agent/runner.rs"]
-mod runner;
-
 mod chromium;
 mod pages;

@@ -5,9 +5,10 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use tf_test_support::agent::{run_job, wait_for_state, wait_for_test_output, Agent};
+use tf_test_support::server::Server;
+
 use crate::chromium::{colours, Browser};
-use crate::harness::Server;
-use crate::runner::{wait_for_state, wait_for_test_output, Agent};
 
 /// A test phase that prints a line, waits for `go` in its run directory's parent, prints
 /// another, and waits for `finish` before it ends.
@@ -108,7 +109,7 @@ fn list_pages_pick_up_new_jobs_in_place() {
 #[test]
 fn every_page_renders_at_desktop_and_phone_widths() {
     let server = Server::start();
-    let (agent, job_id, _) = crate::runner::run_job(
+    let (agent, job_id, _) = run_job(
         &server,
         "test_command: echo hello from the test phase",
         &json!({"job_queue": "q", "name": "<script>document.title='owned'</script>", "test_data": {"test_cmds": "x"}}),

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::Server;
+use tf_test_support::add_client;
+use tf_test_support::agent::send_signal;
+use tf_test_support::server::Server;
 
 pub struct Client {
     pub server: String,
@@ -195,7 +197,7 @@ pub const ADMIN: [&str; 4] = [
 ];
 
 pub fn add_admin(server: &Server) {
-    crate::harness::add_client(&server.data_dir, "root", "admin", ADMIN[3], &[]);
+    add_client(&server.data_dir, "root", "admin", ADMIN[3], &[]);
 }
 
 /// How long a test waits for a running command to say or do something; only a guard
@@ -262,7 +264,7 @@ impl Running {
     }
 
     pub fn signal(&self, signal: &str) {
-        crate::runner::send_signal(self.child.id(), signal);
+        send_signal(self.child.id(), signal);
     }
 
     /// Types `text` on the command's stdin.

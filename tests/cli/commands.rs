@@ -1,7 +1,8 @@
 //! The command line itself, settings, login, secrets, errors, aliases, completions.
 
+use tf_test_support::server::Server;
+
 use crate::client::Client;
-use crate::harness::Server;
 
 const UNKNOWN_JOB: &str = "01a21000-0000-7000-8000-000000000000";
 
@@ -105,21 +106,9 @@ fn config_sets_and_shows_settings_in_the_reference_file() {
 #[test]
 fn login_stores_the_refresh_token_where_the_reference_keeps_it() {
     let server = Server::start();
-    crate::harness::add_client(
-        &server.data_dir,
-        "dev",
-        "contributor",
-        "dev-secret-0123456789",
-        &[],
-    );
+    let secret = server.add_client("dev", "contributor", &[]);
     let client = Client::new(&server);
-    let good = client.run(&[
-        "login",
-        "--client-id",
-        "dev",
-        "--secret-key",
-        "dev-secret-0123456789",
-    ]);
+    let good = client.run(&["login", "--client-id", "dev", "--secret-key", &secret]);
     assert_eq!(
         (good.code, good.stdout.as_str()),
         (0, "Successfully authenticated as 'dev'\n"),

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use crate::harness::eventually;
+use tf_test_support::wait::eventually;
 
 /// Empty directories for the demo's temp files, home and working directory, so that
 /// anything it leaves behind shows.

@@ -1,9 +1,10 @@
 //! Ctrl-C while following a job: the reference's question (cancel it, or not, or go on),
 //! then a plain message saying what became of the job, and exit 130.
 
+use tf_test_support::agent::wait_for_state;
+use tf_test_support::server::Server;
+
 use crate::client::{printed_job_id, register_agent, Client, Running};
-use crate::harness::Server;
-use crate::runner::wait_for_state;
 
 /// A server whose queue `q` has an agent that takes no jobs: submitted jobs wait.
 fn idle_queue() -> (Server, Client) {

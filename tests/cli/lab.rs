@@ -2,8 +2,9 @@
 
 use serde_json::{json, Value};
 
+use tf_test_support::server::Server;
+
 use crate::client::{add_admin, register_agent, Client, ADMIN};
-use crate::harness::Server;
 
 const BOLD: &str = "\x1b[1m";
 const PLAIN: &str = "\x1b[0m";
@@ -153,13 +154,7 @@ fn admins_change_agent_states_and_read_permissions() {
     assert_eq!(parsed["role"], json!("admin"), "{permissions:?}");
 
     // A contributor is refused before anything is sent.
-    crate::harness::add_client(
-        &server.data_dir,
-        "dev",
-        "contributor",
-        "dev-secret-0123456789",
-        &[],
-    );
+    let secret = server.add_client("dev", "contributor", &[]);
     let refused = client.run(&[
         "admin",
         "get",
@@ -167,7 +162,7 @@ fn admins_change_agent_states_and_read_permissions() {
         "--client-id",
         "dev",
         "--secret-key",
-        "dev-secret-0123456789",
+        &secret,
     ]);
     assert_eq!(
         refused.stderr,

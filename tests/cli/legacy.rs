@@ -3,9 +3,12 @@
 
 use serde_json::{json, Value};
 
+use tf_test_support::agent::{wait_for_agent_state, wait_for_state, Agent};
+use tf_test_support::http::{Caller, Response};
+use tf_test_support::server::Server;
+use tf_test_support::wait::wait_for;
+
 use crate::client::Client;
-use crate::harness::{Caller, Server};
-use crate::runner::{wait_for, wait_for_agent_state, wait_for_state, Agent};
 
 /// The HTTP calls a 2022 agent makes for one job, in its order: claim, a state report
 /// and live output per phase, the artifact, then the whole outcome in one document.
@@ -15,7 +18,7 @@ fn run_as_a_2022_agent(agent: &Caller, queue: &str) -> String {
         (response.status == 200).then(|| response.json())
     });
     let id = job["job_id"].as_str().expect("a job id").to_string();
-    let ok = |path: String, response: crate::harness::Response| {
+    let ok = |path: String, response: Response| {
         assert_eq!(response.status, 200, "{path}: {}", response.text());
     };
     let mut outcome = json!({});

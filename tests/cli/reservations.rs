@@ -7,9 +7,10 @@ use std::path::Path;
 
 use serde_json::json;
 
+use tf_test_support::agent::{wait_for_agent_state, wait_for_state, Agent};
+use tf_test_support::server::Server;
+
 use crate::client::{printed_job_id, Client};
-use crate::harness::Server;
-use crate::runner::{wait_for_agent_state, wait_for_state, Agent};
 
 /// An agent on queue `q` whose phases run `tf device-connector fake_connector` for a
 /// device at 10.0.0.7; its cleanup takes a moment, during which the job's state is

@@ -2,9 +2,10 @@
 
 use serde_json::{json, Value};
 
+use tf_test_support::agent::{wait_for_agent_state, wait_for_state, Agent};
+use tf_test_support::server::Server;
+
 use crate::client::{register_agent, Client};
-use crate::harness::Server;
-use crate::runner::{wait_for_agent_state, wait_for_state, Agent};
 
 #[test]
 fn submit_quiet_prints_the_bare_id_and_status_the_state_word() {

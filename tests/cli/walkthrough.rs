@@ -8,7 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::harness::eventually;
+use tf_test_support::wait::eventually;
 
 const SECTION: &str = "## A lab of your own, step by step";
 const README_ADDRESS: &str = "127.0.0.1:5000";

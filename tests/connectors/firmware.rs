@@ -28,23 +28,10 @@ fn device(vendor: &str, chassis: &str, data: serde_json::Value) -> Bench {
     bench
 }
 
-fn update(bench: &Bench) -> crate::Ran {
-    bench.run_with(
-        &[
-            "fake_connector",
-            "firmware_update",
-            "-c",
-            "default.yaml",
-            "testflinger.json",
-        ],
-        &[("TF_CONNECTOR_NO_WAIT", "1")],
-    )
-}
-
 #[test]
 fn lvfs_devices_are_upgraded_rebooted_and_checked() {
     let bench = device("Dell Inc.", "3", json!({"version": "latest"}));
-    let ran = update(&bench);
+    let ran = bench.update_firmware();
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     let calls = bench.calls();
     let at = |wanted: &str| {
@@ -66,7 +53,7 @@ fn lvfs_devices_are_upgraded_rebooted_and_checked() {
 fn firmware_failures_fail_the_stage_unless_ignored() {
     let failing = device("LENOVO", "13", json!({"version": "latest"}));
     std::fs::write(failing.state.path().join("fwupd-fails"), "").unwrap();
-    let ran = update(&failing);
+    let ran = failing.update_firmware();
     assert_eq!(ran.code, 1);
     assert!(
         ran.stderr
@@ -81,10 +68,10 @@ fn firmware_failures_fail_the_stage_unless_ignored() {
         json!({"version": "latest", "ignore_failure": true}),
     );
     std::fs::write(ignored.state.path().join("fwupd-fails"), "").unwrap();
-    assert_eq!(update(&ignored).code, 0);
+    assert_eq!(ignored.update_firmware().code, 0);
 
     let laptop = device("HP", "9", json!({"version": "latest"}));
-    let ran = update(&laptop);
+    let ran = laptop.update_firmware();
     assert_eq!(ran.code, 1);
     assert!(
         ran.stderr.contains(
@@ -95,7 +82,7 @@ fn firmware_failures_fail_the_stage_unless_ignored() {
     );
 
     let pinned = device("HP", "3", json!({"version": "1.1"}));
-    let ran = update(&pinned);
+    let ran = pinned.update_firmware();
     assert!(
         ran.stderr.contains("Current supported version: ['latest']"),
         "{}",
@@ -104,7 +91,7 @@ fn firmware_failures_fail_the_stage_unless_ignored() {
 
     let unreachable = device("HP", "3", json!({"version": "latest"}));
     std::fs::remove_file(unreachable.state.path().join("device-up")).unwrap();
-    let ran = update(&unreachable);
+    let ran = unreachable.update_firmware();
     assert!(
         ran.stderr.contains("Failed to SSH to 10.0.0.8 after 60s"),
         "{}",

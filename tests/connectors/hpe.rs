@@ -88,23 +88,10 @@ fn server(data: serde_json::Value) -> Bench {
     bench
 }
 
-fn update(bench: &Bench) -> crate::Ran {
-    bench.run_with(
-        &[
-            "fake_connector",
-            "firmware_update",
-            "-c",
-            "default.yaml",
-            "testflinger.json",
-        ],
-        &[("TF_CONNECTOR_NO_WAIT", "1")],
-    )
-}
-
 #[test]
 fn hpe_servers_get_the_latest_service_pack_through_ilo() {
     let bench = server(json!({"version": "latest"}));
-    let ran = update(&bench);
+    let ran = bench.update_firmware();
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     assert_eq!(
         std::fs::read_to_string(bench.path("U30_2.80.fwpkg")).unwrap(),
@@ -133,7 +120,7 @@ fn hpe_servers_get_the_latest_service_pack_through_ilo() {
 fn an_spp_the_repository_does_not_have_is_refused() {
     // A prefix of an available SPP is not a match (the reference accepts substrings).
     let bench = server(json!({"version": "2023.09"}));
-    let ran = update(&bench);
+    let ran = bench.update_firmware();
     assert_eq!(ran.code, 1);
     assert!(
         ran.stderr
@@ -142,5 +129,5 @@ fn an_spp_the_repository_does_not_have_is_refused() {
         ran.stderr
     );
     let ignored = server(json!({"version": "2023.09", "ignore_failure": true}));
-    assert_eq!(update(&ignored).code, 0);
+    assert_eq!(ignored.update_firmware().code, 0);
 }

@@ -2,13 +2,6 @@
 //! the hardware tools replaced by the fakes in `tests/fakes/` (first on `PATH`), which
 //! record every call in `$FAKE_STATE/calls`.
 
-#[allow(dead_code)]
-#[path = "../server/harness.rs"]
-mod harness;
-#[allow(dead_code)]
-#[path = "../agent/runner.rs"]
-mod runner;
-
 mod control_host;
 mod firmware;
 mod hpe;
@@ -59,6 +52,20 @@ impl Bench {
         self.run_with(
             &[device, stage, "-c", "default.yaml", "testflinger.json"],
             &[],
+        )
+    }
+
+    /// The firmware_update stage, without the waits for the device to reboot.
+    pub fn update_firmware(&self) -> Ran {
+        self.run_with(
+            &[
+                "fake_connector",
+                "firmware_update",
+                "-c",
+                "default.yaml",
+                "testflinger.json",
+            ],
+            &[("TF_CONNECTOR_NO_WAIT", "1")],
         )
     }
 

@@ -4,9 +4,9 @@ use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
-use crate::harness::Server;
-use crate::runner::wait_for;
 use crate::Bench;
+use tf_test_support::server::Server;
+use tf_test_support::wait::wait_for;
 
 fn parent_job(server: &Server, jobs: Value) -> (Bench, String) {
     let parent = server.submit(&json!({"job_queue": "parents"}));

@@ -5,6 +5,9 @@
 
 use serde_json::json;
 
+use tf_test_support::agent::{wait_for_state, Agent};
+use tf_test_support::server::Server;
+
 use crate::Bench;
 
 const CONFIG: &str = "agent_name: rpi-1
@@ -240,7 +243,7 @@ fn muxpi_reports_an_image_url_that_does_not_work() {
 
 #[test]
 fn an_agent_flashes_a_device_through_muxpi_end_to_end() {
-    let server = crate::harness::Server::start();
+    let server = Server::start();
     // The device's files and the fake hardware, as in the other muxpi tests.
     let bench = Bench::new(CONFIG, &json!({}));
     prepare(&bench);
@@ -256,14 +259,14 @@ fn an_agent_flashes_a_device_through_muxpi_end_to_end() {
         "provision_command: {environment} {tf} device-connector muxpi provision -c {0} testflinger.json\ntest_command: {tf} device-connector muxpi runtest -c {0} testflinger.json\n",
         config.display()
     );
-    let _agent = crate::runner::Agent::start(&server, &settings);
+    let _agent = Agent::start(&server, &settings);
     let image = serve_image("FLASHED-BY-THE-AGENT");
     let job_id = server.submit(&json!({
         "job_queue": "q",
         "provision_data": {"url": image},
         "test_data": {"test_cmds": "echo testing $AGENT_NAME"},
     }));
-    let result = crate::runner::wait_for_state(&server, &job_id, &["complete"]);
+    let result = wait_for_state(&server, &job_id, &["complete"]);
     assert_eq!(result["provision_status"], json!(0), "{result}");
     assert_eq!(result["test_status"], json!(0), "{result}");
     assert!(

@@ -3,9 +3,9 @@
 
 use serde_json::json;
 
-use crate::harness::Server;
-use crate::runner::{wait_for_state, Agent};
 use crate::Bench;
+use tf_test_support::agent::{wait_for_state, Agent};
+use tf_test_support::server::Server;
 
 const CONFIG: &str = "agent_name: rpi-7\ndevice_ip: 10.0.0.7\nenv:\n  DEVICE_IP: 10.0.0.7\n  EMPTY: ''\nreboot_script: [pdu-power-cycle outlet 7]\n";
 

@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::harness::Server;
+use tf_test_support::server::Server;
 
 #[test]
 fn agents_report_and_are_listed_with_their_log_trimmed() {

@@ -1,6 +1,9 @@
 use serde_json::{json, Value};
 
-use crate::harness::{tf_clients, Caller, Server};
+use tf_test_support::http::{send_from, Caller, Response};
+use tf_test_support::server::Server;
+use tf_test_support::wait::eventually;
+use tf_test_support::{add_client, tf, tf_clients};
 
 const JOB: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
 
@@ -86,7 +89,7 @@ const ROLE_MATRIX: &[(&str, &str, &str)] = &[
     ("POST", "/v1/oauth2/revoke", "admin"),
 ];
 
-fn call(caller: &Caller, method: &str, path: &str) -> crate::harness::Response {
+fn call(caller: &Caller, method: &str, path: &str) -> Response {
     let path = path.replace("JOB", JOB);
     let headers = [
         ("Content-Type", "application/json"),
@@ -231,14 +234,8 @@ fn bad_expired_and_forged_tokens_are_refused_with_the_reference_messages() {
 
 /// Creates the contributor `dev` and logs in as it: the token answer.
 fn dev_login(server: &Server) -> Value {
-    crate::harness::add_client(
-        &server.data_dir,
-        "dev",
-        "contributor",
-        "dev-secret-0123456789",
-        &[],
-    );
-    server.login("dev", "dev-secret-0123456789")
+    let secret = server.add_client("dev", "contributor", &[]);
+    server.login("dev", &secret)
 }
 
 #[test]
@@ -331,7 +328,7 @@ fn a_refresh_token_past_half_its_life_is_renewed_once_and_revoked_with_its_line(
     );
     let renewed_from = |token: &Value| {
         let mut renewed = Value::Null;
-        assert!(crate::harness::eventually(|| {
+        assert!(eventually(|| {
             renewed = renew(token).json()["refresh_token"].clone();
             renewed.is_string()
         }));
@@ -349,7 +346,7 @@ fn a_refresh_token_past_half_its_life_is_renewed_once_and_revoked_with_its_line(
 
     // The old token is not revoked (a holder that failed to save the new one goes on),
     // but it still ends when it was due to.
-    assert!(crate::harness::eventually(|| !refreshes(&server, &first)));
+    assert!(eventually(|| !refreshes(&server, &first)));
     assert_eq!(
         renew(&first).json()["message"],
         json!("Refresh token expired")
@@ -362,7 +359,7 @@ fn a_refresh_token_past_half_its_life_is_renewed_once_and_revoked_with_its_line(
     let other_login = server.login("dev", "dev-secret-0123456789")["refresh_token"].clone();
     // Access tokens last two seconds here: log in afresh until one is still valid on arrival.
     let mut revoked = Value::Null;
-    assert!(crate::harness::eventually(|| {
+    assert!(eventually(|| {
         let access = server.login("boss", "boss-secret-0123456789")["access_token"].clone();
         revoked = server
             .with_token(access.as_str().unwrap())
@@ -390,7 +387,7 @@ fn a_refresh_token_must_outlive_two_access_tokens_and_stay_bounded() {
     let refused = |args: &[&str], expected: &str| {
         let mut full = vec!["serve", "--data-dir", not_a_dir.path().to_str().unwrap()];
         full.extend_from_slice(args);
-        let output = crate::harness::tf(&full);
+        let output = tf(&full);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{args:?}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
@@ -424,7 +421,7 @@ fn token_lifetimes_must_be_whole_seconds() {
     // A file for a data dir: a setting wrongly accepted fails at once, creating nothing.
     let not_a_dir = tempfile::NamedTempFile::new().unwrap();
     for lifetime in ["0s", "1500ms"] {
-        let output = crate::harness::tf(&[
+        let output = tf(&[
             "serve",
             "--refresh-token-lifetime",
             lifetime,
@@ -443,13 +440,7 @@ fn token_lifetimes_must_be_whole_seconds() {
 #[test]
 fn logins_fail_clearly_and_lock_out_after_repeated_failures() {
     let server = Server::start();
-    crate::harness::add_client(
-        &server.data_dir,
-        "dev",
-        "contributor",
-        "dev-secret-0123456789",
-        &[],
-    );
+    let secret = server.add_client("dev", "contributor", &[]);
     let token = |authorization: Option<&str>| {
         let headers: Vec<(&str, &str)> = authorization
             .map(|a| ("Authorization", a))
@@ -476,7 +467,7 @@ fn logins_fail_clearly_and_lock_out_after_repeated_failures() {
     for _ in 0..5 {
         assert_eq!(token(Some(&basic("dev", "wrong-secret-0000"))).0, 401);
     }
-    let locked = token(Some(&basic("dev", "dev-secret-0123456789")));
+    let locked = token(Some(&basic("dev", &secret)));
     assert_eq!(
         locked.0, 429,
         "even the right secret waits out the lock-out: {}",
@@ -498,11 +489,11 @@ fn basic(id: &str, secret: &str) -> String {
 fn a_lock_out_holds_only_the_guessing_address_and_unknown_ids_lock_alike() {
     let server = Server::start();
     let secret = "dev-secret-0123456789";
-    crate::harness::add_client(&server.data_dir, "dev", "contributor", secret, &[]);
+    add_client(&server.data_dir, "dev", "contributor", secret, &[]);
     let stranger = std::net::Ipv4Addr::new(127, 0, 0, 2);
     let login = |from: std::net::Ipv4Addr, id: &str, secret: &str| {
         let authorization = basic(id, secret);
-        let response = crate::harness::send_from(
+        let response = send_from(
             from,
             &server.address,
             "POST",
@@ -955,7 +946,7 @@ fn the_clients_command_manages_clients_on_the_data_dir() {
         json!("Bearer")
     );
 
-    let again = crate::harness::tf(&[
+    let again = tf(&[
         "clients",
         "--data-dir",
         data.path().to_str().unwrap(),
@@ -1015,7 +1006,7 @@ fn the_clients_command_writes_an_agents_token_file() {
 
     // A token file that cannot be written leaves no half-made client behind.
     let nowhere = data.path().join("missing-dir").join("rack-2.token");
-    let failed = crate::harness::tf(&[
+    let failed = tf(&[
         "clients",
         "--data-dir",
         data.path().to_str().unwrap(),
@@ -1052,7 +1043,7 @@ fn the_clients_command_gives_an_agent_another_token_without_revoking_the_others(
     let failure = |args: &[&str]| {
         let mut full = vec!["clients", "--data-dir", data.path().to_str().unwrap()];
         full.extend_from_slice(args);
-        let output = crate::harness::tf(&full);
+        let output = tf(&full);
         assert!(!output.status.success(), "{args:?}");
         String::from_utf8_lossy(&output.stderr).into_owned()
     };
@@ -1121,23 +1112,13 @@ fn the_clients_command_takes_the_token_lifetime_from_the_servers_config() {
 #[test]
 fn parallel_guesses_count_towards_the_lock_out() {
     let server = Server::start();
-    crate::harness::add_client(
-        &server.data_dir,
-        "dev",
-        "contributor",
-        "dev-secret-0123456789",
-        &[],
-    );
-    let basic = |secret: &str| {
-        use base64::Engine;
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("dev:{secret}"))
-        )
-    };
+    let secret = server.add_client("dev", "contributor", &[]);
     let guesses: Vec<_> = (0..12)
         .map(|n| {
-            let (caller, header) = ((*server).clone(), basic(&format!("wrong-guess-{n:04}")));
+            let (caller, header) = (
+                (*server).clone(),
+                basic("dev", &format!("wrong-guess-{n:04}")),
+            );
             std::thread::spawn(move || {
                 caller
                     .request(
@@ -1158,7 +1139,7 @@ fn parallel_guesses_count_towards_the_lock_out() {
     let right = server.request(
         "POST",
         "/v1/oauth2/token",
-        &[("Authorization", &basic("dev-secret-0123456789"))],
+        &[("Authorization", &basic("dev", &secret))],
         b"",
     );
     assert_eq!(right.status, 429);
@@ -1201,7 +1182,7 @@ fn a_secret_changed_lowered_or_deleted_through_the_api_revokes_refresh_tokens() 
     let server = Server::start();
     let admin = server.client("boss", "admin", &[]);
     let secret = "dev-secret-0123456789";
-    crate::harness::add_client(&server.data_dir, "dev", "manager", secret, &[]);
+    add_client(&server.data_dir, "dev", "manager", secret, &[]);
     let put = |body: Value| {
         let response = admin.request(
             "PUT",
@@ -1300,7 +1281,7 @@ fn a_short_signing_key_stops_the_start() {
     let data = tempfile::tempdir().unwrap();
     let key = data.path().join("short.key");
     std::fs::write(&key, "tiny").unwrap();
-    let output = crate::harness::tf(&[
+    let output = tf(&[
         "serve",
         "--bind",
         "127.0.0.1:0",
@@ -1348,7 +1329,7 @@ fn the_clients_command_reports_unknown_clients() {
     ] {
         let mut full = vec!["clients", "--data-dir", data.path().to_str().unwrap()];
         full.extend(args);
-        let output = crate::harness::tf(&full);
+        let output = tf(&full);
         assert!(!output.status.success(), "{args:?}");
         assert!(
             String::from_utf8_lossy(&output.stderr).contains("no client ghost"),
@@ -1357,7 +1338,7 @@ fn the_clients_command_reports_unknown_clients() {
     }
     let short = data.path().join("short.secret");
     std::fs::write(&short, "too-short").unwrap();
-    let output = crate::harness::tf(&[
+    let output = tf(&[
         "clients",
         "--data-dir",
         data.path().to_str().unwrap(),

@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::harness::Server;
+use tf_test_support::server::Server;
 
 #[test]
 fn malformed_and_mistyped_bodies_are_rejected_cleanly() {

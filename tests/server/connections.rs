@@ -5,7 +5,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::harness::{send, Server};
+use tf_test_support::http::send;
+use tf_test_support::server::Server;
 
 /// More idle sockets than a server limited to 1,024 open files can hold.
 const FLOOD: usize = 1_100;

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::harness::Server;
+use tf_test_support::server::Server;
 
 const JOB: &[u8] = br#"{"job_queue": "q"}"#;
 

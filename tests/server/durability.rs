@@ -4,7 +4,8 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use crate::harness::{send, Server};
+use tf_test_support::http::send;
+use tf_test_support::server::Server;
 
 #[test]
 fn every_acknowledged_write_survives_sigkill() {

@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::harness::Server;
+use tf_test_support::server::Server;
 
 #[test]
 fn a_full_disk_is_a_clear_507_and_keeps_what_was_acknowledged() {

@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::harness::Server;
+use tf_test_support::server::Server;
 
 const JOB_ID: &str = "11111111-2222-3333-4444-555555555555";
 

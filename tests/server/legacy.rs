@@ -3,7 +3,8 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::{Caller, Server};
+use tf_test_support::http::Caller;
+use tf_test_support::server::Server;
 
 const UNKNOWN: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
 

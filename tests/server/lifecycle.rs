@@ -2,7 +2,9 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::harness::{tf, Server};
+use tf_test_support::http::Response;
+use tf_test_support::server::Server;
+use tf_test_support::tf;
 
 #[test]
 fn sigterm_stops_cleanly_and_keeps_the_data() {
@@ -140,7 +142,7 @@ fn every_answer_carries_a_request_id_for_the_logs() {
     let server = Server::start();
     let first = server.get("/v1/");
     let second = server.get("/v1/job/search");
-    let id = |response: &crate::harness::Response| -> u64 {
+    let id = |response: &Response| -> u64 {
         response
             .header("x-request-id")
             .expect("x-request-id")

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::{send, Server};
+use tf_test_support::http::send;
+use tf_test_support::server::Server;
 
 const BODY_LIMIT: usize = 16 * 1024 * 1024;
 

@@ -1,6 +1,7 @@
 use serde_json::json;
 
-use crate::harness::Server;
+use tf_test_support::http::send;
+use tf_test_support::server::Server;
 
 const JOB: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
 
@@ -156,7 +157,7 @@ fn long_poll_on_a_log_returns_when_a_fragment_arrives() {
     let address = server.address.clone();
     let waiter = std::thread::spawn(move || {
         let path = format!("/v1/result/{JOB}/log/output?start_fragment=0&wait=30");
-        crate::harness::send(&address, "GET", &path, &[], b"").unwrap()
+        send(&address, "GET", &path, &[], b"").unwrap()
     });
     std::thread::sleep(std::time::Duration::from_millis(300));
     post(

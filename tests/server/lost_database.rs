@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{tf, Server};
+use tf_test_support::http::{send, Response};
+use tf_test_support::server::Server;
+use tf_test_support::tf;
 
 /// A data dir a server used: a job with an artifact, and the generated keys. Returns the
 /// archive files it holds.
@@ -185,8 +187,8 @@ impl BareServer {
         BareServer { child, address }
     }
 
-    fn get(&self, path: &str) -> crate::harness::Response {
-        crate::harness::send(&self.address, "GET", path, &[], b"").unwrap()
+    fn get(&self, path: &str) -> Response {
+        send(&self.address, "GET", path, &[], b"").unwrap()
     }
 }
 

@@ -7,7 +7,6 @@ mod connections;
 mod cross_site;
 mod durability;
 mod full_disk;
-mod harness;
 mod jobs;
 mod legacy;
 mod lifecycle;

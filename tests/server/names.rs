@@ -3,7 +3,9 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::{Response, Server};
+use tf_test_support::http::Response;
+use tf_test_support::server::Server;
+use tf_test_support::tf;
 
 const LONGEST_QUEUE: usize = 200;
 
@@ -109,7 +111,7 @@ fn agents_queues_and_clients_are_named_within_limits() {
         "client id",
         "Invalid client id: Longer than maximum length 256.",
     );
-    let added = crate::harness::tf(&[
+    let added = tf(&[
         "clients",
         "--data-dir",
         server.data_dir.to_str().unwrap(),

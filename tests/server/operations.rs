@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use crate::harness::{tf, tf_clients, Server};
+use tf_test_support::server::Server;
+use tf_test_support::{tf, tf_clients};
 
 fn metric_lines(server: &Server) -> Vec<String> {
     let response = server.get("/metrics");

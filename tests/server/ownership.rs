@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::harness::Server;
+use tf_test_support::server::Server;
 
 const WITH_ATTACHMENTS: &str =
     r#"{"job_queue": "q", "test_data": {"attachments": [{"agent": "a.txt"}]}}"#;

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::Server;
+use tf_test_support::server::Server;
 
 const HOSTILE: &str = "<script>alert('x')</script>";
 const ESCAPED: &str = "&#60;script&#62;alert(&#39;x&#39;)&#60;/script&#62;";

@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::harness::Server;
+use tf_test_support::server::Server;
 
 fn fragment(number: i64, phase: &str, text: &str) -> serde_json::Value {
     json!({"fragment_number": number, "timestamp": "2026-01-01T00:00:00", "phase": phase, "log_data": text})

@@ -2,7 +2,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{eventually, Server};
+use tf_test_support::server::Server;
+use tf_test_support::wait::eventually;
 
 #[test]
 fn old_jobs_logs_archives_and_agents_expire() {

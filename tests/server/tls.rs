@@ -1,6 +1,9 @@
 use std::io::{Read, Write};
 use std::sync::Arc;
 
+use tf_test_support::server::Server;
+use tf_test_support::tf;
+
 /// A `tf serve` with TLS (the harness's servers speak plain HTTP).
 struct TlsServer {
     child: std::process::Child,
@@ -143,7 +146,7 @@ fn bad_certificate_files_stop_the_start_with_a_clear_message() {
     let junk = dir.path().join("junk.pem");
     std::fs::write(&junk, "not a certificate").unwrap();
     let junk = junk.to_str().unwrap();
-    let output = crate::harness::tf(&[
+    let output = tf(&[
         "serve",
         "--bind",
         "127.0.0.1:0",
@@ -160,7 +163,7 @@ fn bad_certificate_files_stop_the_start_with_a_clear_message() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let half = crate::harness::tf(&["serve", "--tls-cert", junk]);
+    let half = tf(&["serve", "--tls-cert", junk]);
     assert!(String::from_utf8_lossy(&half.stderr).contains("--tls-key"));
 }
 
@@ -179,7 +182,7 @@ fn client_error(server: &str, args: &[&str]) -> String {
 
 #[test]
 fn a_client_that_mixes_up_http_and_https_is_told_so() {
-    let plain = crate::harness::Server::start();
+    let plain = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, _) = certificate(dir.path());
     let tls = TlsServer::start(&cert, &key);

@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use serde_yaml::{Mapping, Value as Yaml};
 
-use crate::harness::{Caller, Server};
-
-/// How long a test waits for something the agent should do in well under a second;
-/// only a guard against hanging forever, never a measurement.
-const PATIENCE: Duration = Duration::from_secs(60);
+use crate::http::Caller;
+use crate::server::Server;
+use crate::tf_binary;
+use crate::wait::{wait_for, PATIENCE};
 
 pub struct Agent {
     child: Option<Child>,
@@ -76,7 +75,7 @@ impl Agent {
     /// Starts (or starts again) the agent process.
     pub fn spawn(&mut self, extra_args: &[&str]) {
         let stderr = std::fs::File::create(self.home.join("agent.stderr")).expect("stderr file");
-        let child = Command::new(env!("CARGO_BIN_EXE_tf"))
+        let child = Command::new(tf_binary())
             .arg("agent")
             .arg("-c")
             .arg(&self.config)
@@ -154,18 +153,6 @@ pub fn send_signal(pid: u32, signal: &str) {
         .status()
         .expect("kill");
     assert!(status.success());
-}
-
-/// Polls until `check` gives something (hang guard: `PATIENCE`).
-pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The job's result once its state is one of `states`.

@@ -8,8 +8,8 @@ use regex_lite::Regex;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::pyjson;
 use super::session::{Failure, Session};
+use crate::codec::pyjson;
 
 #[derive(Args, Debug)]
 pub struct JsonFlag {

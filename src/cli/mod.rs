@@ -12,17 +12,16 @@ mod jobs;
 mod lab;
 mod login;
 mod poll;
-pub mod pyjson;
 mod reserve;
 mod session;
 mod submit;
-pub mod yaml;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+use crate::codec::yaml;
 pub use command_name::CommandName;
 use config::{Settings, DEFAULT_SERVER};
 use session::Session;

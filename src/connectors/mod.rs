@@ -27,6 +27,8 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use serde_json::{json, Map, Value};
 
+use crate::codec::yaml;
+
 pub use runner::Runner;
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
@@ -305,7 +307,7 @@ fn text_of(value: Option<&Value>) -> String {
 fn load_config(path: &Path) -> Result<Map<String, Value>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the device config {}: {e}", path.display()))?;
-    match crate::cli::yaml::parse(&text) {
+    match yaml::parse(&text) {
         Ok(Value::Object(config)) => Ok(config),
         Ok(_) => Err(format!(
             "the device config {} must be a mapping of keys to values",

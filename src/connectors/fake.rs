@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
+use super::context::{Context, StageResult};
 use super::stages::pre_provision_hook;
-use super::{Context, StageResult};
 use crate::codec::pyjson;
 
 pub fn provision(context: &Context) -> StageResult {

@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::context::{Context, Failure, StageResult};
 use super::runner::{Output, RunError, SSH_OPTIONS};
 use super::serial::SerialLogger;
 use super::stages::pre_provision_hook;
-use super::{muxpi_users, web, Context, Failure, StageResult};
+use super::{muxpi_users, web};
 
 const CONTROL_TRIES: u32 = 3;
 const CONTROL_PAUSE: Duration = Duration::from_secs(5);

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use super::context::Failure;
 use super::muxpi::ControlHost;
-use super::Failure;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ImageType {

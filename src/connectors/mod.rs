@@ -8,7 +8,7 @@
 //! The modules, and who may use whom (no module uses this one, and none uses another in
 //! a circle):
 //! - `dispatch` picks the code for a `(device, stage)` pair; it alone knows the devices.
-//! - the devices: `fake`, `noprovision`, `muxpi` (with `muxpi_users`),
+//! - the devices: `fake`, `noprovision`, `muxpi` (with `muxpi_host`, `muxpi_users`),
 //!   `maas2` (with `maas_storage`) and `multi`;
 //! - what they share: the stages in `stages` and `firmware` (with `hpe`), the
 //!   control-host hooks in `control_host`;
@@ -26,6 +26,7 @@ mod maas2;
 mod maas_storage;
 mod multi;
 mod muxpi;
+mod muxpi_host;
 mod muxpi_users;
 mod noprovision;
 mod runner;

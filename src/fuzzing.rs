@@ -13,7 +13,7 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use crate::agent::attachments;
-use crate::cli::yaml;
+use crate::codec::yaml;
 use crate::job::duration::parse_duration;
 use crate::job::validate::{validate_body, validate_job, BodySchema};
 use crate::server::jwt;

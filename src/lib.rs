@@ -6,6 +6,7 @@
 mod agent;
 mod api;
 mod cli;
+mod codec;
 mod colour;
 mod completions;
 mod connectors;

@@ -7,10 +7,10 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Map, Value};
 
 use super::login::token_claims;
-use super::pyjson;
 use super::session::{Failure, Session};
 use super::Credentials;
 use crate::api::v1;
+use crate::codec::pyjson;
 
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {

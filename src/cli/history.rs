@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 
 use super::config::config_home;
+use crate::codec::pyjson;
 use crate::job::Outcome;
 
 const KEEP: usize = 10;
@@ -107,8 +108,8 @@ impl History {
                     job_state: field("job_state"),
                     outcome: entry.get("outcome").cloned(),
                 };
-                let id = super::pyjson::dumps(id.as_str());
-                format!("{id}: {}", super::pyjson::dumps(&ordered))
+                let id = pyjson::dumps(id.as_str());
+                format!("{id}: {}", pyjson::dumps(&ordered))
             })
             .collect();
         let _ = std::fs::write(&self.path, format!("{{{}}}", entries.join(", ")));

@@ -12,8 +12,9 @@ use serde_json::Value;
 use super::config::Settings;
 use super::history::History;
 use super::session::{Failure, Session};
-use super::{pyjson, yaml, CommandName, JobId};
+use super::{CommandName, JobId};
 use crate::api::v1;
+use crate::codec::{pyjson, yaml};
 use crate::job::outcome::KillReason;
 use crate::job::{JobState, Outcome, Phase};
 

@@ -8,9 +8,9 @@ use regex_lite::Regex;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::pyjson;
 use super::session::{Failure, Session};
 use crate::api::v1;
+use crate::codec::pyjson;
 
 #[derive(Args, Debug)]
 pub struct JsonFlag {

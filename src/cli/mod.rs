@@ -12,11 +12,9 @@ mod jobs;
 mod lab;
 mod login;
 mod poll;
-pub mod pyjson;
 mod reserve;
 mod session;
 mod submit;
-pub mod yaml;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +22,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use crate::api::v1;
+use crate::codec::yaml;
 use crate::job::LogType;
 pub use command_name::CommandName;
 use config::{Settings, DEFAULT_SERVER};

@@ -12,10 +12,10 @@ use serde_json::Value;
 
 use super::history::History;
 use super::jobs::{self, job_state, INVALID_JOB_ID, NO_JOB_DATA};
-use super::pyjson;
 use super::session::{Failure, Session};
 use super::CommandName;
 use crate::api::{v1, Call, Json, EXTENSIONS_HEADER};
+use crate::codec::pyjson;
 use crate::job::outcome::KILLED;
 use crate::job::reservation::{announced_target, asks_for_reservation};
 use crate::job::LogType;

@@ -12,8 +12,9 @@ use serde_json::{json, Map, Value};
 
 use super::session::Session;
 use super::submit;
-use super::{jobs, poll, pyjson};
+use super::{jobs, poll};
 use crate::api::v1;
+use crate::codec::pyjson;
 use crate::job::Outcome;
 
 #[derive(Args, Debug)]

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use super::config::{Settings, DEFAULT_SERVER};
 use super::login::Login;
-use super::pyjson;
 use crate::api::{Answer, Api, ApiError, Bearer, Call, Reply};
+use crate::codec::pyjson;
 
 /// For a whole request and answer (the reference allows 15 s between reads; large results
 /// need longer than that in total).

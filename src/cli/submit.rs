@@ -13,8 +13,9 @@ use serde_json::{json, Value};
 use super::history::History;
 use super::poll::{self, PollArgs};
 use super::session::{Failure, Session};
-use super::{yaml, Credentials};
+use super::Credentials;
 use crate::api::{v1, Upload};
+use crate::codec::yaml;
 use crate::job::LogType;
 
 /// Phases whose data may carry attachments.

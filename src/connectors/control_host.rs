@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Context, Failure};
+use super::context::{Context, Failure};
 use crate::api::{Api, Call, Reply, RequestBody};
 
 /// The control host's REST API.

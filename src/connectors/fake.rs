@@ -3,8 +3,9 @@
 
 use serde_json::Value;
 
+use super::context::{Context, StageResult};
 use super::stages::pre_provision_hook;
-use super::{Context, StageResult};
+use crate::codec::pyjson;
 
 pub fn provision(context: &Context) -> StageResult {
     pre_provision_hook(context, false)?;
@@ -19,7 +20,7 @@ pub fn provision(context: &Context) -> StageResult {
     println!(
         "No provisioning will actually happen, but here are the values from the provision_data:"
     );
-    println!("{}", crate::cli::pyjson::dumps_indented(&data, 4));
+    println!("{}", pyjson::dumps_indented(&data, 4));
     println!("{stars}");
     Ok(0)
 }

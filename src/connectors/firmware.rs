@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Context, Failure, StageResult};
+use super::context::{Context, Failure, StageResult};
 
 /// The chassis types the reference supports, and how each is updated.
 fn chassis(kind: u32) -> Option<(&'static str, &'static str)> {

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::{web, Context};
+use super::context::Context;
+use super::web;
 
 /// HPE's public service-pack repository (`hpe_repository_url` points at a mirror).
 const PUBLIC_REPOSITORY: &str = "https://downloads.linux.hpe.com/SDR/repo/";

@@ -11,11 +11,11 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{json, Value};
 
+use super::context::{Context, Failure, StageResult};
 use super::maas_storage::{self, StorageError};
 use super::runner::RunError;
 use super::serial::SerialLogger;
 use super::stages::pre_provision_hook;
-use super::{Context, Failure, StageResult};
 
 /// Pauses between the retries of a failing MAAS command (four runs in all).
 const RETRY_PAUSES: [u64; 3] = [10, 20, 40];

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::context::{Context, Failure, StageResult};
 use super::serial::SerialLogger;
 use super::stages::{pre_provision_hook, run_test_commands, test_environment};
-use super::{Context, Failure, StageResult};
 use crate::api::{v1, Api};
 
 const JOB_LIST: &str = "job_list.json";

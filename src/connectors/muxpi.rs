@@ -12,95 +12,16 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::runner::{Output, RunError, SSH_OPTIONS};
+use super::context::{Context, Failure, StageResult};
+use super::muxpi_host::{shell_quote, MuxHost};
+use super::muxpi_users;
+use super::runner::{RunError, SSH_OPTIONS};
 use super::serial::SerialLogger;
 use super::stages::pre_provision_hook;
-use super::{muxpi_users, web, Context, Failure, StageResult};
+use super::web;
 
-const CONTROL_TRIES: u32 = 3;
-const CONTROL_PAUSE: Duration = Duration::from_secs(5);
 const BOOT_LIMIT: Duration = Duration::from_secs(1200);
 const BOOT_CHECK_EVERY: Duration = Duration::from_secs(10);
-
-/// The device's control host, reached over ssh.
-/// `text` as one word for a POSIX shell.
-pub(super) fn shell_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "'\\''"))
-}
-
-pub(super) struct ControlHost<'a> {
-    context: &'a Context,
-    target: String,
-}
-
-impl ControlHost<'_> {
-    fn ssh_argv<'b>(&'b self, command: &'b str) -> Vec<&'b str> {
-        let mut argv = vec!["ssh"];
-        argv.extend(SSH_OPTIONS);
-        argv.push(&self.target);
-        argv.push(command);
-        argv
-    }
-
-    /// Runs `command` on the control host, retried when it fails.
-    pub(super) fn run(&self, command: &str, limit: Duration) -> Result<Output, Failure> {
-        let mut last = String::new();
-        for attempt in 1..=CONTROL_TRIES {
-            match self
-                .context
-                .runner
-                .run(&self.ssh_argv(command), Some(limit))
-            {
-                Ok(output) if output.success() => return Ok(output),
-                Ok(output) => last = output.all(),
-                Err(RunError::Missing(program)) => {
-                    return Err(Failure::Provisioning(format!("{program} is not installed")))
-                }
-                Err(error) => last = error.to_string(),
-            }
-            if attempt < CONTROL_TRIES {
-                self.context.log.warning(&format!(
-                    "Control command failed, retrying in 5s ({attempt}/{CONTROL_TRIES}): {command}"
-                ));
-                self.context.pause(CONTROL_PAUSE);
-            }
-        }
-        Err(Failure::Provisioning(format!(
-            "control host command `{command}` failed: {}",
-            last.trim()
-        )))
-    }
-
-    /// Runs `command` once: whether it succeeded (for probes and expected failures).
-    pub(super) fn probe(&self, command: &str) -> Option<Output> {
-        match self
-            .context
-            .runner
-            .run(&self.ssh_argv(command), Some(Duration::from_secs(60)))
-        {
-            Ok(output) if output.success() => Some(output),
-            _ => None,
-        }
-    }
-
-    pub(super) fn copy(&self, local: &Path, remote: &str) -> Result<(), Failure> {
-        let local = local.to_string_lossy();
-        let destination = format!("{}:{remote}", self.target);
-        let mut argv = vec!["scp"];
-        argv.extend(SSH_OPTIONS);
-        argv.push(&local);
-        argv.push(&destination);
-        match self
-            .context
-            .runner
-            .run(&argv, Some(Duration::from_secs(120)))
-        {
-            Ok(output) if output.success() => Ok(()),
-            Ok(output) => Err(Failure::Provisioning(output.all())),
-            Err(error) => Err(Failure::Provisioning(error.to_string())),
-        }
-    }
-}
 
 pub fn provision(context: &Context) -> StageResult {
     pre_provision_hook(context, true)?;
@@ -108,16 +29,7 @@ pub fn provision(context: &Context) -> StageResult {
     let log = &context.log;
     log.info("BEGIN provision");
     log.info("Provisioning device");
-    let control = ControlHost {
-        context,
-        target: format!(
-            "{}@{}",
-            context
-                .config_text("control_user")
-                .unwrap_or("ubuntu".into()),
-            context.required("control_host")?
-        ),
-    };
+    let control = MuxHost::new(context)?;
     reset_classic_mux(context, &control)?;
     let data = context
         .job
@@ -157,7 +69,7 @@ pub fn provision(context: &Context) -> StageResult {
 }
 
 /// Classic (`stm`-style) muxes start from a freshly rebooted control host and device.
-fn reset_classic_mux(context: &Context, control: &ControlHost) -> Result<(), Failure> {
+fn reset_classic_mux(context: &Context, control: &MuxHost) -> Result<(), Failure> {
     let local = context
         .config_text("control_switch_local_cmd")
         .unwrap_or("stm -ts".into());
@@ -239,7 +151,7 @@ struct Storage {
 
 impl Storage {
     /// Switches the SD card (or USB disk, with `media`) to the control host.
-    fn select(context: &Context, control: &ControlHost, data: &Value) -> Result<Storage, Failure> {
+    fn select(context: &Context, control: &MuxHost, data: &Value) -> Result<Storage, Failure> {
         let local = context
             .config_text("control_switch_local_cmd")
             .unwrap_or("stm -ts".into());
@@ -315,12 +227,7 @@ impl Storage {
 }
 
 /// Writes the image onto the block device on the control host.
-fn flash(
-    context: &Context,
-    control: &ControlHost,
-    image: &Image,
-    device: &str,
-) -> Result<(), Failure> {
+fn flash(context: &Context, control: &MuxHost, image: &Image, device: &str) -> Result<(), Failure> {
     let log = &context.log;
     if control.probe(&format!("sudo umount {device}*")).is_none() {
         log.warning(&format!("Device {device} might not be mounted"));
@@ -349,7 +256,7 @@ fn flash(
     let remote = format!("zstdcat | sudo dd of={} bs=16M", shell_quote(device));
     let mut argv = vec!["ssh"];
     argv.extend(SSH_OPTIONS);
-    argv.extend(["--", &control.target, &remote]);
+    argv.extend(["--", control.target(), &remote]);
     let image = std::fs::File::open(&file).map_err(|e| {
         Failure::Provisioning(format!("cannot read the image {}: {e}", file.display()))
     })?;
@@ -358,14 +265,14 @@ fn flash(
         Ok(output) => {
             return Err(Failure::Provisioning(format!(
                 "Error while piping the test image to {device} through {}: {}",
-                control.target,
+                control.target(),
                 output.all()
             )))
         }
         Err(RunError::TimedOut(_)) => {
             return Err(Failure::Provisioning(format!(
                 "Timeout while piping the test image to {device} through {} using a timeout of {}",
-                control.target,
+                control.target(),
                 limit.as_secs()
             )))
         }
@@ -452,7 +359,7 @@ fn url_answers(url: &str) -> Result<u16, String> {
 
 /// Mounts the image's partitions, finds out what the image is, and lets the test user
 /// (`ubuntu`/`ubuntu`) in, the way that image's first boot expects it.
-fn create_user(context: &Context, control: &ControlHost, device: &str) -> Result<(), Failure> {
+fn create_user(context: &Context, control: &MuxHost, device: &str) -> Result<(), Failure> {
     let agent = context.required("agent_name")?;
     let mounts = mount_partitions(context, control, device, &agent)?;
     if mounts.is_empty() {
@@ -479,7 +386,7 @@ fn create_user(context: &Context, control: &ControlHost, device: &str) -> Result
 /// Mounts each labelled partition of `device` under `/mnt/<agent>/<label>`.
 fn mount_partitions(
     context: &Context,
-    control: &ControlHost,
+    control: &MuxHost,
     device: &str,
     agent: &str,
 ) -> Result<Vec<String>, Failure> {

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use super::muxpi::ControlHost;
-use super::Failure;
+use super::context::Failure;
+use super::muxpi_host::MuxHost;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ImageType {
@@ -38,7 +38,7 @@ impl ImageType {
 }
 
 /// Probes the partitions mounted under `root`, in the reference's order.
-pub fn detect(control: &ControlHost, root: &str) -> ImageType {
+pub fn detect(control: &MuxHost, root: &str) -> ImageType {
     let iot = control.probe(&format!(
         "grep -oP \"iot-[a-z]+-[a-z-]*(classic-(server|desktop)-\\K[0-9]+|core-\\K[0-9]+)\" {root}/writable/.disk/info"
     ));
@@ -145,7 +145,7 @@ d-i pkgsel/include string openssh-server
 /// Puts a file with `content` on the control host as `<tmp>/<name>`, then copies it with
 /// sudo to `destination` (inside the mounted image).
 struct Installer<'a> {
-    control: &'a ControlHost<'a>,
+    control: &'a MuxHost<'a>,
     local: tempfile::TempDir,
     remote_tmp: String,
 }
@@ -165,7 +165,7 @@ impl Installer<'_> {
     }
 }
 
-pub fn create(control: &ControlHost, kind: ImageType, agent: &str) -> Result<(), Failure> {
+pub fn create(control: &MuxHost, kind: ImageType, agent: &str) -> Result<(), Failure> {
     let root = format!("/mnt/{agent}");
     let installer = Installer {
         control,

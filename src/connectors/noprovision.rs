@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use super::context::{Context, Failure, StageResult};
 use super::runner::RunError;
 use super::stages::pre_provision_hook;
-use super::{Context, Failure, StageResult};
 
 /// How long a rebooted device has to come back, and how often it is tried meanwhile.
 const BOOT_LIMIT: Duration = Duration::from_secs(300);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use super::Log;
+use super::log::Log;
 
 /// What a command printed (stdout and stderr together) and how it ended.
 #[derive(Debug)]
@@ -271,13 +271,12 @@ fn exit_status(status: std::process::ExitStatus) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::{RunError, Runner};
-    use crate::connectors::Log;
+    use super::{Log, RunError, Runner};
     use std::time::Duration;
 
     #[test]
     fn commands_past_their_limit_are_killed_and_missing_ones_named() {
-        let runner = Runner::new(Log::for_tests(), &serde_json::Map::new());
+        let runner = Runner::new(Log::new("test".into()), &serde_json::Map::new());
         let slow = runner.run(&["sleep", "5"], Some(Duration::from_millis(100)));
         assert!(matches!(slow, Err(RunError::TimedOut(_))));
         let missing = runner.run(&["no-such-tool-anywhere"], None);

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Context, Log};
+use super::context::Context;
+use super::log::Log;
 
 const RECONNECT_EVERY: Duration = Duration::from_secs(30);
 

@@ -1,72 +1,31 @@
 //! The stages every device shares (the reference's default device): the pre-provision
-//! hook, `runtest`, `allocate`, `reserve` and `cleanup`, and the dispatch from
-//! `(device, stage)` to the implementation.
+//! hook, `provision`, `runtest`, `allocate`, `reserve` and `cleanup` (`firmware_update`,
+//! shared too, has a module of its own: `firmware`). A device module calls on these for
+//! what it does not do its own way; `dispatch` picks between them.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use clap::ValueEnum;
 use serde_json::Value;
 
+use super::context::{Context, Failure, StageResult};
+use super::control_host;
 use super::runner::RunError;
 use super::serial::SerialLogger;
-use super::{
-    control_host, fake, firmware, maas2, multi, muxpi, noprovision, Context, Device, Failure,
-    Stage, StageResult,
-};
 use crate::job::reservation::{CONNECT_TO, RESERVED_BANNER};
-
-pub fn run(device: Device, stage: Stage, context: &Context) -> StageResult {
-    match (device, stage) {
-        (Device::FakeConnector, Stage::Provision) => fake::provision(context),
-        (Device::Noprovision, Stage::Provision) => noprovision::provision(context),
-        (Device::Muxpi, Stage::Provision) => muxpi::provision(context),
-        (Device::Maas2, Stage::Provision) => maas2::provision(context),
-        (Device::Maas2, Stage::Cleanup) => maas2::cleanup(context),
-        (Device::Multi, Stage::Provision) => multi::provision(context),
-        (Device::Multi, Stage::Runtest) => multi::runtest(context),
-        (Device::Multi, Stage::Cleanup) => multi::cleanup(context),
-        (
-            Device::FakeConnector
-            | Device::Noprovision
-            | Device::Muxpi
-            | Device::Maas2
-            | Device::Multi,
-            stage,
-        ) => default_stage(stage, context),
-        (device, _) => {
-            let name = device
-                .to_possible_value()
-                .map(|v| v.get_name().to_string())
-                .unwrap_or_default();
-            Err(Failure::Provisioning(format!(
-                "the {name} connector is not built into tf yet"
-            )))
-        }
-    }
-}
-
-fn default_stage(stage: Stage, context: &Context) -> StageResult {
-    match stage {
-        Stage::Provision => {
-            pre_provision_hook(context, false)?;
-            Ok(0)
-        }
-        Stage::FirmwareUpdate => firmware::firmware_update(context),
-        Stage::Runtest => runtest(context),
-        // The agent publishes device-info.json (written for every stage) and waits.
-        Stage::Allocate => Ok(0),
-        Stage::Reserve => reserve(context),
-        Stage::Cleanup => Ok(0),
-    }
-}
 
 /// What every provision does first: prepare the control host, if the device has one.
 /// `power_scripts`: keep the device powered off while the control host reboots.
 pub fn pre_provision_hook(context: &Context, power_scripts: bool) -> Result<(), Failure> {
     context.log.info("Running pre-provision hook");
     control_host::before_provision(context, power_scripts)
+}
+
+/// A device with nothing to install: only the pre-provision hook.
+pub fn provision(context: &Context) -> StageResult {
+    pre_provision_hook(context, false)?;
+    Ok(0)
 }
 
 /// Runs the job's `test_data.test_cmds` on the agent host: a list of commands (the
@@ -228,6 +187,16 @@ fn templated(text: &str, context: &Context) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The agent publishes device-info.json (written for every stage) and waits.
+pub fn allocate(_context: &Context) -> StageResult {
+    Ok(0)
+}
+
+/// As the reference's default device: the device stays as the job left it.
+pub fn cleanup(_context: &Context) -> StageResult {
+    Ok(0)
 }
 
 /// Lets the job's keys in, prints the reservation banner, and holds the device for the

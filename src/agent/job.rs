@@ -12,12 +12,13 @@ use serde_json::{json, Value};
 
 use super::config::{Config, DEFAULT_GLOBAL_TIMEOUT, DEFAULT_OUTPUT_TIMEOUT};
 use super::events::Events;
+use super::host::JobHost;
 use super::masking::Masker;
 use super::outbox::{self, Outbox};
 use super::plan::{self, Progress, Step, RUNNER_FAILED};
 use super::process::{CancelCheck, OutputSink, PhaseCommand, Stop, StopConditions};
 use super::serial_log::{self, SERIAL_CHUNK};
-use super::{artifacts, attachments, reports, Agent};
+use super::{artifacts, attachments, reports};
 use crate::api::{v1, Api};
 use crate::job::outcome::{AGENT_STOPPED_LINE, KILLED, RECOVERY_FAILED};
 use crate::job::{is_valid_job_id, JobDefinition, JobState, LogType, Phase};
@@ -26,7 +27,7 @@ use crate::job::{is_valid_job_id, JobDefinition, JobState, LogType, Phase};
 /// directory is set aside for later.
 const DELIVERY_WAIT: Duration = Duration::from_secs(30);
 
-pub async fn run(agent: &Agent, job: Value) {
+pub async fn run(agent: &impl JobHost, job: Value) {
     let Some(job_id) = job
         .get("job_id")
         .and_then(Value::as_str)
@@ -39,9 +40,9 @@ pub async fn run(agent: &Agent, job: Value) {
         tracing::error!("the server sent a job with an invalid job_id {job_id:?}");
         return;
     }
-    agent.metrics.job_started();
+    agent.metrics().job_started();
     tracing::info!("Starting job {job_id}");
-    let run_dir = agent.config.execution_basedir.join(&job_id);
+    let run_dir = agent.config().execution_basedir.join(&job_id);
     let runner = match JobRunner::start(agent, job, &job_id, &run_dir) {
         Ok(runner) => runner,
         Err(error) => {
@@ -61,8 +62,8 @@ pub async fn run(agent: &Agent, job: Value) {
     runner.run().await;
 }
 
-struct JobRunner<'a> {
-    agent: &'a Agent,
+struct JobRunner<'a, H: JobHost> {
+    agent: &'a H,
     config: &'a Config,
     job: JobDefinition,
     job_id: String,
@@ -74,19 +75,14 @@ struct JobRunner<'a> {
     attachments_unpacked: bool,
 }
 
-impl<'a> JobRunner<'a> {
+impl<'a, H: JobHost> JobRunner<'a, H> {
     /// Reads the job and creates the run directory with the reference's files in it.
-    fn start(
-        agent: &'a Agent,
-        received: Value,
-        job_id: &str,
-        run_dir: &Path,
-    ) -> anyhow::Result<Self> {
+    fn start(agent: &'a H, received: Value, job_id: &str, run_dir: &Path) -> anyhow::Result<Self> {
         let job: JobDefinition = serde_json::from_value(received.clone())
             .map_err(|e| anyhow::anyhow!("the job's definition cannot be read: {e}"))?;
         let outbox = Outbox::create(
-            &outbox::dir_of(&agent.config.execution_basedir, job_id),
-            agent.api.clone(),
+            &outbox::dir_of(&agent.config().execution_basedir, job_id),
+            agent.api().clone(),
         )?;
         if run_dir.exists() {
             // Left by a run of the same job that the server handed out again.
@@ -96,10 +92,10 @@ impl<'a> JobRunner<'a> {
         // The connector reads the job as it was received.
         std::fs::write(run_dir.join("testflinger.json"), received.to_string())?;
         std::fs::write(run_dir.join("testflinger-outcome.json"), "{}")?;
-        let events = Events::new(&agent.api, &agent.config.agent_id, &job, job_id);
+        let events = Events::new(agent.api(), &agent.config().agent_id, &job, job_id);
         Ok(JobRunner {
             agent,
-            config: &agent.config,
+            config: agent.config(),
             job,
             job_id: job_id.to_string(),
             run_dir: run_dir.to_path_buf(),
@@ -111,7 +107,7 @@ impl<'a> JobRunner<'a> {
     }
 
     async fn run(mut self) {
-        let job_page = format!("{}/jobs/{}", self.agent.api.base(), self.job_id);
+        let job_page = format!("{}/jobs/{}", self.agent.api().base(), self.job_id);
         self.events.emit("job_start", &job_page);
         self.agent.report(&json!({"job_id": self.job_id})).await;
         match self.unpack_attachments().await {
@@ -147,7 +143,7 @@ impl<'a> JobRunner<'a> {
     /// queue instead.
     async fn run_main_phases(&mut self) -> bool {
         loop {
-            let stopping = self.agent.stopping.is_cancelled();
+            let stopping = self.agent.stopping().is_cancelled();
             let phase = match self.progress.next_step(stopping, |p| self.due(p).is_ok()) {
                 Step::Run(phase) => phase,
                 Step::GiveBack => return false,
@@ -162,18 +158,14 @@ impl<'a> JobRunner<'a> {
                 self.events.emit("cancelled", "");
                 return true;
             }
-            let view = self.agent.server_view().await;
-            if let Some(hold) = self.agent.note_server_view(&view) {
-                self.agent.requests().admin_hold = Some(hold);
-            }
+            self.agent.check_in().await;
             self.post_result(reports::state(JobState::Phase(phase)));
-            let comment = self.agent.requests().comment();
-            self.agent.set_state(phase.as_str(), &comment).await;
+            self.agent.report_phase(phase).await;
             self.events.emit(&format!("{phase}_start"), "");
 
             let started = Instant::now();
             let exit_code = self.run_phase(phase).await;
-            let metrics = &self.agent.metrics;
+            let metrics = self.agent.metrics();
             metrics.phase_took(phase.as_str(), started.elapsed().as_secs_f64());
 
             let event = if exit_code == 0 {
@@ -274,7 +266,7 @@ impl<'a> JobRunner<'a> {
             self.config.output_timeout,
             DEFAULT_OUTPUT_TIMEOUT,
         );
-        let stopping = self.agent.stopping.is_cancelled();
+        let stopping = self.agent.stopping().is_cancelled();
         let limits = plan::limits(phase, global_timeout, output_timeout, stopping);
         let checker = self.state_checker();
         let conditions = StopConditions {
@@ -285,9 +277,9 @@ impl<'a> JobRunner<'a> {
             // Cleanup still runs when the agent is told to stop (the device must not be
             // left dirty); only a second signal cuts it short.
             agent_stopping: if phase == Phase::Cleanup {
-                &self.agent.stopping_now
+                self.agent.stopping_now()
             } else {
-                &self.agent.stopping
+                self.agent.stopping()
             },
         };
         let command = PhaseCommand {
@@ -363,7 +355,7 @@ impl<'a> JobRunner<'a> {
             }
             tokio::select! {
                 _ = tokio::time::sleep(checker.interval() * 5) => {}
-                _ = self.agent.stopping.cancelled() => return,
+                _ = self.agent.stopping().cancelled() => return,
             }
         }
     }
@@ -376,7 +368,7 @@ impl<'a> JobRunner<'a> {
         let path = v1::attachments_path(&self.job_id);
         if !self
             .agent
-            .api
+            .api()
             .download(&path, &archive, Duration::from_secs(2 * 3600))
             .await?
         {
@@ -469,14 +461,13 @@ impl<'a> JobRunner<'a> {
             "Set to offline by agent. Recovery failed during job '{}' execution.",
             self.job_id
         );
-        self.agent.request_offline(&comment);
-        self.agent.set_state("offline", &comment).await;
-        self.agent.metrics.recovery_failed();
+        self.agent.take_offline(&comment).await;
+        self.agent.metrics().recovery_failed();
     }
 
     fn state_checker(&self) -> StateChecker {
         StateChecker {
-            api: self.agent.api.clone(),
+            api: self.agent.api().clone(),
             job_id: self.job_id.clone(),
             cheap: self.agent.is_extended(),
         }

@@ -7,6 +7,7 @@ mod artifacts;
 pub(crate) mod attachments;
 pub mod config;
 mod events;
+mod host;
 mod job;
 mod logging;
 mod masking;
@@ -30,7 +31,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{read_refresh_token, v1, Api, ApiError, Call, EXTENSIONS_HEADER};
+use crate::job::Phase;
 use config::{AgentArgs, Config};
+use host::JobHost;
 use metrics::Metrics;
 
 /// The longest a claim waits on a server that can long-poll. It waits
@@ -176,7 +179,7 @@ impl Agent {
         );
         self.come_online().await;
         self.advertise().await;
-        recovery::finish_interrupted_jobs(&self).await;
+        recovery::finish_interrupted_jobs(self.as_ref()).await;
 
         while !self.stopping.is_cancelled() {
             self.wait_for_server().await;
@@ -201,7 +204,7 @@ impl Agent {
             if let Some(queues) = &self.config.advertised_queues {
                 self.quietly(v1::advertise_queues(queues)).await;
             }
-            recovery::retry_unsent_results(&self).await;
+            recovery::retry_unsent_results(self.as_ref()).await;
             if self.carry_out_requests().await? {
                 self.pause().await;
                 continue;
@@ -212,7 +215,7 @@ impl Agent {
                 break;
             }
             while let Some(job) = claimed.job.take() {
-                job::run(&self, job).await;
+                job::run(self.as_ref(), job).await;
                 if self.stopping.is_cancelled() {
                     return Ok(());
                 }
@@ -592,6 +595,57 @@ impl Agent {
             _ = tokio::time::sleep(interval) => {}
             _ = self.stopping.cancelled() => {}
         }
+    }
+}
+
+impl JobHost for Agent {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn api(&self) -> &Arc<Api> {
+        &self.api
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn stopping(&self) -> &CancellationToken {
+        &self.stopping
+    }
+
+    fn stopping_now(&self) -> &CancellationToken {
+        &self.stopping_now
+    }
+
+    fn is_extended(&self) -> bool {
+        Agent::is_extended(self)
+    }
+
+    async fn check_in(&self) {
+        let view = self.server_view().await;
+        if let Some(hold) = self.note_server_view(&view) {
+            self.requests().admin_hold = Some(hold);
+        }
+    }
+
+    async fn report_phase(&self, phase: Phase) {
+        let comment = self.requests().comment();
+        self.set_state(phase.as_str(), &comment).await;
+    }
+
+    async fn report(&self, report: &Value) {
+        Agent::report(self, report).await;
+    }
+
+    async fn quietly(&self, call: Call<()>) {
+        Agent::quietly(self, call).await;
+    }
+
+    async fn take_offline(&self, comment: &str) {
+        self.request_offline(comment);
+        self.set_state("offline", comment).await;
     }
 }
 

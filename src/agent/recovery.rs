@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::host::JobHost;
 use super::job::{queue_final_reports, read_outcome_file, remove_when_delivered};
 use super::outbox::{self, OpenError, Outbox, AGENT_DIR};
 use super::phase_groups;
-use super::Agent;
 use crate::job::outcome::{AGENT_STOPPED_LINE, KILLED};
 use crate::job::{is_valid_job_id, LogType, Phase};
 
@@ -20,8 +20,8 @@ use crate::job::{is_valid_job_id, LogType, Phase};
 const RETRY_WAIT: Duration = Duration::from_secs(10);
 
 /// At startup: sends what the previous agent process left, ending interrupted jobs.
-pub async fn finish_interrupted_jobs(agent: &Agent) {
-    let base = &agent.config.execution_basedir;
+pub async fn finish_interrupted_jobs(agent: &impl JobHost) {
+    let base = &agent.config().execution_basedir;
     for outbox_dir in subdirectories(&base.join(AGENT_DIR)) {
         let Some(job_id) = job_id_named(&outbox_dir) else {
             continue;
@@ -51,12 +51,12 @@ pub async fn finish_interrupted_jobs(agent: &Agent) {
 
 /// Between jobs: sends the run directories the reference agent set aside because the
 /// server was away (an agent switched from the reference finds them there).
-pub async fn retry_unsent_results(agent: &Agent) {
-    for run_dir in subdirectories(&agent.config.results_basedir) {
+pub async fn retry_unsent_results(agent: &impl JobHost) {
+    for run_dir in subdirectories(&agent.config().results_basedir) {
         let Some(job_id) = job_id_in(&run_dir) else {
             continue;
         };
-        let outbox_dir = outbox::dir_of(&agent.config.execution_basedir, &job_id);
+        let outbox_dir = outbox::dir_of(&agent.config().execution_basedir, &job_id);
         let Some(outbox) = open(agent, &outbox_dir) else {
             continue;
         };
@@ -73,8 +73,8 @@ pub async fn retry_unsent_results(agent: &Agent) {
 }
 
 /// The outbox in `dir`, unless another agent process is sending it.
-fn open(agent: &Agent, dir: &Path) -> Option<Outbox> {
-    match Outbox::open(dir, agent.api.clone()) {
+fn open(agent: &impl JobHost, dir: &Path) -> Option<Outbox> {
+    match Outbox::open(dir, agent.api().clone()) {
         Ok(outbox) => Some(outbox),
         Err(OpenError::Busy(_)) => None,
         Err(error) => {

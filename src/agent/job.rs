@@ -50,7 +50,7 @@ pub async fn run(agent: &impl JobHost, job: Value) {
             // job rather than leave it running forever.
             let message = format!("ERROR: the agent cannot start this job: {error:#}\n");
             tracing::error!("{}", message.trim_end());
-            let fragment = outbox::fragment_body(0, Phase::Setup, &message);
+            let fragment = outbox::fragment(0, Phase::Setup, &message);
             let log = v1::post_log(&job_id, LogType::Output, &fragment);
             agent.quietly(log).await;
             agent

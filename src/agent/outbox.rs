@@ -24,10 +24,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::api::{v1, Api, ApiError, Upload};
+use crate::api::v1::{self, LogFragment};
+use crate::api::{Api, ApiError, Upload};
 use crate::job::{time, LogType, Phase};
 
 /// The directory under `execution_basedir` that holds the agent's own per-job files.
@@ -205,7 +206,7 @@ impl Outbox {
         let number = *appender.fragment_numbers.entry(name.into()).or_insert(0);
         let entry = Entry::Post {
             path: v1::log_path(job_id, log_type),
-            body: fragment_body(number, phase, text),
+            body: serde_json::to_value(fragment(number, phase, text)).expect("fragments serialize"),
         };
         if self.append_locked(&mut appender, &entry) {
             appender.fragment_numbers.insert(name.into(), number + 1);
@@ -263,13 +264,13 @@ impl Outbox {
 }
 
 /// Fragment `number` of a log: `text` printed during `phase`, stamped now.
-pub fn fragment_body(number: u64, phase: Phase, text: &str) -> Value {
-    json!({
-        "fragment_number": number,
-        "timestamp": time::render_micros(time::now()),
-        "phase": phase,
-        "log_data": text,
-    })
+pub fn fragment(number: u64, phase: Phase, text: &str) -> LogFragment {
+    LogFragment {
+        fragment_number: number as i64,
+        timestamp: time::render_micros(time::now()),
+        phase,
+        log_data: text.to_string(),
+    }
 }
 
 /// Reads the entries written so far: the fragment counters, whether `Done` is in, and
@@ -458,6 +459,7 @@ mod tests {
     use std::collections::VecDeque;
 
     use hyper::{Method, StatusCode};
+    use serde_json::json;
     use tokio::sync::Notify;
 
     use super::*;

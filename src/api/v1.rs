@@ -7,11 +7,12 @@
 //! each with its own idea of success.
 
 use hyper::Method;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::call::{Call, Json};
 use super::{Reply, RequestBody, Upload};
-use crate::job::LogType;
+use crate::job::{LogType, Phase};
 
 /// A path template: `{name}` stands for one path segment, `{*name}` for the rest of the
 /// path (slashes kept).
@@ -201,9 +202,22 @@ pub fn log_path(job_id: &str, log_type: LogType) -> String {
     LOG.fill(&[job_id, log_type.as_str()])
 }
 
-/// Posts fragment of the job's log of `log_type`.
-pub fn post_log(job_id: &str, log_type: LogType, fragment: &Value) -> Call<()> {
-    Call::post(log_path(job_id, log_type), fragment)
+/// One piece of a job's log, numbered job-wide per log type (a resend with the same
+/// number is stored once).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFragment {
+    pub fragment_number: i64,
+    /// When the agent read it (ISO 8601).
+    pub timestamp: String,
+    pub phase: Phase,
+    pub log_data: String,
+}
+
+/// Posts a fragment of the job's log of `log_type`.
+pub fn post_log(job_id: &str, log_type: LogType, fragment: &LogFragment) -> Call<()> {
+    let body = serde_json::to_value(fragment).expect("fragments serialize");
+    Call::post(log_path(job_id, log_type), &body)
 }
 
 /// The query of a log read: from which fragment, timestamp and phase, and how long to

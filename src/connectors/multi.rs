@@ -12,6 +12,7 @@ use super::context::{Context, Failure, StageResult};
 use super::serial::SerialLogger;
 use super::stages::{pre_provision_hook, run_test_commands, test_environment};
 use crate::api::{v1, Api};
+use crate::job::JobState;
 
 const JOB_LIST: &str = "job_list.json";
 const CHECK_EVERY: Duration = Duration::from_secs(10);
@@ -90,7 +91,7 @@ impl Server {
 }
 
 fn is_over(state: &str) -> bool {
-    matches!(state, "cancelled" | "complete" | "completed")
+    JobState::is_finished_name(state)
 }
 
 pub fn provision(context: &Context) -> StageResult {

@@ -12,6 +12,7 @@ use super::extract::{receive_file, JsonBody, JsonBytes, QueryPairs};
 use super::jobs::{check_job_id, check_job_id_text, send_blob, wait_parameter};
 use super::reply::{self, ApiError, ApiResult};
 use super::{legacy, App};
+use crate::api::v1::LogFragment;
 use crate::job::time::{parse_iso8601, Micros};
 use crate::job::validate::{validate_body, BodySchema};
 use crate::job::{is_valid_job_id, LogType, Phase};
@@ -152,36 +153,22 @@ fn check_log_type(log_type: &str) -> Result<(), ApiError> {
     }
 }
 
-/// A log fragment exactly as agents send it, parsed without an intermediate tree: this
-/// is the busiest write of a lab.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogPost {
-    fragment_number: i64,
-    timestamp: String,
-    phase: String,
-    log_data: String,
-}
-
-impl LogPost {
-    /// The typed parse, or else the schema validation with its detailed 422 (which also
-    /// accepts what marshmallow coerces, such as a numeric string as the number).
-    async fn from_body(body: &JsonBytes) -> Result<(LogPost, Micros), ApiError> {
-        if let Ok(post) = serde_json::from_slice::<LogPost>(&body.0) {
-            if let (true, Some(at)) = (
-                Phase::parse(&post.phase).is_some(),
-                parse_iso8601(&post.timestamp),
-            ) {
-                return Ok((post, at));
-            }
+/// A log fragment exactly as agents send it, parsed without an intermediate tree (this
+/// is the busiest write of a lab), or else through the schema validation with its
+/// detailed 422 (which also accepts what marshmallow coerces, such as a numeric string as
+/// the number).
+async fn read_fragment(body: &JsonBytes) -> Result<(LogFragment, Micros), ApiError> {
+    if let Ok(post) = serde_json::from_slice::<LogFragment>(&body.0) {
+        if let Some(at) = parse_iso8601(&post.timestamp) {
+            return Ok((post, at));
         }
-        let fields = validate_body(&body.parse().await?, BodySchema::LogPost)
-            .map_err(ApiError::invalid_body)?;
-        let post: LogPost =
-            serde_json::from_value(Value::Object(fields)).map_err(|_| ApiError::bad_request())?;
-        let at = parse_iso8601(&post.timestamp).unwrap_or_default();
-        Ok((post, at))
     }
+    let fields =
+        validate_body(&body.parse().await?, BodySchema::LogPost).map_err(ApiError::invalid_body)?;
+    let post: LogFragment =
+        serde_json::from_value(Value::Object(fields)).map_err(|_| ApiError::bad_request())?;
+    let at = parse_iso8601(&post.timestamp).unwrap_or_default();
+    Ok((post, at))
 }
 
 /// `POST /v1/result/<id>/log/<type>`: one fragment of live output or serial log.
@@ -191,11 +178,11 @@ pub async fn post_log(
     body: JsonBytes,
 ) -> ApiResult {
     check_log_type(&log_type)?;
-    let (post, timestamp) = LogPost::from_body(&body).await?;
+    let (post, timestamp) = read_fragment(&body).await?;
     check_job_id(&job_id)?;
     let fragment = Fragment {
         fragment_number: post.fragment_number,
-        phase: post.phase,
+        phase: post.phase.to_string(),
         timestamp,
         log_data: post.log_data,
     };

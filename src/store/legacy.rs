@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
 use super::{Result, Store};
-use crate::job::{time, Phase};
+use crate::job::{time, JobState, Phase};
 
 /// What an old agent's result document adds to a job's results.
 pub struct LegacyResult {
@@ -164,10 +164,10 @@ fn phase_of_state(state: &str) -> &'static str {
     if let Some(phase) = Phase::parse(state) {
         return phase.as_str();
     }
-    match state {
-        "allocated" => "allocate",
-        "cancelled" | "complete" | "completed" => "cleanup",
+    match JobState::parse(state) {
+        Some(JobState::Allocated) => Phase::Allocate.as_str(),
+        Some(finished) if finished.is_finished() => Phase::Cleanup.as_str(),
         // `waiting`, or `running` between the claim and the first phase report.
-        _ => "setup",
+        _ => Phase::Setup.as_str(),
     }
 }

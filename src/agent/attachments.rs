@@ -15,9 +15,9 @@ use anyhow::{bail, Context};
 use flate2::read::GzDecoder;
 use tar::{Archive, EntryType};
 
-/// The only top-level directories an attachments archive may hold.
-const PHASE_DIRS: &[&str] = &["provision", "firmware_update", "test"];
+use crate::job::Phase;
 
+/// The only top-level directories an attachments archive may hold.
 pub fn extract(archive: &Path, destination: &Path, max_bytes: u64) -> anyhow::Result<()> {
     let budget = Budget::new(destination, max_bytes)?;
     check_members(archive, budget)?;
@@ -123,7 +123,10 @@ fn check_member(entry: &tar::Entry<'_, GzDecoder<File>>, name: &Path) -> anyhow:
     let relative = normalized(name)?;
     let mut components = relative.components();
     let top = components.next().and_then(|c| c.as_os_str().to_str());
-    if !top.is_some_and(|top| PHASE_DIRS.contains(&top)) {
+    if !top
+        .and_then(Phase::parse)
+        .is_some_and(Phase::takes_attachments)
+    {
         bail!("members must be inside provision/, firmware_update/ or test/");
     }
     let entry_type = entry.header().entry_type();

@@ -19,7 +19,8 @@ use super::plan::{self, Progress, Step, RUNNER_FAILED};
 use super::process::{CancelCheck, OutputSink, PhaseCommand, Stop, StopConditions};
 use super::serial_log::{self, SERIAL_CHUNK};
 use super::{artifacts, attachments, reports};
-use crate::api::{v1, Api};
+use crate::api::v1::{self, LogFragment};
+use crate::api::Api;
 use crate::job::outcome::{AGENT_STOPPED_LINE, KILLED, RECOVERY_FAILED};
 use crate::job::{is_valid_job_id, JobDefinition, JobState, LogType, Phase};
 
@@ -50,7 +51,7 @@ pub async fn run(agent: &impl JobHost, job: Value) {
             // job rather than leave it running forever.
             let message = format!("ERROR: the agent cannot start this job: {error:#}\n");
             tracing::error!("{}", message.trim_end());
-            let fragment = outbox::fragment(0, Phase::Setup, &message);
+            let fragment = LogFragment::now(0, Phase::Setup, &message);
             let log = v1::post_log(&job_id, LogType::Output, &fragment);
             agent.quietly(log).await;
             agent
@@ -73,6 +74,14 @@ struct JobRunner<'a, H: JobHost> {
     progress: Progress,
     /// The attachments are unpacked: phase data that held only them no longer counts.
     attachments_unpacked: bool,
+}
+
+/// Whether the agent keeps a job it started, or gives it back to its queue.
+#[derive(PartialEq)]
+enum Keep {
+    Job,
+    /// The agent was told to stop before any of the job's phases ran.
+    GiveBack,
 }
 
 impl<'a, H: JobHost> JobRunner<'a, H> {
@@ -114,7 +123,7 @@ impl<'a, H: JobHost> JobRunner<'a, H> {
             Ok(()) => {
                 // The connector appends its errors here; it starts empty for every job.
                 let _ = File::create(self.run_dir.join("device-connector-error.json"));
-                if !self.run_main_phases().await {
+                if self.run_main_phases().await == Keep::GiveBack {
                     return self.give_back().await;
                 }
             }
@@ -123,7 +132,7 @@ impl<'a, H: JobHost> JobRunner<'a, H> {
                 tracing::error!("{}", message.trim_end());
                 self.output(Phase::Setup, &message);
                 self.record_status(Phase::Setup, RUNNER_FAILED);
-                self.progress.end("setup_fail");
+                self.progress.note_end_reason("setup_fail");
             }
         }
         self.events.emit("cleanup_start", "");
@@ -139,24 +148,23 @@ impl<'a, H: JobHost> JobRunner<'a, H> {
         self.finish().await;
     }
 
-    /// Runs the main phases as `plan` decides; `false` when the job goes back to its
-    /// queue instead.
-    async fn run_main_phases(&mut self) -> bool {
+    /// Runs the main phases as `plan` decides.
+    async fn run_main_phases(&mut self) -> Keep {
         loop {
             let stopping = self.agent.stopping().is_cancelled();
             let phase = match self.progress.next_step(stopping, |p| self.due(p).is_ok()) {
                 Step::Run(phase) => phase,
-                Step::GiveBack => return false,
+                Step::GiveBack => return Keep::GiveBack,
                 Step::NotRun(phase) => {
                     self.note_not_run(phase);
-                    return true;
+                    return Keep::Job;
                 }
-                Step::Cleanup => return true,
+                Step::Cleanup => return Keep::Job,
             };
             if self.state_checker().is_cancelled().await {
                 tracing::info!("Job cancellation was requested, exiting.");
                 self.events.emit("cancelled", "");
-                return true;
+                return Keep::Job;
             }
             self.agent.check_in().await;
             self.post_result(reports::state(JobState::Phase(phase)));
@@ -203,7 +211,7 @@ impl<'a, H: JobHost> JobRunner<'a, H> {
         let note = format!("\n{AGENT_STOPPED_LINE}: it was told to stop before the phase began.\n");
         self.output(phase, &note);
         self.record_status(phase, KILLED);
-        self.progress.end(&format!("{phase}_fail"));
+        self.progress.note_end_reason(&format!("{phase}_fail"));
     }
 
     /// Puts the job back in its queue, after what was already queued for it (so that its
@@ -294,7 +302,7 @@ impl<'a, H: JobHost> JobRunner<'a, H> {
                 if let Some(stop) = &finished.stop {
                     self.events.emit(stop.event(), &stop.message());
                     if *stop == Stop::AgentStopping {
-                        self.progress.end(&format!("{phase}_fail"));
+                        self.progress.note_end_reason(&format!("{phase}_fail"));
                     }
                 }
                 finished.exit_code
@@ -524,8 +532,11 @@ impl StateChecker {
     }
 
     async fn state_of(&self, job_id: &str) -> Option<JobState> {
-        let with_logs = !self.cheap;
-        let result = v1::result(job_id, with_logs);
+        let result = if self.cheap {
+            v1::result_state(job_id)
+        } else {
+            v1::result(job_id)
+        };
         let result = self.api.call(result, Duration::from_secs(10)).await.ok()?;
         JobState::parse(result.get("job_state")?.as_str()?)
     }

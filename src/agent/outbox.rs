@@ -29,7 +29,7 @@ use tokio::sync::watch;
 
 use crate::api::v1::{self, LogFragment};
 use crate::api::{Api, ApiError, Upload};
-use crate::job::{time, LogType, Phase};
+use crate::job::{LogType, Phase};
 
 /// The directory under `execution_basedir` that holds the agent's own per-job files.
 pub const AGENT_DIR: &str = ".tf-agent";
@@ -206,7 +206,7 @@ impl Outbox {
         let number = *appender.fragment_numbers.entry(name.into()).or_insert(0);
         let entry = Entry::Post {
             path: v1::log_path(job_id, log_type),
-            body: serde_json::to_value(fragment(number, phase, text)).expect("fragments serialize"),
+            body: LogFragment::now(number, phase, text).to_json(),
         };
         if self.append_locked(&mut appender, &entry) {
             appender.fragment_numbers.insert(name.into(), number + 1);
@@ -260,16 +260,6 @@ impl Outbox {
             }
         });
         false
-    }
-}
-
-/// Fragment `number` of a log: `text` printed during `phase`, stamped now.
-pub fn fragment(number: u64, phase: Phase, text: &str) -> LogFragment {
-    LogFragment {
-        fragment_number: number as i64,
-        timestamp: time::render_micros(time::now()),
-        phase,
-        log_data: text.to_string(),
     }
 }
 

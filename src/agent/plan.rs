@@ -51,7 +51,9 @@ pub enum Step {
 pub struct Progress {
     next: usize,
     statuses: BTreeMap<Phase, i32>,
-    /// Why the job ended early (`<phase>_fail`, `recovery_fail`, …), if it did.
+    /// A phase other than test failed: the main phases are over.
+    failed: bool,
+    /// The `job_end` event's detail: `<phase>_fail`, `recovery_fail`, … as last noted.
     end_reason: Option<String>,
 }
 
@@ -59,7 +61,7 @@ impl Progress {
     /// The next step. `stopping`: the agent was told to stop; `is_due` says whether a
     /// phase would run (a command is configured and the job asks for it).
     pub fn next_step(&self, stopping: bool, is_due: impl Fn(Phase) -> bool) -> Step {
-        if self.end_reason.is_some() || self.next >= Phase::MAIN.len() {
+        if self.failed || self.next >= Phase::MAIN.len() {
             return Step::Cleanup;
         }
         if stopping {
@@ -82,7 +84,8 @@ impl Progress {
             self.next += 1;
         }
         if exit_code != 0 && phase != Phase::Test {
-            self.end(event);
+            self.failed = true;
+            self.note_end_reason(event);
         }
     }
 
@@ -91,9 +94,11 @@ impl Progress {
         self.statuses.insert(phase, exit_code);
     }
 
-    /// Ends the main phases early, with why.
-    pub fn end(&mut self, reason: &str) {
-        self.end_reason.get_or_insert_with(|| reason.to_string());
+    /// Notes why the job ends other than normally (the last reason noted is the one
+    /// reported). It does not end the main phases by itself: a stopped agent's test, for
+    /// one, still has the next due phase recorded as killed.
+    pub fn note_end_reason(&mut self, reason: &str) {
+        self.end_reason = Some(reason.to_string());
     }
 
     /// `normal_exit`, or why the job ended early.
@@ -215,6 +220,26 @@ mod tests {
             Step::NotRun(Phase::Reserve)
         );
         assert_eq!(progress.next_step(true, |_| false), Step::Cleanup);
+    }
+
+    #[test]
+    fn a_test_cut_short_by_a_stop_still_has_the_next_due_phase_recorded() {
+        let mut progress = Progress::default();
+        for phase in [Phase::Setup, Phase::Provision, Phase::FirmwareUpdate] {
+            progress.record_status(phase, 0);
+            progress.record(phase, 0, "");
+        }
+        // The stop kills the test phase: its failure does not end the main phases.
+        progress.note_end_reason("test_fail");
+        progress.record_status(Phase::Test, 247);
+        progress.record(Phase::Test, 247, "test_fail");
+        let reserve_due = |phase| phase == Phase::Reserve;
+        assert_eq!(
+            progress.next_step(true, reserve_due),
+            Step::NotRun(Phase::Reserve)
+        );
+        progress.note_end_reason("reserve_fail");
+        assert_eq!(progress.end_reason(), "reserve_fail");
     }
 
     #[test]

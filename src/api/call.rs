@@ -3,7 +3,7 @@
 
 use std::marker::PhantomData;
 
-use hyper::Method;
+use hyper::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -31,13 +31,17 @@ impl Answer for () {
     }
 }
 
-/// A JSON answer read as `T` (an empty body, the server's 204, reads as `null`).
+/// A JSON answer read as `T`. The server's 204 (no content) reads as `null`; any other
+/// body must be JSON, as the reference's clients insist.
 pub struct Json<T>(PhantomData<T>);
 
 impl<T: DeserializeOwned> Answer for Json<T> {
     type Output = T;
     fn read(reply: Reply) -> Result<T, serde_json::Error> {
-        reply.json()
+        if reply.status == StatusCode::NO_CONTENT {
+            return serde_json::from_value(Value::Null);
+        }
+        serde_json::from_slice(&reply.body)
     }
 }
 
@@ -50,9 +54,7 @@ pub struct Call<A> {
 }
 
 impl<A> Call<A> {
-    /// A request to `path` of the server. The v1 protocol's calls are in `v1`; this is
-    /// for the other HTTP servers the connectors talk to.
-    pub fn new(method: Method, path: String, body: RequestBody) -> Call<A> {
+    pub(super) fn new(method: Method, path: String, body: RequestBody) -> Call<A> {
         Call {
             method,
             path,
@@ -67,5 +69,13 @@ impl<A> Call<A> {
 
     pub(super) fn post(path: String, body: &Value) -> Call<A> {
         Call::new(Method::POST, path, RequestBody::json(body))
+    }
+}
+
+impl Call<Reply> {
+    /// A request to `path` of any HTTP server, answered as it comes. The v1 protocol's
+    /// calls are in `v1`; this is for the other servers the connectors talk to.
+    pub fn raw(method: Method, path: String, body: RequestBody) -> Call<Reply> {
+        Call::new(method, path, body)
     }
 }

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::call::{Call, Json};
 use super::{Reply, RequestBody, Upload};
-use crate::job::{LogType, Phase};
+use crate::job::{time, LogType, Phase};
 
 /// A path template: `{name}` stands for one path segment, `{*name}` for the rest of the
 /// path (slashes kept).
@@ -26,7 +26,7 @@ impl Route {
     }
 
     /// The concrete path: each placeholder in turn replaced by the next of `values`,
-    /// percent-encoded so that an id or name can never reach another path.
+    /// percent-encoded so that an id or name stays one segment of this path.
     fn fill(self, values: &[&str]) -> String {
         let mut path = String::with_capacity(self.0.len() + 40);
         let mut values = values.iter();
@@ -50,12 +50,22 @@ impl Route {
     }
 }
 
-/// Percent-encodes everything but the characters a path segment may hold as they are.
+/// Percent-encodes what a path segment may not hold as it is. An escape already in the
+/// value (`%20`) is kept, as the reference's `requests` keeps it, so a name typed that way
+/// reaches the server as before; `.` and `..` are encoded so that no proxy folds them.
 fn encode_segment(value: &str) -> String {
+    if value == "." || value == ".." {
+        return value.replace('.', "%2E");
+    }
+    let bytes = value.as_bytes();
     let mut encoded = String::with_capacity(value.len());
-    for byte in value.bytes() {
+    for (at, &byte) in bytes.iter().enumerate() {
+        let escape = byte == b'%'
+            && bytes.len() > at + 2
+            && bytes[at + 1].is_ascii_hexdigit()
+            && bytes[at + 2].is_ascii_hexdigit();
         let plain = byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&byte);
-        if plain {
+        if plain || escape {
             encoded.push(char::from(byte));
         } else {
             encoded.push_str(&format!("%{byte:02X}"));
@@ -176,15 +186,16 @@ pub fn job_events(job_id: &str, events: &Value) -> Call<()> {
 
 // --- Results ------------------------------------------------------------------------
 
-/// The job's results; without the logs (`logs: false`) on a server that offers it.
-pub fn result(job_id: &str, logs: bool) -> Call<Json<Value>> {
-    let path = RESULT.fill(&[job_id]);
-    let path = if logs {
-        path
-    } else {
-        format!("{path}{}", query([("logs", "false".to_string())]))
-    };
-    Call::get(path)
+/// The job's results, logs included.
+pub fn result(job_id: &str) -> Call<Json<Value>> {
+    Call::get(RESULT.fill(&[job_id]))
+}
+
+/// The job's results without the logs (`?logs=false`): its state and statuses, cheaply,
+/// from a server that offers `result-without-logs`.
+pub fn result_state(job_id: &str) -> Call<Json<Value>> {
+    let without_logs = query([("logs", "false".to_string())]);
+    Call::get(format!("{}{without_logs}", RESULT.fill(&[job_id])))
 }
 
 /// Replaces parts of the job's results (state, statuses, device info).
@@ -214,10 +225,26 @@ pub struct LogFragment {
     pub log_data: String,
 }
 
+impl LogFragment {
+    /// Fragment `number` of a log: `text` printed during `phase`, stamped now.
+    pub fn now(number: u64, phase: Phase, text: &str) -> LogFragment {
+        LogFragment {
+            fragment_number: number as i64,
+            timestamp: time::render_micros(time::now()),
+            phase,
+            log_data: text.to_string(),
+        }
+    }
+
+    /// The body of its POST.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).expect("fragments serialize")
+    }
+}
+
 /// Posts a fragment of the job's log of `log_type`.
 pub fn post_log(job_id: &str, log_type: LogType, fragment: &LogFragment) -> Call<()> {
-    let body = serde_json::to_value(fragment).expect("fragments serialize");
-    Call::post(log_path(job_id, log_type), &body)
+    Call::post(log_path(job_id, log_type), &fragment.to_json())
 }
 
 /// The query of a log read: from which fragment, timestamp and phase, and how long to
@@ -226,7 +253,7 @@ pub fn post_log(job_id: &str, log_type: LogType, fragment: &LogFragment) -> Call
 pub struct LogQuery<'a> {
     pub start_fragment: Option<i64>,
     pub start_timestamp: Option<&'a str>,
-    pub phase: Option<&'a str>,
+    pub phase: Option<Phase>,
     pub wait: Option<u64>,
 }
 
@@ -241,7 +268,7 @@ pub fn log(job_id: &str, log_type: LogType, wanted: &LogQuery) -> Call<Json<Valu
             "start_timestamp",
             wanted.start_timestamp.map(str::to_string),
         ),
-        ("phase", wanted.phase.map(str::to_string)),
+        ("phase", wanted.phase.map(|phase| phase.to_string())),
         ("wait", wanted.wait.map(|w| w.to_string())),
     ];
     let pairs = pairs
@@ -376,17 +403,23 @@ mod tests {
             SECRET.fill(&["me", "lab/key 1"]),
             "/v1/secrets/me/lab/key%201"
         );
+        // Escapes typed by the user pass as they are; `%` alone does not.
+        assert_eq!(
+            SECRET.fill(&["me", "a%20b%zz%"]),
+            "/v1/secrets/me/a%20b%25zz%25"
+        );
+        assert_eq!(JOB.fill(&[".."]), "/v1/job/%2E%2E");
     }
 
     #[test]
     fn queries_are_encoded_and_left_out_when_empty() {
         let claim = claim(&["a b".into(), "c&d".into()], Some(30));
         assert_eq!(claim.path, "/v1/job?queue=a+b&queue=c%26d&wait=30");
-        assert_eq!(result("j", true).path, "/v1/result/j");
-        assert_eq!(result("j", false).path, "/v1/result/j?logs=false");
+        assert_eq!(result("j").path, "/v1/result/j");
+        assert_eq!(result_state("j").path, "/v1/result/j?logs=false");
         let wanted = LogQuery {
             start_fragment: Some(0),
-            phase: Some("test"),
+            phase: Some(Phase::Test),
             ..LogQuery::default()
         };
         assert_eq!(

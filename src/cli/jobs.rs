@@ -53,7 +53,7 @@ pub struct JobStatus {
 }
 
 pub async fn job_status(session: &Session, job_id: &str) -> Result<JobStatus, StateError> {
-    match session.call(v1::result(job_id, true)).await {
+    match session.call(v1::result(job_id)).await {
         Ok(result) => {
             let state = match result.get("job_state") {
                 Some(Value::String(state)) => state.clone(),
@@ -155,7 +155,7 @@ pub async fn show(session: &Session, args: &ShowArgs) -> anyhow::Result<ExitCode
 }
 
 pub async fn results(session: &Session, job_id: &str) -> anyhow::Result<ExitCode> {
-    match session.call(v1::result(job_id, true)).await {
+    match session.call(v1::result(job_id)).await {
         Ok(results) => {
             println!("{}", pyjson::dumps_sorted(&results));
             Ok(ExitCode::SUCCESS)

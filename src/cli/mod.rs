@@ -249,7 +249,7 @@ pub async fn demo_job(
     };
     poll::follow(&session, &follow, LogType::Output, false).await?;
     let result = session
-        .call(v1::result(&job_id, true))
+        .call(v1::result(&job_id))
         .await
         .map_err(|f| f.into_error())?;
     let state = result["job_state"].as_str().unwrap_or("unknown");

@@ -203,7 +203,7 @@ fn log_call(
     let wanted = v1::LogQuery {
         start_fragment: Some(start),
         start_timestamp: args.start_timestamp.as_deref(),
-        phase: args.phase.as_deref(),
+        phase: args.phase.as_deref().and_then(Phase::parse),
         wait,
     };
     v1::log(&args.job_id, log_type, &wanted)
@@ -263,7 +263,13 @@ pub async fn follow(
     let extensions = server_extensions(session).await;
     let long_poll = extensions.contains("long-poll");
     // The state is all the loop needs from the result; tf serve can leave the logs out.
-    let with_logs = !extensions.contains("result-without-logs");
+    let result = || {
+        if extensions.contains("result-without-logs") {
+            v1::result_state(job_id)
+        } else {
+            v1::result(job_id)
+        }
+    };
     let mut status_line = (std::io::stdout().is_terminal() && !is_terminal(&initial_state))
         .then(|| StatusLine::new(&job));
     let mut interrupts = listen_for_interrupts();
@@ -285,11 +291,7 @@ pub async fn follow(
     loop {
         // The job's state: a change is reported before the output that follows it.
         let Some(result) = watch
-            .interruptible(
-                &mut status_line,
-                next_fragment,
-                session.call(v1::result(job_id, with_logs)),
-            )
+            .interruptible(&mut status_line, next_fragment, session.call(result()))
             .await?
         else {
             continue;
@@ -324,7 +326,7 @@ pub async fn follow(
         // Once per reservation, when the reserve phase announced it: agents report the
         // `reserve` state for every job, and a reserve phase can fail before reserving.
         let awaiting_reservation =
-            state == "reserve" && !ssh_hint_shown && asks_for_reservation(&job);
+            state == Phase::Reserve.as_str() && !ssh_hint_shown && asks_for_reservation(&job);
         if awaiting_reservation && !reservation.in_followed_output {
             let announced = watch
                 .interruptible(
@@ -337,7 +339,7 @@ pub async fn follow(
                 ssh_hint_shown = show_reservation(&mut status_line, &target, job_id);
             }
         }
-        if state == "waiting" {
+        if state == JobState::Waiting.as_str() {
             let reply = watch
                 .interruptible(
                     &mut status_line,
@@ -506,7 +508,10 @@ impl ReservationWatch {
     fn new(args: &PollArgs, log_type: LogType) -> ReservationWatch {
         let in_followed_output = log_type == LogType::Output
             && args.start_fragment == 0
-            && args.phase.as_deref().is_none_or(|phase| phase == "reserve");
+            && args
+                .phase
+                .as_deref()
+                .is_none_or(|phase| phase == Phase::Reserve.as_str());
         ReservationWatch {
             in_followed_output,
             output: String::new(),
@@ -535,13 +540,13 @@ pub async fn reservation_target(
     job_id: &str,
 ) -> Result<Option<String>, Failure> {
     let wanted = v1::LogQuery {
-        phase: Some(Phase::Reserve.as_str()),
+        phase: Some(Phase::Reserve),
         ..v1::LogQuery::default()
     };
     let response = session
         .call(v1::log(job_id, LogType::Output, &wanted))
         .await?;
-    let output = combine(&response, LogType::Output, Some("reserve")).text;
+    let output = combine(&response, LogType::Output, Some(Phase::Reserve.as_str())).text;
     Ok(announced_target(&output).map(str::to_string))
 }
 
@@ -735,7 +740,7 @@ impl StatusLine {
 
     fn set_state(&mut self, state: &str) {
         self.state = state.to_string();
-        if state != "reserve" {
+        if state != Phase::Reserve.as_str() {
             self.reserve_until = None;
         }
         self.draw();

@@ -162,7 +162,7 @@ pub async fn run(session: &Session, args: &ReserveArgs) -> anyhow::Result<ExitCo
 
 /// What ended a job before its reserve phase announced the reservation: its outcome.
 async fn why_not_reserved(session: &Session, job_id: &str) -> String {
-    let result = match session.call(v1::result(job_id, true)).await {
+    let result = match session.call(v1::result(job_id)).await {
         Ok(result) => result,
         Err(failure) => return format!("its result cannot be read ({:#})", failure.into_error()),
     };

@@ -16,11 +16,9 @@ use super::session::{Failure, Session};
 use super::Credentials;
 use crate::api::{v1, Upload};
 use crate::codec::yaml;
-use crate::job::LogType;
+use crate::job::{LogType, Phase};
 
 /// Phases whose data may carry attachments.
-const ATTACHMENT_PHASES: &[&str] = &["provision", "firmware_update", "test"];
-
 #[derive(Args, Debug)]
 pub struct SubmitArgs {
     /// Poll for output from the job once it is submitted
@@ -225,7 +223,7 @@ fn pack_attachments(
     job: &mut Value,
     relative_to: &Path,
 ) -> anyhow::Result<Option<tempfile::NamedTempFile>> {
-    let declared = ATTACHMENT_PHASES
+    let declared = Phase::WITH_ATTACHMENTS
         .iter()
         .any(|phase| job.pointer(&format!("/{phase}_data/attachments")).is_some());
     if !declared {
@@ -241,7 +239,7 @@ fn pack_attachments(
     let base = relative_to
         .canonicalize()
         .unwrap_or_else(|_| relative_to.to_path_buf());
-    for phase in ATTACHMENT_PHASES {
+    for phase in Phase::WITH_ATTACHMENTS {
         let Some(entries) = job
             .pointer_mut(&format!("/{phase}_data/attachments"))
             .and_then(Value::as_array_mut)

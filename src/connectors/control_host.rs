@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::context::{Context, Failure};
-use crate::api::{Api, Call, Reply, RequestBody};
+use crate::api::{Api, Call, RequestBody};
 
 /// The control host's REST API.
 struct ControlApi {
@@ -48,7 +48,7 @@ impl ControlApi {
         self.runtime
             .block_on(
                 self.api
-                    .send(Call::<Reply>::new(method, path.to_string(), body), limit),
+                    .send(Call::raw(method, path.to_string(), body), limit),
             )
             .is_ok_and(|reply| reply.status.is_success())
     }

@@ -61,7 +61,7 @@ impl Server {
     /// The job's result (`{}` when it cannot be had).
     fn result(&self, job_id: &str) -> Value {
         self.runtime
-            .block_on(self.api.call(v1::result(job_id, true), TIMEOUT))
+            .block_on(self.api.call(v1::result(job_id), TIMEOUT))
             .unwrap_or_else(|_| json!({}))
     }
 

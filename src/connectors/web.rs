@@ -31,7 +31,7 @@ pub fn get(url: &str, limit: Duration) -> Result<Reply, String> {
     let (api, path) = split(url)?;
     runtime()?
         .block_on(api.send(
-            Call::<Reply>::new(hyper::Method::GET, path, RequestBody::Empty),
+            Call::raw(hyper::Method::GET, path, RequestBody::Empty),
             limit,
         ))
         .map_err(|e| e.to_string())

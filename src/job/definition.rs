@@ -1,6 +1,6 @@
-//! A job as the agent receives it: the fields tf reads are typed, everything else is kept
-//! as submitted, so that the definition written for the device connector
-//! (`testflinger.json`) loses nothing.
+//! A job as the agent receives it: the fields the agent acts on are typed, everything else
+//! is kept as submitted. (The agent writes `testflinger.json` for the device connector
+//! from the job as received, not from this view.)
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
@@ -9,26 +9,56 @@ use super::{is_truthy, Phase};
 
 /// A job definition with the fields the agent acts on typed. Unknown fields (and the
 /// free-form parts of the phase data) stay in `other` and in each phase's data, and
-/// serialize back unchanged.
+/// serialize back unchanged. A typed field whose value has another type (a reference
+/// server may pass `"60"` or `60.5` through) reads as absent, as the reference agent's
+/// `.get()` with a default would take it, so such a job still runs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobDefinition {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "text"
+    )]
     pub job_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "text"
+    )]
     pub job_queue: Option<String>,
     /// The multi-device job this one holds a device for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "text"
+    )]
     pub parent_job_id: Option<String>,
     /// Seconds a phase may run (the agent's own limit when absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "integer"
+    )]
     pub global_timeout: Option<i64>,
     /// Seconds the test phase may go without printing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "integer"
+    )]
     pub output_timeout: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "text"
+    )]
     pub job_status_webhook: Option<String>,
     /// `complete` once the submitter's attachments archive is on the server.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "text"
+    )]
     pub attachments_status: Option<String>,
     #[serde(
         default,
@@ -63,6 +93,16 @@ pub struct JobDefinition {
     /// Every other field, as submitted.
     #[serde(flatten)]
     pub other: Map<String, Value>,
+}
+
+/// A string field; any other value reads as absent.
+fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    Value::deserialize(deserializer).map(|value| value.as_str().map(str::to_string))
+}
+
+/// An integer field; any other value reads as absent.
+fn integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    Value::deserialize(deserializer).map(|value| value.as_i64())
 }
 
 /// A field that is present stays present, `null` included (serde reads `null` as `None`).
@@ -166,6 +206,25 @@ mod tests {
         let typed = definition(received.clone());
         assert_eq!(typed.global_timeout, Some(60));
         assert_eq!(serde_json::to_value(&typed).unwrap(), received);
+    }
+
+    #[test]
+    fn fields_of_another_type_read_as_absent_and_the_job_still_runs() {
+        let job = definition(json!({
+            "job_id": 5,
+            "job_queue": 7,
+            "global_timeout": "60",
+            "output_timeout": 60.5,
+            "parent_job_id": null,
+            "job_status_webhook": 1,
+            "attachments_status": ["complete"],
+            "test_data": {"test_cmds": "true"},
+        }));
+        assert_eq!(job.job_queue, None);
+        assert_eq!(job.global_timeout, None);
+        assert_eq!(job.output_timeout, None);
+        assert!(!job.has_attachments());
+        assert_eq!(job.asks_for(Phase::Test, false), Ok(()));
     }
 
     #[test]

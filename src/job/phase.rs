@@ -27,14 +27,19 @@ impl Phase {
     ];
 
     /// The phases the agent runs in order before `cleanup` (which always runs, last).
-    pub const MAIN: [Phase; 6] = [
-        Phase::Setup,
-        Phase::Provision,
-        Phase::FirmwareUpdate,
-        Phase::Test,
-        Phase::Allocate,
-        Phase::Reserve,
-    ];
+    pub const MAIN: [Phase; 6] = {
+        let mut main = [Phase::Setup; 6];
+        let mut at = 0;
+        while at < main.len() {
+            main[at] = Phase::ALL[at];
+            at += 1;
+        }
+        main
+    };
+
+    /// The phases whose data may carry attachments (each has its directory in the
+    /// attachments archive).
+    pub const WITH_ATTACHMENTS: [Phase; 3] = [Phase::Provision, Phase::FirmwareUpdate, Phase::Test];
 
     /// The wire names of all phases, in order (for argument parsers and messages).
     pub const NAMES: [&'static str; 7] = {
@@ -72,7 +77,7 @@ impl Phase {
 
     /// Whether the phase's data may carry attachments.
     pub fn takes_attachments(self) -> bool {
-        matches!(self, Phase::Provision | Phase::FirmwareUpdate | Phase::Test)
+        Phase::WITH_ATTACHMENTS.contains(&self)
     }
 
     /// The job field with this phase's data: `test_data`, …

@@ -7,6 +7,8 @@ use super::Phase;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {
     Waiting,
+    /// Claimed by an agent that has not reported its first phase yet.
+    Running,
     /// The agent is running this phase.
     Phase(Phase),
     /// The allocate phase is over and the device is held for the parent job.
@@ -20,8 +22,9 @@ pub enum JobState {
 
 impl JobState {
     /// Every state, in the order a job goes through them.
-    pub const ALL: [JobState; 12] = [
+    pub const ALL: [JobState; 13] = [
         JobState::Waiting,
+        JobState::Running,
         JobState::Phase(Phase::Setup),
         JobState::Phase(Phase::Provision),
         JobState::Phase(Phase::FirmwareUpdate),
@@ -49,6 +52,7 @@ impl JobState {
     pub const fn as_str(self) -> &'static str {
         match self {
             JobState::Waiting => "waiting",
+            JobState::Running => "running",
             JobState::Phase(phase) => phase.as_str(),
             JobState::Allocated => "allocated",
             JobState::Cancelled => "cancelled",

@@ -4,12 +4,11 @@
 //! slow webhook never holds the job up.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::api::{v1, Api};
+use super::host::JobServer;
 use crate::job::{time, JobDefinition};
 
 pub struct Events {
@@ -19,16 +18,20 @@ pub struct Events {
 }
 
 impl Events {
-    pub fn new(api: &Arc<Api>, agent_id: &str, job: &JobDefinition, job_id: &str) -> Events {
+    pub fn new(
+        server: &Arc<impl JobServer>,
+        agent_id: &str,
+        job: &JobDefinition,
+        job_id: &str,
+    ) -> Events {
         let webhook = job.job_status_webhook.as_deref();
         let sender = webhook.map(|_| {
             let (sender, mut bodies) = mpsc::unbounded_channel::<Value>();
-            let api = api.clone();
+            let server = server.clone();
             let job_id = job_id.to_string();
             tokio::spawn(async move {
                 while let Some(body) = bodies.recv().await {
-                    let relay = v1::job_events(&job_id, &body);
-                    if let Err(error) = api.call(relay, Duration::from_secs(30)).await {
+                    if let Err(error) = server.relay_events(&job_id, &body).await {
                         tracing::warn!("cannot send the job event: {error}");
                     }
                 }

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::config::{Config, DEFAULT_GLOBAL_TIMEOUT, DEFAULT_OUTPUT_TIMEOUT};
 use super::events::Events;
-use super::host::JobHost;
+use super::host::{JobHost, JobServer};
 use super::masking::Masker;
 use super::outbox::{self, Outbox};
 use super::plan::{self, Progress, Step, RUNNER_FAILED};
@@ -20,7 +20,6 @@ use super::process::{CancelCheck, OutputSink, PhaseCommand, Stop, StopConditions
 use super::serial_log::{self, SERIAL_CHUNK};
 use super::{artifacts, attachments, reports};
 use crate::api::v1::{self, LogFragment};
-use crate::api::Api;
 use crate::job::outcome::{AGENT_STOPPED_LINE, KILLED, RECOVERY_FAILED};
 use crate::job::{is_valid_job_id, JobDefinition, JobState, LogType, Phase};
 
@@ -91,7 +90,7 @@ impl<'a, H: JobHost> JobRunner<'a, H> {
             .map_err(|e| anyhow::anyhow!("the job's definition cannot be read: {e}"))?;
         let outbox = Outbox::create(
             &outbox::dir_of(&agent.config().execution_basedir, job_id),
-            agent.api().clone(),
+            agent.server().clone(),
         )?;
         if run_dir.exists() {
             // Left by a run of the same job that the server handed out again.
@@ -101,7 +100,7 @@ impl<'a, H: JobHost> JobRunner<'a, H> {
         // The connector reads the job as it was received.
         std::fs::write(run_dir.join("testflinger.json"), received.to_string())?;
         std::fs::write(run_dir.join("testflinger-outcome.json"), "{}")?;
-        let events = Events::new(agent.api(), &agent.config().agent_id, &job, job_id);
+        let events = Events::new(agent.server(), &agent.config().agent_id, &job, job_id);
         Ok(JobRunner {
             agent,
             config: agent.config(),
@@ -116,7 +115,7 @@ impl<'a, H: JobHost> JobRunner<'a, H> {
     }
 
     async fn run(mut self) {
-        let job_page = format!("{}/jobs/{}", self.agent.api().base(), self.job_id);
+        let job_page = format!("{}/jobs/{}", self.agent.server().base(), self.job_id);
         self.events.emit("job_start", &job_page);
         self.agent.report(&json!({"job_id": self.job_id})).await;
         match self.unpack_attachments().await {
@@ -373,11 +372,10 @@ impl<'a, H: JobHost> JobRunner<'a, H> {
             return Ok(());
         }
         let archive = self.outbox.dir().join("attachments.tar.gz");
-        let path = v1::attachments_path(&self.job_id);
         if !self
             .agent
-            .api()
-            .download(&path, &archive, Duration::from_secs(2 * 3600))
+            .server()
+            .download_attachments(&self.job_id, &archive)
             .await?
         {
             anyhow::bail!("the server has no attachments for this job");
@@ -473,9 +471,9 @@ impl<'a, H: JobHost> JobRunner<'a, H> {
         self.agent.metrics().recovery_failed();
     }
 
-    fn state_checker(&self) -> StateChecker {
+    fn state_checker(&self) -> StateChecker<H::Server> {
         StateChecker {
-            api: self.agent.api().clone(),
+            server: self.agent.server().clone(),
             job_id: self.job_id.clone(),
             cheap: self.agent.is_extended(),
         }
@@ -520,25 +518,19 @@ pub fn queue_final_reports(run_dir: &Path, job_id: &str, outbox: &Outbox) {
 
 /// Asks the server for a job's state: cheaply (`?logs=false`, every second) on
 /// `tf serve`, as the reference does (the full result, every 10 s) elsewhere.
-struct StateChecker {
-    api: Arc<Api>,
+struct StateChecker<S> {
+    server: Arc<S>,
     job_id: String,
     cheap: bool,
 }
 
-impl StateChecker {
+impl<S: JobServer> StateChecker<S> {
     fn interval(&self) -> Duration {
         Duration::from_secs(if self.cheap { 1 } else { 10 })
     }
 
     async fn state_of(&self, job_id: &str) -> Option<JobState> {
-        let result = if self.cheap {
-            v1::result_state(job_id)
-        } else {
-            v1::result(job_id)
-        };
-        let result = self.api.call(result, Duration::from_secs(10)).await.ok()?;
-        JobState::parse(result.get("job_state")?.as_str()?)
+        self.server.job_state(job_id, self.cheap).await
     }
 
     /// Whether the job ended (completed or cancelled).
@@ -549,7 +541,7 @@ impl StateChecker {
     }
 }
 
-impl CancelCheck for StateChecker {
+impl<S: JobServer> CancelCheck for StateChecker<S> {
     async fn is_cancelled(&self) -> bool {
         self.state_of(&self.job_id).await == Some(JobState::Cancelled)
     }
@@ -600,5 +592,258 @@ impl OutputSink for PhaseOutput<'_> {
         }
         self.outbox
             .fragment(self.job_id, LogType::Output, self.phase, &text);
+    }
+}
+
+/// One job run in-process, phase commands and all, against a stand-in server that fails
+/// on cue: what the server ends up with is what the black-box tests see through a real
+/// `tf serve`, without one.
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use serde_json::json;
+
+    use super::*;
+    use tokio_util::sync::CancellationToken;
+
+    use crate::agent::config::AgentArgs;
+    use crate::agent::metrics::Metrics;
+    use crate::agent::stand_in::{Fault, StandIn};
+    use crate::api::Call;
+
+    const JOB_ID: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+
+    /// The agent around the job: its config in a temporary directory, and a log of what
+    /// the job asked of it.
+    struct Lab {
+        config: Config,
+        server: Arc<StandIn>,
+        metrics: Metrics,
+        stopping: CancellationToken,
+        stopping_now: CancellationToken,
+        asked: Mutex<Vec<String>>,
+        _home: tempfile::TempDir,
+    }
+
+    impl Lab {
+        fn new(server: Arc<StandIn>, commands: &str) -> Lab {
+            let home = tempfile::tempdir().unwrap();
+            let dir = |name: &str| home.path().join(name).display().to_string();
+            let config = format!(
+                "agent_id: a1\nserver_address: http://stand-in\njob_queues: [q]\n\
+                 execution_basedir: {}\nlogging_basedir: {}\nresults_basedir: {}\n{commands}",
+                dir("run"),
+                dir("log"),
+                dir("results"),
+            );
+            let path = home.path().join("agent.conf");
+            std::fs::write(&path, config).unwrap();
+            let args = AgentArgs {
+                config: path,
+                metrics_port: None,
+                token_file: home.path().join("token"),
+                check: false,
+            };
+            Lab {
+                config: Config::load(&args).unwrap(),
+                server,
+                metrics: Metrics::new("a1", None),
+                stopping: CancellationToken::new(),
+                stopping_now: CancellationToken::new(),
+                asked: Mutex::default(),
+                _home: home,
+            }
+        }
+
+        fn note(&self, what: String) {
+            self.asked.lock().unwrap().push(what);
+        }
+
+        /// The `job_state` reports the server stored, in order.
+        fn states(&self) -> Vec<String> {
+            self.reports()
+                .iter()
+                .filter_map(|body| body["job_state"].as_str().map(str::to_string))
+                .collect()
+        }
+
+        /// The bodies posted to the job's result, in order.
+        fn reports(&self) -> Vec<Value> {
+            let result = v1::result_path(JOB_ID);
+            let stored = self.server.stored().into_iter();
+            stored
+                .filter(|(path, _)| *path == result)
+                .map(|(_, body)| body)
+                .collect()
+        }
+
+        /// The job's output as the server stored it.
+        fn output(&self) -> String {
+            let log = v1::log_path(JOB_ID, LogType::Output);
+            let stored = self.server.stored().into_iter();
+            stored
+                .filter(|(path, _)| *path == log)
+                .map(|(_, body)| body["log_data"].as_str().unwrap().to_string())
+                .collect()
+        }
+    }
+
+    impl JobHost for Lab {
+        type Server = StandIn;
+
+        fn config(&self) -> &Config {
+            &self.config
+        }
+        fn server(&self) -> &Arc<StandIn> {
+            &self.server
+        }
+        fn metrics(&self) -> &Metrics {
+            &self.metrics
+        }
+        fn stopping(&self) -> &CancellationToken {
+            &self.stopping
+        }
+        fn stopping_now(&self) -> &CancellationToken {
+            &self.stopping_now
+        }
+        fn is_extended(&self) -> bool {
+            true
+        }
+        async fn check_in(&self) {}
+        async fn report_phase(&self, phase: Phase) {
+            self.note(format!("busy with {phase}"));
+        }
+        async fn report(&self, report: &Value) {
+            self.note(format!("record {report}"));
+        }
+        async fn quietly(&self, call: Call<()>) {
+            self.note(format!("{} {}", call.method, call.path));
+        }
+        async fn take_offline(&self, comment: &str) {
+            self.note(format!("offline: {comment}"));
+        }
+    }
+
+    /// Runs `test` on the one runtime all these tests share: tokio reaps child processes
+    /// through the first runtime that started one, so a runtime per test would leave the
+    /// later tests unable to run their phases once the first test's runtime is gone.
+    fn on_shared_runtime(test: impl std::future::Future<Output = ()>) {
+        static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+        let runtime = RUNTIME.get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime")
+        });
+        runtime.block_on(test);
+    }
+
+    fn job(definition: Value) -> Value {
+        let mut job = definition;
+        job["job_id"] = json!(JOB_ID);
+        job["job_queue"] = json!("q");
+        job
+    }
+
+    const COMMANDS: &str = "setup_command: echo setting up\n\
+                            provision_command: echo provisioning\n\
+                            test_command: echo testing; exit 3\n\
+                            cleanup_command: echo cleaning up\n";
+
+    #[test]
+    fn a_failed_test_is_reported_and_the_job_still_cleans_up() {
+        on_shared_runtime(async {
+            let lab = Lab::new(StandIn::failing(&[]), COMMANDS);
+            run(&lab, job(json!({"test_data": {"test_cmds": "x"}}))).await;
+
+            // Every main phase is announced; provision is skipped (no provision_data).
+            let announced = [
+                "setup",
+                "provision",
+                "firmware_update",
+                "test",
+                "allocate",
+                "reserve",
+            ];
+            assert_eq!(lab.states()[..6], announced);
+            assert_eq!(lab.states().last().map(String::as_str), Some("complete"));
+            let completion = lab.reports().pop().unwrap();
+            let output = lab.output();
+            assert_eq!(
+                completion["status"],
+                json!({"setup": 0, "test": 3, "cleanup": 0}),
+                "{output}"
+            );
+            assert!(
+                output.contains("setting up\n") && output.contains("testing\n"),
+                "{output}"
+            );
+            assert!(!output.contains("provisioning"), "{output}");
+            assert!(output.contains("cleaning up\n"), "{output}");
+            assert!(lab
+                .asked
+                .lock()
+                .unwrap()
+                .contains(&"busy with test".to_string()));
+        });
+    }
+
+    #[test]
+    fn a_server_that_is_away_and_loses_answers_still_gets_the_whole_job_in_order() {
+        on_shared_runtime(async {
+            let faults = [
+                Fault::Away,
+                Fault::LostAnswer,
+                Fault::Away,
+                Fault::LostAnswer,
+            ];
+            let lab = Lab::new(StandIn::failing(&faults), COMMANDS);
+            run(&lab, job(json!({"test_data": {"test_cmds": "x"}}))).await;
+
+            let completion = lab.reports().pop().unwrap();
+            let output = lab.output();
+            assert_eq!(
+                completion["status"],
+                json!({"setup": 0, "test": 3, "cleanup": 0}),
+                "{output}"
+            );
+            // Lost answers mean resends: the server sees some reports twice, each fragment
+            // with its own number, so it stores the log once.
+            let mut numbers = lab.server.fragment_numbers();
+            numbers.dedup();
+            assert!(
+                numbers.windows(2).all(|pair| pair[0] < pair[1]),
+                "{numbers:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn a_job_cancelled_before_it_starts_runs_only_the_cleanup() {
+        on_shared_runtime(async {
+            let server = StandIn::failing(&[]);
+            server.set_job_state(JobState::Cancelled);
+            let lab = Lab::new(server, COMMANDS);
+            run(&lab, job(json!({"test_data": {"test_cmds": "x"}}))).await;
+
+            assert_eq!(lab.states(), ["complete"]);
+            let completion = lab.reports().pop().unwrap();
+            assert_eq!(completion["status"], json!({"cleanup": 0}));
+            assert!(!lab.output().contains("setting up"));
+        });
+    }
+
+    #[test]
+    fn a_job_the_agent_stops_before_any_phase_goes_back_to_its_queue() {
+        on_shared_runtime(async {
+            let lab = Lab::new(StandIn::failing(&[]), COMMANDS);
+            lab.stopping.cancel();
+            run(&lab, job(json!({"test_data": {"test_cmds": "x"}}))).await;
+
+            assert_eq!(lab.states(), ["waiting"]);
+            assert_eq!(lab.output(), "");
+        });
     }
 }

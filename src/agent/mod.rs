@@ -19,6 +19,8 @@ mod process;
 mod recovery;
 mod reports;
 mod serial_log;
+#[cfg(test)]
+mod stand_in;
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -599,11 +601,13 @@ impl Agent {
 }
 
 impl JobHost for Agent {
+    type Server = Api;
+
     fn config(&self) -> &Config {
         &self.config
     }
 
-    fn api(&self) -> &Arc<Api> {
+    fn server(&self) -> &Arc<Api> {
         &self.api
     }
 

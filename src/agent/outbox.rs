@@ -446,104 +446,10 @@ impl Retry {
 /// away, a lost acknowledgement, a refusal, and an agent that dies between two reports.
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
-
-    use hyper::{Method, StatusCode};
     use serde_json::json;
-    use tokio::sync::Notify;
 
     use super::*;
-
-    /// What the stand-in does with the next request.
-    #[derive(Clone, Copy, Debug)]
-    enum Fault {
-        /// None: the server stores the report and says so.
-        Store,
-        /// No answer: the server is away.
-        Away,
-        /// The server stores the report, but its answer is lost.
-        LostAnswer,
-        /// The server refuses the report for good.
-        Refuse,
-        /// The request never ends (the agent dies while it waits).
-        Hang,
-    }
-
-    #[derive(Default)]
-    struct StandIn {
-        faults: Mutex<VecDeque<Fault>>,
-        /// Every report the server stored, in order (a resend is stored again).
-        stored: Mutex<Vec<(String, Value)>>,
-        stored_one: Notify,
-    }
-
-    impl StandIn {
-        fn failing(faults: &[Fault]) -> Arc<StandIn> {
-            Arc::new(StandIn {
-                faults: Mutex::new(faults.iter().copied().collect()),
-                ..StandIn::default()
-            })
-        }
-
-        fn stored(&self) -> Vec<(String, Value)> {
-            self.stored.lock().unwrap().clone()
-        }
-
-        fn fragment_numbers(&self) -> Vec<u64> {
-            self.stored()
-                .iter()
-                .filter_map(|(_, body)| body["fragment_number"].as_u64())
-                .collect()
-        }
-
-        async fn stored_count(&self, count: usize) {
-            while self.stored.lock().unwrap().len() < count {
-                self.stored_one.notified().await;
-            }
-        }
-    }
-
-    fn away() -> ApiError {
-        ApiError::Unreachable {
-            url: "http://stand-in".into(),
-            reason: "Connection refused".into(),
-        }
-    }
-
-    impl Transport for StandIn {
-        async fn post(&self, path: &str, body: &Value) -> Result<(), ApiError> {
-            let fault = self.faults.lock().unwrap().pop_front();
-            let store = || {
-                self.stored
-                    .lock()
-                    .unwrap()
-                    .push((path.to_string(), body.clone()));
-                self.stored_one.notify_waiters();
-            };
-            match fault {
-                None | Some(Fault::Store) => {
-                    store();
-                    Ok(())
-                }
-                Some(Fault::Away) => Err(away()),
-                Some(Fault::LostAnswer) => {
-                    store();
-                    Err(away())
-                }
-                Some(Fault::Refuse) => Err(ApiError::Status {
-                    method: Method::POST,
-                    path: path.to_string(),
-                    status: StatusCode::UNPROCESSABLE_ENTITY,
-                    message: "refused".into(),
-                }),
-                Some(Fault::Hang) => std::future::pending().await,
-            }
-        }
-
-        async fn upload(&self, path: &str, _: Upload) -> Result<(), ApiError> {
-            self.post(path, &json!("upload")).await
-        }
-    }
+    use crate::agent::stand_in::{Fault, StandIn};
 
     const JOB: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
 

@@ -74,7 +74,7 @@ pub async fn retry_unsent_results(agent: &impl JobHost) {
 
 /// The outbox in `dir`, unless another agent process is sending it.
 fn open(agent: &impl JobHost, dir: &Path) -> Option<Outbox> {
-    match Outbox::open(dir, agent.api().clone()) {
+    match Outbox::open(dir, agent.server().clone()) {
         Ok(outbox) => Some(outbox),
         Err(OpenError::Busy(_)) => None,
         Err(error) => {

@@ -5,7 +5,8 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-use super::{is_truthy, Phase};
+use super::phase::Phase;
+use super::truthy::is_truthy;
 
 /// A job definition with the fields the agent acts on typed. Unknown fields (and the
 /// free-form parts of the phase data) stay in `other` and in each phase's data, and

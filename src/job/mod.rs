@@ -10,6 +10,7 @@ pub mod phase;
 pub mod reservation;
 pub mod state;
 pub mod time;
+mod truthy;
 pub mod validate;
 
 pub use definition::JobDefinition;
@@ -17,19 +18,7 @@ pub use log_type::LogType;
 pub use outcome::Outcome;
 pub use phase::Phase;
 pub use state::JobState;
-
-/// Python's truthiness, which the reference applies to job data (`skip`, phase data).
-pub fn is_truthy(value: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    match value {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64() != Some(0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    }
-}
+pub use truthy::is_truthy;
 
 /// Accepts what Python's `uuid.UUID(s)` accepts (the reference's rule): optional `urn:` and
 /// `uuid:` prefixes, optional braces, hyphens anywhere, then exactly 32 hex digits.

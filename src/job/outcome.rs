@@ -6,7 +6,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{JobState, Phase};
+use super::phase::Phase;
+use super::state::JobState;
 
 /// Which of the agent's timeouts stopped a phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

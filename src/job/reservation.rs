@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::is_truthy;
+use super::truthy::is_truthy;
 
 /// The announcement's first line.
 pub const RESERVED_BANNER: &str = "*** TESTFLINGER SYSTEM RESERVED ***";

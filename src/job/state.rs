@@ -1,6 +1,6 @@
 //! The states a job goes through, as a type.
 
-use super::Phase;
+use super::phase::Phase;
 
 /// Where a job is: queued, in one of its phases, holding its device for a multi-device
 /// job, or finished.

@@ -9,8 +9,9 @@ use serde_json::{json, Map, Value};
 
 use super::duration::parse_duration;
 use super::names::NameKind;
+use super::phase::Phase;
 use super::time::parse_iso8601;
-use super::{is_truthy, Phase};
+use super::truthy::is_truthy;
 
 /// A field's type. Lists and nested objects carry their element type or schema.
 #[derive(Clone, Copy)]

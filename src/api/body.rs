@@ -11,7 +11,7 @@ use hyper::body::Frame;
 use serde_json::Value;
 use tokio_util::io::ReaderStream;
 
-use super::ApiError;
+use super::error::ApiError;
 
 pub type ApiBody = BoxBody<Bytes, std::io::Error>;
 

@@ -7,7 +7,8 @@ use hyper::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{Reply, RequestBody};
+use super::body::RequestBody;
+use super::reply::Reply;
 
 /// How an answer's body is read into what a call gives back.
 pub trait Answer {

@@ -10,9 +10,20 @@ use hyper::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::body::{RequestBody, Upload};
 use super::call::{Call, Json};
-use super::{Reply, RequestBody, Upload};
+use super::reply::Reply;
 use crate::job::{time, LogType, Phase};
+
+/// The header by which `tf serve` tells clients which extensions it has (see
+/// `docs/compatibility.md`); a reference server does not send it.
+pub const EXTENSIONS_HEADER: &str = "tf-extensions";
+/// `long-poll`: `wait=<seconds>` on `GET /v1/job` and on log reads.
+/// `result-without-logs`: `GET /v1/result/<id>?logs=false`.
+/// `refresh-token-renewal`: `POST /v1/oauth2/refresh?renew=true` may answer with a new
+/// `refresh_token`.
+/// `stop-waiting`: `POST /v1/agents/stop_waiting/<agent>` ends that agent's long-poll claim.
+pub const EXTENSIONS: &str = "long-poll, result-without-logs, refresh-token-renewal, stop-waiting";
 
 /// A path template: `{name}` stands for one path segment, `{*name}` for the rest of the
 /// path (slashes kept).

@@ -6,8 +6,8 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
+use super::options::Credentials;
 use super::session::{Failure, Session};
-use super::Credentials;
 use crate::api::v1;
 
 pub async fn login(session: &Session) -> anyhow::Result<ExitCode> {

@@ -7,8 +7,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Map, Value};
 
 use super::login::token_claims;
+use super::options::Credentials;
 use super::session::{Failure, Session};
-use super::Credentials;
 use crate::api::v1;
 use crate::codec::pyjson;
 

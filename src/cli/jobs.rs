@@ -9,10 +9,11 @@ use anyhow::bail;
 use clap::Args;
 use serde_json::Value;
 
+use super::command_name::CommandName;
 use super::config::Settings;
 use super::history::History;
+use super::options::JobId;
 use super::session::{Failure, Session};
-use super::{CommandName, JobId};
 use crate::api::v1;
 use crate::codec::{pyjson, yaml};
 use crate::job::outcome::KillReason;

@@ -11,6 +11,7 @@ mod history;
 mod jobs;
 mod lab;
 mod login;
+mod options;
 mod poll;
 mod reserve;
 mod session;
@@ -26,6 +27,7 @@ use crate::codec::yaml;
 use crate::job::LogType;
 pub use command_name::CommandName;
 use config::{Settings, DEFAULT_SERVER};
+use options::{Credentials, JobId};
 use session::Session;
 
 /// Options that come before the subcommand, as with the reference.
@@ -47,23 +49,6 @@ fn server_help() -> String {
         "Testflinger server to use [default: from the config file or $TESTFLINGER_SERVER, \
          else {DEFAULT_SERVER}]"
     )
-}
-
-/// `--client-id` / `--secret-key`, on the commands that take them.
-#[derive(Args, Debug, Clone, Default)]
-pub struct Credentials {
-    /// Client ID to authenticate with Testflinger server
-    #[arg(long = "client-id", alias = "client_id", value_name = "CLIENT_ID")]
-    pub client_id: Option<String>,
-    /// Secret key to be used with client id for authentication
-    #[arg(long = "secret-key", alias = "secret_key", value_name = "SECRET_KEY")]
-    pub secret_key: Option<String>,
-}
-
-#[derive(Args, Debug)]
-pub struct JobId {
-    /// The job's id, as `submit` printed it
-    pub job_id: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -146,7 +131,7 @@ pub fn run(options: GlobalOptions, command: ClientCommand) -> ExitCode {
         Ok(code) => code,
         Err(error) if error.is::<poll::Interrupted>() => ExitCode::from(130),
         Err(error) => {
-            if error.downcast_ref::<AlreadyReported>().is_none() {
+            if error.downcast_ref::<submit::AlreadyReported>().is_none() {
                 eprintln!("{error:#}");
             }
             ExitCode::FAILURE
@@ -172,19 +157,6 @@ fn end_quietly_on_closed_stdout() {
         default(info);
     }));
 }
-
-/// A failure whose message was already printed (on stdout, where the reference prints
-/// some): the command just exits 1.
-#[derive(Debug)]
-pub struct AlreadyReported;
-
-impl std::fmt::Display for AlreadyReported {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("(reported above)")
-    }
-}
-
-impl std::error::Error for AlreadyReported {}
 
 async fn dispatch(options: GlobalOptions, command: ClientCommand) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(options.configfile.as_deref());

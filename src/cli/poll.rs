@@ -10,10 +10,10 @@ use anyhow::bail;
 use clap::Args;
 use serde_json::Value;
 
+use super::command_name::CommandName;
 use super::history::History;
 use super::jobs::{self, job_state, INVALID_JOB_ID, NO_JOB_DATA};
 use super::session::{Failure, Session};
-use super::CommandName;
 use crate::api::{v1, Call, Json, EXTENSIONS_HEADER};
 use crate::codec::pyjson;
 use crate::job::outcome::KILLED;

@@ -11,9 +11,9 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::history::History;
+use super::options::Credentials;
 use super::poll::{self, PollArgs};
 use super::session::{Failure, Session};
-use super::Credentials;
 use crate::api::{v1, Upload};
 use crate::codec::yaml;
 use crate::job::{LogType, Phase};
@@ -212,8 +212,21 @@ async fn check_agents(
     }
     // The reference prints this on stdout, then exits 1.
     println!("{message}");
-    Err(super::AlreadyReported.into())
+    Err(AlreadyReported.into())
 }
+
+/// A failure whose message was already printed (on stdout, where the reference prints
+/// some): the command just exits 1.
+#[derive(Debug)]
+pub struct AlreadyReported;
+
+impl std::fmt::Display for AlreadyReported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(reported above)")
+    }
+}
+
+impl std::error::Error for AlreadyReported {}
 
 /// Packs the attachments the job declares (`local` files, relative to `relative_to`) into
 /// a gzip-compressed tar with members `<phase>/<agent path>`, and rewrites each entry as

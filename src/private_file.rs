@@ -1,7 +1,8 @@
 //! Files only their owner may read (keys, tokens), written in one step: the content goes
 //! to a private temporary file in the same directory, is synced, and is renamed over the
 //! old file, so a crash or a full disk leaves the old file or the new one, never a mix,
-//! and a reader never sees a half-written file.
+//! and a reader never sees a half-written file. Also directories only their owner may
+//! read (the server's data dir).
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -23,6 +24,17 @@ pub fn replace(path: &Path, content: &[u8]) -> std::io::Result<()> {
     file.persist(path).map_err(|failed| failed.error)?;
     // The rename itself is durable once the directory is synced.
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Creates a directory (and its parents) readable by the server's user only: a data dir,
+/// or a copy of one, holds secret hashes and keys.
+pub fn create_dir(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))
 }
 
 #[cfg(test)]

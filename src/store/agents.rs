@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use rusqlite::{params, OptionalExtension, Row};
 use serde_json::{Map, Value};
 
-use super::{Result, Store};
+use super::error::Result;
+use super::open::Store;
 use crate::job::time::{self, Micros};
 
 /// How many lines of an agent's log, and of its provision history, are kept.

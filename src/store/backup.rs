@@ -13,6 +13,7 @@ use anyhow::{bail, Context};
 use rusqlite::{Connection, OpenFlags};
 
 use super::health::{self, DatabaseState, KEY_FILES};
+use crate::private_file;
 
 pub struct BackupReport {
     pub jobs: u64,
@@ -59,7 +60,7 @@ pub fn backup(source: &Path, destination: &Path) -> anyhow::Result<BackupReport>
 
 fn copy_data_dir(source: &Path, destination: &Path) -> anyhow::Result<BackupReport> {
     // Private, like the data dir: the copy holds secrets and their key.
-    super::create_private_dir(destination)?;
+    private_file::create_dir(destination)?;
     let copy = destination.join("tf.db");
     snapshot(&source.join("tf.db"), &copy)?;
 

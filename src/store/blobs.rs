@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncWriteExt;
 
-use super::{Result, Store, StoreError};
+use super::error::{Result, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlobKind {
@@ -124,6 +124,20 @@ impl BlobDir {
     }
 
     /// Whether the orphan sweep may delete files here.
+    /// Starts receiving an archive of at most `limit` bytes.
+    pub async fn start_upload(&self, limit: u64) -> Result<BlobUpload> {
+        let temp_path = self.incoming.join(uuid::Uuid::new_v4().to_string());
+        let file = tokio::fs::File::create(&temp_path).await?;
+        Ok(BlobUpload {
+            file: Some(file),
+            moved_into_place: false,
+            temp_path,
+            final_dir: self.root.clone(),
+            size: 0,
+            limit,
+        })
+    }
+
     pub fn sweepable(&self) -> bool {
         self.sweepable
     }
@@ -189,30 +203,6 @@ fn archive_entries(root: &Path) -> std::io::Result<Vec<std::fs::DirEntry>> {
         }
     }
     Ok(archives)
-}
-
-impl Store {
-    /// Starts receiving an archive of at most `limit` bytes.
-    pub async fn start_upload(&self, limit: u64) -> Result<BlobUpload> {
-        let temp_path = self.blobs.incoming.join(uuid::Uuid::new_v4().to_string());
-        let file = tokio::fs::File::create(&temp_path).await?;
-        Ok(BlobUpload {
-            file: Some(file),
-            moved_into_place: false,
-            temp_path,
-            final_dir: self.blobs.root.clone(),
-            size: 0,
-            limit,
-        })
-    }
-
-    /// The file holding a job's archive of `kind`, if one was stored.
-    pub async fn blob_path(&self, job_id: &str, kind: BlobKind) -> Result<Option<PathBuf>> {
-        Ok(self
-            .blob_row(job_id, kind)
-            .await?
-            .map(|name| self.blobs.path(&name)))
-    }
 }
 
 impl BlobUpload {

@@ -7,7 +7,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{Map, Value};
 
-use super::{Result, Store};
+use super::error::Result;
+use super::open::Store;
 use crate::job::time::{self, Micros};
 
 /// A client and its permissions, as the API shows them.

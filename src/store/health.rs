@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::job::time;
+use crate::private_file;
 
 pub const DATABASE_FILE: &str = "tf.db";
 
@@ -222,7 +223,7 @@ pub fn check_data_dir(data_dir: &Path, check: Check, if_lost: IfLost) -> anyhow:
 /// `set-aside-<time>` of the data dir; returns that directory.
 fn set_aside(data_dir: &Path) -> anyhow::Result<PathBuf> {
     let aside = data_dir.join(format!("set-aside-{}", time::render(time::now())));
-    super::create_private_dir(&aside)?;
+    private_file::create_dir(&aside)?;
     let database_files = [DATABASE_FILE, "tf.db-wal", "tf.db-shm", "blobs"];
     for name in database_files.iter().chain(KEY_FILES) {
         let from = data_dir.join(name);

@@ -2,15 +2,17 @@
 //! results, search and queue views.
 
 use std::borrow::Borrow;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::future::select_all;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::{Map, Value};
 
-use super::blobs::{BlobKind, StoredBlob};
+use super::blobs::{BlobKind, BlobUpload, StoredBlob};
+use super::error::{Result, StoreError};
 use super::logs::kill_reason_in_output;
-use super::{Result, Store, StoreError};
+use super::open::Store;
 use crate::job::time::{self, Micros};
 use crate::job::{JobState, Outcome};
 
@@ -511,11 +513,19 @@ impl Store {
             .count())
     }
 
-    pub(super) async fn blob_row(&self, job_id: &str, kind: BlobKind) -> Result<Option<String>> {
+    /// Starts receiving an archive (attachments, artifact) of at most `limit` bytes.
+    pub async fn start_upload(&self, limit: u64) -> Result<BlobUpload> {
+        self.blobs.start_upload(limit).await
+    }
+
+    /// The file holding a job's archive of `kind`, if one was stored.
+    pub async fn blob_path(&self, job_id: &str, kind: BlobKind) -> Result<Option<PathBuf>> {
         let job_id = job_id.to_string();
-        self.readers
+        let name = self
+            .readers
             .read(move |db| Ok(stored_blob_name(db, &job_id, kind)?))
-            .await
+            .await?;
+        Ok(name.map(|name| self.blobs.path(&name)))
     }
 }
 

@@ -6,7 +6,8 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
-use super::{Result, Store};
+use super::error::Result;
+use super::open::Store;
 use crate::job::{time, JobState, Phase};
 
 /// What an old agent's result document adds to a job's results.

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{Result, Store};
+use super::error::Result;
+use super::open::Store;
 use crate::job::outcome::KillReason;
 use crate::job::time::{self, Micros};
 use crate::job::{JobState, Phase};

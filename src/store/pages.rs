@@ -4,8 +4,9 @@
 use rusqlite::OptionalExtension;
 use serde_json::{Map, Value};
 
+use super::error::Result;
 use super::jobs::{read_outcome, summary, JobSummary, SUMMARY_COLUMNS};
-use super::{Result, Store};
+use super::open::Store;
 use crate::job::time::Micros;
 use crate::job::Outcome;
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
-use super::{Result, StoreError};
+use super::error::{Result, StoreError};
 
 pub struct Readers {
     idle: Pool,

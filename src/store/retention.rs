@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{Result, Store};
+use super::error::Result;
+use super::open::Store;
 use crate::job::time::{self, Micros};
 
 /// A stored archive file no row points to is deleted after this grace period (an upload

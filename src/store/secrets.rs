@@ -1,12 +1,11 @@
-//! Secrets of API clients, encrypted at rest: each value is sealed with ChaCha20-Poly1305
-//! under the server's master key, with a fresh random nonce, and bound to its owner and
-//! path (as associated data) so a ciphertext cannot be moved to another secret.
+//! Secrets of API clients, encrypted at rest: each value is sealed under the server's
+//! master key (see `secrets_key`).
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use rusqlite::{params, OptionalExtension};
 
-use super::{Result, Store, StoreError};
+use super::error::{Result, StoreError};
+use super::open::Store;
+use super::secrets_key::{SealNonce, SecretsKey};
 use crate::job::time::{self, Micros};
 
 /// When a secret stops being readable.
@@ -18,24 +17,10 @@ pub enum Expiry {
     AfterFirstRead,
 }
 
-/// The master key, turned into a cipher once.
-pub struct SecretsKey(ChaCha20Poly1305);
-
-impl SecretsKey {
-    pub fn new(key: &[u8; 32]) -> SecretsKey {
-        SecretsKey(ChaCha20Poly1305::new(Key::from_slice(key)))
-    }
-}
-
-fn associated_data(client_id: &str, path: &str) -> Vec<u8> {
-    [client_id.as_bytes(), b"\0", path.as_bytes()].concat()
-}
-
 impl Store {
-    fn secrets_key(&self) -> Result<&ChaCha20Poly1305> {
+    fn secrets_key(&self) -> Result<&SecretsKey> {
         self.secrets
             .as_ref()
-            .map(|key| &key.0)
             .ok_or_else(|| StoreError::Database("No secrets store".into()))
     }
 
@@ -51,20 +36,7 @@ impl Store {
         value: &str,
         expiry: Expiry,
     ) -> Result<()> {
-        let mut nonce = [0u8; 12];
-        getrandom::fill(&mut nonce)
-            .map_err(|e| StoreError::Database(format!("no randomness: {e}")))?;
-        let aad = associated_data(client_id, path);
-        let ciphertext = self
-            .secrets_key()?
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: value.as_bytes(),
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| StoreError::Database("cannot encrypt the secret".into()))?;
+        let (nonce, ciphertext) = self.secrets_key()?.seal(client_id, path, value)?;
         let (client_id, path) = (client_id.to_string(), path.to_string());
         let (ephemeral, expires_at) = match expiry {
             Expiry::Never => (false, None),
@@ -149,20 +121,12 @@ impl Store {
         let Some((nonce, ciphertext, _)) = sealed else {
             return Ok(None);
         };
-        if nonce.len() != 12 {
+        let Ok(nonce) = SealNonce::try_from(nonce) else {
             return Ok(None); // a damaged row: unreadable, like one sealed under another key
-        }
-        let aad = associated_data(client_id, path);
+        };
         let plain = self
             .secrets_key()?
-            .decrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &ciphertext,
-                    aad: &aad,
-                },
-            )
-            .ok();
+            .unseal(client_id, path, &nonce, &ciphertext);
         Ok(plain.and_then(|bytes| String::from_utf8(bytes).ok()))
     }
 }

@@ -1,0 +1,43 @@
+//! What can go wrong in the store, and the `Result` of its operations.
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("the disk is full ({0})")]
+    DiskFull(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("file error: {0}")]
+    Io(String),
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("job {0} already exists")]
+    DuplicateJob(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        match error.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::DiskFull(error.to_string()),
+            _ => StoreError::Database(error.to_string()),
+        }
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(error: std::io::Error) -> Self {
+        match error.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                StoreError::DiskFull(error.to_string())
+            }
+            _ => StoreError::Io(error.to_string()),
+        }
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(error: serde_json::Error) -> Self {
+        StoreError::Database(format!("stored JSON is unreadable: {error}"))
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use serde_json::{Map, Value};
 
 use super::auth::Role;
-use super::tokens::BCRYPT_COST;
+use super::logins::BCRYPT_COST;
 use crate::job::names::NameKind;
 use crate::store::{Client, RefreshTokens, Store};
 

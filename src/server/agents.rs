@@ -8,9 +8,9 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use serde_json::{json, Map, Value};
 
+use super::app::App;
 use super::extract::JsonBody;
 use super::reply::{self, ApiError, ApiResult};
-use super::App;
 use crate::job::names::NameKind;
 use crate::job::time;
 use crate::job::validate::{validate_body, BodySchema};

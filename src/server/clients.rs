@@ -7,10 +7,10 @@ use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
 
+use super::app::App;
 use super::auth::{Identity, Role};
 use super::extract::JsonBody;
 use super::reply::{self, ApiError, ApiResult};
-use super::App;
 use crate::job::names::NameKind;
 use crate::job::validate::{validate_body, BodySchema};
 use crate::store::{Client, RefreshTokens};

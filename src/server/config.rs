@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
-use super::tokens::{ACCESS_TOKEN_LIFETIME, REFRESH_TOKEN_LIFETIME};
 use crate::store::SyncMode;
 
 #[derive(Debug, clap::Args)]
@@ -296,6 +295,10 @@ fn refresh_token_lifetime(flag: Option<Duration>, file: &ConfigFile) -> anyhow::
         REFRESH_TOKEN_LIFETIME,
     )
 }
+
+/// The reference's token lifetimes, the defaults of the settings.
+const ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(600);
+const REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(6 * 86_400);
 
 /// The longest token lifetime, 10 years as humantime counts them: far past any use, and
 /// well within what expiry times in microseconds hold.

@@ -9,9 +9,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
 
+use super::app::App;
 use super::json_limits::{self, JsonRefusal};
 use super::reply::ApiError;
-use super::App;
 use crate::store::blobs::UploadError;
 use crate::store::StoredBlob;
 

@@ -9,11 +9,12 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::{json, Map, Value};
 
+use super::app::App;
 use super::auth::Identity;
 use super::auth::Role;
 use super::extract::{receive_file, AgentCookie, JsonBody, QueryPairs};
+use super::permissions;
 use super::reply::{self, ApiError, ApiResult};
-use super::{permissions, App};
 use crate::job::names::NameKind;
 use crate::job::validate::{validate_body, validate_job, BodySchema, ValidJob};
 use crate::job::{self, is_valid_job_id, time};

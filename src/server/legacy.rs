@@ -7,10 +7,10 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use serde_json::{json, Map, Value};
 
+use super::app::App;
 use super::extract::BoundedBody;
 use super::jobs::check_job_id_text;
 use super::reply::{self, ApiError, ApiResult};
-use super::App;
 use crate::job::Phase;
 use crate::store::LegacyResult;
 

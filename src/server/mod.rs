@@ -1,21 +1,27 @@
-//! `tf serve`: the lab server. Routes live in `routes`, handlers by resource in the
-//! other files; they reach storage only through `Store`'s domain operations.
+//! `tf serve`: the lab server. Routes live in `routes`, behind the role `gate`; handlers
+//! by resource in the other files, all sharing `app`'s `App`; they reach storage only
+//! through `Store`'s domain operations. This file starts the server; nothing in here
+//! uses it.
 
 pub mod admin;
 mod agents;
+mod app;
 mod auth;
 pub mod backup;
 mod clients;
 pub mod config;
 mod connections;
+mod counters;
 mod csrf;
 mod extract;
+mod gate;
 mod http;
 mod jobs;
 mod json_limits;
 pub(crate) mod jwt;
 mod keys;
 mod legacy;
+mod logins;
 mod metrics;
 mod permissions;
 pub mod queues;
@@ -38,21 +44,12 @@ use axum::response::{IntoResponse, Response};
 
 use crate::job::time;
 use crate::store::health::IfLost;
-use crate::store::{SecretsKey, ServerDataDir, Store};
+use crate::store::{SecretsKey, ServerDataDir};
+use app::App;
+use auth::VerifiedTokens;
 use config::Config;
-
-/// What every handler shares.
-pub struct App {
-    pub store: Store,
-    pub config: Config,
-    /// Signs and checks access tokens.
-    pub jwt_key: Vec<u8>,
-    pub logins: tokens::LoginGuard,
-    pub bcrypt: tokens::Bcrypt,
-    pub verified_tokens: auth::VerifiedTokens,
-    pub http: webhook::HttpClient,
-    pub metrics: metrics::ServerMetrics,
-}
+use counters::ServerMetrics;
+use logins::{Bcrypt, LoginGuard};
 
 /// How often the expiry pass runs at most.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(600);
@@ -88,11 +85,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         store,
         config,
         jwt_key,
-        logins: tokens::LoginGuard::default(),
-        bcrypt: tokens::Bcrypt::default(),
-        verified_tokens: auth::VerifiedTokens::default(),
-        http: webhook::http_client(),
-        metrics: metrics::ServerMetrics::default(),
+        logins: LoginGuard::default(),
+        bcrypt: Bcrypt::default(),
+        verified_tokens: VerifiedTokens::default(),
+        http: app::http_client(),
+        metrics: ServerMetrics::default(),
     });
     let expiry = tokio::spawn(expire_forever(app.clone()));
     let mut router = routes::api(&app)

@@ -5,9 +5,9 @@
 use axum::http::StatusCode;
 use serde_json::{Map, Value};
 
+use super::app::App;
 use super::auth::Identity;
 use super::reply::ApiError;
-use super::App;
 use crate::job::validate::ValidJob;
 
 /// Reservations up to this long need no permission.

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use serde_json::{json, Map, Value};
 
+use super::app::App;
 use super::extract::QueryPairs;
 use super::reply::{self, ApiResult};
-use super::App;
 use crate::job::time;
 
 const PERCENTILES: [u32; 5] = [5, 10, 50, 90, 95];

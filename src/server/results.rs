@@ -8,10 +8,11 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use serde_json::{json, Map, Value};
 
+use super::app::App;
 use super::extract::{receive_file, JsonBody, JsonBytes, QueryPairs};
 use super::jobs::{check_job_id, check_job_id_text, send_blob, wait_parameter};
+use super::legacy;
 use super::reply::{self, ApiError, ApiResult};
-use super::{legacy, App};
 use crate::api::v1::LogFragment;
 use crate::job::time::{parse_iso8601, Micros};
 use crate::job::validate::{validate_body, BodySchema};

@@ -9,9 +9,11 @@ use axum::middleware::{self, Next};
 use axum::routing::{get, post, put, MethodRouter};
 use axum::Router;
 
-use super::auth::{self, Role};
+use super::app::App;
+use super::auth::Role;
+use super::gate;
 use super::reply::{self, ApiError};
-use super::{agents, clients, jobs, legacy, queues, results, secrets, tokens, webhook, App};
+use super::{agents, clients, jobs, legacy, queues, results, secrets, tokens, webhook};
 use crate::api::v1::routes as path;
 
 type Routes = Router<Arc<App>>;
@@ -26,7 +28,7 @@ fn at(router: Routes, path: &str, handlers: MethodRouter<Arc<App>>) -> Routes {
 /// Lets only callers with one of `roles` through to `routes`.
 fn gate(routes: Routes, app: &Arc<App>, roles: &'static [Role]) -> Routes {
     let gate = move |state: State<Arc<App>>, request: Request, next: Next| {
-        auth::require(state, roles, request, next)
+        gate::require(state, roles, request, next)
     };
     routes.route_layer(middleware::from_fn_with_state(app.clone(), gate))
 }

@@ -8,10 +8,10 @@ use axum::http::StatusCode;
 use regex_lite::Regex;
 use serde_json::{json, Value};
 
+use super::app::App;
 use super::auth::Identity;
 use super::extract::JsonBody;
 use super::reply::{self, ApiError, ApiResult};
-use super::App;
 use crate::job::names::NameKind;
 use crate::job::time;
 use crate::job::validate::{validate_body, BodySchema};

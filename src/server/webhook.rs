@@ -9,24 +9,15 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+use super::app::App;
 use super::extract::JsonBody;
 use super::jobs::check_job_id;
 use super::reply::{self, ApiError, ApiResult};
-use super::App;
 use crate::job::validate::{validate_body, BodySchema};
 
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(3);
-
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-pub fn http_client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
 
 /// Scheme, host and port: what a `job_status_webhook` must share with `webhook_url`.
 fn origin(url: &str) -> Option<(String, String, u16)> {

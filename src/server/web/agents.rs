@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
+use super::format;
+use super::page::{render, PageError, PageResult};
 use super::rows::{self, AgentRow, JobRow};
-use super::{format, render, PageError, PageResult};
 use crate::job::time;
-use crate::server::App;
+use crate::server::app::App;
 use askama::Template;
 use axum::extract::{Path, State};
 

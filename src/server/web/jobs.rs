@@ -9,10 +9,11 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect};
 use serde_json::{Map, Value};
 
+use super::format;
+use super::page::{render, PageError, PageResult};
 use super::rows::JobRow;
-use super::{format, render, PageError, PageResult};
 use crate::job::{is_valid_job_id, JobState, Outcome, Phase};
-use crate::server::App;
+use crate::server::app::App;
 use crate::store::JobFilter;
 
 const PAGE_SIZE: u64 = 50;

@@ -7,18 +7,18 @@
 mod agents;
 mod format;
 mod jobs;
+mod page;
 mod queues;
 mod rows;
 
 use std::sync::Arc;
 
-use askama::Template;
-use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
-use super::App;
+use super::app::App;
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -32,61 +32,6 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/queues/{name}", get(queues::page))
         .route("/static/tf.css", get(stylesheet))
         .route("/static/tf.js", get(script))
-}
-
-/// A page that could not be made: the store failed, or what was asked for is not there.
-pub enum PageError {
-    NotFound(String),
-    Store(crate::store::StoreError),
-}
-
-impl From<crate::store::StoreError> for PageError {
-    fn from(error: crate::store::StoreError) -> Self {
-        PageError::Store(error)
-    }
-}
-
-#[derive(Template)]
-#[template(path = "not_found.html")]
-struct NotFound {
-    what: String,
-}
-
-impl IntoResponse for PageError {
-    fn into_response(self) -> Response {
-        match self {
-            PageError::NotFound(what) => {
-                let mut response = render(&NotFound { what });
-                *response.status_mut() = StatusCode::NOT_FOUND;
-                response
-            }
-            PageError::Store(error) => {
-                tracing::warn!("page failed: {error}");
-                let status = match error {
-                    crate::store::StoreError::DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
-                    _ => StatusCode::INTERNAL_SERVER_ERROR,
-                };
-                (status, format!("The page could not be made: {error}\n")).into_response()
-            }
-        }
-    }
-}
-
-pub type PageResult = Result<Response, PageError>;
-
-/// A rendered template as an HTML answer.
-fn render(page: &impl Template) -> Response {
-    match page.render() {
-        Ok(html) => Html(html).into_response(),
-        Err(error) => {
-            tracing::warn!("template failed: {error}");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "The page could not be rendered\n",
-            )
-                .into_response()
-        }
-    }
 }
 
 const CSS: &str = include_str!("../../../assets/tf.css");

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use askama::Template;
 use axum::extract::{Path, State};
 
+use super::format;
+use super::page::{render, PageResult};
 use super::rows::{self, AgentRow, JobRow};
-use super::{format, render, PageResult};
 use crate::job::time;
 use crate::job::JobState;
+use crate::server::app::App;
 use crate::server::queues::percentiles;
-use crate::server::App;
 use crate::store::JobFilter;
 
 /// How many queues the overview lists.

@@ -73,15 +73,9 @@ fn read(file: &str) -> String {
 fn source_files() -> Files {
     let (mut files, mut dirs) = (Files::new(), vec![src()]);
     while let Some(dir) = dirs.pop() {
-        for path in fs::read_dir(dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
-        {
-            let file = path
-                .strip_prefix(src())
-                .unwrap()
-                .to_string_lossy()
-                .replace('\\', "/");
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let file = path.strip_prefix(src()).unwrap().display().to_string();
             let stem = file.trim_end_matches(".rs").trim_end_matches("/mod");
             if path.is_dir() {
                 dirs.push(path);

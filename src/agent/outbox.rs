@@ -476,7 +476,7 @@ mod tests {
             .map(|(_, b)| b["log_data"].clone())
             .collect();
         assert_eq!(texts, [json!("one"), json!("two"), json!("three")]);
-        assert_eq!(server.stored()[0].0, format!("/v1/result/{JOB}/log/output"));
+        assert_eq!(server.stored()[0].0, v1::log_path(JOB, LogType::Output));
     }
 
     #[tokio::test]

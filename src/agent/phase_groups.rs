@@ -4,11 +4,12 @@
 //!   agent. The kernel sends it when the *thread* that forked the child ends, and the
 //!   async runtime's threads come and go, so commands are started from one thread that
 //!   lives as long as the agent (`spawn`).
-//! - The signal reaches only the shell, not what it started. So the running phase's
-//!   process group is noted in the job's outbox directory, and an agent starting up kills
-//!   the groups noted there before it takes a job (`kill_left_behind`). A process counts
-//!   as the phase's only if it carries the phase's marker in its environment, so a group
-//!   id the kernel handed out again is never killed.
+//! - The signal reaches only the shell, not what it started. So every phase process
+//!   carries a marker in its environment (unique per phase run, inherited by children),
+//!   the running phase's marker is noted in the job's outbox directory before the phase
+//!   starts, and an agent starting up kills the processes carrying a marker noted there
+//!   before it takes a job (`kill_left_behind`). A process id the kernel handed out again
+//!   is never killed: it lacks the marker.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -32,7 +33,6 @@ const DEATH_WAIT: Duration = Duration::from_secs(5);
 #[derive(Serialize, Deserialize)]
 struct Note {
     phase: String,
-    group: i32,
     marker: String,
 }
 
@@ -41,14 +41,13 @@ pub fn new_marker() -> (String, String) {
     (MARKER_VARIABLE.into(), uuid::Uuid::new_v4().to_string())
 }
 
-/// Notes the group of a phase that just started; the note goes when this is dropped.
+/// Notes the marker of a phase about to start; the note goes when this is dropped.
 pub struct Noted(Option<PathBuf>);
 
-pub fn note(outbox_dir: &Path, phase: &str, group: i32, marker: &str) -> Noted {
+pub fn note(outbox_dir: &Path, phase: &str, marker: &str) -> Noted {
     let path = outbox_dir.join(NOTE);
     let note = Note {
         phase: phase.into(),
-        group,
         marker: marker.into(),
     };
     let written = serde_json::to_vec(&note)
@@ -57,7 +56,7 @@ pub fn note(outbox_dir: &Path, phase: &str, group: i32, marker: &str) -> Noted {
     match written {
         Ok(()) => Noted(Some(path)),
         Err(error) => {
-            tracing::warn!("cannot note the {phase} phase's process group: {error}");
+            tracing::warn!("cannot note the {phase} phase's marker: {error}");
             Noted(None)
         }
     }
@@ -82,47 +81,48 @@ pub fn kill_left_behind(outbox_dir: &Path, job_id: &str) {
         return;
     };
     let marker = format!("{MARKER_VARIABLE}={}", note.marker);
-    let ours = |pid: i32| environment_of(pid).is_some_and(|env| has_entry(&env, &marker));
-    // Group 0 would be the agent's own, 1 init's: never a phase's.
-    if note.group > 1 && members_of(note.group).into_iter().any(ours) {
+    let left_running = || running_with_entry(&marker);
+    let mut left = left_running();
+    if !left.is_empty() {
         tracing::warn!(
-            "Killing what the {} phase of job {job_id} left running (process group {})",
-            note.phase,
-            note.group
+            "Killing what the {} phase of job {job_id} left running (processes {left:?})",
+            note.phase
         );
-        // SAFETY: killpg only sends a signal; the group was checked to be the phase's.
-        unsafe {
-            libc::killpg(note.group, libc::SIGKILL);
-        }
         let deadline = Instant::now() + DEATH_WAIT;
-        while !members_of(note.group).is_empty() && Instant::now() < deadline {
+        while !left.is_empty() && Instant::now() < deadline {
+            for pid in &left {
+                // SAFETY: kill only sends a signal, to a process carrying the marker.
+                unsafe {
+                    libc::kill(*pid, libc::SIGKILL);
+                }
+            }
             std::thread::sleep(Duration::from_millis(20));
+            left = left_running();
         }
     }
     let _ = std::fs::remove_file(path);
 }
 
-/// The running (not zombie) processes in process group `group`.
-fn members_of(group: i32) -> Vec<i32> {
+/// The running (not zombie) processes whose environment holds `entry`.
+fn running_with_entry(entry: &str) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(Result::ok)
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| running_group_of(*pid) == Some(group))
+        .filter(|pid| is_running(*pid))
+        .filter(|pid| environment_of(*pid).is_some_and(|env| has_entry(&env, entry)))
         .collect()
 }
 
-/// The process group of a running process, from `/proc/<pid>/stat`: after the command
-/// name in parentheses come the state, the parent and the group.
-fn running_group_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, fields) = stat.rsplit_once(") ")?;
-    let mut fields = fields.split(' ');
-    let state = fields.next()?;
-    let group = fields.nth(1)?.parse().ok()?;
-    (state != "Z").then_some(group)
+/// Whether a process exists and is not a zombie, from `/proc/<pid>/stat`: after the
+/// command name in parentheses comes the state.
+fn is_running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(") ")?.1.split(' ').next()? != "Z"))
+        .unwrap_or(false)
 }
 
 fn environment_of(pid: i32) -> Option<Vec<u8>> {
@@ -191,7 +191,53 @@ fn spawner() -> &'static mpsc::Sender<SpawnRequest> {
 
 #[cfg(test)]
 mod tests {
-    use super::has_entry;
+    use super::*;
+
+    /// A marked process in a session of its own (out of reach of any group signal), as
+    /// a phase's child may be.
+    fn marked_sleep(marker: &str) -> std::process::Child {
+        std::process::Command::new("setsid")
+            .args(["sleep", "300"])
+            .env(MARKER_VARIABLE, marker)
+            .spawn()
+            .expect("setsid and sleep run")
+    }
+
+    #[test]
+    fn what_a_noted_phase_left_running_is_killed_and_the_note_removed() {
+        let outbox = tempfile::tempdir().unwrap();
+        let (_, marker) = new_marker();
+        let noted = note(outbox.path(), "test", &marker);
+        std::mem::forget(noted); // the agent died: nobody removed the note
+        let (_, other_marker) = new_marker();
+        let mut left = marked_sleep(&marker);
+        let mut unrelated = marked_sleep(&other_marker);
+        let entry = format!("{MARKER_VARIABLE}={marker}");
+        wait_until(|| !running_with_entry(&entry).is_empty());
+
+        kill_left_behind(outbox.path(), "job");
+
+        assert!(running_with_entry(&entry).is_empty());
+        assert!(!outbox.path().join(NOTE).exists());
+        let _ = left.wait();
+        assert!(
+            is_running(unrelated.id() as i32),
+            "another phase's process was killed"
+        );
+        let _ = unrelated.kill();
+        let _ = unrelated.wait();
+    }
+
+    /// setsid execs sleep: its environment is the marked one only once it has.
+    fn wait_until(condition: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if condition() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the marked process never appeared");
+    }
 
     #[test]
     fn only_a_whole_environment_entry_matches() {

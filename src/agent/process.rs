@@ -118,12 +118,12 @@ impl PhaseCommand<'_> {
             .stdout(writer.try_clone()?)
             .stderr(writer)
             .process_group(0);
+        // Noted before the start: an agent killed just after it still finds the phase.
+        let _noted = phase_groups::note(self.notes_dir, self.phase, &marker);
         // The command (and with it our copies of the pipe's write end, which would keep
         // the output from ever ending) is gone once this returns.
         let mut child = phase_groups::spawn(command).await?;
         let group = child.id().map(|pid| pid as i32);
-        let _noted =
-            group.map(|group| phase_groups::note(self.notes_dir, self.phase, group, &marker));
         let mut output = read_in_background(reader);
 
         let started = Instant::now();

@@ -2,36 +2,51 @@
 //! server's metrics: metric families, samples with escaped labels, and histograms.
 
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
-/// Observations counted into fixed upper bounds, as Prometheus histograms are.
+/// Observations counted into fixed upper bounds, as Prometheus histograms are. Observing
+/// takes `&self` and no lock: a few atomic additions, so the server can time every
+/// request without a shared mutex.
 pub struct Histogram {
     bounds: &'static [f64],
-    /// Observations at or below each bound (cumulative, as exposed).
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
+    /// Observations per bucket: above the previous bound and at or below this one; the
+    /// last entry counts those above every bound. Made cumulative when exposed.
+    buckets: Box<[AtomicU64]>,
+    /// The sum of the observations, as `f64` bits.
+    sum: AtomicU64,
 }
 
 impl Histogram {
     pub fn new(bounds: &'static [f64]) -> Histogram {
         Histogram {
             bounds,
-            counts: vec![0; bounds.len()],
-            sum: 0.0,
-            count: 0,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0f64.to_bits()),
         }
     }
 
-    pub fn observe(&mut self, value: f64) {
-        for (bound, count) in self.bounds.iter().zip(self.counts.iter_mut()) {
-            if value <= *bound {
-                *count += 1;
-            }
-        }
-        self.sum += value;
-        self.count += 1;
+    pub fn observe(&self, value: f64) {
+        let bucket = self.bounds.partition_point(|bound| *bound < value);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .sum
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + value).to_bits())
+            });
+    }
+
+    /// The cumulative count at each bound, then the total count.
+    fn cumulative(&self) -> impl Iterator<Item = u64> + '_ {
+        self.buckets.iter().scan(0, |total, bucket| {
+            *total += bucket.load(Ordering::Relaxed);
+            Some(*total)
+        })
+    }
+
+    fn sum(&self) -> f64 {
+        f64::from_bits(self.sum.load(Ordering::Relaxed))
     }
 }
 
@@ -56,32 +71,24 @@ impl Exposition {
 
     /// The `_bucket`, `_sum` and `_count` samples of one histogram.
     pub fn histogram(&mut self, name: &str, labels: &Labels, histogram: &Histogram) {
-        for (bound, count) in histogram.bounds.iter().zip(&histogram.counts) {
-            let le = bound_text(*bound);
+        let les = histogram.bounds.iter().map(|bound| bound_text(*bound));
+        let les = les.chain(std::iter::once("+Inf".to_string()));
+        let mut count = 0;
+        for (le, cumulative) in les.zip(histogram.cumulative()) {
             let _ = writeln!(
                 self.text,
-                "{name}_bucket{} {count}",
+                "{name}_bucket{} {cumulative}",
                 label_set(labels, Some(&le))
             );
+            count = cumulative;
         }
-        let _ = writeln!(
-            self.text,
-            "{name}_bucket{} {}",
-            label_set(labels, Some("+Inf")),
-            histogram.count
-        );
         let _ = writeln!(
             self.text,
             "{name}_sum{} {}",
             label_set(labels, None),
-            histogram.sum
+            histogram.sum()
         );
-        let _ = writeln!(
-            self.text,
-            "{name}_count{} {}",
-            label_set(labels, None),
-            histogram.count
-        );
+        let _ = writeln!(self.text, "{name}_count{} {count}", label_set(labels, None));
     }
 
     pub fn finish(self) -> String {
@@ -130,7 +137,7 @@ mod tests {
     #[test]
     fn histograms_are_cumulative_and_labels_escaped() {
         const BOUNDS: &[f64] = &[0.5, 1.0];
-        let mut histogram = Histogram::new(BOUNDS);
+        let histogram = Histogram::new(BOUNDS);
         histogram.observe(0.25);
         histogram.observe(0.75);
         histogram.observe(3.0);

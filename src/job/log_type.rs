@@ -18,6 +18,11 @@ impl LogType {
         }
     }
 
+    /// Its place in `ALL`, for tables indexed by log type.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn parse(name: &str) -> Option<LogType> {
         LogType::ALL.into_iter().find(|kind| kind.as_str() == name)
     }

@@ -48,7 +48,7 @@ pub async fn show(State(app): State<Arc<App>>, Path(client_id): Path<String>) ->
 /// `PUT /v1/client-permissions/<id>`: creates a client or updates some of its fields.
 pub async fn put(
     State(app): State<Arc<App>>,
-    Extension(identity): Extension<Identity>,
+    Extension(identity): Extension<Arc<Identity>>,
     Path(client_id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {

@@ -17,7 +17,7 @@ use crate::job::time;
 
 /// Reads the caller from the headers; `Ok(None)` is a header that is not a bearer token
 /// (the role check then refuses it, as the reference does).
-fn authenticate(headers: &HeaderMap, app: &App) -> Result<Option<Identity>, ApiError> {
+fn authenticate(headers: &HeaderMap, app: &App) -> Result<Option<Arc<Identity>>, ApiError> {
     let header = headers
         .get(header::AUTHORIZATION)
         .map(|value| value.to_str().unwrap_or("?"))
@@ -73,11 +73,11 @@ fn authenticate(headers: &HeaderMap, app: &App) -> Result<Option<Identity>, ApiE
         None => Role::Contributor,
         Some(role) => role.as_str().and_then(Role::parse).ok_or_else(invalid)?,
     };
-    let identity = Identity {
+    let identity = Arc::new(Identity {
         client_id: Some(client_id),
         role,
         permissions,
-    };
+    });
     // Valid until `exp` (plus leeway): a claim or a log post then skips the signature
     // check, which was a quarter of the server's work on those requests.
     let valid_until = claims["exp"].as_f64().unwrap_or(0.0) as i64 + app.config.jwt_leeway;

@@ -63,7 +63,7 @@ pub fn wait_parameter(query: &QueryPairs) -> Result<Duration, ApiError> {
 /// `POST /v1/job`
 pub async fn submit(
     State(app): State<Arc<App>>,
-    Extension(identity): Extension<Identity>,
+    Extension(identity): Extension<Arc<Identity>>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     let job = validate_job(&body).map_err(ApiError::invalid_body)?;
@@ -171,7 +171,7 @@ async fn resolve_secrets(app: &App, job: &mut Map<String, Value>, owner: Option<
 /// `GET /v1/job?queue=…[&wait=…]`: an agent takes the next job of its queues.
 pub async fn claim(
     State(app): State<Arc<App>>,
-    Extension(caller): Extension<Identity>,
+    Extension(caller): Extension<Arc<Identity>>,
     query: QueryPairs,
     AgentCookie(agent): AgentCookie,
 ) -> ApiResult {
@@ -361,7 +361,7 @@ fn gate_refusal(job_id: &str, gate: AttachmentGate) -> ApiError {
 /// archive wins, and a different later one is refused rather than silently dropped.
 pub async fn upload_attachments(
     State(app): State<Arc<App>>,
-    Extension(caller): Extension<Identity>,
+    Extension(caller): Extension<Arc<Identity>>,
     Path(job_id): Path<String>,
     request: Request<Body>,
 ) -> ApiResult {

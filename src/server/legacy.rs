@@ -11,7 +11,7 @@ use super::app::App;
 use super::extract::BoundedBody;
 use super::jobs::check_job_id_text;
 use super::reply::{self, ApiError, ApiResult};
-use crate::job::Phase;
+use crate::job::{LogType, Phase};
 use crate::store::LegacyResult;
 
 /// The keys of the current result report; a body with any other key is an old agent's
@@ -85,7 +85,7 @@ pub async fn post_output(
     Path(job_id): Path<String>,
     body: BoundedBody,
 ) -> ApiResult {
-    append(state, &job_id, "output", body).await
+    append(state, &job_id, LogType::Output, body).await
 }
 
 /// `POST /v1/result/<id>/serial_output`: raw text of the device's serial log.
@@ -94,17 +94,17 @@ pub async fn post_serial_output(
     Path(job_id): Path<String>,
     body: BoundedBody,
 ) -> ApiResult {
-    append(state, &job_id, "serial", body).await
+    append(state, &job_id, LogType::Serial, body).await
 }
 
 /// `GET /v1/result/<id>/output`
 pub async fn get_output(state: State<Arc<App>>, Path(job_id): Path<String>) -> ApiResult {
-    take(state, &job_id, "output").await
+    take(state, &job_id, LogType::Output).await
 }
 
 /// `GET /v1/result/<id>/serial_output`
 pub async fn get_serial_output(state: State<Arc<App>>, Path(job_id): Path<String>) -> ApiResult {
-    take(state, &job_id, "serial").await
+    take(state, &job_id, LogType::Serial).await
 }
 
 /// Appends posted text (any bytes: what is not UTF-8 becomes U+FFFD, as old agents
@@ -112,14 +112,14 @@ pub async fn get_serial_output(state: State<Arc<App>>, Path(job_id): Path<String
 async fn append(
     State(app): State<Arc<App>>,
     job_id: &str,
-    log_type: &str,
+    log_type: LogType,
     body: BoundedBody,
 ) -> ApiResult {
     check_job_id_text(job_id)?;
     if !body.0.is_empty() {
         let text = String::from_utf8_lossy(&body.0).into_owned();
         app.store
-            .append_legacy_output(job_id, log_type, text)
+            .append_legacy_output(job_id, log_type.as_str(), text)
             .await?;
         app.metrics.fragment_stored(log_type);
     }
@@ -128,9 +128,12 @@ async fn append(
 
 /// Everything appended to the log since the previous read, which it then forgets
 /// (204 when there is nothing new), as old clients poll it.
-async fn take(State(app): State<Arc<App>>, job_id: &str, log_type: &str) -> ApiResult {
+async fn take(State(app): State<Arc<App>>, job_id: &str, log_type: LogType) -> ApiResult {
     check_job_id_text(job_id)?;
-    let text = app.store.take_legacy_output(job_id, log_type).await?;
+    let text = app
+        .store
+        .take_legacy_output(job_id, log_type.as_str())
+        .await?;
     if text.is_empty() {
         return Ok(reply::no_content());
     }

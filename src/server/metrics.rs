@@ -2,39 +2,36 @@
 //! kept in memory since start-up (`counters`); job and agent counts are read from the database at
 //! each scrape, so they are right after a restart too.
 
+use axum::extract::{MatchedPath, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::header::CONTENT_TYPE;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
 use super::app::App;
 use super::reply::ApiError;
 use crate::metrics::{self, Exposition};
 
-/// Times every request into `tf_http_request_duration_seconds`.
-pub async fn time_request(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    // Label values come from a closed set, so no client can make series without end:
-    // unknown methods and unmatched paths are one series each, and `/x/` counts as `/x`.
-    let method = match request.method().as_str() {
-        known @ ("GET" | "POST" | "PUT" | "DELETE" | "HEAD" | "OPTIONS" | "PATCH") => known,
+/// The method label of `tf_http_request_duration_seconds`: a closed set, so no client
+/// can make series without end.
+pub fn method_label(method: &Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
         _ => "other",
     }
-    .to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |path| path.as_str().trim_end_matches('/'))
-        .to_string();
-    let response = next.run(request).await;
-    let key = (method, route, response.status().as_u16());
-    app.metrics
-        .request_took(key, started.elapsed().as_secs_f64());
-    response
+}
+
+/// The route label: the pattern a request matched (`/x/` counts as `/x`), or one series
+/// for every path that matched none.
+pub fn route_label(route: Option<&MatchedPath>) -> &str {
+    route.map_or("unmatched", |path| path.as_str().trim_end_matches('/'))
 }
 
 /// `GET /metrics`.

@@ -35,10 +35,13 @@ mod web;
 mod webhook;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::header::{
+    HeaderName, HeaderValue, CONTENT_SECURITY_POLICY, X_CONTENT_TYPE_OPTIONS,
+};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
@@ -50,6 +53,9 @@ use auth::VerifiedTokens;
 use config::Config;
 use counters::ServerMetrics;
 use logins::{Bcrypt, LoginGuard};
+
+/// The header that gives a client its request's number.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// How often the expiry pass runs at most.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(600);
@@ -92,15 +98,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics: ServerMetrics::default(),
     });
     let expiry = tokio::spawn(expire_forever(app.clone()));
-    let mut router = routes::api(&app)
+    let router = routes::api(&app)
         .route("/metrics", axum::routing::get(metrics::scrape))
         .merge(web::routes())
-        .layer(middleware::from_fn_with_state(
-            app.clone(),
-            metrics::time_request,
-        ))
-        .layer(DefaultBodyLimit::disable());
-    router = router.layer(middleware::from_fn(every_request));
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(app.clone(), every_request));
     let router = router.with_state(app.clone());
     let closing = app.clone();
     let shutdown = async move {
@@ -151,18 +153,22 @@ fn load_keys(config: &Config) -> anyhow::Result<(Vec<u8>, [u8; 32])> {
 /// What every request goes through (one layer, as each layer costs every request):
 /// it is numbered (what is logged while it runs carries `request{id=N}`, the client gets
 /// the same number in `x-request-id`, and at debug level one line per request says what
-/// it was and how it ended); a browser's write for another site is refused (`csrf`); and
-/// every answer gets the browser safety headers.
-async fn every_request(request: Request, next: Next) -> Response {
+/// it was and how it ended); a browser's write for another site is refused (`csrf`);
+/// every answer gets the browser safety headers; and its time is counted for `/metrics`.
+async fn every_request(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     use std::sync::atomic::{AtomicU64, Ordering};
     use tracing::Instrument;
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let started = Instant::now();
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("request", id);
     async move {
         // Only a debug log needs the request line after the request is handed on.
         let request_line = tracing::enabled!(tracing::Level::DEBUG)
             .then(|| format!("{} {}", request.method(), request.uri().path()));
+        let method = metrics::method_label(request.method());
+        // The route pattern stays in the router's `MatchedPath`, shared, not copied.
+        let route = request.extensions().get::<MatchedPath>().cloned();
         let mut response = match csrf::forged_write_refusal(&request) {
             Some(refusal) => refusal.into_response(),
             None => next.run(request).await,
@@ -171,16 +177,19 @@ async fn every_request(request: Request, next: Next) -> Response {
             tracing::debug!("{request_line} -> {}", response.status().as_u16());
         }
         let headers = response.headers_mut();
-        headers.insert("x-request-id", id.into());
+        headers.insert(X_REQUEST_ID, id.into());
         // Job names and logs are anyone's text: browsers must never sniff an answer into
         // HTML, run scripts from elsewhere, or show the pages inside another site.
+        headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         headers.insert(
-            "x-content-type-options",
-            axum::http::HeaderValue::from_static("nosniff"),
+            CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"),
         );
-        headers.insert(
-            "content-security-policy",
-            axum::http::HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"),
+        app.metrics.request_took(
+            method,
+            metrics::route_label(route.as_ref()),
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64(),
         );
         response
     }

@@ -50,7 +50,7 @@ pub async fn check_submission(
         }
     }
 
-    if app.store.restricted_queue(queue).await?.is_some() {
+    if app.store.is_restricted(queue).await? {
         if anonymous {
             return unauthorized(format!(
                 "Authentication required to push to restricted queue: {queue}"

@@ -143,15 +143,13 @@ pub async fn download_artifact(
     send_blob(&app, &job_id, BlobKind::Artifact, &headers).await
 }
 
-fn check_log_type(log_type: &str) -> Result<(), ApiError> {
-    if LogType::parse(log_type).is_some() {
-        Ok(())
-    } else {
-        Err(ApiError::json(
+fn parse_log_type(log_type: &str) -> Result<LogType, ApiError> {
+    LogType::parse(log_type).ok_or_else(|| {
+        ApiError::json(
             StatusCode::NOT_FOUND,
             format!("Unknown log type '{log_type}': must be output or serial"),
-        ))
-    }
+        )
+    })
 }
 
 /// A log fragment exactly as agents send it, parsed without an intermediate tree (this
@@ -178,7 +176,7 @@ pub async fn post_log(
     Path((job_id, log_type)): Path<(String, String)>,
     body: JsonBytes,
 ) -> ApiResult {
-    check_log_type(&log_type)?;
+    let kind = parse_log_type(&log_type)?;
     let (post, timestamp) = read_fragment(&body).await?;
     check_job_id(&job_id)?;
     let fragment = Fragment {
@@ -190,7 +188,7 @@ pub async fn post_log(
     app.store
         .append_log_fragment(&job_id, &log_type, fragment)
         .await?;
-    app.metrics.fragment_stored(&log_type);
+    app.metrics.fragment_stored(kind);
     Ok(reply::ok_text())
 }
 
@@ -200,7 +198,7 @@ pub async fn get_log(
     Path((job_id, log_type)): Path<(String, String)>,
     query: QueryPairs,
 ) -> ApiResult {
-    check_log_type(&log_type)?;
+    parse_log_type(&log_type)?;
     let fragment_query = log_query(&query)?;
     let wait = wait_parameter(&query)?;
     if !is_valid_job_id(&job_id) {

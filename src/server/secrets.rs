@@ -66,7 +66,7 @@ fn python_isoformat(at: time::Micros) -> String {
 /// `PUT /v1/secrets/<client_id>/<path>`
 pub async fn put(
     State(app): State<Arc<App>>,
-    Extension(identity): Extension<Identity>,
+    Extension(identity): Extension<Arc<Identity>>,
     Path((client_id, path)): Path<(String, String)>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
@@ -111,7 +111,7 @@ pub async fn put(
 /// `DELETE /v1/secrets/<client_id>/<path>`
 pub async fn delete(
     State(app): State<Arc<App>>,
-    Extension(identity): Extension<Identity>,
+    Extension(identity): Extension<Arc<Identity>>,
     Path((client_id, path)): Path<(String, String)>,
 ) -> ApiResult {
     check(

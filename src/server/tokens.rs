@@ -273,7 +273,7 @@ async fn renewal(app: &App, token: &str) -> Result<Option<String>, ApiError> {
 /// `POST /v1/oauth2/revoke` (admin).
 pub async fn revoke(
     State(app): State<Arc<App>>,
-    Extension(identity): Extension<Identity>,
+    Extension(identity): Extension<Arc<Identity>>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     let token = refresh_token_field(&body)?;
@@ -289,7 +289,7 @@ pub async fn revoke(
         Revocation::Revoked => {
             tracing::info!(
                 "refresh token revoked by {}",
-                identity.client_id.unwrap_or_default()
+                identity.client_id.clone().unwrap_or_default()
             );
             Ok(reply::json(&json!({"status": "OK"})))
         }

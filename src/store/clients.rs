@@ -373,23 +373,39 @@ impl Store {
         Ok(found.into_iter().next().map(|(_, owners)| owners))
     }
 
+    /// Whether `queue` is restricted (asked by every submission, so answered from memory).
+    pub async fn is_restricted(&self, queue: &str) -> Result<bool> {
+        let read_names = self.readers.read(|db| {
+            let mut query = db.prepare_cached("SELECT queue FROM restricted_queues")?;
+            let names = query.query_map([], |row| row.get(0))?;
+            Ok(names.collect::<rusqlite::Result<_>>()?)
+        });
+        Ok(self.restricted.get(read_names).await?.contains(queue))
+    }
+
     /// Marks `queue` restricted and adds it to `client_id`'s allowed queues.
     pub async fn restrict_queue(&self, queue: &str, client_id: &str) -> Result<()> {
         let (queue, client_id) = (queue.to_string(), client_id.to_string());
+        let restricted = self.restricted.clone();
         self.writer
-            .write(move |tx| {
-                tx.prepare_cached("INSERT OR IGNORE INTO restricted_queues (queue) VALUES (?1)")?
+            .write_then(
+                move |tx| {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO restricted_queues (queue) VALUES (?1)",
+                    )?
                     .execute([&queue])?;
-                tx.prepare_cached(
-                    "UPDATE clients SET allowed_queues = (
+                    tx.prepare_cached(
+                        "UPDATE clients SET allowed_queues = (
                          SELECT json_group_array(value) FROM (
                              SELECT value FROM json_each(coalesce(allowed_queues, '[]'))
                              UNION SELECT ?2))
                      WHERE client_id = ?1",
-                )?
-                .execute([&client_id, &queue])?;
-                Ok(())
-            })
+                    )?
+                    .execute([&client_id, &queue])?;
+                    Ok(())
+                },
+                move || restricted.changed(),
+            )
             .await
     }
 
@@ -397,8 +413,9 @@ impl Store {
     /// it from `client_id`'s allowed queues.
     pub async fn unrestrict_queue(&self, queue: &str, client_id: &str) -> Result<()> {
         let (queue, client_id) = (queue.to_string(), client_id.to_string());
+        let restricted = self.restricted.clone();
         self.writer
-            .write(move |tx| {
+            .write_then(move |tx| {
                 tx.prepare_cached("DELETE FROM restricted_queues WHERE queue = ?1")?.execute([&queue])?;
                 tx.prepare_cached(
                     "UPDATE clients SET allowed_queues = (
@@ -407,7 +424,7 @@ impl Store {
                 )?
                 .execute([&client_id, &queue])?;
                 Ok(())
-            })
+            }, move || restricted.changed())
             .await
     }
 }

@@ -179,6 +179,7 @@ impl Store {
     pub async fn submit_job(&self, job: NewJob) -> Result<()> {
         let queue = job.queue.clone();
         let claimable = !job.awaits_attachments;
+        let view = self.claimable.clone();
         self.writer
             .write_one_statement(move |tx| {
                 let exclude = (!job.exclude_agents.is_empty())
@@ -203,6 +204,9 @@ impl Store {
                     ])?;
                 if inserted == 0 {
                     return Err(StoreError::DuplicateJob(job.job_id));
+                }
+                if claimable {
+                    view.mark(&job.queue);
                 }
                 Ok(())
             })
@@ -267,12 +271,28 @@ impl Store {
         self.signals.wake_agent(agent);
     }
 
+    /// One claim attempt. Queues known to hold no claimable job are answered here,
+    /// without the writer; otherwise the writer claims, exactly once.
     async fn claim_now(&self, queues: &[String], agent: &str) -> Result<Option<ClaimedJob>> {
-        let queues = queues.to_vec();
-        let agent = agent.to_string();
-        self.writer
-            .write(move |tx| claim(tx, &queues, &agent))
-            .await
+        let Some(seen) = self.claimable.look(queues) else {
+            return Ok(None);
+        };
+        let (polled, agent) = (queues.to_vec(), agent.to_string());
+        let claimed = self
+            .writer
+            .write(move |tx| match claim(tx, &polled, &agent)? {
+                Some(job) => Ok(Ok(job)),
+                // Jobs this agent may not take (`exclude_agents`) are still others' to claim.
+                None => Ok(Err(queues_with_claimable_jobs(tx, &polled)?)),
+            })
+            .await?;
+        match claimed {
+            Ok(job) => Ok(Some(job)),
+            Err(still_claimable) => {
+                self.claimable.found_none(queues, seen, &still_claimable);
+                Ok(None)
+            }
+        }
     }
 
     /// A job's definition as submitted (validated and coerced), without its id.
@@ -384,6 +404,7 @@ impl Store {
     ) -> Result<AttachmentReceipt> {
         let id = job_id.to_string();
         let file_name = blob.file_name.clone();
+        let view = self.claimable.clone();
         let written = self
             .writer
             .write(move |tx| {
@@ -399,6 +420,7 @@ impl Store {
                     [&id],
                     |row| row.get(0),
                 )?;
+                view.mark(&queue);
                 Ok(Ok((queue, replaced)))
             })
             .await;
@@ -460,8 +482,15 @@ impl Store {
                 .await?;
             None
         } else {
+            let view = self.claimable.clone();
             self.writer
-                .write_one_statement(move |tx| report_progress(tx, &id, update))
+                .write_one_statement(move |tx| {
+                    let requeued = report_progress(tx, &id, update)?;
+                    if let Some(queue) = &requeued {
+                        view.mark(queue);
+                    }
+                    Ok(requeued)
+                })
                 .await?
         };
         self.signals.wake_job(job_id);
@@ -561,6 +590,21 @@ fn claim(tx: &Connection, queues: &[String], agent: &str) -> Result<Option<Claim
         attachments,
         submitter,
     }))
+}
+
+/// Those of `queues` holding a job some agent could claim now.
+fn queues_with_claimable_jobs(tx: &Connection, queues: &[String]) -> Result<Vec<String>> {
+    let mut query = tx.prepare_cached(
+        "SELECT 1 FROM jobs WHERE queue = ?1 AND state = 'waiting'
+           AND (attachments IS NULL OR attachments = 'complete') LIMIT 1",
+    )?;
+    let mut found = Vec::new();
+    for queue in queues {
+        if query.exists([queue])? {
+            found.push(queue.clone());
+        }
+    }
+    Ok(found)
 }
 
 /// A report of a job in progress, in one statement; returns the job's queue if the

@@ -1,6 +1,7 @@
 //! SQLite storage: one file in WAL mode, one writer thread with group commit
 //! (`writer`), a small pool of read connections (`readers`), blobs as files
-//! (`blobs`), and in-process wake-ups for long-polls (`signals`), which `open` puts
+//! (`blobs`), in-process wake-ups for long-polls (`signals`) and the queues that may have
+//! a job to claim (`claimable`), which `open` puts
 //! together into the `Store`. The public API is domain operations, grouped by resource in
 //! the other files; nothing outside this module writes SQL. This file only names what the
 //! rest of tf uses; nothing in here uses it.
@@ -9,6 +10,7 @@ mod agents;
 pub mod backup;
 pub mod blobs;
 mod checkpointer;
+mod claimable;
 mod clients;
 mod error;
 pub mod health;
@@ -18,6 +20,7 @@ mod logs;
 mod open;
 mod pages;
 mod readers;
+mod restricted;
 mod retention;
 mod schema;
 mod secrets;

@@ -3,13 +3,16 @@
 //! threads; and the `Store` they make up.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rusqlite::{Connection, OpenFlags};
 
 use super::blobs::BlobDir;
 use super::checkpointer::Checkpointer;
+use super::claimable::ClaimableQueues;
 use super::health;
 use super::readers::Readers;
+use super::restricted::RestrictedNames;
 use super::schema;
 use super::secrets_key::SecretsKey;
 use super::signals::Signals;
@@ -32,6 +35,9 @@ pub struct Store {
     pub(super) readers: Readers,
     pub(super) blobs: BlobDir,
     pub(super) signals: Signals,
+    /// Which queues may have a job to claim; shared with the writes that change that.
+    pub(super) claimable: Arc<ClaimableQueues>,
+    pub(super) restricted: Arc<RestrictedNames>,
     /// The master key of the secrets store; without one there is no secrets store.
     pub(super) secrets: Option<SecretsKey>,
     /// Held for its thread; dropped after the writer, whose last act is a full checkpoint.
@@ -107,6 +113,8 @@ impl Store {
         writer_connection.pragma_update(None, "cache_size", -65536)?;
         schema::migrate(&mut writer_connection)
             .with_context(|| format!("cannot migrate database {}", db_path.display()))?;
+        let claimable = ClaimableQueues::read(&writer_connection)
+            .with_context(|| format!("cannot read the queues of {}", db_path.display()))?;
         let readers = (0..READ_CONNECTIONS)
             .map(|_| open_connection(&db_path, sync))
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -127,6 +135,8 @@ impl Store {
             readers: Readers::new(readers),
             blobs,
             signals: Signals::default(),
+            claimable: Arc::new(claimable),
+            restricted: Arc::default(),
             secrets,
             _server_lock: None,
         })

@@ -46,8 +46,27 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit(move |connection| in_savepoint(connection, operation))
+        self.submit(move |connection| in_savepoint(connection, operation), || {})
             .await
+    }
+
+    /// Like `write`, then runs `after_commit` on the writer thread once the change is
+    /// committed, even if the caller no longer waits: what is kept in memory beside the
+    /// database (`restricted`) is brought up to date however the request ends.
+    pub async fn write_then<T, F>(
+        &self,
+        operation: F,
+        after_commit: impl FnOnce() + Send + 'static,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(
+            move |connection| in_savepoint(connection, operation),
+            after_commit,
+        )
+        .await
     }
 
     /// Like `write`, for an operation that changes the database with at most one
@@ -58,10 +77,14 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit(operation).await
+        self.submit(operation, || {}).await
     }
 
-    async fn submit<T, F>(&self, operation: F) -> Result<T, StoreError>
+    async fn submit<T, F>(
+        &self,
+        operation: F,
+        after_commit: impl FnOnce() + Send + 'static,
+    ) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -74,6 +97,9 @@ impl Writer {
             };
             let failure = outcome.as_ref().err().cloned();
             let finish: Finisher = Box::new(move |committed: Result<(), StoreError>| {
+                if committed.is_ok() && outcome.is_ok() {
+                    after_commit();
+                }
                 let _ = answer.send(committed.and(outcome));
             });
             (finish, failure)

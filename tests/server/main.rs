@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod connections;
 mod cross_site;
+mod dispatch;
 mod durability;
 mod full_disk;
 mod jobs;

@@ -104,7 +104,7 @@ impl Store {
         let name = name.to_string();
         let row = self
             .readers
-            .read(move |db| {
+            .lookup(move |db| {
                 Ok(db
                     .prepare_cached(&format!(
                         "SELECT {AGENT_COLUMNS} FROM agents WHERE name = ?1"

@@ -122,7 +122,7 @@ impl Store {
     pub async fn client(&self, client_id: &str) -> Result<Option<(Client, Option<String>)>> {
         let client_id = client_id.to_string();
         self.readers
-            .read(move |db| {
+            .lookup(move |db| {
                 Ok(db
                     .prepare_cached(&format!(
                         "SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = ?1"

@@ -300,7 +300,7 @@ impl Store {
         let job_id = job_id.to_string();
         let data: Option<String> = self
             .readers
-            .read(move |db| {
+            .lookup(move |db| {
                 Ok(db
                     .prepare_cached("SELECT job_data FROM jobs WHERE job_id = ?1")?
                     .query_row([&job_id], |row| row.get(0))
@@ -390,7 +390,7 @@ impl Store {
     pub async fn attachment_gate(&self, job_id: &str) -> Result<AttachmentGate> {
         let job_id = job_id.to_string();
         self.readers
-            .read(move |db| Ok(attachment_gate(db, &job_id)?))
+            .lookup(move |db| Ok(attachment_gate(db, &job_id)?))
             .await
     }
 
@@ -445,7 +445,7 @@ impl Store {
     pub async fn job_exists(&self, job_id: &str) -> Result<bool> {
         let job_id = job_id.to_string();
         self.readers
-            .read(move |db| Ok(job_exists(db, &job_id)?))
+            .lookup(move |db| Ok(job_exists(db, &job_id)?))
             .await
     }
 
@@ -503,7 +503,7 @@ impl Store {
     pub async fn result(&self, job_id: &str) -> Result<Option<ResultView>> {
         let job_id = job_id.to_string();
         self.readers
-            .read(move |db| {
+            .lookup(move |db| {
                 let row = db
                     .prepare_cached(
                         "SELECT state, status, device_info, outcome FROM jobs WHERE job_id = ?1",
@@ -552,7 +552,7 @@ impl Store {
         let job_id = job_id.to_string();
         let name = self
             .readers
-            .read(move |db| Ok(stored_blob_name(db, &job_id, kind)?))
+            .lookup(move |db| Ok(stored_blob_name(db, &job_id, kind)?))
             .await?;
         Ok(name.map(|name| self.blobs.path(&name)))
     }

@@ -1,5 +1,7 @@
-//! A small pool of read connections. Reads run on tokio's blocking threads so they never
-//! stall the async workers, and in WAL mode they never wait for the writer.
+//! A small pool of read connections. In WAL mode reads never wait for the writer. Reads
+//! that may take long (listings, logs, pages) run on tokio's blocking threads so they
+//! never stall the async workers; a lookup of one row by its key takes microseconds, less
+//! than handing it to another thread and back, so it runs where it is asked.
 
 use std::sync::{Arc, Mutex};
 
@@ -45,6 +47,25 @@ impl Readers {
         })
         .await
         .map_err(|_| StoreError::Closed)?
+    }
+}
+
+impl Readers {
+    /// A read of a few rows by key (an index probe), run on the calling thread when a
+    /// connection is free, else like `read`.
+    pub async fn lookup<T, F>(&self, query: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let Ok(permit) = self.available.try_acquire() else {
+            return self.read(query).await;
+        };
+        let lease = Lease::take(self.idle.clone())?;
+        let outcome = query(lease.connection());
+        drop(lease);
+        drop(permit);
+        outcome
     }
 }
 

@@ -98,25 +98,31 @@ impl Store {
     }
 }
 
-/// The rowid of the oldest fragment stored at or after `cutoff`. Rowids and storage
-/// times grow together (one writer appends), so the expired fragments are exactly the
-/// rows before it; a bisection over rowids finds it in a few dozen lookups.
-fn first_fragment_kept(db: &Connection, cutoff: Micros) -> rusqlite::Result<i64> {
+/// The rowid of the oldest row of `table` (log fragments, wait times) whose `time` is at
+/// or after `cutoff`. Rowids and those times grow together (one writer appends), so the
+/// expired rows are exactly the rows before it; a bisection over rowids finds it in a
+/// few dozen lookups, and no index on the time has to be kept up by every append.
+fn first_row_kept(
+    db: &Connection,
+    table: &str,
+    time: &str,
+    cutoff: Micros,
+) -> rusqlite::Result<i64> {
     let (mut low, mut high): (i64, i64) = db.query_row(
-        "SELECT coalesce(min(rowid), 0), coalesce(max(rowid), 0) + 1 FROM log_fragments",
+        &format!("SELECT coalesce(min(rowid), 0), coalesce(max(rowid), 0) + 1 FROM {table}"),
         [],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
-    let mut first_at_or_after = db.prepare(
-        "SELECT rowid, stored_at FROM log_fragments WHERE rowid >= ?1 ORDER BY rowid LIMIT 1",
-    )?;
+    let mut first_at_or_after = db.prepare(&format!(
+        "SELECT rowid, {time} FROM {table} WHERE rowid >= ?1 ORDER BY rowid LIMIT 1"
+    ))?;
     while low < high {
         let middle = low + (high - low) / 2;
         let first: Option<(i64, Micros)> = first_at_or_after
             .query_row([middle], |row| Ok((row.get(0)?, row.get(1)?)))
             .optional()?;
         match first {
-            Some((rowid, stored_at)) if stored_at < cutoff => low = rowid + 1,
+            Some((rowid, at)) if at < cutoff => low = rowid + 1,
             // Kept from here on, or nothing at all from here on.
             _ => high = middle,
         }
@@ -149,11 +155,15 @@ fn expire_batch(tx: &Connection, cutoff: Micros) -> Result<(Expired, Vec<String>
         fragments: delete(
             "log_fragments",
             "rowid < ?1",
-            first_fragment_kept(tx, cutoff)?,
+            first_row_kept(tx, "log_fragments", "stored_at", cutoff)?,
         )?,
         agents: delete("agents", "updated_at < ?1", cutoff)?,
         other: delete("queues", "updated_at < ?1", cutoff)?
-            + delete("wait_times", "recorded_at < ?1", cutoff)?
+            + delete(
+                "wait_times",
+                "rowid < ?1",
+                first_row_kept(tx, "wait_times", "recorded_at", cutoff)?,
+            )?
             + delete(
                 "refresh_tokens",
                 "last_accessed < ?1",

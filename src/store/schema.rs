@@ -163,6 +163,11 @@ const MIGRATIONS: &[&str] = &[
     UPDATE refresh_tokens SET family = token_hash;
     CREATE INDEX refresh_tokens_by_family ON refresh_tokens (family);
     "#,
+    // 8: every claim records its wait; expiry finds the old ones by rowid (as for log
+    // fragments, store/retention.rs), so the claim no longer keeps an index by age.
+    r#"
+    DROP INDEX wait_times_by_age;
+    "#,
 ];
 
 /// Applies the migrations this database lacks. The version is read inside each

@@ -250,9 +250,10 @@ impl<T: Transport> Sender<T> {
                 fragments.push(body);
             }
         }
-        let outcome = self
-            .persist(|| self.server.post_batch(path, &fragments))
-            .await;
+        let outcome = persist(Retry::after_batch, || {
+            self.server.post_batch(path, &fragments)
+        })
+        .await;
         match outcome {
             Ok(()) => {
                 self.record(group.iter().map(|line| line.bytes).sum());
@@ -292,7 +293,9 @@ impl<T: Transport> Sender<T> {
     async fn deliver(&self, entry: &Entry) {
         let outcome = match entry {
             Entry::Done => return,
-            Entry::Post { path, body, .. } => self.persist(|| self.server.post(path, body)).await,
+            Entry::Post { path, body, .. } => {
+                persist(Retry::after, || self.server.post(path, body)).await
+            }
             Entry::Upload { path, file } => {
                 let upload = Upload {
                     file: self.dir.join(file),
@@ -300,37 +303,36 @@ impl<T: Transport> Sender<T> {
                     filename: "file".into(),
                     content_type: "application/x-gzip".into(),
                 };
-                self.persist(|| self.server.upload(path, upload.clone()))
-                    .await
+                persist(Retry::after, || self.server.upload(path, upload.clone())).await
             }
         };
         if let Err(error) = outcome {
             tracing::error!("the server refused a report, dropping it: {error}");
         }
     }
+}
 
-    /// Sends with `send` until the server takes it (`Ok`), waiting out outages, or until
-    /// it refuses for good (the last error).
-    async fn persist<F: Future<Output = Result<(), ApiError>>>(
-        &self,
-        send: impl Fn() -> F,
-    ) -> Result<(), ApiError> {
-        let mut backoff = Duration::from_millis(250);
-        let mut attempts = 0;
-        loop {
-            let error = match send().await {
-                Ok(()) => return Ok(()),
-                Err(error) => error,
-            };
-            attempts += 1;
-            match Retry::after(&error, attempts) {
-                Retry::Later => {
-                    tracing::warn!("{error}; will resend in {}ms", backoff.as_millis());
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-                Retry::GiveUp => return Err(error),
+/// Sends with `send` until the server takes it (`Ok`), waiting out what `policy` says will
+/// pass, or until it refuses for good (the last error).
+async fn persist<F: Future<Output = Result<(), ApiError>>>(
+    policy: fn(&ApiError, u32) -> Retry,
+    send: impl Fn() -> F,
+) -> Result<(), ApiError> {
+    let mut backoff = Duration::from_millis(250);
+    let mut attempts = 0;
+    loop {
+        let error = match send().await {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        attempts += 1;
+        match policy(&error, attempts) {
+            Retry::Later => {
+                tracing::warn!("{error}; will resend in {}ms", backoff.as_millis());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
+            Retry::GiveUp => return Err(error),
         }
     }
 }
@@ -359,6 +361,16 @@ impl Retry {
             401 | 403 | 429 | 502 | 503 | 504 => Retry::Later,
             500..=599 if attempts < MAX_FAILED_ATTEMPTS => Retry::Later,
             _ => Retry::GiveUp,
+        }
+    }
+
+    /// As `after`, except that a batch refused as unauthorized goes one fragment at a
+    /// time at once: a proxy may let only the reference's paths through, and if it is
+    /// the credentials, the single posts wait for them as any report does.
+    fn after_batch(error: &ApiError, attempts: u32) -> Retry {
+        match error.status().map(|status| status.as_u16()) {
+            Some(401 | 403) => Retry::GiveUp,
+            _ => Retry::after(error, attempts),
         }
     }
 }

@@ -462,6 +462,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_forbidden_batch_is_sent_one_by_one_where_single_reports_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        // The batch path is forbidden (a proxy), then the first single post (credentials
+        // being fixed): the batch goes one by one at once, the single post waits.
+        let server = StandIn::failing(&[Fault::Forbid, Fault::Forbid]);
+        let outbox = Outbox::create(dir.path(), server.clone()).unwrap();
+        log(&outbox, "one");
+        log(&outbox, "two");
+        assert!(delivered(outbox).await);
+        assert_eq!(server.paths(), [output(), output()]);
+        assert_eq!(server.fragment_numbers(), [0, 1]);
+        assert_eq!(server.batches_sent(), 1);
+    }
+
+    #[tokio::test]
     async fn an_agent_that_dies_between_two_reports_resends_only_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let first_life = StandIn::failing(&[Fault::Store, Fault::Hang]);

@@ -25,6 +25,9 @@ pub enum Fault {
     LostAnswer,
     /// The server refuses the report for good.
     Refuse,
+    /// The caller may not send this (403: a proxy letting only some paths through, or
+    /// credentials that need an admin).
+    Forbid,
     /// The request never ends (the agent dies while it waits).
     Hang,
 }
@@ -141,6 +144,7 @@ impl StandIn {
                 Err(away())
             }
             Some(Fault::Refuse) => Err(status(path, StatusCode::UNPROCESSABLE_ENTITY)),
+            Some(Fault::Forbid) => Err(status(path, StatusCode::FORBIDDEN)),
             Some(Fault::Hang) => std::future::pending().await,
         }
     }

@@ -4,7 +4,8 @@
 //!     cargo bench --bench load -- --url http://host:5000 --agent ID:SECRET [--connections 32] [--seconds 5]
 //!
 //! Measures job submission, job claims by concurrent agents, empty-queue polls and log
-//! fragment ingest, each as requests per second with p50/p99 latency. Every connection
+//! fragment ingest (one fragment per request, then `--fragment-batch N` per request, 32 by
+//! default, on `tf serve`'s batch path), each as requests per second with p50/p99 latency. Every connection
 //! is one keep-alive HTTP/1.1 connection driven by a task on a single-threaded runtime,
 //! so the generator itself uses at most one core.
 
@@ -25,6 +26,8 @@ struct Options {
     seconds: f64,
     /// One fragment size instead of the default small and large rounds.
     fragment_bytes: Option<usize>,
+    /// Fragments per request in the batched rounds (tf's `log-batches`); 1: none.
+    fragment_batch: usize,
     /// Run only the figures whose name starts with this.
     only: Option<String>,
     /// `CLIENT_ID:SECRET` of an agent client on the `--url` server (claims and log
@@ -38,6 +41,7 @@ fn options() -> Options {
         connections: 32,
         seconds: 5.0,
         fragment_bytes: None,
+        fragment_batch: 32,
         only: None,
         agent: None,
     };
@@ -50,6 +54,9 @@ fn options() -> Options {
             "--seconds" => options.seconds = value().parse().expect("--seconds S"),
             "--fragment-bytes" => {
                 options.fragment_bytes = Some(value().parse().expect("--fragment-bytes N"))
+            }
+            "--fragment-batch" => {
+                options.fragment_batch = value().parse().expect("--fragment-batch N")
             }
             "--only" => options.only = Some(value()),
             "--agent" => options.agent = Some(value()),
@@ -334,18 +341,29 @@ async fn run(options: Options, target: Target) {
         let sizes = options
             .fragment_bytes
             .map_or(vec![256, 16384], |size| vec![size]);
-        for (round, size) in sizes.into_iter().enumerate() {
-            fragment_ingest(&target, connections, duration, size, run_id * 10 + round).await;
+        let mut batches = vec![1];
+        if options.fragment_batch > 1 {
+            batches.push(options.fragment_batch);
+        }
+        let rounds: Vec<(usize, usize)> = batches
+            .iter()
+            .flat_map(|&batch| sizes.iter().map(move |&size| (size, batch)))
+            .collect();
+        for (round, (size, batch)) in rounds.into_iter().enumerate() {
+            let run = run_id * 10 + round;
+            fragment_ingest(&target, connections, duration, size, batch, run).await;
         }
     }
 }
 
-/// Posts `size`-byte fragments of 80-column log lines, one job per connection.
+/// Posts `size`-byte fragments of 80-column log lines, one job per connection, `batch`
+/// fragments per request (a JSON array to the batch path when more than one).
 async fn fragment_ingest(
     target: &Target,
     connections: usize,
     duration: Duration,
     size: usize,
+    batch: usize,
     run: usize,
 ) {
     let line = "x".repeat(79) + "\\n";
@@ -354,12 +372,21 @@ async fn fragment_ingest(
         let log_data = log_data.clone();
         async move {
             let job = format!("00000000-0000-4000-8000-{:012}", run * 1000 + worker);
-            let body = format!(
-                r#"{{"fragment_number": {n}, "timestamp": "2026-01-01T00:00:00", "phase": "test", "log_data": "{log_data}"}}"#
-            );
+            let fragment = |number: usize| {
+                format!(
+                    r#"{{"fragment_number": {number}, "timestamp": "2026-01-01T00:00:00", "phase": "test", "log_data": "{log_data}"}}"#
+                )
+            };
+            let (path, body) = if batch == 1 {
+                (format!("/v1/result/{job}/log/output"), fragment(n))
+            } else {
+                let fragments: Vec<String> = (n * batch..(n + 1) * batch).map(fragment).collect();
+                let body = format!("[{}]", fragments.join(","));
+                (format!("/v1/result/{job}/log/output/batch"), body)
+            };
             Some(Call {
                 method: Method::POST,
-                path: format!("/v1/result/{job}/log/output"),
+                path,
                 body: Bytes::from(body),
                 expected: StatusCode::OK,
                 as_agent: true,
@@ -368,11 +395,17 @@ async fn fragment_ingest(
     })
     .await;
     let text_bytes = size / 80 * 80;
-    let megabytes =
-        figures.requests as f64 * text_bytes as f64 / 1e6 / figures.elapsed.as_secs_f64();
+    let seconds = figures.elapsed.as_secs_f64();
+    let fragments = (figures.requests * batch) as f64 / seconds;
+    let megabytes = fragments * text_bytes as f64 / 1e6;
+    let name = if batch == 1 {
+        format!("log fragments ({text_bytes} B)")
+    } else {
+        format!("log batches ({batch} × {text_bytes} B)")
+    };
     figures.report(
-        &format!("log fragments ({text_bytes} B)"),
-        &format!("  {megabytes:.0} MB/s of log text"),
+        &name,
+        &format!("  {fragments:.0} fragments/s, {megabytes:.0} MB/s of log text"),
     );
 }
 

@@ -12,9 +12,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::config::Config;
+use super::delivery::{Batches, Transport};
 use super::metrics::Metrics;
-use super::outbox::Transport;
-use crate::api::{v1, Api, ApiError, Call};
+use crate::api::{v1, Api, ApiError, Call, Upload};
 use crate::job::{JobState, Phase};
 
 /// How long a job's own reads of the server may take.
@@ -23,6 +23,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
 /// A webhook relay goes through the server to the webhook; it may be slow.
 const RELAY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one report (or batch of fragments) may take.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(60);
+/// An artifact archive may be large and the link slow; this only guards against a hang.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
 
 pub(super) trait JobHost {
     type Server: JobServer;
@@ -73,9 +77,55 @@ pub(super) trait JobServer: Transport {
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
 }
 
-impl JobServer for Api {
+/// The agent's server: the `Api` it is reached through, and what its jobs' outboxes
+/// learned of it (whether it takes fragment batches).
+pub(super) struct ServerLink {
+    api: Api,
+    batches: Batches,
+}
+
+impl ServerLink {
+    pub fn new(api: Api) -> ServerLink {
+        ServerLink {
+            api,
+            batches: Batches::default(),
+        }
+    }
+
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Transport for ServerLink {
+    async fn post(&self, path: &str, body: &Value) -> Result<(), ApiError> {
+        self.api
+            .post_json(path, body, REPORT_TIMEOUT)
+            .await
+            .map(drop)
+    }
+
+    async fn post_batch(&self, path: &str, fragments: &[&Value]) -> Result<(), ApiError> {
+        self.api
+            .call(v1::post_log_batch(path, fragments), REPORT_TIMEOUT)
+            .await
+    }
+
+    async fn upload(&self, path: &str, upload: Upload) -> Result<(), ApiError> {
+        self.api
+            .upload(path, upload, UPLOAD_TIMEOUT)
+            .await
+            .map(drop)
+    }
+
+    fn batches(&self) -> &Batches {
+        &self.batches
+    }
+}
+
+impl JobServer for ServerLink {
     fn base(&self) -> &str {
-        Api::base(self)
+        self.api.base()
     }
 
     async fn job_state(&self, job_id: &str, cheap: bool) -> Option<JobState> {
@@ -84,7 +134,7 @@ impl JobServer for Api {
         } else {
             v1::result(job_id)
         };
-        let result = self.call(result, READ_TIMEOUT).await.ok()?;
+        let result = self.api.call(result, READ_TIMEOUT).await.ok()?;
         JobState::parse(result.get("job_state")?.as_str()?)
     }
 
@@ -94,11 +144,14 @@ impl JobServer for Api {
         destination: &Path,
     ) -> Result<bool, ApiError> {
         let path = v1::attachments_path(job_id);
-        self.download(&path, destination, DOWNLOAD_TIMEOUT).await
+        self.api
+            .download(&path, destination, DOWNLOAD_TIMEOUT)
+            .await
     }
 
     async fn relay_events(&self, job_id: &str, events: &Value) -> Result<(), ApiError> {
-        self.call(v1::job_events(job_id, events), RELAY_TIMEOUT)
+        self.api
+            .call(v1::job_events(job_id, events), RELAY_TIMEOUT)
             .await
     }
 }

@@ -6,6 +6,7 @@
 mod artifacts;
 pub(crate) mod attachments;
 pub mod config;
+mod delivery;
 mod events;
 mod host;
 mod job;
@@ -35,7 +36,8 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{read_refresh_token, v1, Api, ApiError, Call, EXTENSIONS_HEADER};
 use crate::job::Phase;
 use config::{AgentArgs, Config};
-use host::JobHost;
+use delivery::Transport;
+use host::{JobHost, ServerLink};
 use metrics::Metrics;
 
 /// The longest a claim waits on a server that can long-poll. It waits
@@ -124,7 +126,7 @@ impl Requests {
 
 pub struct Agent {
     config: Config,
-    api: Arc<Api>,
+    server: Arc<ServerLink>,
     metrics: Arc<Metrics>,
     requests: Mutex<Requests>,
     /// SIGTERM or SIGINT: kill the running phase, clean up, report and exit.
@@ -152,13 +154,17 @@ impl Agent {
             .with_agent_cookie(&config.agent_id);
         Ok(Agent {
             metrics: Arc::new(Metrics::new(&config.agent_id, config.identifier.as_deref())),
-            api: Arc::new(api),
+            server: Arc::new(ServerLink::new(api)),
             config,
             requests: Mutex::default(),
             stopping: CancellationToken::new(),
             stopping_now: CancellationToken::new(),
             extensions: Mutex::default(),
         })
+    }
+
+    fn api(&self) -> &Api {
+        self.server.api()
     }
 
     fn requests(&self) -> std::sync::MutexGuard<'_, Requests> {
@@ -177,7 +183,7 @@ impl Agent {
         tracing::info!(
             "Starting agent {} for {}",
             self.config.agent_id,
-            self.api.base()
+            self.api().base()
         );
         self.come_online().await;
         self.advertise().await;
@@ -393,7 +399,7 @@ impl Agent {
 
     /// A report whose failure is only worth a log line.
     async fn quietly(&self, call: Call<()>) {
-        if let Err(error) = self.api.call(call, SHORT_TIMEOUT).await {
+        if let Err(error) = self.api().call(call, SHORT_TIMEOUT).await {
             tracing::warn!("{error}");
         }
     }
@@ -403,7 +409,11 @@ impl Agent {
     async fn wait_for_server(&self) {
         let mut retry = FIRST_RETRY;
         loop {
-            match self.api.send(v1::version(), Duration::from_secs(10)).await {
+            match self
+                .api()
+                .send(v1::version(), Duration::from_secs(10))
+                .await
+            {
                 Ok(reply) if !reply.status.is_server_error() => {
                     let extensions = reply
                         .headers
@@ -419,6 +429,8 @@ impl Agent {
                     };
                     if changed {
                         self.note_token_renewal();
+                        // Another server version may answer batches differently.
+                        self.server.batches().forget();
                     }
                     return;
                 }
@@ -460,7 +472,7 @@ impl Agent {
                 "{} does not renew refresh tokens: the one in {} stops working when it \
                  expires (6 days after it was issued, on a reference server); replace the \
                  file before then",
-                self.api.base(),
+                self.api().base(),
                 self.config.token_file.display()
             );
         }
@@ -468,7 +480,7 @@ impl Agent {
 
     async fn server_view(&self) -> ServerView {
         let record = v1::agent(&self.config.agent_id);
-        let data: Value = match self.api.call(record, SHORT_TIMEOUT).await {
+        let data: Value = match self.api().call(record, SHORT_TIMEOUT).await {
             Ok(data) => data,
             Err(error) => {
                 if error.status() != Some(hyper::StatusCode::NOT_FOUND) {
@@ -530,7 +542,7 @@ impl Agent {
                 .clamp(1, MAX_CLAIM_WAIT_SECONDS)
         });
         let timeout = SHORT_TIMEOUT + Duration::from_secs(wait.unwrap_or(0));
-        let claim = self.api.call(v1::claim(queues, wait), timeout);
+        let claim = self.api().call(v1::claim(queues, wait), timeout);
         match self.claim_answer(claim).await {
             Ok(job) => {
                 let is_job = job
@@ -601,14 +613,14 @@ impl Agent {
 }
 
 impl JobHost for Agent {
-    type Server = Api;
+    type Server = ServerLink;
 
     fn config(&self) -> &Config {
         &self.config
     }
 
-    fn server(&self) -> &Arc<Api> {
-        &self.api
+    fn server(&self) -> &Arc<ServerLink> {
+        &self.server
     }
 
     fn metrics(&self) -> &Metrics {

@@ -1,7 +1,7 @@
 //! The job's outbox: everything the agent tells the server about a job (log fragments,
 //! result and state reports, provision logs, the artifact archive, the final outcome) is
 //! appended to a file first, then sent in order by a background task that waits out
-//! server outages. Because the file survives the agent, a restarted agent resends
+//! server outages (`delivery`). Because the file survives the agent, a restarted agent resends
 //! whatever was not acknowledged.
 //!
 //! `tf serve` stores fragments by number and results by replacement, so a resend after a
@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::future::Future;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
@@ -23,12 +22,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use super::delivery::{Entry, Sender, Transport};
 use crate::api::v1::{self, LogFragment};
-use crate::api::{Api, ApiError, Upload};
 use crate::job::{LogType, Phase};
 
 /// The directory under `execution_basedir` that holds the agent's own per-job files.
@@ -39,25 +37,9 @@ const ENTRIES: &str = "outbox.jsonl";
 const SENT: &str = "outbox.sent";
 const LOCK: &str = "lock";
 
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// An artifact archive may be large and the link slow; this only guards against a hang.
-const UPLOAD_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
-const MAX_BACKOFF: Duration = Duration::from_secs(15);
-
 /// The outbox directory of job `job_id`.
 pub fn dir_of(execution_basedir: &Path, job_id: &str) -> PathBuf {
     execution_basedir.join(AGENT_DIR).join(job_id)
-}
-
-#[derive(Serialize, Deserialize, Debug)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Entry {
-    /// A JSON POST.
-    Post { path: String, body: Value },
-    /// A file (relative to the outbox directory) uploaded as the multipart field `file`.
-    Upload { path: String, file: String },
-    /// Nothing to send: the job's last entry is in.
-    Done,
 }
 
 /// What the appending side keeps.
@@ -144,15 +126,7 @@ impl Outbox {
         let (appended_tx, appended_rx) = watch::channel(appended);
         let (sent_tx, sent_rx) = watch::channel(sent);
         let reader = File::open(&entries_path).context("cannot read the outbox")?;
-        let sender = Sender {
-            server,
-            dir: dir.to_path_buf(),
-            reader: BufReader::new(reader),
-            sent,
-            sent_marker,
-            appended: appended_rx,
-            progress: sent_tx,
-        };
+        let sender = Sender::new(server, dir, reader, sent, sent_marker, appended_rx, sent_tx);
         Ok(Outbox {
             dir: dir.to_path_buf(),
             appender: Mutex::new(Appender {
@@ -185,7 +159,11 @@ impl Outbox {
     }
 
     pub fn post(&self, path: String, body: Value) {
-        self.append(&Entry::Post { path, body });
+        self.append(&Entry::Post {
+            path,
+            body,
+            batch: None,
+        });
     }
 
     pub fn upload(&self, path: String, file: &str) {
@@ -207,6 +185,7 @@ impl Outbox {
         let entry = Entry::Post {
             path: v1::log_path(job_id, log_type),
             body: LogFragment::now(number, phase, text).to_json(),
+            batch: Some(v1::log_batch_path(job_id, log_type)),
         };
         if self.append_locked(&mut appender, &entry) {
             appender.fragment_numbers.insert(name.into(), number + 1);
@@ -280,7 +259,7 @@ fn scan(path: &Path) -> anyhow::Result<(HashMap<String, u64>, bool, u64)> {
         complete += read as u64;
         match serde_json::from_slice::<Entry>(&line) {
             Ok(Entry::Done) => done = true,
-            Ok(Entry::Post { path, body }) => {
+            Ok(Entry::Post { path, body, .. }) => {
                 let log_type = path.rsplit_once("/log/").map(|(_, t)| t.to_string());
                 let number = body.get("fragment_number").and_then(Value::as_u64);
                 if let (Some(log_type), Some(number)) = (log_type, number) {
@@ -305,151 +284,16 @@ fn read_sent(marker: &File) -> u64 {
     }
 }
 
-/// Where an outbox's entries go: the server, through `Api`; in tests, a stand-in that
-/// fails on cue.
-pub trait Transport: Send + Sync + 'static {
-    fn post(&self, path: &str, body: &Value) -> impl Future<Output = Result<(), ApiError>> + Send;
-    fn upload(
-        &self,
-        path: &str,
-        upload: Upload,
-    ) -> impl Future<Output = Result<(), ApiError>> + Send;
-}
-
-impl Transport for Api {
-    async fn post(&self, path: &str, body: &Value) -> Result<(), ApiError> {
-        self.post_json(path, body, REQUEST_TIMEOUT).await.map(drop)
-    }
-
-    async fn upload(&self, path: &str, upload: Upload) -> Result<(), ApiError> {
-        Api::upload(self, path, upload, UPLOAD_TIMEOUT)
-            .await
-            .map(drop)
-    }
-}
-
-/// The background half: sends entries in file order, one at a time.
-struct Sender<T> {
-    server: Arc<T>,
-    dir: PathBuf,
-    reader: BufReader<File>,
-    sent: u64,
-    sent_marker: File,
-    appended: watch::Receiver<u64>,
-    progress: watch::Sender<u64>,
-}
-
-impl<T: Transport> Sender<T> {
-    async fn run(mut self) {
-        if self.reader.seek(SeekFrom::Start(self.sent)).is_err() {
-            return;
-        }
-        let mut line = Vec::new();
-        loop {
-            if *self.appended.borrow_and_update() <= self.sent {
-                if self.appended.changed().await.is_err() {
-                    return; // the outbox was dropped
-                }
-                continue;
-            }
-            line.clear();
-            match self.reader.read_until(b'\n', &mut line) {
-                Ok(_) if line.ends_with(b"\n") => {}
-                // Appended entries are whole lines; anything else is a read that raced
-                // the write. Read it again shortly.
-                _ => {
-                    let _ = self.reader.seek(SeekFrom::Start(self.sent));
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            }
-            match serde_json::from_slice::<Entry>(&line) {
-                Ok(entry) => self.deliver(&entry).await,
-                Err(error) => tracing::warn!("skipping an unreadable outbox entry: {error}"),
-            }
-            self.sent += line.len() as u64;
-            let digits = format!("{:020}", self.sent);
-            if let Err(error) = self.sent_marker.write_all_at(digits.as_bytes(), 0) {
-                tracing::warn!("cannot record outbox progress: {error}");
-            }
-            self.progress.send_replace(self.sent);
-        }
-    }
-
-    /// Sends one entry until the server takes it or refuses it for good.
-    async fn deliver(&self, entry: &Entry) {
-        let mut backoff = Duration::from_millis(250);
-        let mut attempts = 0;
-        loop {
-            let outcome = match entry {
-                Entry::Done => return,
-                Entry::Post { path, body } => self.server.post(path, body).await,
-                Entry::Upload { path, file } => {
-                    let upload = Upload {
-                        file: self.dir.join(file),
-                        field: "file".into(),
-                        filename: "file".into(),
-                        content_type: "application/x-gzip".into(),
-                    };
-                    self.server.upload(path, upload).await
-                }
-            };
-            let error = match outcome {
-                Ok(()) => return,
-                Err(error) => error,
-            };
-            attempts += 1;
-            match Retry::after(&error, attempts) {
-                Retry::Later => {
-                    tracing::warn!("{error}; will resend in {}ms", backoff.as_millis());
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-                Retry::GiveUp => {
-                    tracing::error!("the server refused a report, dropping it: {error}");
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// What to do with a report the server did not take.
-enum Retry {
-    Later,
-    GiveUp,
-}
-
-/// Attempts at a report the server keeps failing on (an answered 500): past these it is
-/// dropped rather than holding up every report behind it.
-const MAX_FAILED_ATTEMPTS: u32 = 5;
-
-impl Retry {
-    fn after(error: &ApiError, attempts: u32) -> Retry {
-        let Some(status) = error.status() else {
-            // No answer: the server is away. Keep everything until it is back.
-            return match error {
-                ApiError::Unreachable { .. } => Retry::Later,
-                _ => Retry::GiveUp,
-            };
-        };
-        match status.as_u16() {
-            // Away behind a proxy, busy, or our credentials need an admin: wait for it.
-            401 | 403 | 429 | 502 | 503 | 504 => Retry::Later,
-            500..=599 if attempts < MAX_FAILED_ATTEMPTS => Retry::Later,
-            _ => Retry::GiveUp,
-        }
-    }
-}
-
 /// The outbox stepped in-process against a stand-in server that fails on cue: the server
-/// away, a lost acknowledgement, a refusal, and an agent that dies between two reports.
+/// away, a lost acknowledgement, a refusal, a server without batches, and an agent that
+/// dies between two reports. (The test runtime runs the sender only while a test awaits,
+/// so what is queued before an await is what the sender finds queued.)
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::agent::stand_in::{Fault, StandIn};
+    use crate::agent::stand_in::{Fault, Form, StandIn};
 
     const JOB: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
 
@@ -457,8 +301,23 @@ mod tests {
         outbox.fragment(JOB, LogType::Output, Phase::Test, text);
     }
 
+    fn output() -> String {
+        v1::log_path(JOB, LogType::Output)
+    }
+
+    fn output_batch() -> String {
+        v1::log_batch_path(JOB, LogType::Output)
+    }
+
     async fn delivered(outbox: Outbox) -> bool {
         outbox.close(Duration::from_secs(30), || {}).await
+    }
+
+    /// Lets the sender run until the stand-in was sent `count` batches.
+    async fn batches_sent(server: &StandIn, count: usize) {
+        while server.batches_sent() < count {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     #[tokio::test]
@@ -476,7 +335,25 @@ mod tests {
             .map(|(_, b)| b["log_data"].clone())
             .collect();
         assert_eq!(texts, [json!("one"), json!("two"), json!("three")]);
-        assert_eq!(server.stored()[0].0, v1::log_path(JOB, LogType::Output));
+        // Queued together, they went in one batch, resent whole after each outage.
+        assert_eq!(
+            server.paths(),
+            [output_batch(), output_batch(), output_batch()]
+        );
+        assert_eq!(server.batches_sent(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_fragment_queued_alone_is_posted_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = StandIn::failing(&[]);
+        let outbox = Outbox::create(dir.path(), server.clone()).unwrap();
+        log(&outbox, "one");
+        server.stored_count(1).await;
+        log(&outbox, "two");
+        assert!(delivered(outbox).await);
+        assert_eq!(server.paths(), [output(), output()]);
+        assert_eq!(server.batches_sent(), 0);
     }
 
     #[tokio::test]
@@ -485,10 +362,25 @@ mod tests {
         let server = StandIn::failing(&[Fault::LostAnswer]);
         let outbox = Outbox::create(dir.path(), server.clone()).unwrap();
         log(&outbox, "one");
+        server.stored_count(2).await;
         log(&outbox, "two");
         assert!(delivered(outbox).await);
         // The server saw fragment 0 twice: it stores it once by its number.
         assert_eq!(server.fragment_numbers(), [0, 0, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_to_a_batch_resends_the_batch_with_the_same_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = StandIn::failing(&[Fault::LostAnswer]);
+        let outbox = Outbox::create(dir.path(), server.clone()).unwrap();
+        for text in ["one", "two", "three"] {
+            log(&outbox, text);
+        }
+        assert!(delivered(outbox).await);
+        // `tf serve` stores each number once: the resend replaces what the lost one stored.
+        assert_eq!(server.fragment_numbers(), [0, 1, 2, 0, 1, 2]);
+        assert_eq!(server.batches_sent(), 2);
     }
 
     #[tokio::test]
@@ -503,6 +395,88 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn only_fragments_of_one_log_queued_one_behind_the_other_share_a_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = StandIn::failing(&[]);
+        let outbox = Outbox::create(dir.path(), server.clone()).unwrap();
+        log(&outbox, "a");
+        log(&outbox, "b");
+        outbox.fragment(JOB, LogType::Serial, Phase::Test, "serial");
+        log(&outbox, "c");
+        outbox.post(v1::result_path(JOB), json!({"job_state": "test"}));
+        log(&outbox, "d");
+        log(&outbox, "e");
+        assert!(delivered(outbox).await);
+        let serial = v1::log_path(JOB, LogType::Serial);
+        let result = v1::result_path(JOB);
+        let expected = [
+            output_batch(),
+            output_batch(),
+            serial,
+            output(),
+            result,
+            output_batch(),
+            output_batch(),
+        ];
+        assert_eq!(server.paths(), expected);
+        assert_eq!(server.fragment_numbers(), [0, 1, 0, 2, 3, 4]);
+        assert_eq!(server.batches_sent(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_server_without_batches_is_sent_fragments_one_by_one_and_asked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = StandIn::answering(Form::WithoutBatches, &[]);
+        let outbox = Outbox::create(&dir.path().join("first"), server.clone()).unwrap();
+        for text in ["one", "two", "three"] {
+            log(&outbox, text);
+        }
+        server.stored_count(3).await;
+        log(&outbox, "four");
+        log(&outbox, "five");
+        assert!(delivered(outbox).await);
+        // The next job's outbox sends to the same server: it is not asked again.
+        let outbox = Outbox::create(&dir.path().join("second"), server.clone()).unwrap();
+        log(&outbox, "six");
+        log(&outbox, "seven");
+        assert!(delivered(outbox).await);
+        assert_eq!(server.batches_sent(), 1);
+        assert_eq!(server.fragment_numbers(), [0, 1, 2, 3, 4, 0, 1]);
+        assert!(server.paths().iter().all(|path| *path == output()));
+    }
+
+    #[tokio::test]
+    async fn a_refused_batch_is_sent_one_by_one_and_batches_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = StandIn::failing(&[Fault::Refuse]);
+        let outbox = Outbox::create(dir.path(), server.clone()).unwrap();
+        log(&outbox, "one");
+        log(&outbox, "two");
+        server.stored_count(2).await;
+        log(&outbox, "three");
+        log(&outbox, "four");
+        assert!(delivered(outbox).await);
+        let expected = [output(), output(), output_batch(), output_batch()];
+        assert_eq!(server.paths(), expected);
+        assert_eq!(server.fragment_numbers(), [0, 1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_forbidden_batch_is_sent_one_by_one_where_single_reports_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        // The batch path is forbidden (a proxy), then the first single post (credentials
+        // being fixed): the batch goes one by one at once, the single post waits.
+        let server = StandIn::failing(&[Fault::Forbid, Fault::Forbid]);
+        let outbox = Outbox::create(dir.path(), server.clone()).unwrap();
+        log(&outbox, "one");
+        log(&outbox, "two");
+        assert!(delivered(outbox).await);
+        assert_eq!(server.paths(), [output(), output()]);
+        assert_eq!(server.fragment_numbers(), [0, 1]);
+        assert_eq!(server.batches_sent(), 1);
+    }
+
+    #[tokio::test]
     async fn an_agent_that_dies_between_two_reports_resends_only_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let first_life = StandIn::failing(&[Fault::Store, Fault::Hang]);
@@ -512,6 +486,7 @@ mod tests {
         log(&outbox, "two");
         log(&outbox, "three");
         // The agent dies while the server holds its second report.
+        batches_sent(&first_life, 1).await;
         outbox.sender.abort();
         drop(outbox);
 
@@ -525,5 +500,31 @@ mod tests {
         // Fragment 0 is not sent again; numbering goes on where the first life left it.
         assert_eq!(second_life.fragment_numbers(), [1, 2, 3]);
         assert!(Outbox::open(dir.path(), second_life).unwrap().is_done());
+    }
+
+    #[tokio::test]
+    async fn an_agent_that_dies_between_two_batches_resends_only_the_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let first_life = StandIn::failing(&[]);
+        let outbox = Outbox::create(dir.path(), first_life.clone()).unwrap();
+        for text in ["one", "two", "three"] {
+            log(&outbox, text);
+        }
+        first_life.stored_count(3).await;
+        for text in ["four", "five"] {
+            log(&outbox, text);
+        }
+        // The agent dies before its second batch leaves.
+        outbox.sender.abort();
+        drop(outbox);
+
+        let second_life = StandIn::failing(&[]);
+        let outbox = Outbox::open(dir.path(), second_life.clone()).unwrap();
+        log(&outbox, "six");
+        outbox.mark_done();
+        assert!(delivered(outbox).await);
+        assert_eq!(first_life.fragment_numbers(), [0, 1, 2]);
+        assert_eq!(second_life.fragment_numbers(), [3, 4, 5]);
+        assert_eq!(second_life.batches_sent(), 1);
     }
 }

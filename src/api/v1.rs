@@ -23,7 +23,9 @@ pub const EXTENSIONS_HEADER: &str = "tf-extensions";
 /// `refresh-token-renewal`: `POST /v1/oauth2/refresh?renew=true` may answer with a new
 /// `refresh_token`.
 /// `stop-waiting`: `POST /v1/agents/stop_waiting/<agent>` ends that agent's long-poll claim.
-pub const EXTENSIONS: &str = "long-poll, result-without-logs, refresh-token-renewal, stop-waiting";
+/// `log-batches`: `POST /v1/result/<id>/log/<type>/batch` takes a JSON array of fragments.
+pub const EXTENSIONS: &str =
+    "long-poll, result-without-logs, refresh-token-renewal, stop-waiting, log-batches";
 
 /// A path template: `{name}` stands for one path segment, `{*name}` for the rest of the
 /// path (slashes kept).
@@ -116,6 +118,8 @@ pub mod routes {
     pub const RESULT: Route = Route("/v1/result/{job_id}");
     pub const ARTIFACT: Route = Route("/v1/result/{job_id}/artifact");
     pub const LOG: Route = Route("/v1/result/{job_id}/log/{log_type}");
+    /// tf's addition: several fragments of one log in one request (a JSON array).
+    pub const LOG_BATCH: Route = Route("/v1/result/{job_id}/log/{log_type}/batch");
     /// The pre-2024 log endpoints.
     pub const LEGACY_OUTPUT: Route = Route("/v1/result/{job_id}/output");
     pub const LEGACY_SERIAL_OUTPUT: Route = Route("/v1/result/{job_id}/serial_output");
@@ -256,6 +260,27 @@ impl LogFragment {
 /// Posts a fragment of the job's log of `log_type`.
 pub fn post_log(job_id: &str, log_type: LogType, fragment: &LogFragment) -> Call<()> {
     Call::post(log_path(job_id, log_type), &fragment.to_json())
+}
+
+/// Where several of the job's log fragments of `log_type` are posted in one request, as a
+/// JSON array (tf's `log-batches`; a reference server answers 404).
+pub fn log_batch_path(job_id: &str, log_type: LogType) -> String {
+    LOG_BATCH.fill(&[job_id, log_type.as_str()])
+}
+
+/// The most fragments one batch may hold (`tf serve` refuses more with a 413).
+pub const MAX_BATCH_FRAGMENTS: usize = 1000;
+
+/// Posts several log fragments in one request to `batch_path` (from `log_batch_path`):
+/// each as `post_log` sends it alone (the agent's outbox keeps them so until delivered).
+/// `tf serve` stores all of them or, refusing one, none.
+pub fn post_log_batch(batch_path: &str, fragments: &[&Value]) -> Call<()> {
+    let body = serde_json::to_vec(fragments).expect("JSON values serialize");
+    Call::new(
+        Method::POST,
+        batch_path.to_string(),
+        RequestBody::Json(body.into()),
+    )
 }
 
 /// The query of a log read: from which fragment, timestamp and phase, and how long to
@@ -408,6 +433,10 @@ mod tests {
     #[test]
     fn paths_are_filled_in_order_and_encoded() {
         assert_eq!(LOG.fill(&["j1", "serial"]), "/v1/result/j1/log/serial");
+        assert_eq!(
+            log_batch_path("j1", LogType::Output),
+            "/v1/result/j1/log/output/batch"
+        );
         assert_eq!(JOB.fill(&["../agents"]), "/v1/job/..%2Fagents");
         assert_eq!(JOB.fill(&["a b?c#d"]), "/v1/job/a%20b%3Fc%23d");
         assert_eq!(

@@ -38,7 +38,11 @@ impl ServerMetrics {
     }
 
     pub fn fragment_stored(&self, log_type: LogType) {
-        self.fragments[log_type.index()].fetch_add(1, Ordering::Relaxed);
+        self.fragments_stored(log_type, 1);
+    }
+
+    pub fn fragments_stored(&self, log_type: LogType, count: u64) {
+        self.fragments[log_type.index()].fetch_add(count, Ordering::Relaxed);
     }
 
     /// Counts one answered request. `method` and `route` come from closed sets (the

@@ -90,14 +90,10 @@ impl JsonBytes {
         if self.0.is_empty() {
             return Ok(Value::Object(Default::default()));
         }
-        let bytes = self.0.clone();
-        let parsed = if bytes.len() <= PARSE_ON_WORKER_BYTES {
-            json_limits::parse(&bytes, json_limits::LIMITS)
-        } else {
-            tokio::task::spawn_blocking(move || json_limits::parse(&bytes, json_limits::LIMITS))
-                .await
-                .unwrap_or(Err(JsonRefusal::Malformed))
-        };
+        let parsed = self
+            .read_with(|bytes| json_limits::parse(bytes, json_limits::LIMITS))
+            .await
+            .unwrap_or(Err(JsonRefusal::Malformed));
         parsed.map_err(|refusal| match refusal {
             JsonRefusal::Malformed => ApiError::bad_request(),
             JsonRefusal::TooComplex(why) => ApiError::json(
@@ -105,6 +101,16 @@ impl JsonBytes {
                 format!("JSON body too complex: {why}"),
             ),
         })
+    }
+
+    /// Runs `read` over the body: on this worker when the body is small, else on the
+    /// blocking pool. `None` if that task failed.
+    pub async fn read_with<T: Send + 'static>(&self, read: fn(&[u8]) -> T) -> Option<T> {
+        if self.0.len() <= PARSE_ON_WORKER_BYTES {
+            return Some(read(&self.0));
+        }
+        let bytes = self.0.clone();
+        tokio::task::spawn_blocking(move || read(&bytes)).await.ok()
     }
 }
 

@@ -21,6 +21,7 @@ mod json_limits;
 pub(crate) mod jwt;
 mod keys;
 mod legacy;
+mod log_batches;
 mod logins;
 mod metrics;
 mod permissions;

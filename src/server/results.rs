@@ -14,7 +14,7 @@ use super::jobs::{check_job_id, check_job_id_text, send_blob, wait_parameter};
 use super::legacy;
 use super::reply::{self, ApiError, ApiResult};
 use crate::api::v1::LogFragment;
-use crate::job::time::{parse_iso8601, Micros};
+use crate::job::time::parse_iso8601;
 use crate::job::validate::{validate_body, BodySchema};
 use crate::job::{is_valid_job_id, LogType, Phase};
 use crate::store::{BlobKind, Fragment, FragmentQuery, ResultUpdate};
@@ -143,7 +143,7 @@ pub async fn download_artifact(
     send_blob(&app, &job_id, BlobKind::Artifact, &headers).await
 }
 
-fn parse_log_type(log_type: &str) -> Result<LogType, ApiError> {
+pub(super) fn parse_log_type(log_type: &str) -> Result<LogType, ApiError> {
     LogType::parse(log_type).ok_or_else(|| {
         ApiError::json(
             StatusCode::NOT_FOUND,
@@ -156,18 +156,35 @@ fn parse_log_type(log_type: &str) -> Result<LogType, ApiError> {
 /// is the busiest write of a lab), or else through the schema validation with its
 /// detailed 422 (which also accepts what marshmallow coerces, such as a numeric string as
 /// the number).
-async fn read_fragment(body: &JsonBytes) -> Result<(LogFragment, Micros), ApiError> {
-    if let Ok(post) = serde_json::from_slice::<LogFragment>(&body.0) {
-        if let Some(at) = parse_iso8601(&post.timestamp) {
-            return Ok((post, at));
-        }
+async fn read_fragment(body: &JsonBytes) -> Result<Fragment, ApiError> {
+    if let Some(fragment) = serde_json::from_slice(&body.0)
+        .ok()
+        .and_then(typed_fragment)
+    {
+        return Ok(fragment);
     }
-    let fields =
-        validate_body(&body.parse().await?, BodySchema::LogPost).map_err(ApiError::invalid_body)?;
-    let post: LogFragment =
-        serde_json::from_value(Value::Object(fields)).map_err(|_| ApiError::bad_request())?;
-    let at = parse_iso8601(&post.timestamp).unwrap_or_default();
-    Ok((post, at))
+    validated_fragment(&body.parse().await?).map_err(ApiError::invalid_body)
+}
+
+/// A fragment parsed as agents send it, for the store; `None` when its timestamp is not
+/// one the store reads (then `validated_fragment` says why, or coerces it).
+pub(super) fn typed_fragment(post: LogFragment) -> Option<Fragment> {
+    Some(Fragment {
+        timestamp: parse_iso8601(&post.timestamp)?,
+        fragment_number: post.fragment_number,
+        phase: post.phase,
+        log_data: post.log_data,
+    })
+}
+
+/// A fragment checked against the reference's schema; `Err` holds its error tree. (What
+/// passes the schema also parses as `LogFragment`, coerced; the fallback is only a guard.)
+pub(super) fn validated_fragment(body: &Value) -> Result<Fragment, Value> {
+    let fields = validate_body(body, BodySchema::LogPost)?;
+    serde_json::from_value(Value::Object(fields))
+        .ok()
+        .and_then(typed_fragment)
+        .ok_or_else(|| json!({"_schema": ["Invalid input type."]}))
 }
 
 /// `POST /v1/result/<id>/log/<type>`: one fragment of live output or serial log.
@@ -177,14 +194,8 @@ pub async fn post_log(
     body: JsonBytes,
 ) -> ApiResult {
     let kind = parse_log_type(&log_type)?;
-    let (post, timestamp) = read_fragment(&body).await?;
+    let fragment = read_fragment(&body).await?;
     check_job_id(&job_id)?;
-    let fragment = Fragment {
-        fragment_number: post.fragment_number,
-        phase: post.phase.to_string(),
-        timestamp,
-        log_data: post.log_data,
-    };
     app.store
         .append_log_fragment(&job_id, &log_type, fragment)
         .await?;

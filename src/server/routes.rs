@@ -13,7 +13,9 @@ use super::app::App;
 use super::auth::Role;
 use super::gate;
 use super::reply::{self, ApiError};
-use super::{agents, clients, jobs, legacy, queues, results, secrets, tokens, webhook};
+use super::{
+    agents, clients, jobs, legacy, log_batches, queues, results, secrets, tokens, webhook,
+};
 use crate::api::v1::routes as path;
 
 type Routes = Router<Arc<App>>;
@@ -53,6 +55,11 @@ fn agent_routes() -> Routes {
     let r = at(r, path::RESULT.template(), post(results::post_result));
     let r = at(r, path::ARTIFACT.template(), post(results::upload_artifact));
     let r = at(r, path::LOG.template(), post(results::post_log));
+    let r = at(
+        r,
+        path::LOG_BATCH.template(),
+        post(log_batches::post_log_batch),
+    );
     let r = at(r, path::LEGACY_OUTPUT.template(), post(legacy::post_output));
     let r = at(
         r,

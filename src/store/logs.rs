@@ -38,7 +38,7 @@ pub(super) fn kill_reason_in_output(
 
 pub struct Fragment {
     pub fragment_number: i64,
-    pub phase: String,
+    pub phase: Phase,
     pub timestamp: Micros,
     pub log_data: String,
 }
@@ -59,6 +59,34 @@ pub struct PhaseLog {
     pub log_data: String,
 }
 
+/// Stores `fragments` of log `log_type`; one with a number already stored replaces it
+/// (a resend).
+fn insert_fragments(
+    tx: &Connection,
+    job_id: &str,
+    log_type: &str,
+    fragments: &[Fragment],
+) -> rusqlite::Result<()> {
+    let mut insert = tx.prepare_cached(
+        "INSERT OR REPLACE INTO log_fragments
+             (job_id, log_type, fragment_number, phase, timestamp, log_data, stored_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    let stored_at = time::now();
+    for fragment in fragments {
+        insert.execute(params![
+            job_id,
+            log_type,
+            fragment.fragment_number,
+            fragment.phase.as_str(),
+            fragment.timestamp,
+            fragment.log_data,
+            stored_at
+        ])?;
+    }
+    Ok(())
+}
+
 impl Store {
     pub async fn append_log_fragment(
         &self,
@@ -68,23 +96,23 @@ impl Store {
     ) -> Result<()> {
         let (id, log_type) = (job_id.to_string(), log_type.to_string());
         self.writer
-            .write_one_statement(move |tx| {
-                tx.prepare_cached(
-                    "INSERT OR REPLACE INTO log_fragments
-                         (job_id, log_type, fragment_number, phase, timestamp, log_data, stored_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?
-                .execute(params![
-                    id,
-                    log_type,
-                    fragment.fragment_number,
-                    fragment.phase,
-                    fragment.timestamp,
-                    fragment.log_data,
-                    time::now()
-                ])?;
-                Ok(())
-            })
+            .write_one_statement(move |tx| Ok(insert_fragments(tx, &id, &log_type, &[fragment])?))
+            .await?;
+        self.signals.wake_job(job_id);
+        Ok(())
+    }
+
+    /// Stores several fragments of one log at once: all of them, or none if one fails.
+    /// Each is stored as `append_log_fragment` stores it alone (a resent number replaces).
+    pub async fn append_log_fragments(
+        &self,
+        job_id: &str,
+        log_type: &str,
+        fragments: Vec<Fragment>,
+    ) -> Result<()> {
+        let (id, log_type) = (job_id.to_string(), log_type.to_string());
+        self.writer
+            .write(move |tx| Ok(insert_fragments(tx, &id, &log_type, &fragments)?))
             .await?;
         self.signals.wake_job(job_id);
         Ok(())

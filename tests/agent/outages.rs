@@ -27,6 +27,14 @@ fn output_printed_while_the_server_was_down_arrives_once_and_in_order() {
     let printed: String = output.lines().skip(3).map(|l| format!("{l}\n")).collect();
     assert_eq!(printed, expected);
     assert_eq!(result["test_status"], json!(0));
+    // What queued up during the outage went in batches (tf's `log-batches`).
+    let batches = "tf_http_request_duration_seconds_count{method=\"POST\",\
+                   route=\"/v1/result/{job_id}/log/{log_type}/batch\",code=\"200\"}";
+    let metrics = server.get("/metrics").text();
+    assert!(
+        metrics.lines().any(|line| line.starts_with(batches)),
+        "no batch in\n{metrics}"
+    );
 }
 
 #[test]

@@ -35,6 +35,7 @@ const ROLE_MATRIX: &[(&str, &str, &str)] = &[
         "admin, manager, contributor",
     ),
     ("POST", "/v1/result/JOB/log/output", "agent"),
+    ("POST", "/v1/result/JOB/log/output/batch", "agent"),
     (
         "GET",
         "/v1/result/JOB/log/output",

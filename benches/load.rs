@@ -527,6 +527,7 @@ async fn fragment_ingest(
 
 /// Every round's figures, by figure and contender, in the order first measured.
 struct Table {
+    rounds: usize,
     contenders: Vec<String>,
     rows: Vec<(String, Vec<Option<Figures>>)>,
 }
@@ -557,15 +558,20 @@ impl Table {
         if self.contenders.iter().any(|name| name == "compare") {
             ratios.push((1, 0));
         }
-        print!("\n{:<28}", "all rounds");
+        let headers: Vec<String> = ratios
+            .iter()
+            .map(|&(a, b)| format!("{}/{}", self.contenders[a], self.contenders[b]))
+            .collect();
+        let rounds = match self.rounds {
+            1 => "1 round".to_string(),
+            n => format!("{n} rounds"),
+        };
+        print!("\n{rounds:<28}");
         for name in &self.contenders {
             print!(" | {name:>9} {:>7} {:>7}", "p50 ms", "p99 ms");
         }
-        for &(a, b) in &ratios {
-            print!(
-                " | {:>14}",
-                format!("{}/{}", self.contenders[a], self.contenders[b])
-            );
+        for header in &headers {
+            print!(" | {header}");
         }
         println!();
         for (figure, cells) in &mut self.rows {
@@ -581,13 +587,12 @@ impl Table {
                     None => print!(" | {:>9} {:>7} {:>7}", "-", "-", "-"),
                 }
             }
-            for &(a, b) in &ratios {
-                match (&cells[a], &cells[b]) {
-                    (Some(a), Some(b)) => {
-                        print!(" | {:>13.0}%", 100.0 * a.rate() / b.rate())
-                    }
-                    _ => print!(" | {:>14}", "-"),
-                }
+            for (&(a, b), header) in ratios.iter().zip(&headers) {
+                let share = match (&cells[a], &cells[b]) {
+                    (Some(a), Some(b)) => format!("{:.0}%", 100.0 * a.rate() / b.rate()),
+                    _ => "-".into(),
+                };
+                print!(" | {share:>width$}", width = header.len());
             }
             println!();
         }
@@ -596,6 +601,7 @@ impl Table {
 
 async fn run(options: Options, contenders: Vec<Contender>) {
     let mut table = Table {
+        rounds: options.rounds,
         contenders: contenders.iter().map(|c| c.name.clone()).collect(),
         rows: Vec::new(),
     };

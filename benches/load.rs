@@ -1,14 +1,32 @@
-//! Load generator for any Testflinger-compatible server.
+//! Load generator for tf and any Testflinger-compatible server.
 //!
-//!     cargo bench --bench load                       # starts its own `tf serve`
-//!     cargo bench --bench load -- --url http://host:5000 --agent ID:SECRET [--connections 32] [--seconds 5]
+//!     cargo bench --bench load                       # the built tf against the yardstick
+//!     cargo bench --bench load -- --tf A --compare B # two tf binaries and the yardstick
+//!     cargo bench --bench load -- --url http://host:5000 --agent ID:SECRET
 //!
-//! Measures job submission, job claims by concurrent agents, empty-queue polls and log
-//! fragment ingest (one fragment per request, then `--fragment-batch N` per request, 32 by
-//! default, on `tf serve`'s batch path), each as requests per second with p50/p99 latency. Every connection
-//! is one keep-alive HTTP/1.1 connection driven by a task on a single-threaded runtime,
-//! so the generator itself uses at most one core.
+//! Measures job submission, job claims by concurrent agents (every job claimed exactly
+//! once, checked), empty-queue polls and log fragment ingest, each as requests per second
+//! with p50/p99 latency. Without `--url` it starts its own servers on temporary data dirs:
+//! `tf serve` of `--tf` (default: the tf this bench was built with), of `--compare` if
+//! given, and the yardstick (`load/yardstick.rs`, this executable re-run with
+//! `--serve-yardstick`), each in its own process. Rates on shared machines move by tens of
+//! percent from run to run, so the servers are measured in alternating rounds (tf,
+//! yardstick, tf, yardstick, ...) and the closing table gives each one's rates and their
+//! ratios: tf's share of the yardstick, and `--compare`'s of `--tf`.
+//!
+//! Options: `--rounds N` (2), `--seconds S` per figure and round (5), `--connections N`
+//! (32), `--only submit|claim|poll|fragments`, `--fragment-bytes N` (default: 256 and
+//! 16384), `--fragment-batch N` (fragments per request in the batched rounds, on servers
+//! that advertise tf's `log-batches`; 32, 1 for none). Every connection is one keep-alive HTTP/1.1 connection driven by a task on a
+//! single-threaded runtime, so the generator itself uses at most one core.
 
+// A crate root resolves `mod` beside itself; the yardstick sits in load/ so that cargo does
+// not take it for a bench of its own.
+#[path = "load/yardstick.rs"]
+mod yardstick;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,10 +38,18 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 
+/// The hidden argument that makes this executable the yardstick server.
+const SERVE_YARDSTICK: &str = "--serve-yardstick";
+
 struct Options {
     url: Option<String>,
+    /// The tf binary to start (without `--url`).
+    tf: PathBuf,
+    /// A second tf binary, measured alternating with the first.
+    compare: Option<PathBuf>,
     connections: usize,
     seconds: f64,
+    rounds: usize,
     /// One fragment size instead of the default small and large rounds.
     fragment_bytes: Option<usize>,
     /// Fragments per request in the batched rounds (tf's `log-batches`); 1: none.
@@ -38,8 +64,11 @@ struct Options {
 fn options() -> Options {
     let mut options = Options {
         url: None,
+        tf: PathBuf::from(env!("CARGO_BIN_EXE_tf")),
+        compare: None,
         connections: 32,
         seconds: 5.0,
+        rounds: 2,
         fragment_bytes: None,
         fragment_batch: 32,
         only: None,
@@ -50,13 +79,16 @@ fn options() -> Options {
         let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
         match arg.as_str() {
             "--url" => options.url = Some(value().trim_end_matches('/').to_string()),
+            "--tf" => options.tf = PathBuf::from(value()),
+            "--compare" => options.compare = Some(PathBuf::from(value())),
             "--connections" => options.connections = value().parse().expect("--connections N"),
             "--seconds" => options.seconds = value().parse().expect("--seconds S"),
-            "--fragment-bytes" => {
-                options.fragment_bytes = Some(value().parse().expect("--fragment-bytes N"))
-            }
+            "--rounds" => options.rounds = value().parse().expect("--rounds N"),
             "--fragment-batch" => {
                 options.fragment_batch = value().parse().expect("--fragment-batch N")
+            }
+            "--fragment-bytes" => {
+                options.fragment_bytes = Some(value().parse().expect("--fragment-bytes N"))
             }
             "--only" => options.only = Some(value()),
             "--agent" => options.agent = Some(value()),
@@ -64,10 +96,14 @@ fn options() -> Options {
             other => panic!("unknown argument {other}"),
         }
     }
+    assert!(
+        options.url.is_none() || options.compare.is_none(),
+        "--compare starts its own server; it cannot be combined with --url"
+    );
     options
 }
 
-/// A `tf serve` of our own on a temporary data dir, when no `--url` is given.
+/// A server process of our own on a temporary data dir, killed when dropped.
 struct OwnServer {
     child: Child,
     _data: tempfile::TempDir,
@@ -80,33 +116,47 @@ impl Drop for OwnServer {
     }
 }
 
-/// The agent client the generator creates on its own server.
+/// The agent client the generator creates on its own tf servers.
 const OWN_AGENT: &str = "bench-agent:bench-agent-secret-0123456789";
 
-fn start_own_server() -> (OwnServer, String) {
-    use std::io::BufRead;
+fn start_tf(binary: &Path) -> (OwnServer, String) {
     let data = tempfile::tempdir().expect("temp dir");
     let (agent, secret) = OWN_AGENT.split_once(':').unwrap();
     let secret_file = data.path().join("agent.secret");
     std::fs::write(&secret_file, secret).unwrap();
-    let created = Command::new(env!("CARGO_BIN_EXE_tf"))
+    let created = Command::new(binary)
         .args(["clients", "--data-dir"])
         .arg(data.path())
         .args(["add", agent, "--role", "agent", "--secret-file"])
         .arg(&secret_file)
         .output()
-        .expect("run tf clients");
+        .unwrap_or_else(|error| panic!("cannot run {}: {error}", binary.display()));
     assert!(created.status.success(), "tf clients add failed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tf"))
+    let mut serve = Command::new(binary);
+    serve
         .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
         .arg(data.path())
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "info");
+    start(serve, data)
+}
+
+fn start_yardstick() -> (OwnServer, String) {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut serve = Command::new(std::env::current_exe().expect("own executable"));
+    serve.arg(SERVE_YARDSTICK).arg(data.path());
+    start(serve, data)
+}
+
+/// Starts `command`, a server that logs "listening on http://ADDRESS" on stderr.
+fn start(mut command: Command, data: tempfile::TempDir) -> (OwnServer, String) {
+    use std::io::BufRead;
+    let mut child = command
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start tf serve");
+        .expect("start server");
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let address = loop {
-        let line = lines.next().expect("tf serve exited").expect("read");
+        let line = lines.next().expect("server exited").expect("read");
         if let Some(rest) = line.split("listening on http://").nth(1) {
             break rest.split([',', ' ']).next().unwrap().to_string();
         }
@@ -123,6 +173,8 @@ struct Call {
     expected: StatusCode,
     /// Sent with the agent's access token (claims, log fragments).
     as_agent: bool,
+    /// The answer's body is kept for checking after the run (submitted and claimed ids).
+    keep_answer: bool,
 }
 
 #[derive(Clone)]
@@ -148,6 +200,17 @@ impl Target {
     }
 }
 
+/// A server being measured.
+struct Contender {
+    name: String,
+    target: Target,
+    /// Serves the whole v1 API (the yardstick serves only submit and claim).
+    is_tf: bool,
+    /// Takes log fragments in batches (advertises `log-batches`).
+    log_batches: bool,
+    _process: Option<OwnServer>,
+}
+
 async fn call(
     sender: &mut SendRequest<Full<Bytes>>,
     target: &Target,
@@ -167,13 +230,14 @@ async fn call(
 }
 
 /// A `GET` an agent makes, answered with `expected` when all is well.
-fn agent_get(path: &str, expected: StatusCode) -> Call {
+fn agent_get(path: &str, expected: StatusCode, keep_answer: bool) -> Call {
     Call {
         method: Method::GET,
         path: path.to_string(),
         body: Bytes::new(),
         expected,
         as_agent: true,
+        keep_answer,
     }
 }
 
@@ -193,27 +257,43 @@ async fn exchange(
     (status, body)
 }
 
+#[derive(Default)]
 struct Figures {
     requests: usize,
     elapsed: Duration,
     latencies_us: Vec<u32>,
+    /// The bodies of the answers to calls with `keep_answer`.
+    answers: Vec<Bytes>,
 }
 
 impl Figures {
-    fn report(mut self, name: &str, extra: &str) {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The latency below which a share `q` of the requests were answered, in ms.
+    fn latency_ms(&mut self, q: f64) -> f64 {
         self.latencies_us.sort_unstable();
-        let at = |q: f64| {
-            let index = ((self.latencies_us.len() as f64 - 1.0) * q).round() as usize;
-            self.latencies_us.get(index).copied().unwrap_or(0) as f64 / 1000.0
-        };
+        let index = ((self.latencies_us.len() as f64 - 1.0) * q).round() as usize;
+        self.latencies_us.get(index).copied().unwrap_or(0) as f64 / 1000.0
+    }
+
+    fn report(&mut self, name: &str, extra: &str) {
         println!(
-            "{name:<28} {:>9.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} requests in {:.1} s){extra}",
-            self.requests as f64 / self.elapsed.as_secs_f64(),
-            at(0.5),
-            at(0.99),
+            "{name:<40} {:>9.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} requests in {:.1} s){extra}",
+            self.rate(),
+            self.latency_ms(0.5),
+            self.latency_ms(0.99),
             self.requests,
             self.elapsed.as_secs_f64()
         );
+    }
+
+    /// Adds another round's figures: the rate becomes that of all rounds together.
+    fn add(&mut self, round: Figures) {
+        self.requests += round.requests;
+        self.elapsed += round.elapsed;
+        self.latencies_us.extend(round.latencies_us);
     }
 }
 
@@ -233,6 +313,7 @@ where
         tasks.push(tokio::task::spawn_local(async move {
             let mut sender = target.connect().await;
             let mut latencies = Vec::new();
+            let mut answers = Vec::new();
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) && started.elapsed() < duration {
                 let Some(request) = step(worker, n).await else {
@@ -255,21 +336,24 @@ where
                         String::from_utf8_lossy(&answer)
                     );
                 }
+                if request.keep_answer {
+                    answers.push(answer);
+                }
                 n += 1;
             }
             total.fetch_add(n, Ordering::Relaxed);
-            latencies
+            (latencies, answers)
         }));
     }
-    let mut latencies_us = Vec::new();
+    let mut figures = Figures::default();
     for task in tasks {
-        latencies_us.extend(task.await.expect("worker"));
+        let (latencies, answers) = task.await.expect("worker");
+        figures.latencies_us.extend(latencies);
+        figures.answers.extend(answers);
     }
-    Figures {
-        requests: total.load(Ordering::Relaxed),
-        elapsed: started.elapsed(),
-        latencies_us,
-    }
+    figures.requests = total.load(Ordering::Relaxed);
+    figures.elapsed = started.elapsed();
+    figures
 }
 
 fn job_body(queue: &str) -> Bytes {
@@ -278,82 +362,151 @@ fn job_body(queue: &str) -> Bytes {
     ))
 }
 
-async fn run(options: Options, target: Target) {
-    let wanted = |figure: &str| {
-        options
-            .only
-            .as_deref()
-            .is_none_or(|only| figure.starts_with(only))
-    };
-    let duration = Duration::from_secs_f64(options.seconds);
-    let connections = options.connections;
-    let run_id = std::process::id() as usize;
+/// The figures of one round of one contender: (figure name, figures, remark).
+type Measured = Vec<(String, Figures, String)>;
 
-    if wanted("submit") || wanted("claim") {
-        let queue = format!("bench-submit-{run_id}");
-        let body = job_body(&queue);
-        let submits = drive(&target, connections, duration, move |_, _| {
-            let body = body.clone();
-            async move {
-                Some(Call {
-                    method: Method::POST,
-                    path: "/v1/job".into(),
-                    body,
-                    expected: StatusCode::OK,
-                    as_agent: false,
-                })
+/// What is measured together: submits then the claims of the submitted jobs, empty polls,
+/// log fragments of one size.
+#[derive(Clone, Copy)]
+enum Unit {
+    SubmitAndClaim { claims: bool },
+    EmptyPoll,
+    Fragments { size: usize, batch: usize },
+}
+
+impl Unit {
+    fn all(options: &Options) -> Vec<Unit> {
+        let wanted = |figure: &str| {
+            options
+                .only
+                .as_deref()
+                .is_none_or(|only| figure.starts_with(only))
+        };
+        let mut units = Vec::new();
+        if wanted("submit") || wanted("claim") {
+            units.push(Unit::SubmitAndClaim {
+                claims: wanted("claim"),
+            });
+        }
+        if wanted("poll") {
+            units.push(Unit::EmptyPoll);
+        }
+        if wanted("fragments") {
+            let sizes = options.fragment_bytes.map_or(vec![256, 16384], |s| vec![s]);
+            let mut batches = vec![1];
+            if options.fragment_batch > 1 {
+                batches.push(options.fragment_batch);
             }
-        })
-        .await;
-        let submitted = submits.requests;
-        submits.report("submit (POST /v1/job)", "");
-        if wanted("claim") {
-            let path = format!("/v1/job?queue={queue}");
-            let claims = drive(
-                &target,
-                connections,
-                Duration::from_secs(3600),
-                move |_, _| {
-                    let call = agent_get(&path, StatusCode::OK);
+            for batch in batches {
+                units.extend(sizes.iter().map(|&size| Unit::Fragments { size, batch }));
+            }
+        }
+        units
+    }
+
+    /// The yardstick serves the job queue only; batches need a server that takes them.
+    fn applies_to(self, contender: &Contender) -> bool {
+        match self {
+            Unit::Fragments { batch, .. } => {
+                contender.is_tf && (batch == 1 || contender.log_batches)
+            }
+            _ => true,
+        }
+    }
+
+    /// One round; `tag` keeps the queues and jobs of each round apart.
+    async fn measure(self, target: &Target, options: &Options, tag: usize) -> Measured {
+        let duration = Duration::from_secs_f64(options.seconds);
+        match self {
+            Unit::SubmitAndClaim { claims } => {
+                submit_and_claim(target, options.connections, duration, claims, tag).await
+            }
+            Unit::EmptyPoll => {
+                let path = format!("/v1/job?queue=bench-empty-{tag}");
+                let polls = drive(target, options.connections, duration, move |_, _| {
+                    let call = agent_get(&path, StatusCode::NO_CONTENT, false);
                     async move { Some(call) }
-                },
-            )
-            .await;
-            let claimed = claims.requests;
-            claims.report(
-                "claim (GET /v1/job)",
-                &format!("  claimed {claimed} of {submitted}"),
-            );
+                })
+                .await;
+                vec![("empty-queue poll".into(), polls, String::new())]
+            }
+            Unit::Fragments { size, batch } => {
+                let connections = options.connections;
+                vec![fragment_ingest(target, connections, duration, size, batch, tag).await]
+            }
         }
     }
+}
 
-    if wanted("poll") {
-        let path = format!("/v1/job?queue=bench-empty-{run_id}");
-        let polls = drive(&target, connections, duration, move |_, _| {
-            let call = agent_get(&path, StatusCode::NO_CONTENT);
-            async move { Some(call) }
+/// Submits for `duration`, then claims with all connections until the queue is empty,
+/// checking that every submitted job was handed out exactly once.
+async fn submit_and_claim(
+    target: &Target,
+    connections: usize,
+    duration: Duration,
+    claims: bool,
+    tag: usize,
+) -> Measured {
+    let queue = format!("bench-submit-{tag}");
+    let body = job_body(&queue);
+    let submits = drive(target, connections, duration, move |_, _| {
+        let body = body.clone();
+        async move {
+            Some(Call {
+                method: Method::POST,
+                path: "/v1/job".into(),
+                body,
+                expected: StatusCode::OK,
+                as_agent: false,
+                keep_answer: claims,
+            })
+        }
+    })
+    .await;
+    let mut measured = vec![("submit (POST /v1/job)".into(), submits, String::new())];
+    if !claims {
+        return measured;
+    }
+    let path = format!("/v1/job?queue={queue}");
+    let mut claimed = drive(target, connections, Duration::MAX, move |_, _| {
+        let call = agent_get(&path, StatusCode::OK, true);
+        async move { Some(call) }
+    })
+    .await;
+    let submitted = job_ids(&std::mem::take(&mut measured[0].1.answers));
+    let handed_out = job_ids(&std::mem::take(&mut claimed.answers));
+    assert_eq!(
+        handed_out.len(),
+        claimed.requests,
+        "a job was handed out twice"
+    );
+    assert_eq!(
+        handed_out, submitted,
+        "the jobs handed out are not the jobs submitted"
+    );
+    let remark = format!(
+        "  claimed {} of {}, each once",
+        claimed.requests,
+        submitted.len()
+    );
+    measured.push(("claim (GET /v1/job)".into(), claimed, remark));
+    measured
+}
+
+/// The `job_id`s of submit or claim answers.
+fn job_ids(answers: &[Bytes]) -> HashSet<String> {
+    #[derive(serde::Deserialize)]
+    struct WithId {
+        job_id: String,
+    }
+    answers
+        .iter()
+        .map(|answer| {
+            serde_json::from_slice::<WithId>(answer)
+                .expect("an answer with a job_id")
+                .job_id
         })
-        .await;
-        polls.report("empty-queue poll", "");
-    }
-
-    if wanted("fragments") {
-        let sizes = options
-            .fragment_bytes
-            .map_or(vec![256, 16384], |size| vec![size]);
-        let mut batches = vec![1];
-        if options.fragment_batch > 1 {
-            batches.push(options.fragment_batch);
-        }
-        let rounds: Vec<(usize, usize)> = batches
-            .iter()
-            .flat_map(|&batch| sizes.iter().map(move |&size| (size, batch)))
-            .collect();
-        for (round, (size, batch)) in rounds.into_iter().enumerate() {
-            let run = run_id * 10 + round;
-            fragment_ingest(&target, connections, duration, size, batch, run).await;
-        }
-    }
+        .collect()
 }
 
 /// Posts `size`-byte fragments of 80-column log lines, one job per connection, `batch`
@@ -364,14 +517,14 @@ async fn fragment_ingest(
     duration: Duration,
     size: usize,
     batch: usize,
-    run: usize,
-) {
+    tag: usize,
+) -> (String, Figures, String) {
     let line = "x".repeat(79) + "\\n";
     let log_data: String = line.repeat(size / 80 + 1)[..size / 80 * 81].to_string();
     let figures = drive(target, connections, duration, move |worker, n| {
         let log_data = log_data.clone();
         async move {
-            let job = format!("00000000-0000-4000-8000-{:012}", run * 1000 + worker);
+            let job = format!("00000000-0000-4000-8000-{:012}", tag * 1000 + worker);
             let fragment = |number: usize| {
                 format!(
                     r#"{{"fragment_number": {number}, "timestamp": "2026-01-01T00:00:00", "phase": "test", "log_data": "{log_data}"}}"#
@@ -390,23 +543,129 @@ async fn fragment_ingest(
                 body: Bytes::from(body),
                 expected: StatusCode::OK,
                 as_agent: true,
+                keep_answer: false,
             })
         }
     })
     .await;
     let text_bytes = size / 80 * 80;
-    let seconds = figures.elapsed.as_secs_f64();
-    let fragments = (figures.requests * batch) as f64 / seconds;
+    let fragments = figures.rate() * batch as f64;
     let megabytes = fragments * text_bytes as f64 / 1e6;
     let name = if batch == 1 {
         format!("log fragments ({text_bytes} B)")
     } else {
         format!("log batches ({batch} × {text_bytes} B)")
     };
-    figures.report(
-        &name,
-        &format!("  {fragments:.0} fragments/s, {megabytes:.0} MB/s of log text"),
-    );
+    (
+        name,
+        figures,
+        format!("  {fragments:.0} fragments/s, {megabytes:.0} MB/s of log text"),
+    )
+}
+
+/// Every round's figures, by figure and contender, in the order first measured.
+struct Table {
+    rounds: usize,
+    contenders: Vec<String>,
+    rows: Vec<(String, Vec<Option<Figures>>)>,
+}
+
+impl Table {
+    fn add(&mut self, figure: String, contender: usize, figures: Figures) {
+        let row = match self.rows.iter().position(|(name, _)| *name == figure) {
+            Some(row) => row,
+            None => {
+                let empty = self.contenders.iter().map(|_| None).collect();
+                self.rows.push((figure, empty));
+                self.rows.len() - 1
+            }
+        };
+        self.rows[row].1[contender]
+            .get_or_insert_with(Figures::default)
+            .add(figures);
+    }
+
+    /// Each contender's rate and latencies over all rounds, then the ratios of the rates:
+    /// every tf to the yardstick, and the second tf to the first.
+    fn print(mut self) {
+        let yardstick = self.contenders.iter().position(|name| name == "yardstick");
+        let mut ratios: Vec<(usize, usize)> = (0..self.contenders.len())
+            .filter(|&c| Some(c) != yardstick)
+            .filter_map(|c| Some((c, yardstick?)))
+            .collect();
+        if self.contenders.iter().any(|name| name == "compare") {
+            ratios.push((1, 0));
+        }
+        let headers: Vec<String> = ratios
+            .iter()
+            .map(|&(a, b)| format!("{}/{}", self.contenders[a], self.contenders[b]))
+            .collect();
+        let rounds = match self.rounds {
+            1 => "1 round".to_string(),
+            n => format!("{n} rounds"),
+        };
+        print!("\n{rounds:<28}");
+        for name in &self.contenders {
+            print!(" | {name:>9} {:>7} {:>7}", "p50 ms", "p99 ms");
+        }
+        for header in &headers {
+            print!(" | {header}");
+        }
+        println!();
+        for (figure, cells) in &mut self.rows {
+            print!("{figure:<28}");
+            for cell in cells.iter_mut() {
+                match cell {
+                    Some(f) => print!(
+                        " | {:>7.0}/s {:>7.2} {:>7.2}",
+                        f.rate(),
+                        f.latency_ms(0.5),
+                        f.latency_ms(0.99)
+                    ),
+                    None => print!(" | {:>9} {:>7} {:>7}", "-", "-", "-"),
+                }
+            }
+            for (&(a, b), header) in ratios.iter().zip(&headers) {
+                let share = match (&cells[a], &cells[b]) {
+                    (Some(a), Some(b)) => format!("{:.0}%", 100.0 * a.rate() / b.rate()),
+                    _ => "-".into(),
+                };
+                print!(" | {share:>width$}", width = header.len());
+            }
+            println!();
+        }
+    }
+}
+
+async fn run(options: Options, contenders: Vec<Contender>) {
+    let mut table = Table {
+        rounds: options.rounds,
+        contenders: contenders.iter().map(|c| c.name.clone()).collect(),
+        rows: Vec::new(),
+    };
+    let run_id = std::process::id() as usize;
+    for (unit_index, unit) in Unit::all(&options).into_iter().enumerate() {
+        for round in 0..options.rounds {
+            for (index, contender) in contenders.iter().enumerate() {
+                if !unit.applies_to(contender) {
+                    continue;
+                }
+                // Small enough for the last 12 digits of a job id (see `fragment_ingest`).
+                let tag = (run_id % 100_000) * 1000 + unit_index * 100 + round % 100;
+                for (figure, mut figures, remark) in
+                    unit.measure(&contender.target, &options, tag).await
+                {
+                    let name = format!("{figure}, {} #{}", contender.name, round + 1);
+                    figures.report(&name, &remark);
+                    table.add(figure, index, figures);
+                }
+                // The last server's background work (WAL checkpoints) ends before the
+                // next one is measured.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    table.print();
 }
 
 /// An access token for `CLIENT_ID:SECRET` from `POST /v1/oauth2/token`.
@@ -435,19 +694,86 @@ async fn login(target: &Target, credentials: &str) -> String {
         .to_string()
 }
 
-fn main() {
-    let mut options = options();
-    let (_own, address) = match &options.url {
-        Some(url) => (None, url.trim_start_matches("http://").to_string()),
-        None => {
-            let (server, address) = start_own_server();
-            options.agent = Some(OWN_AGENT.to_string());
-            (Some(server), address)
-        }
+/// Whether the server names `extension` in the `tf-extensions` header of `GET /v1`.
+async fn advertises(target: &Target, extension: &str) -> bool {
+    let mut sender = target.connect().await;
+    sender.ready().await.expect("connection ready");
+    let request = Request::builder()
+        .uri("/v1")
+        .header("host", &target.address)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.expect("response");
+    let extensions = response.headers().get("tf-extensions");
+    let extensions = extensions
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    extensions.split(',').any(|name| name.trim() == extension)
+}
+
+/// The servers to measure, started and logged in to.
+async fn contenders(options: &Options) -> Vec<Contender> {
+    let tf = |name: &str, process: Option<OwnServer>, address: String| Contender {
+        name: name.to_string(),
+        target: Target {
+            address,
+            agent_token: None,
+        },
+        is_tf: true,
+        log_batches: false,
+        _process: process,
     };
+    let mut contenders = Vec::new();
+    if let Some(url) = &options.url {
+        contenders.push(tf("server", None, url.trim_start_matches("http://").into()));
+    } else {
+        let (process, address) = start_tf(&options.tf);
+        println!("tf: {} at {address}", options.tf.display());
+        contenders.push(tf("tf", Some(process), address));
+        if let Some(binary) = &options.compare {
+            let (process, address) = start_tf(binary);
+            println!("compare: {} at {address}", binary.display());
+            contenders.push(tf("compare", Some(process), address));
+        }
+    }
+    let credentials = options
+        .agent
+        .as_deref()
+        .or(options.url.is_none().then_some(OWN_AGENT));
+    if let Some(credentials) = credentials {
+        for contender in &mut contenders {
+            contender.target.agent_token = Some(login(&contender.target, credentials).await);
+            contender.log_batches = advertises(&contender.target, "log-batches").await;
+        }
+    }
+    if options.url.is_none() {
+        let (process, address) = start_yardstick();
+        println!("yardstick: {SERVE_YARDSTICK} at {address}");
+        contenders.push(Contender {
+            name: "yardstick".into(),
+            // The same requests, token included (ignored), as tf gets.
+            target: Target {
+                address,
+                agent_token: contenders[0].target.agent_token.clone(),
+            },
+            is_tf: false,
+            log_batches: false,
+            _process: Some(process),
+        });
+    }
+    contenders
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(SERVE_YARDSTICK) {
+        let data_dir = args.get(2).expect("--serve-yardstick DATA_DIR");
+        return yardstick::serve(Path::new(data_dir));
+    }
+    let options = options();
     println!(
-        "load against http://{address}: {} connections, {} s per figure",
-        options.connections, options.seconds
+        "{} connections, {} s per figure and round, {} rounds",
+        options.connections, options.seconds, options.rounds
     );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -455,13 +781,7 @@ fn main() {
         .unwrap();
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let mut target = Target {
-            address,
-            agent_token: None,
-        };
-        if let Some(credentials) = &options.agent {
-            target.agent_token = Some(login(&target, credentials).await);
-        }
-        run(options, target).await
+        let contenders = contenders(&options).await;
+        run(options, contenders).await
     });
 }

@@ -51,7 +51,7 @@ impl Store {
     /// The free-form keys old agents posted for a job (empty when none).
     pub async fn legacy_result(&self, job_id: &str) -> Result<Map<String, Value>> {
         let id = job_id.to_string();
-        self.readers.read(move |db| read_document(db, &id)).await
+        self.readers.lookup(move |db| read_document(db, &id)).await
     }
 
     /// Stores raw text posted to a legacy stream as the next fragment of the job's log,

@@ -1,6 +1,7 @@
 //! Log fragments: numbered pieces of a job's `output` or `serial` log, stored once per
 //! `(job, log type, fragment number)` so an agent can resend freely.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -166,13 +167,24 @@ impl Store {
         let job_id = job_id.to_string();
         self.readers
             .read(move |db| {
+                // In the unique index's order, so no sort; an ordered group_concat would
+                // build a temporary table per request, even for a job without logs.
                 let mut query = db.prepare_cached(
-                    "SELECT phase, log_type, group_concat(log_data, '' ORDER BY fragment_number)
-                     FROM log_fragments WHERE job_id = ?1 GROUP BY phase, log_type",
+                    "SELECT phase, log_type, log_data FROM log_fragments
+                     WHERE job_id = ?1 ORDER BY log_type, fragment_number",
                 )?;
-                let rows = query
-                    .query_map([&job_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
-                Ok(rows.collect::<rusqlite::Result<_>>()?)
+                let mut logs: BTreeMap<(String, String), String> = BTreeMap::new();
+                let mut rows = query.query([&job_id])?;
+                while let Some(row) = rows.next()? {
+                    let text = row.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?;
+                    logs.entry((row.get(0)?, row.get(1)?))
+                        .or_default()
+                        .push_str(text);
+                }
+                Ok(logs
+                    .into_iter()
+                    .map(|((phase, log_type), text)| (phase, log_type, text))
+                    .collect())
             })
             .await
     }

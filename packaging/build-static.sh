@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds a fully static `tf` for x86_64 Linux (musl libc, mimalloc as the allocator) and
-# prints its path and size. Installs the Rust target and musl-tools when missing.
+# Builds a fully static `tf` for x86_64 Linux (musl libc, mimalloc as the allocator, the
+# memcpy and memcmp of packaging/musl_mem.c) and prints its path and size. Installs the
+# Rust target and musl-tools when missing.
 #
 #   packaging/build-static.sh            # target/x86_64-unknown-linux-musl/release/tf
 #

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Proves the static build is what it claims: builds it (packaging/build-static.sh),
-# checks it has no dynamic dependencies, then runs `tf --version` and a whole `tf demo`
+# checks the memcpy and memcmp it links over musl's against the C library's, checks it
+# has no dynamic dependencies, then runs `tf --version` and a whole `tf demo`
 # on a "plain machine": a chroot holding only tf and a static busybox (no libc, no CA
 # bundle, no Python), entered through unprivileged user, mount and pid namespaces.
 set -euo pipefail
@@ -9,6 +10,14 @@ cd "$(dirname "$0")/.."
 fail() { echo "check-static: $*" >&2; exit 1; }
 
 binary="$(packaging/build-static.sh | tail -n 1 | cut -d ' ' -f 1)"
+
+# The memcpy, memmove and memcmp linked over musl's (packaging/musl_mem.c, x86_64 only),
+# built as build.rs builds them, against the C library's.
+mem_check="$(mktemp)"
+trap 'rm -f "$mem_check"' EXIT
+cc -O3 -fno-builtin -fno-tree-loop-distribute-patterns -o "$mem_check" packaging/musl_mem_check.c
+"$mem_check" || fail "packaging/musl_mem.c disagrees with the C library"
+
 # Static: no program interpreter (ld.so) to start it, no shared library it needs.
 if readelf --program-headers "$binary" | grep -q INTERP; then
   fail "$binary asks for a dynamic loader: $(readelf --program-headers "$binary" | grep -A1 INTERP)"
@@ -28,7 +37,7 @@ if [ -z "$busybox" ] || readelf --program-headers "$busybox" | grep -q INTERP; t
 fi
 
 root="$(mktemp -d)"
-trap 'rm -rf "$root"' EXIT
+trap 'rm -rf "$root" "$mem_check"' EXIT
 mkdir -p "$root/bin" "$root/dev" "$root/proc" "$root/tmp"
 cp "$busybox" "$root/bin/busybox"
 for tool in sh env uname echo cat; do ln -s busybox "$root/bin/$tool"; done

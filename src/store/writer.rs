@@ -46,8 +46,7 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit(move |connection| in_savepoint(connection, operation), || {})
-            .await
+        self.write_then(operation, || {}).await
     }
 
     /// Like `write`, then runs `after_commit` on the writer thread once the change is

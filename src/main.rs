@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-/// musl's allocator serialises threads; the static build would lose throughput with it.
-#[cfg(target_env = "musl")]
+/// mimalloc: glibc's malloc costs the server 10-17% of its instructions per request, and
+/// musl's serialises threads.
 #[global_allocator]
 static ALLOCATOR: mimalloc_as_malloc::Mimalloc = mimalloc_as_malloc::Mimalloc;
 
@@ -16,7 +16,6 @@ fn main() -> ExitCode {
 /// class is not a power of two (most blocks over 1 KiB: boxed futures, buffers) by
 /// allocating more and aligning inside, the slow path of both malloc and free; the
 /// `mimalloc` crate's allocator asks that way for everything.
-#[cfg(target_env = "musl")]
 mod mimalloc_as_malloc {
     use std::alloc::{GlobalAlloc, Layout};
     use std::ffi::c_void;

@@ -281,13 +281,18 @@ impl Store {
         let claimed = self
             .writer
             .write(move |tx| match claim(tx, &polled, &agent)? {
-                Some(job) => Ok(Ok(job)),
+                Some(claimed) => Ok(Ok(claimed)),
                 // Jobs this agent may not take (`exclude_agents`) are still others' to claim.
                 None => Ok(Err(queues_with_claimable_jobs(tx, &polled)?)),
             })
             .await?;
         match claimed {
-            Ok(job) => Ok(Some(job)),
+            // The definition is parsed here, not on the writer, whose time every claim
+            // and submit shares.
+            Ok((job, data)) => Ok(Some(ClaimedJob {
+                data: json_object(Some(data))?,
+                ..job
+            })),
             Err(still_claimable) => {
                 self.claimable.found_none(queues, seen, &still_claimable);
                 Ok(None)
@@ -560,7 +565,12 @@ impl Store {
 
 /// The atomic claim: the best claimable job of the given queues becomes `running` in the
 /// same statement that finds it, so no two agents can get the same job.
-fn claim(tx: &Connection, queues: &[String], agent: &str) -> Result<Option<ClaimedJob>> {
+/// The claimed job, with its definition as stored (JSON text) beside it.
+fn claim(
+    tx: &Connection,
+    queues: &[String],
+    agent: &str,
+) -> Result<Option<(ClaimedJob, String)>> {
     let now = time::now();
     let sql = claim_sql(queues.len());
     let mut values: Vec<&dyn rusqlite::ToSql> = vec![&now, &agent];
@@ -583,13 +593,14 @@ fn claim(tx: &Connection, queues: &[String], agent: &str) -> Result<Option<Claim
     };
     tx.prepare_cached("INSERT INTO wait_times (queue, seconds, recorded_at) VALUES (?1, ?2, ?3)")?
         .execute(params![queue, (now - created_at) / 1_000_000, now])?;
-    Ok(Some(ClaimedJob {
+    let job = ClaimedJob {
         job_id,
         started_at: now,
-        data: json_object(Some(data))?,
+        data: Map::new(),
         attachments,
         submitter,
-    }))
+    };
+    Ok(Some((job, data)))
 }
 
 /// Those of `queues` holding a job some agent could claim now.

@@ -566,11 +566,7 @@ impl Store {
 /// The atomic claim: the best claimable job of the given queues becomes `running` in the
 /// same statement that finds it, so no two agents can get the same job.
 /// The claimed job, with its definition as stored (JSON text) beside it.
-fn claim(
-    tx: &Connection,
-    queues: &[String],
-    agent: &str,
-) -> Result<Option<(ClaimedJob, String)>> {
+fn claim(tx: &Connection, queues: &[String], agent: &str) -> Result<Option<(ClaimedJob, String)>> {
     let now = time::now();
     let sql = claim_sql(queues.len());
     let mut values: Vec<&dyn rusqlite::ToSql> = vec![&now, &agent];

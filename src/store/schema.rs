@@ -22,7 +22,7 @@ const MIGRATIONS: &[&str] = &[
         device_info    TEXT               -- JSON object
     );
     -- Dispatch reads the waiting jobs of a queue best first (ties: rowid = seq); the
-    -- same index lists a queue's jobs.
+    -- same index lists a queue's jobs. (Replaced by migration 9.)
     CREATE INDEX jobs_by_queue ON jobs (queue, state, priority DESC, created_at);
     CREATE INDEX jobs_by_age ON jobs (created_at);
 
@@ -167,6 +167,14 @@ const MIGRATIONS: &[&str] = &[
     // fragments, store/retention.rs), so the claim no longer keeps an index by age.
     r#"
     DROP INDEX wait_times_by_age;
+    "#,
+    // 9: dispatch reads only the waiting jobs of a queue, best first, from an index of
+    // waiting jobs alone: a claim takes one entry out of it instead of moving the job
+    // within an index of every state. Listings by queue use an index a claim leaves alone.
+    r#"
+    DROP INDEX jobs_by_queue;
+    CREATE INDEX jobs_of_queue ON jobs (queue);
+    CREATE INDEX jobs_waiting ON jobs (queue, priority DESC, created_at) WHERE state = 'waiting';
     "#,
 ];
 

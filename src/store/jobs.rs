@@ -278,9 +278,10 @@ impl Store {
             return Ok(None);
         };
         let (polled, agent) = (queues.to_vec(), agent.to_string());
+        // One statement changes the database (the claim; reads follow a miss).
         let claimed = self
             .writer
-            .write(move |tx| match claim(tx, &polled, &agent)? {
+            .write_one_statement(move |tx| match claim(tx, &polled, &agent)? {
                 Some(claimed) => Ok(Ok(claimed)),
                 // Jobs this agent may not take (`exclude_agents`) are still others' to claim.
                 None => Ok(Err(queues_with_claimable_jobs(tx, &polled)?)),
@@ -577,18 +578,15 @@ fn claim(tx: &Connection, queues: &[String], agent: &str) -> Result<Option<(Clai
             Ok((
                 row.get::<_, String>(0)?,
                 row.get::<_, String>(1)?,
-                row.get::<_, Micros>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, Option<String>>(4)?,
-                row.get::<_, Option<String>>(5)?,
+                row.get::<_, Option<String>>(2)?,
+                row.get::<_, Option<String>>(3)?,
             ))
         })
         .optional()?;
-    let Some((job_id, queue, created_at, data, attachments, submitter)) = claimed else {
+    // The wait is recorded by the trigger jobs_record_wait (schema.rs), in this statement.
+    let Some((job_id, data, attachments, submitter)) = claimed else {
         return Ok(None);
     };
-    tx.prepare_cached("INSERT INTO wait_times (queue, seconds, recorded_at) VALUES (?1, ?2, ?3)")?
-        .execute(params![queue, (now - created_at) / 1_000_000, now])?;
     let job = ClaimedJob {
         job_id,
         started_at: now,
@@ -740,7 +738,7 @@ fn claim_sql(queue_count: usize) -> String {
     format!(
         "UPDATE jobs SET state = 'running', started_at = ?1, agent = nullif(?2, '')
          WHERE seq = ({best})
-         RETURNING job_id, queue, created_at, job_data, attachments, client_id"
+         RETURNING job_id, job_data, attachments, client_id"
     )
 }
 

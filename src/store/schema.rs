@@ -176,6 +176,16 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX jobs_of_queue ON jobs (queue);
     CREATE INDEX jobs_waiting ON jobs (queue, priority DESC, created_at) WHERE state = 'waiting';
     "#,
+    // 10: a claim records the job's wait in the same statement that claims it, so the
+    // claim is one statement, atomic without a savepoint (store/jobs.rs::claim).
+    r#"
+    CREATE TRIGGER jobs_record_wait AFTER UPDATE OF state ON jobs
+    WHEN old.state = 'waiting' AND new.state = 'running'
+    BEGIN
+        INSERT INTO wait_times (queue, seconds, recorded_at)
+        VALUES (new.queue, (new.started_at - new.created_at) / 1000000, new.started_at);
+    END;
+    "#,
 ];
 
 /// Applies the migrations this database lacks. The version is read inside each

@@ -1352,3 +1352,41 @@ fn the_clients_command_reports_unknown_clients() {
     ]);
     assert!(String::from_utf8_lossy(&output.stderr).contains("shorter than 15 characters"));
 }
+
+#[test]
+fn a_submission_sees_a_queue_restricted_or_freed_after_earlier_submissions() {
+    let server = Server::start();
+    let manager = server.client("boss", "manager", &[]);
+    server.client("team", "contributor", &[]);
+    server
+        .agent()
+        .post_json("/v1/agents/data/dev-1", &json!({"queues": ["q"]}));
+    let anonymous_submit = || {
+        server
+            .post_json("/v1/job", &json!({"job_queue": "q"}))
+            .status
+    };
+    // The restricted names are read (and kept) here, before any restriction.
+    assert_eq!(anonymous_submit(), 200);
+
+    let restricted = manager.post_json("/v1/restricted-queues/q", &json!({"client_id": "team"}));
+    assert_eq!(restricted.status, 200, "{}", restricted.text());
+    assert_eq!(
+        anonymous_submit(),
+        401,
+        "the restriction must apply at once"
+    );
+
+    let freed = manager.request(
+        "DELETE",
+        "/v1/restricted-queues/q",
+        &[("Content-Type", "application/json")],
+        json!({"client_id": "team"}).to_string().as_bytes(),
+    );
+    assert_eq!(freed.status, 200, "{}", freed.text());
+    assert_eq!(
+        anonymous_submit(),
+        200,
+        "the freed queue must take anyone's jobs"
+    );
+}

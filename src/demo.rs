@@ -244,14 +244,19 @@ async fn wait_for_server(url: &str, log: &Path) -> anyhow::Result<()> {
     )
 }
 
-/// Waits until the agent has registered and waits for jobs.
+/// Waits until the agent is listed on the demo queue and waits for jobs: what `tf submit`
+/// checks. (The agent reports itself waiting a moment before it names its queues.)
 async fn wait_for_agent(url: &str, log: &Path) -> anyhow::Result<()> {
     let api = crate::api::Api::new(url)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        let record = api.call(v1::agent("demo-agent"), Duration::from_secs(1));
-        if let Ok(record) = record.await {
-            if record.get("state").and_then(Value::as_str) == Some("waiting") {
+        let listed = api.call(v1::queue_agents("demo"), Duration::from_secs(1));
+        if let Ok(Value::Array(agents)) = listed.await {
+            let waiting = |a: &Value| {
+                a.get("name").and_then(Value::as_str) == Some("demo-agent")
+                    && a.get("state").and_then(Value::as_str) == Some("waiting")
+            };
+            if agents.iter().any(waiting) {
                 return Ok(());
             }
         }

@@ -82,7 +82,7 @@ fn open(database: &Path) -> Connection {
         .execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
              PRAGMA wal_autocheckpoint = 16000; PRAGMA journal_size_limit = 134217728;
-             PRAGMA cache_size = -65536;",
+             PRAGMA cache_size = -16384;",
         )
         .expect("pragmas");
     connection

@@ -48,6 +48,9 @@ pub struct Store {
 
 const READ_CONNECTIONS: usize = 4;
 
+/// The writer's page cache, as `PRAGMA cache_size` takes it: negative, in KiB.
+const WRITER_CACHE_KIB: i64 = -16384;
+
 /// A data dir the server has claimed: locked against a second server, and its database
 /// checked (see `health`). Nothing but the lock and the check has been written yet, so
 /// the server can create its key files only once the data dir is known to be sound.
@@ -109,8 +112,12 @@ impl Store {
         // commits, lets the WAL start over instead of growing under constant load.
         writer_connection.pragma_update(None, "wal_autocheckpoint", 16000)?;
         writer_connection.pragma_update(None, "journal_size_limit", 128 << 20)?;
-        // 64 MiB of page cache: the indexes the writer touches stay in memory.
-        writer_connection.pragma_update(None, "cache_size", -65536)?;
+        // 16 MiB of page cache: the inner pages of the indexes the writer touches, and the
+        // right edges where rows are added, stay in memory. No more: when a commit split a
+        // B-tree page out of order (claims do, reusing freed pages), SQLite scans its whole
+        // page cache as the transaction ends. With 64 MiB that scan took two fifths of the
+        // writer's time under claims; 16 MiB claims 25% faster and logs 5-10% slower.
+        writer_connection.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
         schema::migrate(&mut writer_connection)
             .with_context(|| format!("cannot migrate database {}", db_path.display()))?;
         let claimable = ClaimableQueues::read(&writer_connection)

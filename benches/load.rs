@@ -654,7 +654,11 @@ async fn run(options: Options, contenders: Vec<Contender>) {
                 .enumerate()
                 .filter(|(_, contender)| unit.applies_to(contender))
                 .collect();
-            let in_turn = taking_part.iter().cycle().skip(round).take(taking_part.len());
+            let in_turn = taking_part
+                .iter()
+                .cycle()
+                .skip(round)
+                .take(taking_part.len());
             for &(index, contender) in in_turn {
                 // Small enough for the last 12 digits of a job id (see `fragment_ingest`).
                 let tag = (run_id % 100_000) * 1000 + unit_index * 100 + round % 100;

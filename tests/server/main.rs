@@ -18,6 +18,7 @@ mod names;
 mod operations;
 mod ownership;
 mod pages;
+mod postgres;
 mod results;
 mod retention;
 mod tls;

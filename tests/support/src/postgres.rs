@@ -1,0 +1,215 @@
+//! A throwaway PostgreSQL cluster for the tests that run tf on PostgreSQL: `initdb` and
+//! `pg_ctl` of the machine's PostgreSQL (Debian's `postgresql` package), a cluster in a
+//! temporary directory listening on a free loopback port, stopped and removed when dropped.
+//!
+//! `initdb` refuses to run as root, so as root (CI, containers) every PostgreSQL program
+//! runs as the `postgres` user through `runuser`, and the cluster's directory is given to
+//! that user. Connections are trusted on loopback only: the cluster holds nothing but test
+//! data and lives as long as one test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The user PostgreSQL's programs run as when the tests run as root.
+const SERVICE_USER: &str = "postgres";
+
+/// The role tf connects as, created with the cluster.
+pub const ROLE: &str = "tf";
+
+pub struct Postgres {
+    bin: PathBuf,
+    data: PathBuf,
+    pub port: u16,
+    as_root: bool,
+    _temp: tempfile::TempDir,
+}
+
+impl Postgres {
+    /// Starts a fresh cluster; panics saying what is missing when PostgreSQL's server
+    /// programs are not installed (`.ci/run` installs them).
+    pub fn start() -> Postgres {
+        let bin = server_programs().unwrap_or_else(|| {
+            panic!("PostgreSQL's initdb and pg_ctl were not found (apt install postgresql)")
+        });
+        let temp = tempfile::Builder::new()
+            .prefix("tf-postgres-")
+            .tempdir()
+            .expect("temp dir");
+        let as_root = unsafe { libc::geteuid() } == 0;
+        if as_root {
+            give_to_service_user(temp.path());
+        }
+        let data = temp.path().join("cluster");
+        let port = free_port();
+        let cluster = Postgres {
+            bin,
+            data,
+            port,
+            as_root,
+            _temp: temp,
+        };
+        cluster.run_ok(
+            "initdb",
+            &[
+                "--pgdata",
+                &cluster.data_text(),
+                "--username",
+                ROLE,
+                "--auth",
+                "trust",
+                "--encoding",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        // Sockets in the cluster's own directory: the system's (/run/postgresql) may not
+        // exist or may belong to an installed cluster. fsync off: test data need not
+        // survive a power cut, and tests then run at the speed of memory.
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} \
+             -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            cluster.data_text()
+        );
+        let log = cluster.data.join("server.log");
+        cluster.run_ok(
+            "pg_ctl",
+            &[
+                "start",
+                "--wait",
+                "--pgdata",
+                &cluster.data_text(),
+                "--log",
+                &log.to_string_lossy(),
+                "--options",
+                &options,
+            ],
+        );
+        cluster
+    }
+
+    /// The URL of `database` on this cluster, as `tf serve --database` takes it.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://{ROLE}@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Creates an empty database and gives its URL.
+    pub fn create_database(&self, name: &str) -> String {
+        self.sql("postgres", &format!("CREATE DATABASE \"{name}\""));
+        self.url(name)
+    }
+
+    /// Runs SQL with `psql` and gives what it printed (unaligned, tuples only).
+    pub fn sql(&self, database: &str, sql: &str) -> String {
+        let url = self.url(database);
+        let output = self.run_ok(
+            "psql",
+            &[
+                "--no-psqlrc",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                &url,
+                "-c",
+                sql,
+            ],
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    fn data_text(&self) -> String {
+        self.data.to_string_lossy().into_owned()
+    }
+
+    /// Runs one of PostgreSQL's programs (as the service user when root); panics with its
+    /// output when it fails.
+    fn run_ok(&self, program: &str, args: &[&str]) -> Output {
+        let path = self.bin.join(program);
+        let mut command = if self.as_root {
+            let mut runuser = Command::new("runuser");
+            runuser.args(["-u", SERVICE_USER, "--"]).arg(&path);
+            runuser
+        } else {
+            Command::new(&path)
+        };
+        // The programs must not read the caller's settings or passwords.
+        command
+            .args(args)
+            .env_remove("PGHOST")
+            .env_remove("PGPORT")
+            .env_remove("PGUSER")
+            .env_remove("PGDATABASE")
+            .env("PGPASSFILE", "/dev/null")
+            .current_dir(&self.bin);
+        let output = command
+            .output()
+            .unwrap_or_else(|error| panic!("cannot run {}: {error}", path.display()));
+        assert!(
+            output.status.success(),
+            "{program} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+}
+
+impl Drop for Postgres {
+    /// Stops the cluster at once: a test's data is not worth a clean shutdown.
+    fn drop(&mut self) {
+        let path = self.bin.join("pg_ctl");
+        let data = self.data_text();
+        let args = ["stop", "--mode", "immediate", "--wait", "--pgdata", &data];
+        let _ = if self.as_root {
+            Command::new("runuser")
+                .args(["-u", SERVICE_USER, "--"])
+                .arg(&path)
+                .args(args)
+                .output()
+        } else {
+            Command::new(&path).args(args).output()
+        };
+    }
+}
+
+/// The directory of `initdb` and `pg_ctl`: Debian keeps them under
+/// /usr/lib/postgresql/<version>/bin, off the PATH; the newest version wins.
+fn server_programs() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .filter(|(_, bin)| bin.join("initdb").exists())
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Some(bin);
+    }
+    let on_path = std::env::var_os("PATH")?;
+    std::env::split_paths(&on_path)
+        .find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
+}
+
+/// Hands `dir` to the service user, who must be able to create the cluster in it.
+fn give_to_service_user(dir: &Path) {
+    let status = Command::new("chown")
+        .arg(format!("{SERVICE_USER}:"))
+        .arg(dir)
+        .status()
+        .expect("chown");
+    assert!(
+        status.success(),
+        "cannot give {} to {SERVICE_USER}",
+        dir.display()
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}

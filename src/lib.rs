@@ -60,6 +60,8 @@ enum Command {
     Clients(server::admin::ClientsArgs),
     /// Copy the server's database and archives to a directory while it runs
     Backup(server::backup::BackupArgs),
+    /// Move the server's history from its SQLite data dir into an empty PostgreSQL database
+    Migrate(server::migrate::MigrateArgs),
     /// Run the agent of one device: take jobs from the server and run their phases
     Agent(agent::config::AgentArgs),
     /// Run one stage of a device connector (what agents' phase commands call)
@@ -150,6 +152,7 @@ pub fn main() -> ExitCode {
             server::admin::run(args)
         }
         Some(Command::Backup(args)) => server::backup::run(args),
+        Some(Command::Migrate(args)) => server::migrate::run(args),
         // The agent logs where its config says.
         Some(Command::Agent(args)) => return agent::run(args),
         Some(Command::DeviceConnector(args)) => return connectors::run(args),

@@ -24,6 +24,7 @@ mod legacy;
 mod log_batches;
 mod logins;
 mod metrics;
+pub mod migrate;
 mod permissions;
 pub mod queues;
 mod reply;

@@ -41,3 +41,21 @@ impl From<serde_json::Error> for StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        // The error's own text is "db error" for everything the server reported; what it
+        // said is in the source.
+        let text = match error.as_db_error() {
+            Some(reported) => format!("{}: {}", reported.severity(), reported.message()),
+            None => match std::error::Error::source(&error) {
+                Some(cause) => format!("{error}: {cause}"),
+                None => error.to_string(),
+            },
+        };
+        match error.code() {
+            Some(&tokio_postgres::error::SqlState::DISK_FULL) => StoreError::DiskFull(text),
+            _ => StoreError::Database(text),
+        }
+    }
+}

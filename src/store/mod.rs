@@ -1,9 +1,10 @@
-//! SQLite storage: one file in WAL mode, one writer thread with group commit
+//! Storage. On SQLite (the default): one file in WAL mode, one writer thread with group commit
 //! (`writer`), a small pool of read connections (`readers`), blobs as files
 //! (`blobs`), in-process wake-ups for long-polls (`signals`) and the queues that may have
 //! a job to claim (`claimable`), which `open` puts
 //! together into the `Store`. The public API is domain operations, grouped by resource in
-//! the other files; nothing outside this module writes SQL. This file only names what the
+//! the other files; nothing outside this module writes SQL. `postgres` is the PostgreSQL
+//! backend being built (so far its schema and `tf migrate`'s copy). This file only names what the
 //! rest of tf uses; nothing in here uses it.
 
 mod agents;
@@ -19,6 +20,7 @@ mod legacy;
 mod logs;
 mod open;
 mod pages;
+pub mod postgres;
 mod readers;
 mod restricted;
 mod retention;
@@ -35,6 +37,7 @@ pub use error::StoreError;
 pub use jobs::{AttachmentGate, AttachmentReceipt, JobFilter, JobSummary, NewJob, ResultUpdate};
 pub use legacy::LegacyResult;
 pub use logs::{Fragment, FragmentQuery};
+pub(crate) use open::lock_for_server;
 pub use open::{ServerDataDir, Store, SyncMode};
 pub use secrets::Expiry;
 pub use secrets_key::SecretsKey;

@@ -177,7 +177,7 @@ fn create_private_file(path: &Path) -> anyhow::Result<()> {
 
 /// Takes `<data_dir>/tf.lock`, so a second server on the same data dir stops at once
 /// instead of clearing the first one's uploads in progress.
-fn lock_for_server(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock_for_server(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     let path = data_dir.join("tf.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)

@@ -1,9 +1,13 @@
 //! The ground the server tests stand on when they run on PostgreSQL: a cluster of their
-//! own, started on a free port and gone after the test (`tf_test_support::postgres`).
+//! own, started on a free port and gone after the test (`tf_test_support::postgres`); and
+//! `tf migrate`, which moves a SQLite lab into it.
 
 use std::net::TcpStream;
 
+use serde_json::json;
 use tf_test_support::postgres::Postgres;
+use tf_test_support::server::Server;
+use tf_test_support::tf;
 
 #[test]
 fn a_throwaway_cluster_serves_a_database_of_its_own_and_is_gone_after_the_test() {
@@ -24,4 +28,160 @@ fn a_throwaway_cluster_serves_a_database_of_its_own_and_is_gone_after_the_test()
         TcpStream::connect(("127.0.0.1", port)).is_err(),
         "the cluster still listens after the test"
     );
+}
+
+/// Row counts of every table `tf migrate` copies, in the SQLite lab.
+fn sqlite_counts(database: &std::path::Path) -> Vec<(String, i64)> {
+    let sqlite = rusqlite::Connection::open(database).expect("open the lab's database");
+    TABLES
+        .iter()
+        .map(|table| {
+            let count = sqlite
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+                    row.get(0)
+                })
+                .expect("count");
+            (table.to_string(), count)
+        })
+        .collect()
+}
+
+fn postgres_counts(cluster: &Postgres, database: &str) -> Vec<(String, i64)> {
+    TABLES
+        .iter()
+        .map(|table| {
+            let count = cluster.sql(database, &format!("SELECT count(*) FROM {table}"));
+            (table.to_string(), count.parse().expect("a count"))
+        })
+        .collect()
+}
+
+const TABLES: &[&str] = &[
+    "store_meta",
+    "jobs",
+    "log_fragments",
+    "blobs",
+    "agents",
+    "provision_logs",
+    "queues",
+    "wait_times",
+    "clients",
+    "refresh_tokens",
+    "restricted_queues",
+    "secrets",
+    "legacy_results",
+    "legacy_stream_reads",
+];
+
+#[test]
+fn a_lab_moves_to_postgres_with_its_history_exactly() {
+    let lab = tempfile::tempdir().expect("temp dir");
+    let server = Server::start_in(lab.path(), &[]);
+    // Keys out of alphabetical order: the definition must keep its text.
+    let job =
+        json!({"job_queue": "moved", "test_data": {"test_cmds": "echo hi"}, "tags": ["b", "a"]});
+    let first = server.submit(&job);
+    server.submit(&job);
+    let claimed = server.claim("agent-1", "moved").expect("a job to claim");
+    assert_eq!(claimed["job_id"], first.as_str());
+    let fragment = json!({"fragment_number": 0, "timestamp": "2026-01-01T00:00:00",
+                          "phase": "test", "log_data": "hello\n"});
+    let posted = server
+        .agent()
+        .post_json(&format!("/v1/result/{first}/log/output"), &fragment);
+    assert_eq!(posted.status, 200, "{}", posted.text());
+    let owner = server.client("owner", "contributor", &[]);
+    assert_eq!(owner.put_secret("owner", "lab/key", "s3cret").status, 200);
+    assert!(server.terminate(), "the lab server stops cleanly");
+
+    let cluster = Postgres::start();
+    let url = cluster.create_database("lab");
+    let data_dir = lab.path().to_str().expect("a UTF-8 path");
+    let moved = tf(&["migrate", "--data-dir", data_dir, "--to", &url]);
+    let said = String::from_utf8_lossy(&moved.stdout);
+    assert!(
+        moved.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    assert!(said.contains("Copied 2 jobs, 1 log fragments"), "{said}");
+
+    let database = lab.path().join("tf.db");
+    let before = sqlite_counts(&database);
+    assert_eq!(postgres_counts(&cluster, "lab"), before);
+    let sqlite = rusqlite::Connection::open(&database).expect("open");
+    let definition: String = sqlite
+        .query_row(
+            "SELECT job_data FROM jobs WHERE job_id = ?1",
+            [&first],
+            |row| row.get(0),
+        )
+        .expect("the job's definition");
+    let moved_definition = cluster.sql(
+        "lab",
+        &format!("SELECT job_data::text FROM jobs WHERE job_id = '{first}'"),
+    );
+    assert_eq!(moved_definition, definition);
+    let secret_bytes = "SELECT encode(ciphertext, 'hex') FROM secrets";
+    let ciphertext: String = sqlite
+        .query_row("SELECT hex(ciphertext) FROM secrets", [], |row| row.get(0))
+        .expect("the secret");
+    assert_eq!(cluster.sql("lab", secret_bytes).to_uppercase(), ciphertext);
+    // New rows continue after the copied ones.
+    let next_seq: i64 = cluster
+        .sql(
+            "lab",
+            "INSERT INTO jobs (job_id, queue, state, priority, created_at, job_data)
+             VALUES ('new', 'moved', 'waiting', 0, 0, '{}') RETURNING seq",
+        )
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .expect("a seq");
+    let copied_max: i64 = sqlite
+        .query_row("SELECT max(seq) FROM jobs", [], |row| row.get(0))
+        .expect("max seq");
+    assert!(next_seq > copied_max, "{next_seq} after {copied_max}");
+
+    // A second copy into the same database is refused and changes nothing.
+    let again = tf(&["migrate", "--data-dir", data_dir, "--to", &url]);
+    let complaint = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(1), "{complaint}");
+    assert!(complaint.contains("already holds a lab"), "{complaint}");
+    assert_eq!(cluster.sql("lab", "SELECT count(*) FROM jobs"), "3");
+}
+
+#[test]
+fn migrating_a_running_lab_or_to_a_dead_database_is_refused_with_a_reason() {
+    let lab = tempfile::tempdir().expect("temp dir");
+    let server = Server::start_in(lab.path(), &[]);
+    server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "true"}}));
+    let data_dir = lab.path().to_str().expect("a UTF-8 path");
+    let nowhere = format!("postgres://tf:pw@127.0.0.1:{}/lab", free_port());
+    let running = tf(&["migrate", "--data-dir", data_dir, "--to", &nowhere]);
+    let complaint = String::from_utf8_lossy(&running.stderr);
+    assert_eq!(running.status.code(), Some(1), "{complaint}");
+    assert!(complaint.contains("stop tf serve"), "{complaint}");
+    assert!(server.terminate());
+
+    let dead = tf(&["migrate", "--data-dir", data_dir, "--to", &nowhere]);
+    let complaint = String::from_utf8_lossy(&dead.stderr);
+    assert_eq!(dead.status.code(), Some(1), "{complaint}");
+    assert!(
+        complaint.contains("cannot use the PostgreSQL database"),
+        "{complaint}"
+    );
+    assert!(
+        !complaint.contains(":pw@"),
+        "the password is not printed: {complaint}"
+    );
+    assert!(!complaint.contains("panicked"), "{complaint}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
 }

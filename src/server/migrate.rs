@@ -1,0 +1,66 @@
+//! `tf migrate`: a lab's history moved from its SQLite data dir into PostgreSQL.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+
+use crate::store::health::{self, DatabaseState};
+use crate::store::postgres;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Stop tf serve first: the data dir stays locked against it while the copy runs, so nothing written after the copy is left behind. Everything in the database moves (jobs, logs, results, clients, tokens, secrets, agents, queues); the archives stay in the data dir's blobs/, and the secrets stay encrypted under the data dir's key, so keep the data dir (or its key files and blobs/) for the server that runs on PostgreSQL. The database must be empty; its schema is created."
+)]
+pub struct MigrateArgs {
+    /// The server's data directory, holding the SQLite database to copy
+    #[arg(long, env = "TF_DATA_DIR", default_value = super::config::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// The empty PostgreSQL database to copy into: postgres://USER[:PASSWORD]@HOST[:PORT]/DB
+    #[arg(long, value_name = "URL")]
+    to: String,
+}
+
+pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
+    let database = args.data_dir.join(health::DATABASE_FILE);
+    let state = health::inspect(&database, health::Check::Readable);
+    if state != DatabaseState::Healthy {
+        bail!("{}: there is nothing to migrate", state.describe(&database));
+    }
+    let _no_server = crate::store::lock_for_server(&args.data_dir)
+        .context("stop tf serve before migrating its data dir")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(async {
+        let mut target = postgres::connect(&args.to).await.with_context(|| {
+            format!("cannot use the PostgreSQL database {}", redacted(&args.to))
+        })?;
+        postgres::copy::copy(&database, &mut target)
+            .await
+            .context("nothing was copied")
+    })?;
+    println!(
+        "Copied {} jobs, {} log fragments, {} clients and {} agents from {} to {}",
+        report.rows_of("jobs"),
+        report.rows_of("log_fragments"),
+        report.rows_of("clients"),
+        report.rows_of("agents"),
+        database.display(),
+        redacted(&args.to)
+    );
+    Ok(())
+}
+
+/// The URL without its password, to print.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

@@ -583,7 +583,7 @@ fn claim(tx: &Connection, queues: &[String], agent: &str) -> Result<Option<(Clai
             ))
         })
         .optional()?;
-    // The wait is recorded by the trigger jobs_record_wait (schema.rs), in this statement.
+    // The wait is recorded by the trigger jobs_record_wait (sqlite/schema.rs), in this statement.
     let Some((job_id, data, attachments, submitter)) = claimed else {
         return Ok(None);
     };

@@ -1,34 +1,29 @@
-//! Storage. On SQLite (the default): one file in WAL mode, one writer thread with group commit
-//! (`writer`), a small pool of read connections (`readers`), blobs as files
+//! Storage. On SQLite (the default): one file in WAL mode, with one writer thread with
+//! group commit and a small pool of read connections (`sqlite/`); blobs as files
 //! (`blobs`), in-process wake-ups for long-polls (`signals`) and the queues that may have
-//! a job to claim (`claimable`), which `open` puts
-//! together into the `Store`. The public API is domain operations, grouped by resource in
-//! the other files; nothing outside this module writes SQL. `postgres` is the PostgreSQL
-//! backend being built (so far its schema and `tf migrate`'s copy). This file only names what the
-//! rest of tf uses; nothing in here uses it.
+//! a job to claim (`claimable`), which `open` puts together into the `Store`. The public
+//! API is domain operations, grouped by resource in the other files; nothing outside this
+//! module writes SQL. `postgres/` is the PostgreSQL backend being built (so far its schema
+//! and `tf migrate`'s copy). This file only names what the rest of tf uses; nothing in
+//! here uses it.
 
 mod agents;
-pub mod backup;
 pub mod blobs;
-mod checkpointer;
 mod claimable;
 mod clients;
 mod error;
-pub mod health;
 mod jobs;
 mod legacy;
 mod logs;
 mod open;
 mod pages;
 pub mod postgres;
-mod readers;
 mod restricted;
 mod retention;
-mod schema;
 mod secrets;
 mod secrets_key;
 mod signals;
-mod writer;
+mod sqlite;
 
 pub use agents::{AgentFields, ProvisionLogEntry};
 pub use blobs::{BlobKind, StoredBlob};
@@ -41,3 +36,4 @@ pub(crate) use open::lock_for_server;
 pub use open::{ServerDataDir, Store, SyncMode};
 pub use secrets::Expiry;
 pub use secrets_key::SecretsKey;
+pub use sqlite::{backup, health};

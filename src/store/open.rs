@@ -8,15 +8,15 @@ use std::sync::Arc;
 use rusqlite::{Connection, OpenFlags};
 
 use super::blobs::BlobDir;
-use super::checkpointer::Checkpointer;
 use super::claimable::ClaimableQueues;
-use super::health;
-use super::readers::Readers;
 use super::restricted::RestrictedNames;
-use super::schema;
 use super::secrets_key::SecretsKey;
 use super::signals::Signals;
-use super::writer::Writer;
+use super::sqlite::checkpointer::Checkpointer;
+use super::sqlite::health;
+use super::sqlite::readers::Readers;
+use super::sqlite::schema;
+use super::sqlite::writer::Writer;
 use crate::private_file;
 
 /// How hard SQLite pushes each commit to the disk.

@@ -1,5 +1,5 @@
 //! The PostgreSQL schema, versioned in `tf_schema`: the same tables as SQLite's
-//! (`store/schema.rs`, as of its migration 10) in PostgreSQL's types. Times stay integer
+//! (`store/sqlite/schema.rs`, as of its migration 10) in PostgreSQL's types. Times stay integer
 //! microseconds since the epoch, as on SQLite, so the domain code reads both alike.
 //! Documents that clients read back keep their text and key order (`json`); the one list
 //! dispatch searches is `jsonb`. Tables whose rows SQLite expires by rowid (log fragments,

@@ -147,7 +147,7 @@ struct PreviousData {
 impl PreviousData {
     fn find(data_dir: &Path) -> std::io::Result<PreviousData> {
         let mut found = PreviousData {
-            archives: super::blobs::archive_count(&data_dir.join("blobs"))?,
+            archives: crate::store::blobs::archive_count(&data_dir.join("blobs"))?,
             files: Vec::new(),
         };
         for name in KEY_FILES.iter().chain(&["tf.db-wal"]) {

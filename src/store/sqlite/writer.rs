@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::error::StoreError;
+use crate::store::error::StoreError;
 
 /// How many queued writes may share one transaction.
 const MAX_GROUP: usize = 512;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
-use super::error::{Result, StoreError};
+use crate::store::error::{Result, StoreError};
 
 pub struct Readers {
     idle: Pool,

@@ -1,0 +1,12 @@
+//! The SQLite backend's machinery: the database file checked before use (`health`), its
+//! schema and migrations (`schema`), one writer thread with group commit (`writer`), a
+//! small pool of read connections (`readers`), the WAL checkpoints off the writer
+//! (`checkpointer`) and online backups (`backup`). The domain operations that use them are
+//! in the files of `store/`, by resource.
+
+pub mod backup;
+pub(super) mod checkpointer;
+pub mod health;
+pub(super) mod readers;
+pub(super) mod schema;
+pub(super) mod writer;

@@ -35,7 +35,12 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
         let mut target = postgres::connect(&args.to).await.with_context(|| {
             format!("cannot use the PostgreSQL database {}", redacted(&args.to))
         })?;
-        postgres::copy::copy(&database, &mut target)
+        println!(
+            "Copying {} (committed once every table is in):",
+            database.display()
+        );
+        let copied = |table: &str, rows: u64| println!("  {table}: {rows} rows");
+        postgres::copy::copy(&database, &mut target, copied)
             .await
             .context("nothing was copied")
     })?;

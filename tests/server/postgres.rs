@@ -104,6 +104,7 @@ fn a_lab_moves_to_postgres_with_its_history_exactly() {
         "{said}{}",
         String::from_utf8_lossy(&moved.stderr)
     );
+    assert!(said.contains("\n  jobs: 2 rows\n"), "each table is reported: {said}");
     assert!(said.contains("Copied 2 jobs, 1 log fragments"), "{said}");
 
     let database = lab.path().join("tf.db");

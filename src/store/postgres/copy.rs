@@ -53,8 +53,13 @@ impl CopyReport {
 }
 
 /// Copies the SQLite database `source` into `target`, whose schema is current and which
-/// must hold no lab yet.
-pub async fn copy(source: &Path, target: &mut Client) -> Result<CopyReport, StoreError> {
+/// must hold no lab yet. `copied` hears of each table as it is done (a large lab takes
+/// minutes); nothing is committed before the last.
+pub async fn copy(
+    source: &Path,
+    target: &mut Client,
+    mut copied: impl FnMut(&str, u64),
+) -> Result<CopyReport, StoreError> {
     for table in TABLES {
         let has_rows: bool = target
             .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), &[])
@@ -74,6 +79,7 @@ pub async fn copy(source: &Path, target: &mut Client) -> Result<CopyReport, Stor
     let mut report = CopyReport { tables: Vec::new() };
     for &table in TABLES {
         let rows = copy_table(&snapshot, &transaction, table).await?;
+        copied(table, rows);
         report.tables.push((table, rows));
     }
     // Identities continue after the rows copied. (A failed statement would abort the

@@ -15,7 +15,8 @@ pub struct MigrateArgs {
     /// The server's data directory, holding the SQLite database to copy
     #[arg(long, env = "TF_DATA_DIR", default_value = super::config::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
-    /// The empty PostgreSQL database to copy into: postgres://USER[:PASSWORD]@HOST[:PORT]/DB
+    /// The empty PostgreSQL database to copy into: postgres://USER@HOST[:PORT]/DB (the
+    /// password from PGPASSWORD, not the command line, which others on the host can see)
     #[arg(long, value_name = "URL")]
     to: String,
 }
@@ -26,21 +27,23 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
     if state != DatabaseState::Healthy {
         bail!("{}: there is nothing to migrate", state.describe(&database));
     }
+    let target = postgres::Database::parse(&args.to)?;
     let _no_server = crate::store::lock_for_server(&args.data_dir)
         .context("stop tf serve before migrating its data dir")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let report = runtime.block_on(async {
-        let mut target = postgres::connect(&args.to).await.with_context(|| {
-            format!("cannot use the PostgreSQL database {}", redacted(&args.to))
-        })?;
+        let mut client = target
+            .connect()
+            .await
+            .with_context(|| format!("cannot use the PostgreSQL database {}", target.describe()))?;
         println!(
             "Copying {} (committed once every table is in):",
             database.display()
         );
         let copied = |table: &str, rows: u64| println!("  {table}: {rows} rows");
-        postgres::copy::copy(&database, &mut target, copied)
+        postgres::copy::copy(&database, &mut client, copied)
             .await
             .context("nothing was copied")
     })?;
@@ -51,21 +54,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
         report.rows_of("clients"),
         report.rows_of("agents"),
         database.display(),
-        redacted(&args.to)
+        target.describe()
     );
     Ok(())
-}
-
-/// The URL without its password, to print.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
 }

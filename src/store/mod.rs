@@ -23,7 +23,7 @@ mod retention;
 mod secrets;
 mod secrets_key;
 mod signals;
-mod sqlite;
+pub(crate) mod sqlite;
 
 pub use agents::{AgentFields, ProvisionLogEntry};
 pub use blobs::{BlobKind, StoredBlob};

@@ -84,8 +84,9 @@ fn a_lab_moves_to_postgres_with_its_history_exactly() {
     server.submit(&job);
     let claimed = server.claim("agent-1", "moved").expect("a job to claim");
     assert_eq!(claimed["job_id"], first.as_str());
+    // A NUL, which agents may send and PostgreSQL's text cannot hold.
     let fragment = json!({"fragment_number": 0, "timestamp": "2026-01-01T00:00:00",
-                          "phase": "test", "log_data": "hello\n"});
+                          "phase": "test", "log_data": "hello\u{0}\n"});
     let posted = server
         .agent()
         .post_json(&format!("/v1/result/{first}/log/output"), &fragment);
@@ -104,7 +105,10 @@ fn a_lab_moves_to_postgres_with_its_history_exactly() {
         "{said}{}",
         String::from_utf8_lossy(&moved.stderr)
     );
-    assert!(said.contains("\n  jobs: 2 rows\n"), "each table is reported: {said}");
+    assert!(
+        said.contains("\n  jobs: 2 rows\n"),
+        "each table is reported: {said}"
+    );
     assert!(said.contains("Copied 2 jobs, 1 log fragments"), "{said}");
 
     let database = lab.path().join("tf.db");
@@ -123,6 +127,11 @@ fn a_lab_moves_to_postgres_with_its_history_exactly() {
         &format!("SELECT job_data::text FROM jobs WHERE job_id = '{first}'"),
     );
     assert_eq!(moved_definition, definition);
+    assert_eq!(
+        cluster.sql("lab", "SELECT log_data FROM log_fragments"),
+        "hello\u{FFFD}",
+        "the NUL arrives as U+FFFD"
+    );
     let secret_bytes = "SELECT encode(ciphertext, 'hex') FROM secrets";
     let ciphertext: String = sqlite
         .query_row("SELECT hex(ciphertext) FROM secrets", [], |row| row.get(0))
@@ -159,30 +168,55 @@ fn migrating_a_running_lab_or_to_a_dead_database_is_refused_with_a_reason() {
     let server = Server::start_in(lab.path(), &[]);
     server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "true"}}));
     let data_dir = lab.path().to_str().expect("a UTF-8 path");
-    let nowhere = format!("postgres://tf:pw@127.0.0.1:{}/lab", free_port());
-    let running = tf(&["migrate", "--data-dir", data_dir, "--to", &nowhere]);
+    // Nothing listens on port 1.
+    let nowhere = "postgres://tf:hunter2@127.0.0.1:1/lab";
+    let running = tf(&["migrate", "--data-dir", data_dir, "--to", nowhere]);
     let complaint = String::from_utf8_lossy(&running.stderr);
     assert_eq!(running.status.code(), Some(1), "{complaint}");
     assert!(complaint.contains("stop tf serve"), "{complaint}");
     assert!(server.terminate());
 
-    let dead = tf(&["migrate", "--data-dir", data_dir, "--to", &nowhere]);
-    let complaint = String::from_utf8_lossy(&dead.stderr);
-    assert_eq!(dead.status.code(), Some(1), "{complaint}");
-    assert!(
-        complaint.contains("cannot use the PostgreSQL database"),
-        "{complaint}"
-    );
-    assert!(
-        !complaint.contains(":pw@"),
-        "the password is not printed: {complaint}"
-    );
-    assert!(!complaint.contains("panicked"), "{complaint}");
+    for url in [nowhere, "postgres://tf@127.0.0.1:1/lab?password=hunter2"] {
+        let dead = tf(&["migrate", "--data-dir", data_dir, "--to", url]);
+        let complaint = String::from_utf8_lossy(&dead.stderr);
+        assert_eq!(dead.status.code(), Some(1), "{complaint}");
+        assert!(
+            complaint.contains("cannot use the PostgreSQL database postgres://tf@127.0.0.1:1/lab"),
+            "{complaint}"
+        );
+        assert!(
+            !complaint.contains("hunter2"),
+            "the password is not printed: {complaint}"
+        );
+        assert!(!complaint.contains("panicked"), "{complaint}");
+    }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
+#[test]
+fn a_database_of_another_schema_version_is_not_copied() {
+    let lab = tempfile::tempdir().expect("temp dir");
+    let server = Server::start_in(lab.path(), &[]);
+    server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "true"}}));
+    assert!(server.terminate());
+    // As a newer tf would leave it: its columns would be lost in the copy.
+    let sqlite = rusqlite::Connection::open(lab.path().join("tf.db")).expect("open");
+    let version: i64 = sqlite
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .expect("version");
+    sqlite
+        .execute_batch(&format!(
+            "ALTER TABLE jobs ADD COLUMN later TEXT; PRAGMA user_version = {};",
+            version + 1
+        ))
+        .expect("a newer schema");
+    drop(sqlite);
+
+    let cluster = Postgres::start();
+    let url = cluster.create_database("lab");
+    let data_dir = lab.path().to_str().expect("a UTF-8 path");
+    let refused = tf(&["migrate", "--data-dir", data_dir, "--to", &url]);
+    let complaint = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{complaint}");
+    assert!(complaint.contains("schema version"), "{complaint}");
+    assert_eq!(cluster.sql("lab", "SELECT count(*) FROM jobs"), "0");
 }

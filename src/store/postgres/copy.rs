@@ -75,6 +75,7 @@ pub async fn copy(
     let sqlite = Connection::open_with_flags(source, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     // One read transaction: every table as of the same moment.
     let snapshot = sqlite.unchecked_transaction()?;
+    check_shape(&snapshot)?;
     let transaction = target.transaction().await?;
     let mut report = CopyReport { tables: Vec::new() };
     for &table in TABLES {
@@ -93,6 +94,9 @@ pub async fn copy(
         .await?;
     for row in identities {
         let table: String = row.get(0);
+        if !TABLES.contains(&table.as_str()) {
+            continue;
+        }
         transaction
             .execute(
                 &format!(
@@ -124,14 +128,24 @@ async fn copy_table(
         .map(|column| (column.name().to_string(), column.type_().clone()))
         .collect();
     let sqlite_has = sqlite_columns(sqlite, table)?;
-    let read: Vec<String> = columns
+    if let Some(lost) = sqlite_has
+        .iter()
+        .find(|name| !columns.iter().any(|(column, _)| column == *name))
+    {
+        return Err(StoreError::Database(format!(
+            "{table}.{lost} has no place in PostgreSQL: this tf cannot copy it"
+        )));
+    }
+    let read = columns
         .iter()
         .map(|(name, _)| match sqlite_has.contains(name) {
-            true => format!("\"{name}\""),
-            false if name == ROWID_COLUMN => "rowid".to_string(),
-            false => "NULL".to_string(),
+            true => Ok(format!("\"{name}\"")),
+            false if name == ROWID_COLUMN => Ok("rowid".to_string()),
+            false => Err(StoreError::Database(format!(
+                "the SQLite database has no {table}.{name}: this tf cannot copy it"
+            ))),
         })
-        .collect();
+        .collect::<Result<Vec<String>, StoreError>>()?;
     let names: Vec<String> = columns
         .iter()
         .map(|(name, _)| format!("\"{name}\""))
@@ -155,11 +169,56 @@ async fn copy_table(
             .iter()
             .map(|cell| cell as &(dyn ToSql + Sync))
             .collect();
-        writer.as_mut().write(&values).await.map_err(|error| {
-            StoreError::Database(format!("copying {table}: {}", StoreError::from(error)))
-        })?;
+        writer
+            .as_mut()
+            .write(&values)
+            .await
+            .map_err(|error| in_table(table, error))?;
     }
-    Ok(writer.finish().await?)
+    writer
+        .finish()
+        .await
+        .map_err(|error| in_table(table, error))
+}
+
+/// An error of the copy of `table`, saying which table (PostgreSQL's own text says which
+/// row, in its context line).
+fn in_table(table: &str, error: tokio_postgres::Error) -> StoreError {
+    let context = error
+        .as_db_error()
+        .and_then(|reported| reported.where_())
+        .map(|place| format!(" ({place})"))
+        .unwrap_or_default();
+    StoreError::Database(format!(
+        "copying {table}: {}{context}",
+        StoreError::from(error)
+    ))
+}
+
+/// Refuses a SQLite database this tf does not write: another schema version (its columns
+/// would be lost or left empty), or a table the copy does not know.
+fn check_shape(sqlite: &Connection) -> Result<(), StoreError> {
+    let version: usize = sqlite.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let known = crate::store::sqlite::schema::current_version();
+    if version != known {
+        return Err(StoreError::Database(format!(
+            "the SQLite database is at schema version {version}, this tf copies version \
+             {known}: migrate with the tf that serves it (or start this tf's server on it once)"
+        )));
+    }
+    let mut query = sqlite.prepare(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    )?;
+    let tables = query.query_map([], |row| row.get::<_, String>(0))?;
+    for table in tables {
+        let table = table?;
+        if !TABLES.contains(&table.as_str()) {
+            return Err(StoreError::Database(format!(
+                "the SQLite table {table} has no place in PostgreSQL: this tf cannot copy it"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn sqlite_columns(sqlite: &Connection, table: &str) -> Result<Vec<String>, StoreError> {
@@ -169,7 +228,9 @@ fn sqlite_columns(sqlite: &Connection, table: &str) -> Result<Vec<String>, Store
 }
 
 /// A SQLite value written as the PostgreSQL column's type wants it: integers as BIGINT or,
-/// for SQLite's 0/1 flags, BOOLEAN; JSON text as `json`/`jsonb` unchanged.
+/// for SQLite's 0/1 flags, BOOLEAN; JSON text as `json`/`jsonb` unchanged; any other pair
+/// is refused rather than reinterpreted. PostgreSQL's text cannot hold NUL characters,
+/// which agents may send in logs: they become U+FFFD.
 #[derive(Debug)]
 struct Cell(Value);
 
@@ -179,20 +240,25 @@ impl ToSql for Cell {
         ty: &Type,
         out: &mut BytesMut,
     ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
-        match &self.0 {
-            Value::Null => Ok(IsNull::Yes),
-            Value::Integer(n) if *ty == Type::BOOL => (*n != 0).to_sql(ty, out),
-            Value::Integer(n) => n.to_sql(ty, out),
-            Value::Real(x) => x.to_sql(ty, out),
-            Value::Text(text) if *ty == Type::JSON || *ty == Type::JSONB => {
+        match (&self.0, ty) {
+            (Value::Null, _) => Ok(IsNull::Yes),
+            (Value::Integer(n), &Type::BOOL) => (*n != 0).to_sql(ty, out),
+            (Value::Integer(n), &Type::INT8) => n.to_sql(ty, out),
+            (Value::Real(x), &Type::FLOAT8) => x.to_sql(ty, out),
+            (Value::Text(text), &Type::JSON | &Type::JSONB) => {
                 if *ty == Type::JSONB {
                     out.put_u8(1); // jsonb's binary format: a version byte, then the text
                 }
                 out.put_slice(text.as_bytes());
                 Ok(IsNull::No)
             }
-            Value::Text(text) => text.as_str().to_sql(ty, out),
-            Value::Blob(bytes) => bytes.as_slice().to_sql(ty, out),
+            (Value::Text(text), &Type::TEXT) => {
+                text.replace('\0', "\u{FFFD}").as_str().to_sql(ty, out)
+            }
+            (Value::Blob(bytes), &Type::BYTEA) => bytes.as_slice().to_sql(ty, out),
+            (value, _) => {
+                Err(format!("a {} value cannot go into a {ty} column", kind(value)).into())
+            }
         }
     }
 
@@ -201,4 +267,14 @@ impl ToSql for Cell {
     }
 
     to_sql_checked!();
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "NULL",
+        Value::Integer(_) => "integer",
+        Value::Real(_) => "real",
+        Value::Text(_) => "text",
+        Value::Blob(_) => "blob",
+    }
 }

@@ -7,7 +7,7 @@ mod schema;
 
 use std::sync::Arc;
 
-use tokio_postgres::config::SslMode;
+use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::{Client, Config, NoTls};
 
 use super::StoreError;
@@ -15,34 +15,94 @@ use super::StoreError;
 /// How long a connection attempt may take when the URL does not say (`connect_timeout=`).
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// A connection to the database at `url` (`postgres://user[:password]@host[:port]/db`,
-/// with `?sslmode=` as libpq takes it), its schema brought up to date.
-///
-/// Unless the URL says `sslmode=disable`, the connection is TLS whenever the server offers
-/// it, and the server's certificate is always checked against the system's roots: unlike
-/// libpq's `prefer` and `require`, an unverifiable server is refused.
-pub async fn connect(url: &str) -> Result<Client, StoreError> {
-    let mut config: Config = url
-        .parse()
-        .map_err(|error| StoreError::Database(format!("not a PostgreSQL URL: {error}")))?;
-    // A host that drops packets would otherwise hold the caller for minutes.
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
+/// The database named by a URL (`postgres://user[:password]@host[:port]/db`, with
+/// `?sslmode=` and `?connect_timeout=` as libpq takes them, or libpq's `key=value` form).
+/// Without a password in it, `PGPASSWORD` gives one, so that none need be on a command line.
+pub struct Database {
+    config: Config,
+}
+
+impl Database {
+    pub fn parse(url: &str) -> Result<Database, StoreError> {
+        let mut config: Config = url.parse().map_err(|error| {
+            let cause = std::error::Error::source(&error)
+                .map(|cause| format!(": {cause}"))
+                .unwrap_or_default();
+            StoreError::Database(format!("not a PostgreSQL URL: {error}{cause}"))
+        })?;
+        if config.get_password().is_none() {
+            if let Ok(password) = std::env::var("PGPASSWORD") {
+                config.password(password);
+            }
+        }
+        // A host that drops packets would otherwise hold the caller for minutes.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        Ok(Database { config })
     }
-    let mut client = match config.get_ssl_mode() {
-        SslMode::Disable => {
-            let (client, connection) = config.connect(NoTls).await?;
-            tokio::spawn(connection);
-            client
+
+    /// The database as people may see it: without its password.
+    pub fn describe(&self) -> String {
+        let user = self.config.get_user().unwrap_or("");
+        let hosts: Vec<String> = self
+            .config
+            .get_hosts()
+            .iter()
+            .zip(
+                self.config
+                    .get_ports()
+                    .iter()
+                    .chain(std::iter::repeat(&5432)),
+            )
+            .map(|(host, port)| match host {
+                Host::Tcp(name) => format!("{name}:{port}"),
+                Host::Unix(path) => path.display().to_string(),
+            })
+            .collect();
+        let name = self.config.get_dbname().unwrap_or(user);
+        format!("postgres://{user}@{}/{name}", hosts.join(","))
+    }
+
+    /// A connection, its schema brought up to date.
+    ///
+    /// TLS unless the URL says `sslmode=disable`: required (libpq's default `prefer` is
+    /// taken as `require`, as a server that answers "no TLS" may be an impostor) except on
+    /// loopback and Unix sockets, and the server's certificate is always checked against
+    /// the system's roots, unlike libpq's `prefer` and `require`.
+    pub async fn connect(&self) -> Result<Client, StoreError> {
+        let mut config = self.config.clone();
+        if config.get_ssl_mode() == SslMode::Prefer && !self.is_local() {
+            config.ssl_mode(SslMode::Require);
         }
-        _ => {
-            let (client, connection) = config.connect(rustls_connector()?).await?;
-            tokio::spawn(connection);
-            client
-        }
-    };
-    schema::migrate(&mut client).await?;
-    Ok(client)
+        let mut client = match config.get_ssl_mode() {
+            SslMode::Disable => {
+                let (client, connection) = config.connect(NoTls).await?;
+                tokio::spawn(connection);
+                client
+            }
+            _ => {
+                let (client, connection) = config.connect(rustls_connector()?).await?;
+                tokio::spawn(connection);
+                client
+            }
+        };
+        schema::migrate(&mut client).await?;
+        Ok(client)
+    }
+
+    /// Whether every host is this machine (loopback or a Unix socket).
+    fn is_local(&self) -> bool {
+        self.config.get_hosts().iter().all(|host| match host {
+            Host::Unix(_) => true,
+            Host::Tcp(name) => {
+                name == "localhost"
+                    || name
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|address| address.is_loopback())
+            }
+        })
+    }
 }
 
 /// TLS as the rest of tf does it: rustls, the system's root certificates.

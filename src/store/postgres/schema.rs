@@ -155,21 +155,29 @@ const MIGRATIONS: &[&str] = &[
 /// Any number that no other user of the database takes for its advisory locks.
 const MIGRATION_LOCK: i64 = 0x7466_5f73_6368_656d; // "tf_schem"
 
-/// Applies the migrations this database lacks; gives the version it is at.
+/// Applies the migrations this database lacks; gives the version it is at. Refuses a
+/// database a newer tf has migrated.
 pub async fn migrate(client: &mut Client) -> Result<usize, StoreError> {
-    client
-        .batch_execute("CREATE TABLE IF NOT EXISTS tf_schema (version BIGINT NOT NULL)")
-        .await?;
     loop {
         let transaction = client.transaction().await?;
         transaction
             .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        transaction
+            .batch_execute("CREATE TABLE IF NOT EXISTS tf_schema (version BIGINT NOT NULL)")
             .await?;
         let applied: i64 = transaction
             .query_one("SELECT coalesce(max(version), 0) FROM tf_schema", &[])
             .await?
             .get(0);
         let applied = applied as usize;
+        if applied > MIGRATIONS.len() {
+            return Err(StoreError::Database(format!(
+                "the database's schema is at version {applied}, newer than this tf knows \
+                 ({}): use the tf that migrated it",
+                MIGRATIONS.len()
+            )));
+        }
         let Some(migration) = MIGRATIONS.get(applied) else {
             return Ok(applied);
         };

@@ -8,5 +8,5 @@ pub mod backup;
 pub(super) mod checkpointer;
 pub mod health;
 pub(super) mod readers;
-pub(super) mod schema;
+pub(crate) mod schema;
 pub(super) mod writer;

@@ -191,6 +191,11 @@ const MIGRATIONS: &[&str] = &[
 /// Applies the migrations this database lacks. The version is read inside each
 /// migration's write transaction, so a second process migrating at the same moment
 /// waits, then sees the migration done instead of applying it twice.
+/// The schema version this tf writes: the number of migrations.
+pub fn current_version() -> usize {
+    MIGRATIONS.len()
+}
+
 pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
     loop {
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -56,5 +56,33 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
         database.display(),
         target.describe()
     );
+    report_archives(&args.data_dir.join("blobs"), &report.archives);
     Ok(())
+}
+
+/// The archives stay where they are: says how many the moved lab needs from the data dir,
+/// and which of them are already missing there.
+fn report_archives(blobs: &std::path::Path, archives: &[String]) {
+    let missing: Vec<&String> = archives
+        .iter()
+        .filter(|name| !blobs.join(name).is_file())
+        .collect();
+    println!(
+        "The moved lab's {} archives stay in {}: the server on PostgreSQL needs that directory.",
+        archives.len(),
+        blobs.display()
+    );
+    if !missing.is_empty() {
+        let some: Vec<&str> = missing.iter().take(5).map(|name| name.as_str()).collect();
+        println!(
+            "Warning: {} of them are missing there already (their downloads will fail): {}{}",
+            missing.len(),
+            some.join(", "),
+            if missing.len() > some.len() {
+                ", …"
+            } else {
+                ""
+            }
+        );
+    }
 }

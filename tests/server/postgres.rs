@@ -91,6 +91,11 @@ fn a_lab_moves_to_postgres_with_its_history_exactly() {
         .agent()
         .post_json(&format!("/v1/result/{first}/log/output"), &fragment);
     assert_eq!(posted.status, 200, "{}", posted.text());
+    let uploaded =
+        server
+            .agent()
+            .upload(&format!("/v1/result/{first}/artifact"), "file", b"results");
+    assert_eq!(uploaded.text(), "OK");
     let owner = server.client("owner", "contributor", &[]);
     assert_eq!(owner.put_secret("owner", "lab/key", "s3cret").status, 200);
     assert!(server.terminate(), "the lab server stops cleanly");
@@ -110,6 +115,11 @@ fn a_lab_moves_to_postgres_with_its_history_exactly() {
         "each table is reported: {said}"
     );
     assert!(said.contains("Copied 2 jobs, 1 log fragments"), "{said}");
+    assert!(
+        said.contains("The moved lab's 1 archives stay in"),
+        "{said}"
+    );
+    assert!(!said.contains("missing"), "{said}");
 
     let database = lab.path().join("tf.db");
     let before = sqlite_counts(&database);
@@ -219,4 +229,34 @@ fn a_database_of_another_schema_version_is_not_copied() {
     assert_eq!(refused.status.code(), Some(1), "{complaint}");
     assert!(complaint.contains("schema version"), "{complaint}");
     assert_eq!(cluster.sql("lab", "SELECT count(*) FROM jobs"), "0");
+}
+
+#[test]
+fn an_archive_already_missing_from_the_data_dir_is_named() {
+    let lab = tempfile::tempdir().expect("temp dir");
+    let server = Server::start_in(lab.path(), &[]);
+    let id = server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "true"}}));
+    let uploaded = server
+        .agent()
+        .upload(&format!("/v1/result/{id}/artifact"), "file", b"results");
+    assert_eq!(uploaded.text(), "OK");
+    assert!(server.terminate());
+    let sqlite = rusqlite::Connection::open(lab.path().join("tf.db")).expect("open");
+    let lost: String = sqlite
+        .query_row("SELECT file_name FROM blobs", [], |row| row.get(0))
+        .expect("the artifact's file");
+    std::fs::remove_file(lab.path().join("blobs").join(&lost)).expect("lose the archive");
+
+    let cluster = Postgres::start();
+    let url = cluster.create_database("lab");
+    let data_dir = lab.path().to_str().expect("a UTF-8 path");
+    let moved = tf(&["migrate", "--data-dir", data_dir, "--to", &url]);
+    let said = String::from_utf8_lossy(&moved.stdout);
+    assert!(moved.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "Warning: 1 of them are missing there already (their downloads will fail): {lost}"
+        )),
+        "{said}"
+    );
 }

@@ -38,9 +38,11 @@ const TABLES: &[&str] = &[
 /// PostgreSQL's explicit `seq` where SQLite keys rows by their rowid alone.
 const ROWID_COLUMN: &str = "seq";
 
-/// How many rows of each table were copied, in the order copied.
+/// How many rows of each table were copied, in the order copied, and the archive files
+/// (under the data dir's `blobs/`) the copied rows name.
 pub struct CopyReport {
     pub tables: Vec<(&'static str, u64)>,
+    pub archives: Vec<String>,
 }
 
 impl CopyReport {
@@ -77,7 +79,10 @@ pub async fn copy(
     let snapshot = sqlite.unchecked_transaction()?;
     check_shape(&snapshot)?;
     let transaction = target.transaction().await?;
-    let mut report = CopyReport { tables: Vec::new() };
+    let mut report = CopyReport {
+        tables: Vec::new(),
+        archives: archive_names(&snapshot)?,
+    };
     for &table in TABLES {
         let rows = copy_table(&snapshot, &transaction, table).await?;
         copied(table, rows);
@@ -219,6 +224,12 @@ fn check_shape(sqlite: &Connection) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+fn archive_names(sqlite: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut query = sqlite.prepare("SELECT file_name FROM blobs")?;
+    let names = query.query_map([], |row| row.get(0))?;
+    Ok(names.collect::<rusqlite::Result<Vec<String>>>()?)
 }
 
 fn sqlite_columns(sqlite: &Connection, table: &str) -> Result<Vec<String>, StoreError> {

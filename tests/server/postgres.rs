@@ -3,6 +3,8 @@
 //! `tf migrate`, which moves a SQLite lab into it.
 
 use std::net::TcpStream;
+use std::path::Path;
+use std::process::Output;
 
 use serde_json::json;
 use tf_test_support::postgres::Postgres;
@@ -30,48 +32,52 @@ fn a_throwaway_cluster_serves_a_database_of_its_own_and_is_gone_after_the_test()
     );
 }
 
-/// Row counts of every table `tf migrate` copies, in the SQLite lab.
-fn sqlite_counts(database: &std::path::Path) -> Vec<(String, i64)> {
+/// Row counts of every table of the SQLite lab (its own list, not `tf migrate`'s, so a
+/// table the copy left out shows), and of the same tables in PostgreSQL.
+fn row_counts(database: &Path, cluster: &Postgres, name: &str) -> Vec<(String, i64, i64)> {
     let sqlite = rusqlite::Connection::open(database).expect("open the lab's database");
-    TABLES
-        .iter()
+    let tables: Vec<String> = sqlite
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        .and_then(|mut query| query.query_map([], |row| row.get(0))?.collect())
+        .expect("the lab's tables");
+    tables
+        .into_iter()
         .map(|table| {
-            let count = sqlite
-                .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
-                    row.get(0)
-                })
+            let count = format!("SELECT count(*) FROM {table}");
+            let in_sqlite = sqlite
+                .query_row(&count, [], |row| row.get(0))
                 .expect("count");
-            (table.to_string(), count)
+            let in_postgres = cluster.sql(name, &count).parse().expect("a count");
+            (table, in_sqlite, in_postgres)
         })
         .collect()
 }
 
-fn postgres_counts(cluster: &Postgres, database: &str) -> Vec<(String, i64)> {
-    TABLES
-        .iter()
-        .map(|table| {
-            let count = cluster.sql(database, &format!("SELECT count(*) FROM {table}"));
-            (table.to_string(), count.parse().expect("a count"))
-        })
-        .collect()
+/// A lab with a job and its artifact, its server stopped: ready to move.
+fn stopped_lab_with_an_artifact() -> tempfile::TempDir {
+    let lab = tempfile::tempdir().expect("temp dir");
+    let server = Server::start_in(lab.path(), &[]);
+    let id = server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "true"}}));
+    let uploaded = server
+        .agent()
+        .upload(&format!("/v1/result/{id}/artifact"), "file", b"results");
+    assert_eq!(uploaded.text(), "OK");
+    assert!(server.terminate());
+    lab
 }
 
-const TABLES: &[&str] = &[
-    "store_meta",
-    "jobs",
-    "log_fragments",
-    "blobs",
-    "agents",
-    "provision_logs",
-    "queues",
-    "wait_times",
-    "clients",
-    "refresh_tokens",
-    "restricted_queues",
-    "secrets",
-    "legacy_results",
-    "legacy_stream_reads",
-];
+fn migrate(lab: &Path, url: &str) -> Output {
+    let data_dir = lab.to_str().expect("a UTF-8 path");
+    tf(&["migrate", "--data-dir", data_dir, "--to", url])
+}
+
+/// Exit code 1 and what was said on stderr.
+fn refusal(output: &Output) -> String {
+    let complaint = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{complaint}");
+    assert!(!complaint.contains("panicked"), "{complaint}");
+    complaint
+}
 
 #[test]
 fn a_lab_moves_to_postgres_with_its_history_exactly() {
@@ -102,8 +108,7 @@ fn a_lab_moves_to_postgres_with_its_history_exactly() {
 
     let cluster = Postgres::start();
     let url = cluster.create_database("lab");
-    let data_dir = lab.path().to_str().expect("a UTF-8 path");
-    let moved = tf(&["migrate", "--data-dir", data_dir, "--to", &url]);
+    let moved = migrate(lab.path(), &url);
     let said = String::from_utf8_lossy(&moved.stdout);
     assert!(
         moved.status.success(),
@@ -122,8 +127,9 @@ fn a_lab_moves_to_postgres_with_its_history_exactly() {
     assert!(!said.contains("missing"), "{said}");
 
     let database = lab.path().join("tf.db");
-    let before = sqlite_counts(&database);
-    assert_eq!(postgres_counts(&cluster, "lab"), before);
+    for (table, in_sqlite, in_postgres) in row_counts(&database, &cluster, "lab") {
+        assert_eq!(in_postgres, in_sqlite, "rows of {table}");
+    }
     let sqlite = rusqlite::Connection::open(&database).expect("open");
     let definition: String = sqlite
         .query_row(
@@ -165,9 +171,7 @@ fn a_lab_moves_to_postgres_with_its_history_exactly() {
     assert!(next_seq > copied_max, "{next_seq} after {copied_max}");
 
     // A second copy into the same database is refused and changes nothing.
-    let again = tf(&["migrate", "--data-dir", data_dir, "--to", &url]);
-    let complaint = String::from_utf8_lossy(&again.stderr);
-    assert_eq!(again.status.code(), Some(1), "{complaint}");
+    let complaint = refusal(&migrate(lab.path(), &url));
     assert!(complaint.contains("already holds a lab"), "{complaint}");
     assert_eq!(cluster.sql("lab", "SELECT count(*) FROM jobs"), "3");
 }
@@ -177,19 +181,14 @@ fn migrating_a_running_lab_or_to_a_dead_database_is_refused_with_a_reason() {
     let lab = tempfile::tempdir().expect("temp dir");
     let server = Server::start_in(lab.path(), &[]);
     server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "true"}}));
-    let data_dir = lab.path().to_str().expect("a UTF-8 path");
     // Nothing listens on port 1.
     let nowhere = "postgres://tf:hunter2@127.0.0.1:1/lab";
-    let running = tf(&["migrate", "--data-dir", data_dir, "--to", nowhere]);
-    let complaint = String::from_utf8_lossy(&running.stderr);
-    assert_eq!(running.status.code(), Some(1), "{complaint}");
+    let complaint = refusal(&migrate(lab.path(), nowhere));
     assert!(complaint.contains("stop tf serve"), "{complaint}");
     assert!(server.terminate());
 
     for url in [nowhere, "postgres://tf@127.0.0.1:1/lab?password=hunter2"] {
-        let dead = tf(&["migrate", "--data-dir", data_dir, "--to", url]);
-        let complaint = String::from_utf8_lossy(&dead.stderr);
-        assert_eq!(dead.status.code(), Some(1), "{complaint}");
+        let complaint = refusal(&migrate(lab.path(), url));
         assert!(
             complaint.contains("cannot use the PostgreSQL database postgres://tf@127.0.0.1:1/lab"),
             "{complaint}"
@@ -198,16 +197,12 @@ fn migrating_a_running_lab_or_to_a_dead_database_is_refused_with_a_reason() {
             !complaint.contains("hunter2"),
             "the password is not printed: {complaint}"
         );
-        assert!(!complaint.contains("panicked"), "{complaint}");
     }
 }
 
 #[test]
 fn a_database_of_another_schema_version_is_not_copied() {
-    let lab = tempfile::tempdir().expect("temp dir");
-    let server = Server::start_in(lab.path(), &[]);
-    server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "true"}}));
-    assert!(server.terminate());
+    let lab = stopped_lab_with_an_artifact();
     // As a newer tf would leave it: its columns would be lost in the copy.
     let sqlite = rusqlite::Connection::open(lab.path().join("tf.db")).expect("open");
     let version: i64 = sqlite
@@ -223,24 +218,35 @@ fn a_database_of_another_schema_version_is_not_copied() {
 
     let cluster = Postgres::start();
     let url = cluster.create_database("lab");
-    let data_dir = lab.path().to_str().expect("a UTF-8 path");
-    let refused = tf(&["migrate", "--data-dir", data_dir, "--to", &url]);
-    let complaint = String::from_utf8_lossy(&refused.stderr);
-    assert_eq!(refused.status.code(), Some(1), "{complaint}");
+    let complaint = refusal(&migrate(lab.path(), &url));
     assert!(complaint.contains("schema version"), "{complaint}");
     assert_eq!(cluster.sql("lab", "SELECT count(*) FROM jobs"), "0");
 }
 
 #[test]
+fn a_value_of_the_wrong_kind_is_refused_not_reinterpreted() {
+    let lab = stopped_lab_with_an_artifact();
+    // SQLite keeps whatever a column is given; PostgreSQL's BIGINT must not get a REAL's bits.
+    let sqlite = rusqlite::Connection::open(lab.path().join("tf.db")).expect("open");
+    sqlite
+        .execute("UPDATE jobs SET priority = 1.5", [])
+        .expect("a REAL priority");
+    drop(sqlite);
+
+    let cluster = Postgres::start();
+    let url = cluster.create_database("lab");
+    let complaint = refusal(&migrate(lab.path(), &url));
+    assert!(complaint.contains("copying jobs"), "{complaint}");
+    assert!(
+        complaint.contains("a real value cannot go into a int8 column"),
+        "{complaint}"
+    );
+    assert_eq!(cluster.sql("lab", "SELECT count(*) FROM jobs"), "0");
+}
+
+#[test]
 fn an_archive_already_missing_from_the_data_dir_is_named() {
-    let lab = tempfile::tempdir().expect("temp dir");
-    let server = Server::start_in(lab.path(), &[]);
-    let id = server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "true"}}));
-    let uploaded = server
-        .agent()
-        .upload(&format!("/v1/result/{id}/artifact"), "file", b"results");
-    assert_eq!(uploaded.text(), "OK");
-    assert!(server.terminate());
+    let lab = stopped_lab_with_an_artifact();
     let sqlite = rusqlite::Connection::open(lab.path().join("tf.db")).expect("open");
     let lost: String = sqlite
         .query_row("SELECT file_name FROM blobs", [], |row| row.get(0))
@@ -249,8 +255,7 @@ fn an_archive_already_missing_from_the_data_dir_is_named() {
 
     let cluster = Postgres::start();
     let url = cluster.create_database("lab");
-    let data_dir = lab.path().to_str().expect("a UTF-8 path");
-    let moved = tf(&["migrate", "--data-dir", data_dir, "--to", &url]);
+    let moved = migrate(lab.path(), &url);
     let said = String::from_utf8_lossy(&moved.stdout);
     assert!(moved.status.success(), "{said}");
     assert!(

@@ -35,6 +35,7 @@ impl Postgres {
             .prefix("tf-postgres-")
             .tempdir()
             .expect("temp dir");
+        // SAFETY: geteuid has no preconditions and cannot fail.
         let as_root = unsafe { libc::geteuid() } == 0;
         if as_root {
             give_to_service_user(temp.path());

@@ -185,8 +185,9 @@ impl Agent {
             self.config.agent_id,
             self.api().base()
         );
-        self.come_online().await;
+        // Queues first: a client that sees the agent waiting also finds it on its queues.
         self.advertise().await;
+        self.come_online().await;
         recovery::finish_interrupted_jobs(self.as_ref()).await;
 
         while !self.stopping.is_cancelled() {

@@ -8,6 +8,7 @@
 //! here uses it.
 
 mod agents;
+mod backend;
 pub mod blobs;
 mod claimable;
 mod clients;

@@ -12,6 +12,9 @@ use tokio_postgres::{Client, Config, NoTls};
 
 use super::StoreError;
 
+/// The PostgreSQL backend (being built).
+pub(crate) struct PostgresBackend;
+
 /// How long a connection attempt may take when the URL does not say (`connect_timeout=`).
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 

@@ -10,3 +10,6 @@ pub mod health;
 pub(super) mod readers;
 pub(crate) mod schema;
 pub(super) mod writer;
+
+/// The SQLite backend (being moved here from the domain files).
+pub(crate) struct SqliteBackend;

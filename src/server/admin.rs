@@ -19,7 +19,16 @@ pub struct ClientsArgs {
     /// The server's data directory [default: ./tf-data]
     #[arg(long, env = "TF_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
-    /// The server's settings file (`tf serve --config`): its data_dir and
+    /// The server's PostgreSQL database, when it has one (`tf serve --database`)
+    #[arg(
+        long,
+        env = "TF_DATABASE",
+        value_name = "URL",
+        global = true,
+        hide_env_values = true
+    )]
+    database: Option<String>,
+    /// The server's settings file (`tf serve --config`): its data_dir, database and
     /// refresh_token_lifetime apply here too
     #[arg(long, env = "TF_CONFIG", value_name = "FILE", global = true)]
     config: Option<PathBuf>,
@@ -162,16 +171,17 @@ pub fn run(args: ClientsArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (data_dir, refresh_token_lifetime) = super::config::host_settings(
+    let settings = super::config::host_settings(
         args.config.as_deref(),
         args.data_dir,
+        args.database,
         args.refresh_token_lifetime,
     )?;
     runtime.block_on(async move {
-        let store = Store::open_beside_server(&data_dir)?;
+        let store = Store::open_beside_server(&settings.data_dir, settings.database).await?;
         let tokens = TokenIssuer {
             store: &store,
-            lifetime: refresh_token_lifetime,
+            lifetime: settings.refresh_token_lifetime,
         };
         execute(&tokens, args.command).await
     })

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
-use crate::store::SyncMode;
+use crate::store::postgres::Database;
+use crate::store::{DatabaseChoice, SyncMode};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -31,8 +32,13 @@ pub struct ServeArgs {
     #[arg(long, env = "TF_MAX_UPLOAD_SIZE", value_name = "BYTES")]
     max_upload_size: Option<u64>,
     /// normal: survive a crash of the server; full: also survive a power cut [default: normal]
+    /// (SQLite only)
     #[arg(long, env = "TF_SYNC", value_enum)]
     sync: Option<SyncMode>,
+    /// Keep the records in this PostgreSQL database instead of SQLite in the data dir:
+    /// postgres://USER@HOST[:PORT]/DB (password from PGPASSWORD; see docs/operations.md)
+    #[arg(long, env = "TF_DATABASE", value_name = "URL", hide_env_values = true)]
+    database: Option<String>,
     /// The only scheme://host:port job status events may be relayed to (also WEBHOOK_URL)
     #[arg(long, env = "TF_WEBHOOK_URL", value_name = "URL")]
     webhook_url: Option<String>,
@@ -98,6 +104,7 @@ struct ConfigFile {
     max_body_size: Option<usize>,
     max_upload_size: Option<u64>,
     sync: Option<SyncMode>,
+    database: Option<String>,
     webhook_url: Option<String>,
     webhook_auth: Option<String>,
     jwt_key_file: Option<PathBuf>,
@@ -130,7 +137,8 @@ pub struct Config {
     pub retention: Duration,
     pub max_body_size: usize,
     pub max_upload_size: u64,
-    pub sync: SyncMode,
+    /// SQLite in the data dir (synced as asked), or a PostgreSQL database.
+    pub database: DatabaseChoice,
     pub webhook_url: Option<String>,
     pub webhook_auth: Option<String>,
     /// Where the JWT signing key lives, unless `jwt_key` gives it directly.
@@ -165,7 +173,9 @@ impl Config {
             ),
             None => None,
         };
+        let database = database_choice(args.database, args.sync, &file)?;
         let config = Config {
+            database,
             bind: args
                 .bind
                 .or(file.bind)
@@ -226,7 +236,6 @@ impl Config {
                 .max_upload_size
                 .or(file.max_upload_size)
                 .unwrap_or(4 << 30),
-            sync: args.sync.or(file.sync).unwrap_or(SyncMode::Normal),
             webhook_url: args
                 .webhook_url
                 .or(file.webhook_url)
@@ -258,19 +267,46 @@ impl Config {
     }
 }
 
-/// What `tf clients` shares with `tf serve`: the data dir and the lifetime of the refresh
-/// tokens it writes, each from the command line or environment, else the `--config` file,
-/// else the default.
+/// What `tf clients` shares with `tf serve`: the data dir, the database and the lifetime
+/// of the refresh tokens it writes, each from the command line or environment, else the
+/// `--config` file, else the default.
+pub struct HostSettings {
+    pub data_dir: PathBuf,
+    pub database: DatabaseChoice,
+    pub refresh_token_lifetime: Duration,
+}
+
 pub fn host_settings(
     config: Option<&Path>,
     data_dir_flag: Option<PathBuf>,
+    database_flag: Option<String>,
     refresh_token_lifetime_flag: Option<Duration>,
-) -> anyhow::Result<(PathBuf, Duration)> {
+) -> anyhow::Result<HostSettings> {
     let file = config_file(config)?;
-    Ok((
-        data_dir(data_dir_flag, &file),
-        refresh_token_lifetime(refresh_token_lifetime_flag, &file)?,
-    ))
+    Ok(HostSettings {
+        data_dir: data_dir(data_dir_flag, &file),
+        database: database_choice(database_flag, None, &file)?,
+        refresh_token_lifetime: refresh_token_lifetime(refresh_token_lifetime_flag, &file)?,
+    })
+}
+
+/// PostgreSQL when a URL is given (flag or environment, else the file), else SQLite.
+fn database_choice(
+    url_flag: Option<String>,
+    sync_flag: Option<SyncMode>,
+    file: &ConfigFile,
+) -> anyhow::Result<DatabaseChoice> {
+    let url = url_flag.or_else(|| file.database.clone());
+    let sync = sync_flag.or(file.sync);
+    match url {
+        Some(url) => {
+            if sync.is_some() {
+                anyhow::bail!("sync applies to SQLite only: PostgreSQL commits as it is configured (synchronous_commit)");
+            }
+            Ok(DatabaseChoice::Postgres(Database::parse(&url)?))
+        }
+        None => Ok(DatabaseChoice::Sqlite(sync.unwrap_or(SyncMode::Normal))),
+    }
 }
 
 /// The data dir when neither the command line, the environment nor a config file names one.

@@ -49,7 +49,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::job::time;
 use crate::store::health::IfLost;
-use crate::store::{SecretsKey, ServerDataDir};
+use crate::store::{DatabaseChoice, SecretsKey, ServerDataDir};
 use app::App;
 use auth::VerifiedTokens;
 use config::Config;
@@ -79,15 +79,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     // Before the keys: on a data dir whose database was lost, none may be created.
-    let data_dir = ServerDataDir::claim(&config.data_dir, if_lost)?;
+    let data_dir = ServerDataDir::claim(&config.data_dir, &config.database, if_lost)?;
     let (jwt_key, secrets_key) = load_keys(&config)?;
-    let store = data_dir.open(config.sync, Some(SecretsKey::new(&secrets_key)))?;
+    let store = data_dir
+        .open(config.database.clone(), Some(SecretsKey::new(&secrets_key)))
+        .await?;
     let address = listener.local_addr()?;
     let limits = connection_limits(&config);
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
-        "tf serve listening on {scheme}://{address}, data in {}",
-        config.data_dir.display()
+        "tf serve listening on {scheme}://{address}, data in {}{}",
+        config.data_dir.display(),
+        match &config.database {
+            DatabaseChoice::Sqlite(_) => String::new(),
+            DatabaseChoice::Postgres(database) => format!(", records in {}", database.describe()),
+        }
     );
     let app = Arc::new(App {
         store,

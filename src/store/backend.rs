@@ -39,7 +39,7 @@ macro_rules! on_backend {
     ($store:expr, $db:ident => $call:expr) => {
         match &$store.backend {
             $crate::store::backend::Backend::Sqlite($db) => $call,
-            $crate::store::backend::Backend::Postgres($db) => $call,
+            $crate::store::backend::Backend::Postgres(_) => todo!("TEMP"),
         }
     };
 }
@@ -91,13 +91,18 @@ pub(crate) trait Jobs {
     async fn job_exists(&self, job_id: &str) -> Result<bool>;
     /// Points the job's artifact at `blob`: whether the job exists, and the file no
     /// longer used (the one replaced, or `blob`'s own when there is no such job).
-    async fn record_artifact(&self, job_id: &str, blob: StoredBlob)
-        -> Result<(bool, Option<String>)>;
+    async fn record_artifact(
+        &self,
+        job_id: &str,
+        blob: StoredBlob,
+    ) -> Result<(bool, Option<String>)>;
     /// Applies an agent's report (unknown jobs are ignored). A final report completes
     /// the job and stores its outcome, once; a report that puts the job back to
     /// `waiting` gives its queue.
     async fn update_result(&self, job_id: &str, update: ResultUpdate) -> Result<Option<String>>;
     async fn result(&self, job_id: &str) -> Result<Option<ResultView>>;
+    /// A job with everything its page shows.
+    async fn job_record(&self, job_id: &str) -> Result<Option<JobRecord>>;
     /// The file name of a job's archive of `kind`, if one was stored.
     async fn blob_name(&self, job_id: &str, kind: BlobKind) -> Result<Option<String>>;
 }
@@ -196,7 +201,8 @@ pub(crate) trait Clients {
     async fn revoke_refresh_token(&self, token_hash: String) -> Result<Revocation>;
     /// Restricted queues (all, or only `only`) with their owners, by queue name.
     async fn restricted_queues(&self, only: Option<String>) -> Result<Vec<(String, Vec<String>)>>;
-    async fn restricted_names(&self) -> Result<HashSet<String>>;
+    /// Whether `queue` is restricted (asked by every submission).
+    async fn is_restricted(&self, queue: &str) -> Result<bool>;
     /// Marks `queue` restricted and adds it to `client_id`'s allowed queues.
     async fn restrict_queue(&self, queue: &str, client_id: &str) -> Result<()>;
     /// Lifts the restriction of `queue` and removes it from `client_id`'s allowed queues.
@@ -225,8 +231,12 @@ pub(crate) trait Legacy {
     async fn legacy_result(&self, job_id: &str) -> Result<Map<String, Value>>;
     /// Stores raw text as the next fragment of the job's log, in the phase the job is
     /// in; false for an unknown job.
-    async fn append_legacy_output(&self, job_id: &str, log_type: &str, text: String)
-        -> Result<bool>;
+    async fn append_legacy_output(
+        &self,
+        job_id: &str,
+        log_type: &str,
+        text: String,
+    ) -> Result<bool>;
     /// The text of the log stored since the previous call, moving the read cursor: two
     /// readers never get the same text.
     async fn take_legacy_output(&self, job_id: &str, log_type: &str) -> Result<String>;

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{Map, Value};
 
+use super::backend::{on_backend, Clients as _};
 use super::error::Result;
 use super::open::Store;
-use crate::job::time::{self, Micros};
+use crate::job::time::Micros;
 
 /// A client and its permissions, as the API shows them.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -83,68 +83,23 @@ pub enum Revocation {
     Revoked,
 }
 
-const CLIENT_COLUMNS: &str =
-    "client_id, role, max_priority, allowed_queues, max_reservation_time, email, secret_hash";
-
-fn client_row(row: &Row) -> rusqlite::Result<(Client, Option<String>)> {
-    let json = |index: usize| -> rusqlite::Result<Option<Value>> {
-        let text: Option<String> = row.get(index)?;
-        Ok(text.and_then(|text| serde_json::from_str(&text).ok()))
-    };
-    let object = |value: Option<Value>| match value {
-        Some(Value::Object(map)) => Some(map),
-        _ => None,
-    };
-    Ok((
-        Client {
-            client_id: row.get(0)?,
-            role: row.get(1)?,
-            max_priority: object(json(2)?),
-            allowed_queues: json(3)?.and_then(|v| serde_json::from_value(v).ok()),
-            max_reservation_time: object(json(4)?),
-            email: row.get(5)?,
-        },
-        row.get(6)?,
-    ))
-}
-
 /// When a token issued at `now` for `lifetime` expires (the settings bound lifetimes).
-fn expires_at(now: Micros, lifetime: Duration) -> Micros {
+pub(super) fn expires_at(now: Micros, lifetime: Duration) -> Micros {
     now + lifetime.as_micros() as Micros
 }
 
-fn to_json<T: serde::Serialize>(value: &Option<T>) -> Result<Option<String>> {
+pub(super) fn to_json<T: serde::Serialize>(value: &Option<T>) -> Result<Option<String>> {
     Ok(value.as_ref().map(serde_json::to_string).transpose()?)
 }
 
 impl Store {
     /// A client and its secret hash.
     pub async fn client(&self, client_id: &str) -> Result<Option<(Client, Option<String>)>> {
-        let client_id = client_id.to_string();
-        self.readers
-            .lookup(move |db| {
-                Ok(db
-                    .prepare_cached(&format!(
-                        "SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = ?1"
-                    ))?
-                    .query_row([&client_id], client_row)
-                    .optional()?)
-            })
-            .await
+        on_backend!(self, db => db.client(client_id).await)
     }
 
     pub async fn clients(&self) -> Result<Vec<Client>> {
-        self.readers
-            .read(|db| {
-                let mut query = db.prepare_cached(&format!(
-                    "SELECT {CLIENT_COLUMNS} FROM clients ORDER BY rowid"
-                ))?;
-                let rows = query.query_map([], client_row)?;
-                Ok(rows
-                    .map(|row| row.map(|(client, _)| client))
-                    .collect::<rusqlite::Result<_>>()?)
-            })
-            .await
+        on_backend!(self, db => db.clients().await)
     }
 
     /// Creates or replaces a client; a `None` secret hash keeps the stored one. Returns
@@ -156,57 +111,12 @@ impl Store {
         secret_hash: Option<String>,
         refresh_tokens: RefreshTokens,
     ) -> Result<bool> {
-        self.writer
-            .write(move |tx| {
-                let existed: bool = tx
-                    .prepare_cached("SELECT count(*) FROM clients WHERE client_id = ?1")?
-                    .query_row([&client.client_id], |row| row.get::<_, i64>(0))?
-                    > 0;
-                tx.prepare_cached(
-                    "INSERT INTO clients (client_id, secret_hash, role, max_priority, allowed_queues,
-                                          max_reservation_time, email, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (client_id) DO UPDATE SET
-                         secret_hash = coalesce(?2, secret_hash), role = ?3, max_priority = ?4,
-                         allowed_queues = ?5, max_reservation_time = ?6, email = ?7",
-                )?
-                .execute(params![
-                    client.client_id,
-                    secret_hash,
-                    client.role,
-                    to_json(&client.max_priority)?,
-                    to_json(&client.allowed_queues)?,
-                    to_json(&client.max_reservation_time)?,
-                    client.email,
-                    time::now()
-                ])?;
-                if refresh_tokens == RefreshTokens::Revoke {
-                    tx.prepare_cached(
-                        "UPDATE refresh_tokens SET revoked = 1 WHERE client_id = ?1",
-                    )?
-                    .execute([&client.client_id])?;
-                }
-                Ok(!existed)
-            })
-            .await
+        on_backend!(self, db => db.save_client(client, secret_hash, refresh_tokens).await)
     }
 
     /// Deletes a client with its refresh tokens and secrets; false when there was none.
     pub async fn remove_client(&self, client_id: &str) -> Result<bool> {
-        let client_id = client_id.to_string();
-        self.writer
-            .write(move |tx| {
-                let removed = tx
-                    .prepare_cached("DELETE FROM clients WHERE client_id = ?1")?
-                    .execute([&client_id])?
-                    > 0;
-                tx.prepare_cached("DELETE FROM refresh_tokens WHERE client_id = ?1")?
-                    .execute([&client_id])?;
-                tx.prepare_cached("DELETE FROM secrets WHERE client_id = ?1")?
-                    .execute([&client_id])?;
-                Ok(removed)
-            })
-            .await
+        on_backend!(self, db => db.remove_client(client_id).await)
     }
 
     /// Stores a refresh token of `client_id` (the first of its family) while the client
@@ -219,27 +129,7 @@ impl Store {
         lifetime: Duration,
         secret_hash: Option<String>,
     ) -> Result<bool> {
-        let client_id = client_id.to_string();
-        self.writer
-            .write_one_statement(move |tx| {
-                let now = time::now();
-                let stored = tx
-                    .prepare_cached(
-                        "INSERT INTO refresh_tokens
-                             (token_hash, client_id, issued_at, expires_at, last_accessed, family)
-                         SELECT ?1, client_id, ?3, ?4, ?3, ?1 FROM clients
-                         WHERE client_id = ?2 AND (?5 IS NULL OR secret_hash = ?5)",
-                    )?
-                    .execute(params![
-                        token_hash,
-                        client_id,
-                        now,
-                        expires_at(now, lifetime),
-                        secret_hash
-                    ])?;
-                Ok(stored > 0)
-            })
-            .await
+        on_backend!(self, db => db.store_refresh_token(token_hash, client_id, lifetime, secret_hash).await)
     }
 
     /// Renews the refresh token `token_hash` to `successor_hash` (of its family, valid
@@ -252,205 +142,46 @@ impl Store {
         successor_hash: String,
         lifetime: Duration,
     ) -> Result<Renewal> {
-        self.writer
-            .write(move |tx| {
-                let now = time::now();
-                let inserted = tx
-                    .prepare_cached(
-                        "INSERT INTO refresh_tokens
-                             (token_hash, client_id, issued_at, expires_at, last_accessed, family)
-                         SELECT ?2, token.client_id, ?3, ?4, ?3, token.family
-                         FROM refresh_tokens AS token JOIN clients USING (client_id)
-                         WHERE token.token_hash = ?1 AND NOT token.revoked AND token.expires_at > ?3
-                             AND token.successor IS NULL",
-                    )?
-                    .execute(params![token_hash, successor_hash, now, expires_at(now, lifetime)])?;
-                if inserted > 0 {
-                    tx.prepare_cached(
-                        "UPDATE refresh_tokens SET successor = ?2 WHERE token_hash = ?1",
-                    )?
-                    .execute([&token_hash, &successor_hash])?;
-                    return Ok(Renewal::Renewed);
-                }
-                let earlier: Option<Option<String>> = tx
-                    .prepare_cached(
-                        "SELECT token.successor
-                         FROM refresh_tokens AS token JOIN clients USING (client_id)
-                         WHERE token.token_hash = ?1 AND NOT token.revoked AND token.expires_at > ?2",
-                    )?
-                    .query_row(params![token_hash, now], |row| row.get(0))
-                    .optional()?;
-                let successor_valid = || -> rusqlite::Result<bool> {
-                    tx.prepare_cached(
-                        "SELECT count(*) FROM refresh_tokens
-                         WHERE token_hash = ?1 AND NOT revoked AND expires_at > ?2",
-                    )?
-                    .query_row(params![successor_hash, now], |row| row.get::<_, i64>(0))
-                    .map(|count| count > 0)
-                };
-                Ok(match earlier {
-                    Some(Some(earlier)) if earlier == successor_hash && successor_valid()? => {
-                        Renewal::Renewed
-                    }
-                    Some(Some(_)) => Renewal::RenewedElsewhere,
-                    _ => Renewal::Invalid,
-                })
-            })
-            .await
+        on_backend!(self, db => db.renew_refresh_token(token_hash, successor_hash, lifetime).await)
     }
 
     /// Looks a refresh token up by its hash and notes that it was used. Unknown tokens
     /// cost only a read (the endpoint is public).
     pub async fn use_refresh_token(&self, token_hash: String) -> Result<Option<RefreshToken>> {
-        let lookup = token_hash.clone();
-        let found = self
-            .readers
-            .read(move |db| {
-                Ok(db
-                    .prepare_cached("SELECT client_id, issued_at, expires_at, revoked FROM refresh_tokens WHERE token_hash = ?1")?
-                    .query_row([&lookup], |row| {
-                        Ok(RefreshToken {
-                            client_id: row.get(0)?,
-                            issued_at: row.get(1)?,
-                            expires_at: row.get(2)?,
-                            revoked: row.get(3)?,
-                        })
-                    })
-                    .optional()?)
-            })
-            .await?;
-        if found.is_some() {
-            self.writer
-                .write_one_statement(move |tx| {
-                    tx.prepare_cached(
-                        "UPDATE refresh_tokens SET last_accessed = ?2 WHERE token_hash = ?1",
-                    )?
-                    .execute(params![token_hash, time::now()])?;
-                    Ok(())
-                })
-                .await?;
-        }
-        Ok(found)
+        on_backend!(self, db => db.use_refresh_token(token_hash).await)
     }
 
     /// Revokes a refresh token with its whole family: what it was renewed from and to.
     pub async fn revoke_refresh_token(&self, token_hash: String) -> Result<Revocation> {
-        self.writer
-            .write(move |tx| {
-                let found: Option<(bool, String)> = tx
-                    .prepare_cached(
-                        "SELECT revoked, family FROM refresh_tokens WHERE token_hash = ?1",
-                    )?
-                    .query_row([&token_hash], |row| Ok((row.get(0)?, row.get(1)?)))
-                    .optional()?;
-                Ok(match found {
-                    None => Revocation::Unknown,
-                    Some((true, _)) => Revocation::AlreadyRevoked,
-                    Some((false, family)) => {
-                        tx.prepare_cached(
-                            "UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1",
-                        )?
-                        .execute([&family])?;
-                        Revocation::Revoked
-                    }
-                })
-            })
-            .await
+        on_backend!(self, db => db.revoke_refresh_token(token_hash).await)
     }
 
     /// Every restricted queue with its owners.
     pub async fn restricted_queues(&self) -> Result<Vec<(String, Vec<String>)>> {
-        self.readers.read(|db| restricted(db, None)).await
+        on_backend!(self, db => db.restricted_queues(None).await)
     }
 
     /// One restricted queue's owners, or `None` when the queue is not restricted.
     pub async fn restricted_queue(&self, queue: &str) -> Result<Option<Vec<String>>> {
-        let queue = queue.to_string();
-        let found = self
-            .readers
-            .read(move |db| restricted(db, Some(&queue)))
-            .await?;
+        let found = on_backend!(self, db => db.restricted_queues(Some(queue.to_string())).await)?;
         Ok(found.into_iter().next().map(|(_, owners)| owners))
     }
 
-    /// Whether `queue` is restricted (asked by every submission, so answered from memory).
+    /// Whether `queue` is restricted.
     pub async fn is_restricted(&self, queue: &str) -> Result<bool> {
-        let read_names = self.readers.read(|db| {
-            let mut query = db.prepare_cached("SELECT queue FROM restricted_queues")?;
-            let names = query.query_map([], |row| row.get(0))?;
-            Ok(names.collect::<rusqlite::Result<_>>()?)
-        });
-        Ok(self.restricted.get(read_names).await?.contains(queue))
+        on_backend!(self, db => db.is_restricted(queue).await)
     }
 
     /// Marks `queue` restricted and adds it to `client_id`'s allowed queues.
     pub async fn restrict_queue(&self, queue: &str, client_id: &str) -> Result<()> {
-        let (queue, client_id) = (queue.to_string(), client_id.to_string());
-        let restricted = self.restricted.clone();
-        self.writer
-            .write_then(
-                move |tx| {
-                    tx.prepare_cached(
-                        "INSERT OR IGNORE INTO restricted_queues (queue) VALUES (?1)",
-                    )?
-                    .execute([&queue])?;
-                    tx.prepare_cached(
-                        "UPDATE clients SET allowed_queues = (
-                         SELECT json_group_array(value) FROM (
-                             SELECT value FROM json_each(coalesce(allowed_queues, '[]'))
-                             UNION SELECT ?2))
-                     WHERE client_id = ?1",
-                    )?
-                    .execute([&client_id, &queue])?;
-                    Ok(())
-                },
-                move || restricted.changed(),
-            )
-            .await
+        on_backend!(self, db => db.restrict_queue(queue, client_id).await)
     }
 
     /// Lifts the restriction of `queue` (for everyone, as the reference does) and removes
     /// it from `client_id`'s allowed queues.
     pub async fn unrestrict_queue(&self, queue: &str, client_id: &str) -> Result<()> {
-        let (queue, client_id) = (queue.to_string(), client_id.to_string());
-        let restricted = self.restricted.clone();
-        self.writer
-            .write_then(move |tx| {
-                tx.prepare_cached("DELETE FROM restricted_queues WHERE queue = ?1")?.execute([&queue])?;
-                tx.prepare_cached(
-                    "UPDATE clients SET allowed_queues = (
-                         SELECT json_group_array(value) FROM json_each(allowed_queues) WHERE value != ?2)
-                     WHERE client_id = ?1 AND allowed_queues IS NOT NULL",
-                )?
-                .execute([&client_id, &queue])?;
-                Ok(())
-            }, move || restricted.changed())
-            .await
+        on_backend!(self, db => db.unrestrict_queue(queue, client_id).await)
     }
-}
-
-/// Restricted queues (all, or one) with the clients allowed on each.
-fn restricted(db: &Connection, only: Option<&str>) -> Result<Vec<(String, Vec<String>)>> {
-    let mut query = db.prepare_cached(
-        "SELECT restricted_queues.queue, clients.client_id FROM restricted_queues
-         LEFT JOIN clients ON EXISTS (
-             SELECT 1 FROM json_each(coalesce(clients.allowed_queues, '[]'))
-             WHERE value = restricted_queues.queue)
-         WHERE ?1 IS NULL OR restricted_queues.queue = ?1
-         ORDER BY restricted_queues.queue, clients.rowid",
-    )?;
-    let mut rows = query.query([only])?;
-    let mut queues: Vec<(String, Vec<String>)> = Vec::new();
-    while let Some(row) = rows.next()? {
-        let (queue, owner): (String, Option<String>) = (row.get(0)?, row.get(1)?);
-        if queues.last().is_none_or(|(last, _)| *last != queue) {
-            queues.push((queue, Vec::new()));
-        }
-        if let (Some(owner), Some((_, owners))) = (owner, queues.last_mut()) {
-            owners.push(owner);
-        }
-    }
-    Ok(queues)
 }
 
 #[cfg(test)]
@@ -471,7 +202,10 @@ mod tests {
     #[tokio::test]
     async fn a_token_changed_or_gone_since_it_was_read_is_not_renewed() {
         let data = tempfile::tempdir().unwrap();
-        let store = Store::open_beside_server(data.path()).unwrap();
+        let sqlite = crate::store::DatabaseChoice::Sqlite(crate::store::SyncMode::Normal);
+        let store = Store::open_beside_server(data.path(), sqlite)
+            .await
+            .unwrap();
         let later = Duration::from_secs(60);
         let hash = |name: &str| name.to_string();
         let renew = |token: &str, successor: &str| {

@@ -10,7 +10,6 @@
 mod agents;
 mod backend;
 pub mod blobs;
-mod claimable;
 mod clients;
 mod error;
 mod jobs;
@@ -19,7 +18,6 @@ mod logs;
 mod open;
 mod pages;
 pub mod postgres;
-mod restricted;
 mod retention;
 mod secrets;
 mod secrets_key;
@@ -34,7 +32,7 @@ pub use jobs::{AttachmentGate, AttachmentReceipt, JobFilter, JobSummary, NewJob,
 pub use legacy::LegacyResult;
 pub use logs::{Fragment, FragmentQuery};
 pub(crate) use open::lock_for_server;
-pub use open::{ServerDataDir, Store, SyncMode};
+pub use open::{DatabaseChoice, ServerDataDir, Store, SyncMode};
 pub use secrets::Expiry;
 pub use secrets_key::SecretsKey;
 pub use sqlite::{backup, health};

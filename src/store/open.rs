@@ -1,22 +1,15 @@
 //! Opening the store: a data dir claimed for the server (locked against a second one, its
-//! database checked), or opened beside it for `tf clients`; the database's connections and
-//! threads; and the `Store` they make up.
+//! SQLite database checked), or opened beside it for `tf clients`; the backend chosen
+//! (`DatabaseChoice`); and the `Store` they make up.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use rusqlite::{Connection, OpenFlags};
-
+use super::backend::{Backend, Retention as _};
 use super::blobs::BlobDir;
-use super::claimable::ClaimableQueues;
-use super::restricted::RestrictedNames;
+use super::postgres::{self, PostgresBackend};
 use super::secrets_key::SecretsKey;
 use super::signals::Signals;
-use super::sqlite::checkpointer::Checkpointer;
-use super::sqlite::health;
-use super::sqlite::readers::Readers;
-use super::sqlite::schema;
-use super::sqlite::writer::Writer;
+use super::sqlite::{health, SqliteBackend};
 use crate::private_file;
 
 /// How hard SQLite pushes each commit to the disk.
@@ -29,31 +22,29 @@ pub enum SyncMode {
     Full,
 }
 
+/// Where a lab keeps its records.
+#[derive(Debug, Clone)]
+pub enum DatabaseChoice {
+    /// SQLite, in the data dir (`tf.db`), committed as hard as `SyncMode` says.
+    Sqlite(SyncMode),
+    /// A PostgreSQL database; the data dir keeps the keys and the archives.
+    Postgres(postgres::Database),
+}
+
 /// The lab's storage. Cheap to share behind an `Arc`.
 pub struct Store {
-    pub(super) writer: Writer,
-    pub(super) readers: Readers,
+    pub(super) backend: Backend,
     pub(super) blobs: BlobDir,
     pub(super) signals: Signals,
-    /// Which queues may have a job to claim; shared with the writes that change that.
-    pub(super) claimable: Arc<ClaimableQueues>,
-    pub(super) restricted: Arc<RestrictedNames>,
     /// The master key of the secrets store; without one there is no secrets store.
     pub(super) secrets: Option<SecretsKey>,
-    /// Held for its thread; dropped after the writer, whose last act is a full checkpoint.
-    _checkpointer: Checkpointer,
     /// The server's exclusive lock on the data dir, released when the process ends.
     _server_lock: Option<std::fs::File>,
 }
 
-const READ_CONNECTIONS: usize = 4;
-
-/// The writer's page cache, as `PRAGMA cache_size` takes it: negative, in KiB.
-const WRITER_CACHE_KIB: i64 = -16384;
-
-/// A data dir the server has claimed: locked against a second server, and its database
-/// checked (see `health`). Nothing but the lock and the check has been written yet, so
-/// the server can create its key files only once the data dir is known to be sound.
+/// A data dir the server has claimed: locked against a second server, and (on SQLite) its
+/// database checked (see `health`). Nothing but the lock and the check has been written
+/// yet, so the server can create its key files only once the data dir is known to be sound.
 pub struct ServerDataDir {
     path: PathBuf,
     lock: std::fs::File,
@@ -62,13 +53,19 @@ pub struct ServerDataDir {
 }
 
 impl ServerDataDir {
-    /// Creates `data_dir` if needed, takes its lock and checks its database; a lost one
-    /// is refused, or set aside with `IfLost::StartAfresh`.
-    pub fn claim(data_dir: &Path, if_lost: health::IfLost) -> anyhow::Result<ServerDataDir> {
+    /// Creates `data_dir` if needed, takes its lock and, when the records are kept there,
+    /// checks its database; a lost one is refused, or set aside with `IfLost::StartAfresh`.
+    pub fn claim(
+        data_dir: &Path,
+        database: &DatabaseChoice,
+        if_lost: health::IfLost,
+    ) -> anyhow::Result<ServerDataDir> {
         private_file::create_dir(data_dir)?;
         let lock = lock_for_server(data_dir)?;
         let opening = lock_while_opening(data_dir)?;
-        health::check_data_dir(data_dir, health::Check::Integrity, if_lost)?;
+        if let DatabaseChoice::Sqlite(_) = database {
+            health::check_data_dir(data_dir, health::Check::Integrity, if_lost)?;
+        }
         Ok(ServerDataDir {
             path: data_dir.to_path_buf(),
             lock,
@@ -78,8 +75,12 @@ impl ServerDataDir {
 
     /// Opens (creating and migrating as needed) the store, which owns the uploads in
     /// progress and sweeps orphaned archives.
-    pub fn open(self, sync: SyncMode, secrets: Option<SecretsKey>) -> anyhow::Result<Store> {
-        let mut store = Store::open_with(&self.path, sync, secrets, true)?;
+    pub async fn open(
+        self,
+        database: DatabaseChoice,
+        secrets: Option<SecretsKey>,
+    ) -> anyhow::Result<Store> {
+        let mut store = Store::open_with(&self.path, database, secrets, true).await?;
         store._server_lock = Some(self.lock);
         drop(self.opening);
         Ok(store)
@@ -88,62 +89,47 @@ impl ServerDataDir {
 
 impl Store {
     /// Opens the store for a tool on the lab host (`tf clients`), which may run while
-    /// the server does and must leave its uploads alone. A lost database is refused.
-    pub fn open_beside_server(data_dir: &Path) -> anyhow::Result<Store> {
+    /// the server does and must leave its uploads alone. A lost SQLite database is refused.
+    pub async fn open_beside_server(
+        data_dir: &Path,
+        database: DatabaseChoice,
+    ) -> anyhow::Result<Store> {
         private_file::create_dir(data_dir)?;
         let _opening = lock_while_opening(data_dir)?;
-        health::check_data_dir(data_dir, health::Check::Readable, health::IfLost::Refuse)?;
-        Store::open_with(data_dir, SyncMode::Normal, None, false)
+        if let DatabaseChoice::Sqlite(_) = database {
+            health::check_data_dir(data_dir, health::Check::Readable, health::IfLost::Refuse)?;
+        }
+        Store::open_with(data_dir, database, None, false).await
     }
 
-    fn open_with(
+    async fn open_with(
         data_dir: &Path,
-        sync: SyncMode,
+        database: DatabaseChoice,
         secrets: Option<SecretsKey>,
         owns_uploads: bool,
     ) -> anyhow::Result<Store> {
         use anyhow::Context;
-        let db_path = data_dir.join(health::DATABASE_FILE);
-        create_private_file(&db_path)?;
-        let mut writer_connection = open_connection(&db_path, sync)
-            .with_context(|| format!("cannot open database {}", db_path.display()))?;
-        // The checkpoint thread (see `checkpointer`) copies most pages out of the WAL; the
-        // writer's own checkpoint then finds little left to do, and, running between
-        // commits, lets the WAL start over instead of growing under constant load.
-        writer_connection.pragma_update(None, "wal_autocheckpoint", 16000)?;
-        writer_connection.pragma_update(None, "journal_size_limit", 128 << 20)?;
-        // 16 MiB of page cache: the inner pages of the indexes the writer touches, and the
-        // right edges where rows are added, stay in memory. No more: when a commit split a
-        // B-tree page out of order (claims do, reusing freed pages), SQLite scans its whole
-        // page cache as the transaction ends. With 64 MiB that scan took two fifths of the
-        // writer's time under claims; 16 MiB claims 25% faster and logs 5-10% slower.
-        writer_connection.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
-        schema::migrate(&mut writer_connection)
-            .with_context(|| format!("cannot migrate database {}", db_path.display()))?;
-        let claimable = ClaimableQueues::read(&writer_connection)
-            .with_context(|| format!("cannot read the queues of {}", db_path.display()))?;
-        let readers = (0..READ_CONNECTIONS)
-            .map(|_| open_connection(&db_path, sync))
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .context("cannot open read connections")?;
+        let backend = match database {
+            DatabaseChoice::Sqlite(sync) => Backend::Sqlite(SqliteBackend::open(data_dir, sync)?),
+            DatabaseChoice::Postgres(database) => {
+                Backend::Postgres(PostgresBackend::open(&database).await?)
+            }
+        };
         let blobs_root = data_dir.join("blobs");
         let blobs = if owns_uploads {
-            let (store_id, has_archives) = schema::store_identity(&writer_connection)?;
+            let (store_id, has_archives) = match &backend {
+                Backend::Sqlite(db) => db.identity().await,
+                Backend::Postgres(_) => todo!("TEMP"),
+            }?;
             BlobDir::open_for_server(&blobs_root, &store_id, has_archives)
         } else {
             BlobDir::open_beside_server(&blobs_root)
         }
         .with_context(|| format!("cannot open {}", blobs_root.display()))?;
-        let checkpointer = Checkpointer::start(open_connection(&db_path, sync)?)
-            .context("cannot start the checkpoint thread")?;
         Ok(Store {
-            _checkpointer: checkpointer,
-            writer: Writer::start(writer_connection).context("cannot start the writer thread")?,
-            readers: Readers::new(readers),
+            backend,
             blobs,
             signals: Signals::default(),
-            claimable: Arc::new(claimable),
-            restricted: Arc::default(),
             secrets,
             _server_lock: None,
         })
@@ -155,23 +141,6 @@ impl Store {
     /// server is stopping.
     pub fn end_long_polls(&self) {
         self.signals.close();
-    }
-}
-
-/// Creates `path` empty, readable by the server's user only, unless it exists. SQLite
-/// gives the database's WAL files the same mode, whatever the umask.
-fn create_private_file(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path);
-    match created {
-        Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => {
-            Err(anyhow::anyhow!("cannot create {}: {error}", path.display()))
-        }
-        _ => Ok(()),
     }
 }
 
@@ -220,23 +189,4 @@ fn flock(file: &std::fs::File, operation: libc::c_int) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
-}
-
-fn open_connection(path: &Path, sync: SyncMode) -> rusqlite::Result<Connection> {
-    let connection = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    connection.busy_timeout(std::time::Duration::from_secs(10))?;
-    connection.pragma_update(None, "journal_mode", "WAL")?;
-    let synchronous = match sync {
-        SyncMode::Normal => "NORMAL",
-        SyncMode::Full => "FULL",
-    };
-    connection.pragma_update(None, "synchronous", synchronous)?;
-    connection.pragma_update(None, "foreign_keys", "ON")?;
-    connection.set_prepared_statement_cache_capacity(64);
-    Ok(connection)
 }

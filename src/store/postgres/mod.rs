@@ -15,14 +15,28 @@ use super::StoreError;
 /// The PostgreSQL backend (being built).
 pub(crate) struct PostgresBackend;
 
+impl PostgresBackend {
+    pub async fn open(_database: &Database) -> Result<PostgresBackend, StoreError> {
+        todo!("TEMP")
+    }
+}
+
 /// How long a connection attempt may take when the URL does not say (`connect_timeout=`).
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The database named by a URL (`postgres://user[:password]@host[:port]/db`, with
 /// `?sslmode=` and `?connect_timeout=` as libpq takes them, or libpq's `key=value` form).
 /// Without a password in it, `PGPASSWORD` gives one, so that none need be on a command line.
+#[derive(Clone)]
 pub struct Database {
     config: Config,
+}
+
+/// Shows the database without its password.
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
 }
 
 impl Database {

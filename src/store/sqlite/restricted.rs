@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use super::error::Result;
+use crate::store::error::Result;
 
 #[derive(Default)]
 pub struct RestrictedNames {

@@ -123,18 +123,26 @@ impl IntoResponse for ApiError {
             }
             ApiError::Store(error) => {
                 tracing::error!("storage failure: {error}");
-                let status = match error {
-                    StoreError::DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
-                    StoreError::Closed => StatusCode::SERVICE_UNAVAILABLE,
-                    _ => StatusCode::INTERNAL_SERVER_ERROR,
-                };
-                json_body(status, &json!({"detail": {}, "message": error.to_string()}))
+                json_body(
+                    store_failure_status(&error),
+                    &json!({"detail": {}, "message": error.to_string()}),
+                )
             }
         }
     }
 }
 
 pub type ApiResult = Result<Response, ApiError>;
+
+/// The status of an answer the store could not give: 507 for a full disk, 503 for what
+/// passes by itself (a database that is away, a server stopping), else 500.
+pub fn store_failure_status(error: &StoreError) -> StatusCode {
+    match error {
+        StoreError::DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
+        StoreError::Closed | StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
 
 /// The most entries a 422 error tree shows; a body of 100,000 unknown keys gets a short
 /// answer, not a 5 MB one.

@@ -10,6 +10,10 @@ pub enum StoreError {
     Io(String),
     #[error("the store is shutting down")]
     Closed,
+    /// The database server cannot be reached (down, restarting, unreachable); the server
+    /// reconnects by itself once it is back.
+    #[error("the database is unavailable, try again shortly ({0})")]
+    Unavailable(String),
     #[error("job {0} already exists")]
     DuplicateJob(String),
 }
@@ -53,9 +57,30 @@ impl From<tokio_postgres::Error> for StoreError {
                 None => error.to_string(),
             },
         };
+        use tokio_postgres::error::SqlState;
         match error.code() {
-            Some(&tokio_postgres::error::SqlState::DISK_FULL) => StoreError::DiskFull(text),
-            _ => StoreError::Database(text),
+            Some(&SqlState::DISK_FULL) => StoreError::DiskFull(text),
+            // Class 08 (connection exceptions), and a server shutting down or starting up.
+            Some(code)
+                if code.code().starts_with("08")
+                    || [
+                        SqlState::ADMIN_SHUTDOWN,
+                        SqlState::CRASH_SHUTDOWN,
+                        SqlState::CANNOT_CONNECT_NOW,
+                    ]
+                    .contains(code) =>
+            {
+                StoreError::Unavailable(text)
+            }
+            Some(_) => StoreError::Database(text),
+            // No answer from the server at all: the connection broke or never was.
+            None if error.is_closed()
+                || std::error::Error::source(&error)
+                    .is_some_and(|cause| cause.is::<std::io::Error>()) =>
+            {
+                StoreError::Unavailable(text)
+            }
+            None => StoreError::Database(text),
         }
     }
 }

@@ -11,6 +11,8 @@ mod agents;
 mod backend;
 pub mod blobs;
 mod clients;
+#[cfg(test)]
+mod conformance;
 mod error;
 mod jobs;
 mod legacy;

@@ -33,10 +33,7 @@ impl IntoResponse for PageError {
             }
             PageError::Store(error) => {
                 tracing::warn!("page failed: {error}");
-                let status = match error {
-                    crate::store::StoreError::DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
-                    _ => StatusCode::INTERNAL_SERVER_ERROR,
-                };
+                let status = crate::server::reply::store_failure_status(&error);
                 (status, format!("The page could not be made: {error}\n")).into_response()
             }
         }

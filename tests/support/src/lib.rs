@@ -33,9 +33,20 @@ pub fn tf(args: &[&str]) -> Output {
         .expect("run tf")
 }
 
+/// A `tf` command on `data_dir`: on the data dir's PostgreSQL database when the run is
+/// on PostgreSQL (see `postgres::database_for`), else on its SQLite database.
+pub fn tf_on(data_dir: &Path) -> Command {
+    let mut command = Command::new(tf_binary());
+    match postgres::database_for(data_dir) {
+        Some(url) => command.env("TF_DATABASE", url),
+        None => command.env_remove("TF_DATABASE"),
+    };
+    command
+}
+
 /// Runs `tf clients …` on a data dir; panics with its output on failure.
 pub fn tf_clients(data_dir: &Path, args: &[&str]) -> String {
-    let output = Command::new(tf_binary())
+    let output = tf_on(data_dir)
         .arg("clients")
         .arg("--data-dir")
         .arg(data_dir)

@@ -7,8 +7,10 @@
 //! that user. Connections are trusted on loopback only: the cluster holds nothing but test
 //! data and lives as long as one test.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
 
 /// The user PostgreSQL's programs run as when the tests run as root.
 const SERVICE_USER: &str = "postgres";
@@ -155,8 +157,14 @@ impl Postgres {
 }
 
 impl Drop for Postgres {
-    /// Stops the cluster at once: a test's data is not worth a clean shutdown.
     fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Postgres {
+    /// Stops the cluster at once: a test's data is not worth a clean shutdown.
+    fn stop(&self) {
         let path = self.bin.join("pg_ctl");
         let data = self.data_text();
         let args = ["stop", "--mode", "immediate", "--wait", "--pgdata", &data];
@@ -170,6 +178,58 @@ impl Drop for Postgres {
             Command::new(&path).args(args).output()
         };
     }
+}
+
+/// The environment variable that runs the tests' servers on PostgreSQL: `postgres`.
+pub const BACKEND_VARIABLE: &str = "TF_TEST_BACKEND";
+
+/// Whether this test run keeps the servers' records in PostgreSQL (`TF_TEST_BACKEND=postgres`)
+/// rather than in SQLite in their data dirs.
+pub fn suite_on_postgres() -> bool {
+    match std::env::var(BACKEND_VARIABLE).as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("{BACKEND_VARIABLE}={other}: say postgres or sqlite"),
+    }
+}
+
+/// The database that the tf processes on `data_dir` keep their records in when the run is
+/// on PostgreSQL: one per data dir, in one cluster for the whole test process (stopped
+/// as the process exits), created on first use so that `tf clients` before a server and
+/// a server restarted on the same data dir find the same records. `None` on SQLite.
+pub fn database_for(data_dir: &Path) -> Option<String> {
+    if !suite_on_postgres() {
+        return None;
+    }
+    static DATABASES: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
+    let cluster = shared_cluster();
+    let mut databases = DATABASES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let next = databases.len();
+    let url = databases
+        .entry(data_dir.to_path_buf())
+        .or_insert_with(|| cluster.create_database(&format!("lab{next}")));
+    Some(url.clone())
+}
+
+/// The test process's cluster, started on first use.
+fn shared_cluster() -> &'static Postgres {
+    static CLUSTER: OnceLock<Postgres> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        extern "C" fn stop_shared_cluster() {
+            if let Some(cluster) = CLUSTER.get() {
+                cluster.stop();
+                let _ = std::fs::remove_dir_all(cluster._temp.path());
+            }
+        }
+        let cluster = Postgres::start();
+        // Statics are never dropped: the cluster is stopped as the process exits.
+        // SAFETY: registers a function without arguments that lives as long as the program.
+        unsafe { libc::atexit(stop_shared_cluster) };
+        cluster
+    })
 }
 
 /// The directory of `initdb` and `pg_ctl`: Debian keeps them under

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::Value;
 
 use crate::http::Caller;
-use crate::{add_client, tf_binary};
+use crate::{add_client, tf_binary, tf_on};
 
 pub struct Server {
     child: Child,
@@ -53,7 +53,7 @@ impl Server {
 
     /// A server on `data_dir` listening on `bind` (a restart on the same address).
     pub fn start_at(data_dir: &Path, bind: &str, extra_args: &[&str]) -> Server {
-        let mut command = Command::new(tf_binary());
+        let mut command = tf_on(data_dir);
         command
             .arg("serve")
             .args(["--bind", bind, "--data-dir"])
@@ -67,7 +67,7 @@ impl Server {
     pub fn start_with_open_file_limit(soft: u64, hard: u64, extra_args: &[&str]) -> Server {
         use std::os::unix::process::CommandExt;
         let temp = tempfile::tempdir().expect("temp dir");
-        let mut command = Command::new(tf_binary());
+        let mut command = tf_on(temp.path());
         command
             .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
             .arg(temp.path())

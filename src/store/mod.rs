@@ -9,6 +9,7 @@
 
 mod agents;
 mod backend;
+pub mod backup;
 pub mod blobs;
 mod clients;
 #[cfg(test)]
@@ -37,4 +38,4 @@ pub(crate) use open::lock_for_server;
 pub use open::{DatabaseChoice, ServerDataDir, Store, SyncMode};
 pub use secrets::Expiry;
 pub use secrets_key::SecretsKey;
-pub use sqlite::{backup, health};
+pub use sqlite::health;

@@ -66,6 +66,14 @@ impl Store {
         Ok(total)
     }
 
+    /// Every archive file a row points to, by name.
+    pub async fn referenced_archives(&self) -> Result<Vec<String>> {
+        let names = on_backend!(self, db => db.referenced_files().await)?;
+        let mut names: Vec<String> = names.into_iter().collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Deletes archive files no row points to, only where that absence is certain: the
     /// blob directory belongs to this database (see `BlobDir::open_for_server`), and the
     /// file is older than an upload's rename-then-commit.

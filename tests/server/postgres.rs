@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Output;
 
 use serde_json::json;
-use tf_test_support::postgres::Postgres;
+use tf_test_support::postgres::{skipped_on_postgres, Postgres};
 use tf_test_support::server::Server;
 use tf_test_support::tf;
 
@@ -81,6 +81,9 @@ fn refusal(output: &Output) -> String {
 
 #[test]
 fn a_lab_moves_to_postgres_with_its_history_exactly() {
+    if skipped_on_postgres() {
+        return;
+    }
     let lab = tempfile::tempdir().expect("temp dir");
     let server = Server::start_in(lab.path(), &[]);
     // Keys out of alphabetical order: the definition must keep its text.
@@ -178,6 +181,9 @@ fn a_lab_moves_to_postgres_with_its_history_exactly() {
 
 #[test]
 fn migrating_a_running_lab_or_to_a_dead_database_is_refused_with_a_reason() {
+    if skipped_on_postgres() {
+        return;
+    }
     let lab = tempfile::tempdir().expect("temp dir");
     let server = Server::start_in(lab.path(), &[]);
     server.submit(&json!({"job_queue": "q", "test_data": {"test_cmds": "true"}}));
@@ -202,6 +208,9 @@ fn migrating_a_running_lab_or_to_a_dead_database_is_refused_with_a_reason() {
 
 #[test]
 fn a_database_of_another_schema_version_is_not_copied() {
+    if skipped_on_postgres() {
+        return;
+    }
     let lab = stopped_lab_with_an_artifact();
     // As a newer tf would leave it: its columns would be lost in the copy.
     let sqlite = rusqlite::Connection::open(lab.path().join("tf.db")).expect("open");
@@ -225,6 +234,9 @@ fn a_database_of_another_schema_version_is_not_copied() {
 
 #[test]
 fn a_value_of_the_wrong_kind_is_refused_not_reinterpreted() {
+    if skipped_on_postgres() {
+        return;
+    }
     let lab = stopped_lab_with_an_artifact();
     // SQLite keeps whatever a column is given; PostgreSQL's BIGINT must not get a REAL's bits.
     let sqlite = rusqlite::Connection::open(lab.path().join("tf.db")).expect("open");
@@ -246,6 +258,9 @@ fn a_value_of_the_wrong_kind_is_refused_not_reinterpreted() {
 
 #[test]
 fn an_archive_already_missing_from_the_data_dir_is_named() {
+    if skipped_on_postgres() {
+        return;
+    }
     let lab = stopped_lab_with_an_artifact();
     let sqlite = rusqlite::Connection::open(lab.path().join("tf.db")).expect("open");
     let lost: String = sqlite
@@ -264,4 +279,137 @@ fn an_archive_already_missing_from_the_data_dir_is_named() {
         )),
         "{said}"
     );
+}
+
+#[test]
+fn the_moved_lab_is_served_from_postgres_with_its_history() {
+    if skipped_on_postgres() {
+        return;
+    }
+    let lab = stopped_lab_with_an_artifact();
+    let cluster = Postgres::start();
+    let url = cluster.create_database("lab");
+    assert!(migrate(lab.path(), &url).status.success());
+
+    // The harness's test agent logs in: clients and their secrets moved too.
+    let server = Server::start_in(lab.path(), &["--database", &url]);
+    assert!(
+        server
+            .startup_log
+            .contains("records in postgres://tf@127.0.0.1:"),
+        "{}",
+        server.startup_log
+    );
+    let jobs = server.get("/v1/job/search?queue=q").json();
+    let id = jobs["jobs"][0]["job_id"]
+        .as_str()
+        .expect("the moved job")
+        .to_string();
+    let artifact = server.get(&format!("/v1/result/{id}/artifact"));
+    assert_eq!(artifact.status, 200);
+    assert_eq!(artifact.body, b"results");
+    let claimed = server
+        .claim("agent-1", "q")
+        .expect("the moved job is dispatched");
+    assert_eq!(claimed["job_id"], id.as_str());
+    assert_eq!(
+        cluster.sql(
+            "lab",
+            &format!("SELECT state FROM jobs WHERE job_id = '{id}'")
+        ),
+        "running"
+    );
+}
+
+#[test]
+fn a_backup_on_postgres_holds_the_archives_and_keys_and_says_to_pg_dump_the_records() {
+    if skipped_on_postgres() {
+        return;
+    }
+    let lab = stopped_lab_with_an_artifact();
+    let cluster = Postgres::start();
+    let url = cluster.create_database("lab");
+    assert!(migrate(lab.path(), &url).status.success());
+    let archive: String = cluster.sql("lab", "SELECT file_name FROM blobs");
+    let data_dir = lab.path().to_str().expect("utf-8");
+
+    let destination = tempfile::tempdir().expect("temp dir");
+    let backup = destination.path().join("backup");
+    let backup_text = backup.to_str().expect("utf-8");
+    let output = tf(&[
+        "backup",
+        "--data-dir",
+        data_dir,
+        "--database",
+        &url,
+        backup_text,
+    ]);
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(said.contains("Backed up 1 archives (7 bytes)"), "{said}");
+    assert!(said.contains("back them up with pg_dump"), "{said}");
+    assert_eq!(
+        std::fs::read(backup.join("blobs").join(&archive)).expect("copied"),
+        b"results"
+    );
+    assert!(backup.join("secrets.key").is_file() && !backup.join("tf.db").exists());
+
+    // An archive the database points to that is gone from the data dir is named.
+    std::fs::remove_file(lab.path().join("blobs").join(&archive)).expect("lose it");
+    let again = destination.path().join("again");
+    let output = tf(&[
+        "backup",
+        "--data-dir",
+        data_dir,
+        "--database",
+        &url,
+        again.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("1 archives the database points to are not in")),
+        "{said}"
+    );
+    assert!(said.contains(&archive), "{said}");
+}
+
+#[test]
+fn a_database_that_goes_away_gets_503_and_the_server_reconnects_when_it_is_back() {
+    if skipped_on_postgres(
+        "a_database_that_goes_away_gets_503_and_the_server_reconnects_when_it_is_back",
+    ) {
+        return;
+    }
+    let cluster = Postgres::start();
+    let url = cluster.create_database("lab");
+    let lab = tempfile::tempdir().expect("temp dir");
+    let server = Server::start_in(lab.path(), &["--database", &url]);
+    let job = json!({"job_queue": "q", "test_data": {"test_cmds": "true"}});
+    let before = server.submit(&job);
+
+    cluster.stop();
+    let refused = server.post_json("/v1/job", &job);
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(
+        refused.text().contains("the database is unavailable"),
+        "{}",
+        refused.text()
+    );
+    let status = server.get(&format!("/v1/result/{before}"));
+    assert_eq!(status.status, 503, "{}", status.text());
+
+    cluster.resume();
+    let after = tf_test_support::wait::wait_for("the server reconnects", || {
+        let answer = server.post_json("/v1/job", &job);
+        (answer.status == 200)
+            .then(|| answer.json()["job_id"].as_str().map(String::from))
+            .flatten()
+    });
+    assert_ne!(after, before);
+    assert_eq!(server.get(&format!("/v1/result/{before}")).status, 200);
 }

@@ -22,6 +22,8 @@ pub struct Postgres {
     bin: PathBuf,
     data: PathBuf,
     pub port: u16,
+    /// The server's settings, given again when it is started again (`resume`).
+    options: String,
     as_root: bool,
     _temp: tempfile::TempDir,
 }
@@ -44,10 +46,19 @@ impl Postgres {
         }
         let data = temp.path().join("cluster");
         let port = free_port();
+        // Sockets in the cluster's own directory: the system's (/run/postgresql) may not
+        // exist or may belong to an installed cluster. fsync off: test data need not
+        // survive a power cut, and tests then run at the speed of memory.
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} \
+             -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            data.to_string_lossy()
+        );
         let cluster = Postgres {
             bin,
             data,
             port,
+            options,
             as_root,
             _temp: temp,
         };
@@ -65,29 +76,26 @@ impl Postgres {
                 "--no-sync",
             ],
         );
-        // Sockets in the cluster's own directory: the system's (/run/postgresql) may not
-        // exist or may belong to an installed cluster. fsync off: test data need not
-        // survive a power cut, and tests then run at the speed of memory.
-        let options = format!(
-            "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} \
-             -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
-            cluster.data_text()
-        );
-        let log = cluster.data.join("server.log");
-        cluster.run_ok(
+        cluster.resume();
+        cluster
+    }
+
+    /// Starts the cluster's server (again, after `stop`), on the same port.
+    pub fn resume(&self) {
+        let log = self.data.join("server.log");
+        self.run_ok(
             "pg_ctl",
             &[
                 "start",
                 "--wait",
                 "--pgdata",
-                &cluster.data_text(),
+                &self.data_text(),
                 "--log",
                 &log.to_string_lossy(),
                 "--options",
-                &options,
+                &self.options,
             ],
         );
-        cluster
     }
 
     /// The URL of `database` on this cluster, as `tf serve --database` takes it.
@@ -163,8 +171,9 @@ impl Drop for Postgres {
 }
 
 impl Postgres {
-    /// Stops the cluster at once: a test's data is not worth a clean shutdown.
-    fn stop(&self) {
+    /// Stops the cluster's server at once (a test's data is not worth a clean shutdown);
+    /// `resume` starts it again.
+    pub fn stop(&self) {
         let path = self.bin.join("pg_ctl");
         let data = self.data_text();
         let args = ["stop", "--mode", "immediate", "--wait", "--pgdata", &data];
@@ -191,6 +200,20 @@ pub fn suite_on_postgres() -> bool {
         Ok("sqlite") | Ok("") | Err(_) => false,
         Ok(other) => panic!("{BACKEND_VARIABLE}={other}: say postgres or sqlite"),
     }
+}
+
+/// For a test of what only SQLite has (its database file, `tf migrate` out of it, `tf
+/// backup`'s copy of it): true, saying so, when the run is on PostgreSQL, where such a
+/// test has nothing to check. The test then returns at once.
+pub fn skipped_on_postgres() -> bool {
+    let skipped = suite_on_postgres();
+    if skipped {
+        // The test harness names each test's thread after the test.
+        let thread = std::thread::current();
+        let test = thread.name().unwrap_or("this test");
+        eprintln!("{test}: a test of SQLite's own behaviour, skipped on PostgreSQL");
+    }
+    skipped
 }
 
 /// The database that the tf processes on `data_dir` keep their records in when the run is

@@ -1,8 +1,10 @@
 //! PostgreSQL storage (issue 17, being built): connecting, with TLS through rustls, and
-//! the schema. `tf migrate` copies a SQLite lab into it (`copy`); the `Store` backend that
-//! serves from it comes next.
+//! the schema. `tf migrate` copies a SQLite lab into it (`copy`). Of the `Store` backend
+//! that will serve from it, the submit and claim statements are here (`jobs`); the writer
+//! that groups them into transactions, as SQLite's does, comes with it.
 
 pub mod copy;
+pub mod jobs;
 mod schema;
 
 use std::sync::Arc;

@@ -1,19 +1,102 @@
-//! PostgreSQL storage (issue 17, being built): connecting, with TLS through rustls, and
-//! the schema. `tf migrate` copies a SQLite lab into it (`copy`); the `Store` backend that
-//! serves from it comes next.
+//! PostgreSQL storage: connecting, with TLS through rustls, the schema, and the `Store`'s
+//! backend on a pool of connections. Each resource's statements are in a file of their
+//! own (`jobs`, `logs`, `agents`, `clients`, `secrets`, `legacy`, `retention`), each
+//! implementing its trait of `store/backend.rs`. `tf migrate` copies a SQLite lab into
+//! the same schema (`copy`).
 
+mod agents;
+mod clients;
 pub mod copy;
+mod jobs;
+mod legacy;
+mod logs;
+mod retention;
 mod schema;
+mod secrets;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use serde_json::{Map, Value};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::StoreError;
 
-/// The PostgreSQL backend (being built).
-pub(crate) struct PostgresBackend;
+/// The `Store`'s records in a PostgreSQL database, through a pool of connections.
+pub(crate) struct PostgresBackend {
+    pool: Pool,
+    /// The database as errors name it (`Database::describe`: no password).
+    name: String,
+}
+
+/// Connections kept open: enough for the requests a server handles at once, few enough
+/// for a server's default `max_connections` (100) to serve several tf servers.
+const POOL_SIZE: usize = 16;
+
+/// How long a request waits for a free connection before it fails instead of hanging.
+const POOL_WAIT: Duration = Duration::from_secs(30);
+
+impl PostgresBackend {
+    /// A pool on `database`, whose schema is brought up to date first.
+    pub(crate) async fn open(database: &Database) -> Result<PostgresBackend, StoreError> {
+        let (config, tls) = database.transport()?;
+        // A connection is checked only for being closed when it is handed out: a query
+        // per checkout would double the round trips of every request. One that broke
+        // since then fails its request and is dropped.
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls {
+            None => Manager::from_config(config, NoTls, manager_config),
+            Some(tls) => Manager::from_config(config, tls, manager_config),
+        };
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .build()
+            .map_err(|error| StoreError::Database(format!("connection pool: {error}")))?;
+        let backend = PostgresBackend {
+            pool,
+            name: database.describe(),
+        };
+        let mut client = backend.connection().await?;
+        schema::migrate(&mut client).await?;
+        drop(client);
+        Ok(backend)
+    }
+
+    /// A connection of the pool (statements prepared on it before are cached).
+    async fn connection(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.pool.get().await.map_err(|error| match error {
+            PoolError::Backend(error) => StoreError::Database(format!(
+                "the database at {} is unreachable: {}",
+                self.name,
+                match StoreError::from(error) {
+                    StoreError::Database(text) => text,
+                    other => other.to_string(),
+                }
+            )),
+            PoolError::Timeout(_) => StoreError::Database(format!(
+                "no connection to the database at {} was free within {}s",
+                self.name,
+                POOL_WAIT.as_secs()
+            )),
+            other => StoreError::Database(format!("the database at {}: {other}", self.name)),
+        })
+    }
+}
+
+/// A JSON object stored as text (`col::text`); empty when there is none.
+fn object(text: Option<&str>) -> Result<Map<String, Value>, StoreError> {
+    match text {
+        Some(text) => Ok(serde_json::from_str(text)?),
+        None => Ok(Map::new()),
+    }
+}
 
 impl PostgresBackend {
     pub async fn open(_database: &Database) -> Result<PostgresBackend, StoreError> {
@@ -22,7 +105,7 @@ impl PostgresBackend {
 }
 
 /// How long a connection attempt may take when the URL does not say (`connect_timeout=`).
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The database named by a URL (`postgres://user[:password]@host[:port]/db`, with
 /// `?sslmode=` and `?connect_timeout=` as libpq takes them, or libpq's `key=value` form).
@@ -82,30 +165,41 @@ impl Database {
     }
 
     /// A connection, its schema brought up to date.
-    ///
-    /// TLS unless the URL says `sslmode=disable`: required (libpq's default `prefer` is
-    /// taken as `require`, as a server that answers "no TLS" may be an impostor) except on
-    /// loopback and Unix sockets, and the server's certificate is always checked against
-    /// the system's roots, unlike libpq's `prefer` and `require`.
     pub async fn connect(&self) -> Result<Client, StoreError> {
-        let mut config = self.config.clone();
-        if config.get_ssl_mode() == SslMode::Prefer && !self.is_local() {
-            config.ssl_mode(SslMode::Require);
-        }
-        let mut client = match config.get_ssl_mode() {
-            SslMode::Disable => {
+        let (config, tls) = self.transport()?;
+        let mut client = match tls {
+            None => {
                 let (client, connection) = config.connect(NoTls).await?;
                 tokio::spawn(connection);
                 client
             }
-            _ => {
-                let (client, connection) = config.connect(rustls_connector()?).await?;
+            Some(tls) => {
+                let (client, connection) = config.connect(tls).await?;
                 tokio::spawn(connection);
                 client
             }
         };
         schema::migrate(&mut client).await?;
         Ok(client)
+    }
+
+    /// How connections are made: the configuration, and the TLS connector unless the
+    /// URL says `sslmode=disable`.
+    ///
+    /// TLS is required (libpq's default `prefer` is taken as `require`, as a server that
+    /// answers "no TLS" may be an impostor) except on loopback and Unix sockets, and the
+    /// server's certificate is always checked against the system's roots, unlike libpq's
+    /// `prefer` and `require`.
+    fn transport(&self) -> Result<(Config, Option<MakeRustlsConnect>), StoreError> {
+        let mut config = self.config.clone();
+        if config.get_ssl_mode() == SslMode::Prefer && !self.is_local() {
+            config.ssl_mode(SslMode::Require);
+        }
+        let tls = match config.get_ssl_mode() {
+            SslMode::Disable => None,
+            _ => Some(rustls_connector()?),
+        };
+        Ok((config, tls))
     }
 
     /// Whether every host is this machine (loopback or a Unix socket).
@@ -123,7 +217,7 @@ impl Database {
 }
 
 /// TLS as the rest of tf does it: rustls, the system's root certificates.
-fn rustls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+fn rustls_connector() -> Result<MakeRustlsConnect, StoreError> {
     let mut roots = rustls::RootCertStore::empty();
     for certificate in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(certificate);
@@ -135,5 +229,145 @@ fn rustls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreE
     .map_err(|error| StoreError::Database(format!("TLS: {error}")))?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// What the backend's tests share: a backend on a throwaway cluster of its own.
+#[cfg(test)]
+pub(crate) mod testing {
+    use tf_test_support::postgres::Postgres;
+
+    use super::{Database, PostgresBackend};
+
+    /// A backend on a fresh database; the cluster goes when its value is dropped.
+    pub(crate) async fn backend() -> (Postgres, PostgresBackend) {
+        let cluster = Postgres::start();
+        let url = cluster.create_database("tf");
+        let database = Database::parse(&url).expect("url");
+        let backend = PostgresBackend::open(&database).await.expect("open");
+        (cluster, backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::{Map, Value};
+
+    use super::*;
+    use crate::store::agents::ProvisionLogEntry;
+    use crate::store::backend::{
+        Agents, Clients, Jobs, Legacy, Logs, Retention, SealedSecret, Secrets,
+    };
+    use crate::store::blobs::{BlobKind, StoredBlob};
+    use crate::store::clients::{Client, RefreshTokens};
+    use crate::store::jobs::{JobFilter, NewJob, ResultUpdate};
+    use crate::store::legacy::LegacyResult;
+    use crate::store::logs::{Fragment, FragmentQuery};
+    use crate::store::secrets::Expiry;
+
+    fn send<T: Send>(_: T) {}
+
+    /// Axum awaits the store's futures on any worker thread: every backend future must
+    /// be `Send`. Checked when this compiles; nothing runs.
+    #[test]
+    fn every_backend_future_is_send() {
+        #[allow(clippy::too_many_arguments)]
+        fn check(
+            db: &PostgresBackend,
+            job: NewJob,
+            filter: JobFilter,
+            blob: StoredBlob,
+            update: ResultUpdate,
+            fragments: Vec<Fragment>,
+            query: FragmentQuery,
+            fields: Map<String, Value>,
+            entry: ProvisionLogEntry,
+            client: Client,
+            sealed: SealedSecret,
+            legacy: LegacyResult,
+        ) {
+            let (id, queues) = ("id", ["q".to_string()]);
+            let lifetime = Duration::from_secs(1);
+            send(db.insert_job(job));
+            send(db.claim_job(&queues, id));
+            send(db.job_definition(id));
+            send(db.job_counts());
+            send(db.search_jobs(filter));
+            send(db.queue_jobs(id));
+            send(db.agent_jobs(id, 1));
+            send(db.cancel_job(id));
+            send(db.queue_position(id));
+            send(db.attachment_gate(id));
+            send(db.record_attachments(id, blob));
+            send(db.job_exists(id));
+            send(db.record_artifact(
+                id,
+                StoredBlob {
+                    file_name: id.into(),
+                    size: 0,
+                },
+            ));
+            send(db.update_result(id, update));
+            send(db.result(id));
+            send(db.blob_name(id, BlobKind::Artifact));
+            send(db.insert_fragments(id, id, fragments));
+            send(db.read_log(id, id, query, true));
+            send(db.full_logs(id));
+            send(db.phase_spans(id));
+            send(db.logs_so_far(id, 1));
+            send(db.report_agent(id, fields.clone(), Vec::new()));
+            send(db.agents());
+            send(db.agent(id));
+            send(db.agents_on_queue(id));
+            send(db.record_provision(id, entry));
+            send(db.provision_history(id));
+            send(db.agent_log(id));
+            send(db.advertise_queues(BTreeMap::new()));
+            send(db.queue_descriptions());
+            send(db.set_images(BTreeMap::from([(id.to_string(), fields)])));
+            send(db.images(id));
+            send(db.wait_times(Vec::new()));
+            send(db.client(id));
+            send(db.clients());
+            send(db.save_client(client, None, RefreshTokens::Keep));
+            send(db.remove_client(id));
+            send(db.store_refresh_token(id.into(), id, lifetime, None));
+            send(db.renew_refresh_token(id.into(), id.into(), lifetime));
+            send(db.use_refresh_token(id.into()));
+            send(db.revoke_refresh_token(id.into()));
+            send(db.restricted_queues(None));
+            send(db.restricted_names());
+            send(db.restrict_queue(id, id));
+            send(db.unrestrict_queue(id, id));
+            send(db.put_secret(id, id, sealed, Expiry::Never));
+            send(db.delete_secret(id, id));
+            send(db.missing_secrets(id, Vec::new()));
+            send(db.take_secret(id, id));
+            send(db.merge_legacy_result(id, legacy));
+            send(db.legacy_result(id));
+            send(db.append_legacy_output(id, id, String::new()));
+            send(db.take_legacy_output(id, id));
+            send(db.expire_batch(0));
+            send(db.referenced_files());
+            send(db.identity());
+        }
+        let _ = check as fn(&PostgresBackend, _, _, _, _, _, _, _, _, _, _, _);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_named_without_its_password() {
+        // A port nothing listens on (the discard port, closed on test machines).
+        let database =
+            Database::parse("postgres://tf:hunter2@127.0.0.1:9/lab?sslmode=disable").unwrap();
+        let Err(StoreError::Database(error)) = PostgresBackend::open(&database).await else {
+            panic!("a database that is not there opened");
+        };
+        assert!(
+            error.starts_with("the database at postgres://tf@127.0.0.1:9/lab is unreachable"),
+            "{error}"
+        );
+        assert!(!error.contains("hunter2"), "{error}");
+    }
 }

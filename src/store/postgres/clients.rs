@@ -1,0 +1,406 @@
+//! API clients, their refresh tokens and restricted queues on PostgreSQL, with SQLite's
+//! rules (`store/clients.rs`). What SQLite's single writer gives by running one write at
+//! a time, these transactions get by locking the rows they read before they write.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_postgres::Row;
+
+use super::PostgresBackend;
+use crate::job::time::{self, Micros};
+use crate::store::backend;
+use crate::store::clients::{Client, RefreshToken, RefreshTokens, Renewal, Revocation};
+use crate::store::error::Result;
+
+const CLIENT_COLUMNS: &str = "client_id, role, max_priority::text, allowed_queues::text,
+    max_reservation_time::text, email, secret_hash";
+
+/// A client and its secret hash from a row of `CLIENT_COLUMNS`. A permission stored in
+/// an unexpected shape reads as absent, as on SQLite.
+fn client_row(row: &Row) -> (Client, Option<String>) {
+    let json = |index: usize| -> Option<Value> {
+        let text: Option<&str> = row.get(index);
+        text.and_then(|text| serde_json::from_str(text).ok())
+    };
+    let object = |value: Option<Value>| match value {
+        Some(Value::Object(map)) => Some(map),
+        _ => None,
+    };
+    (
+        Client {
+            client_id: row.get(0),
+            role: row.get(1),
+            max_priority: object(json(2)),
+            allowed_queues: json(3).and_then(|value| serde_json::from_value(value).ok()),
+            max_reservation_time: object(json(4)),
+            email: row.get(5),
+        },
+        row.get(6),
+    )
+}
+
+/// When a token issued at `now` for `lifetime` expires (the settings bound lifetimes).
+fn expires_at(now: Micros, lifetime: Duration) -> Micros {
+    now + lifetime.as_micros() as Micros
+}
+
+fn to_json<T: serde::Serialize>(value: &Option<T>) -> Result<Option<String>> {
+    Ok(value.as_ref().map(serde_json::to_string).transpose()?)
+}
+
+impl backend::Clients for PostgresBackend {
+    async fn client(&self, client_id: &str) -> Result<Option<(Client, Option<String>)>> {
+        let client = self.connection().await?;
+        let select = client
+            .prepare_cached(&format!(
+                "SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = $1"
+            ))
+            .await?;
+        let row = client.query_opt(&select, &[&client_id]).await?;
+        Ok(row.as_ref().map(client_row))
+    }
+
+    async fn clients(&self) -> Result<Vec<Client>> {
+        let client = self.connection().await?;
+        let select = client
+            .prepare_cached(&format!(
+                "SELECT {CLIENT_COLUMNS} FROM clients ORDER BY seq"
+            ))
+            .await?;
+        let rows = client.query(&select, &[]).await?;
+        Ok(rows.iter().map(|row| client_row(row).0).collect())
+    }
+
+    async fn save_client(
+        &self,
+        saved: Client,
+        secret_hash: Option<String>,
+        refresh_tokens: RefreshTokens,
+    ) -> Result<bool> {
+        let mut client = self.connection().await?;
+        let transaction = client.transaction().await?;
+        // `xmax = 0`: no transaction has updated the row version returned, so the INSERT
+        // made it (the client is new).
+        let upsert = transaction
+            .prepare_cached(
+                "INSERT INTO clients (client_id, secret_hash, role, max_priority, allowed_queues,
+                                      max_reservation_time, email, created_at)
+                 VALUES ($1, $2, $3, $4::text::json, $5::text::json, $6::text::json, $7, $8)
+                 ON CONFLICT (client_id) DO UPDATE SET
+                     secret_hash = coalesce($2, clients.secret_hash), role = $3,
+                     max_priority = $4::text::json, allowed_queues = $5::text::json,
+                     max_reservation_time = $6::text::json, email = $7
+                 RETURNING xmax = 0",
+            )
+            .await?;
+        let created: bool = transaction
+            .query_one(
+                &upsert,
+                &[
+                    &saved.client_id,
+                    &secret_hash,
+                    &saved.role,
+                    &to_json(&saved.max_priority)?,
+                    &to_json(&saved.allowed_queues)?,
+                    &to_json(&saved.max_reservation_time)?,
+                    &saved.email,
+                    &time::now(),
+                ],
+            )
+            .await?
+            .get(0);
+        if refresh_tokens == RefreshTokens::Revoke {
+            let revoke = transaction
+                .prepare_cached("UPDATE refresh_tokens SET revoked = TRUE WHERE client_id = $1")
+                .await?;
+            transaction.execute(&revoke, &[&saved.client_id]).await?;
+        }
+        transaction.commit().await?;
+        Ok(created)
+    }
+
+    async fn remove_client(&self, client_id: &str) -> Result<bool> {
+        let mut client = self.connection().await?;
+        let transaction = client.transaction().await?;
+        // The client first: a renewal holding it (renew_refresh_token) finishes before,
+        // and the tokens deleted next include the successor it stored.
+        let delete_client = transaction
+            .prepare_cached("DELETE FROM clients WHERE client_id = $1")
+            .await?;
+        let removed = transaction.execute(&delete_client, &[&client_id]).await? > 0;
+        for delete in [
+            "DELETE FROM refresh_tokens WHERE client_id = $1",
+            "DELETE FROM secrets WHERE client_id = $1",
+        ] {
+            let delete = transaction.prepare_cached(delete).await?;
+            transaction.execute(&delete, &[&client_id]).await?;
+        }
+        transaction.commit().await?;
+        Ok(removed)
+    }
+
+    async fn store_refresh_token(
+        &self,
+        token_hash: String,
+        client_id: &str,
+        lifetime: Duration,
+        secret_hash: Option<String>,
+    ) -> Result<bool> {
+        let now = time::now();
+        let client = self.connection().await?;
+        let insert = client
+            .prepare_cached(
+                "INSERT INTO refresh_tokens
+                     (token_hash, client_id, issued_at, expires_at, last_accessed, family)
+                 SELECT $1, client_id, $3, $4, $3, $1 FROM clients
+                 WHERE client_id = $2 AND ($5::text IS NULL OR secret_hash = $5)",
+            )
+            .await?;
+        let stored = client
+            .execute(
+                &insert,
+                &[
+                    &token_hash,
+                    &client_id,
+                    &now,
+                    &expires_at(now, lifetime),
+                    &secret_hash,
+                ],
+            )
+            .await?;
+        Ok(stored > 0)
+    }
+
+    async fn renew_refresh_token(
+        &self,
+        token_hash: String,
+        successor_hash: String,
+        lifetime: Duration,
+    ) -> Result<Renewal> {
+        let now = time::now();
+        let mut client = self.connection().await?;
+        let transaction = client.transaction().await?;
+        // The token is locked against a second renewal, its client against removal and
+        // changes (save_client, remove_client wait for this transaction): each statement
+        // below then sees them as they are at the end.
+        let lock = transaction
+            .prepare_cached(
+                "SELECT 1 FROM refresh_tokens AS token JOIN clients USING (client_id)
+                 WHERE token.token_hash = $1
+                 FOR UPDATE OF token FOR SHARE OF clients",
+            )
+            .await?;
+        transaction.query_opt(&lock, &[&token_hash]).await?;
+        let insert = transaction
+            .prepare_cached(
+                "INSERT INTO refresh_tokens
+                     (token_hash, client_id, issued_at, expires_at, last_accessed, family)
+                 SELECT $2, token.client_id, $3, $4, $3, token.family
+                 FROM refresh_tokens AS token JOIN clients USING (client_id)
+                 WHERE token.token_hash = $1 AND NOT token.revoked AND token.expires_at > $3
+                     AND token.successor IS NULL",
+            )
+            .await?;
+        let inserted = transaction
+            .execute(
+                &insert,
+                &[
+                    &token_hash,
+                    &successor_hash,
+                    &now,
+                    &expires_at(now, lifetime),
+                ],
+            )
+            .await?;
+        if inserted > 0 {
+            let link = transaction
+                .prepare_cached("UPDATE refresh_tokens SET successor = $2 WHERE token_hash = $1")
+                .await?;
+            transaction
+                .execute(&link, &[&token_hash, &successor_hash])
+                .await?;
+            transaction.commit().await?;
+            return Ok(Renewal::Renewed);
+        }
+        let earlier = transaction
+            .prepare_cached(
+                "SELECT token.successor,
+                        EXISTS (SELECT 1 FROM refresh_tokens AS successor
+                                WHERE successor.token_hash = token.successor
+                                  AND NOT successor.revoked AND successor.expires_at > $2)
+                 FROM refresh_tokens AS token JOIN clients USING (client_id)
+                 WHERE token.token_hash = $1 AND NOT token.revoked AND token.expires_at > $2",
+            )
+            .await?;
+        let earlier = transaction
+            .query_opt(&earlier, &[&token_hash, &now])
+            .await?;
+        transaction.commit().await?;
+        Ok(
+            match earlier.map(|row| (row.get::<_, Option<String>>(0), row.get(1))) {
+                Some((Some(earlier), true)) if earlier == successor_hash => Renewal::Renewed,
+                Some((Some(_), _)) => Renewal::RenewedElsewhere,
+                _ => Renewal::Invalid,
+            },
+        )
+    }
+
+    async fn use_refresh_token(&self, token_hash: String) -> Result<Option<RefreshToken>> {
+        let client = self.connection().await?;
+        // Found and noted as used in one statement; an unknown token costs what a read does.
+        let touch = client
+            .prepare_cached(
+                "UPDATE refresh_tokens SET last_accessed = $2 WHERE token_hash = $1
+                 RETURNING client_id, issued_at, expires_at, revoked",
+            )
+            .await?;
+        let row = client
+            .query_opt(&touch, &[&token_hash, &time::now()])
+            .await?;
+        Ok(row.map(|row| RefreshToken {
+            client_id: row.get(0),
+            issued_at: row.get(1),
+            expires_at: row.get(2),
+            revoked: row.get(3),
+        }))
+    }
+
+    async fn revoke_refresh_token(&self, token_hash: String) -> Result<Revocation> {
+        let mut client = self.connection().await?;
+        let transaction = client.transaction().await?;
+        let select = transaction
+            .prepare_cached(
+                "SELECT revoked, family FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+            )
+            .await?;
+        let found = transaction.query_opt(&select, &[&token_hash]).await?;
+        let revocation = match found.map(|row| (row.get(0), row.get::<_, Option<String>>(1))) {
+            None => Revocation::Unknown,
+            Some((true, _)) => Revocation::AlreadyRevoked,
+            Some((false, family)) => {
+                let revoke = transaction
+                    .prepare_cached("UPDATE refresh_tokens SET revoked = TRUE WHERE family = $1")
+                    .await?;
+                transaction.execute(&revoke, &[&family]).await?;
+                Revocation::Revoked
+            }
+        };
+        transaction.commit().await?;
+        Ok(revocation)
+    }
+
+    async fn restricted_queues(&self, only: Option<String>) -> Result<Vec<(String, Vec<String>)>> {
+        let client = self.connection().await?;
+        // By queue name bytewise, as SQLite's BINARY collation orders them; owners in the
+        // order the clients were created.
+        let select = client
+            .prepare_cached(
+                "SELECT restricted.queue, clients.client_id FROM restricted_queues AS restricted
+                 LEFT JOIN clients ON EXISTS (
+                     SELECT 1 FROM json_array_elements_text(
+                         CASE WHEN json_typeof(clients.allowed_queues) = 'array'
+                              THEN clients.allowed_queues END) AS allowed
+                     WHERE allowed = restricted.queue)
+                 WHERE $1::text IS NULL OR restricted.queue = $1
+                 ORDER BY restricted.queue COLLATE \"C\", clients.seq",
+            )
+            .await?;
+        let mut queues: Vec<(String, Vec<String>)> = Vec::new();
+        for row in client.query(&select, &[&only]).await? {
+            let (queue, owner): (String, Option<String>) = (row.get(0), row.get(1));
+            if queues.last().is_none_or(|(last, _)| *last != queue) {
+                queues.push((queue, Vec::new()));
+            }
+            if let (Some(owner), Some((_, owners))) = (owner, queues.last_mut()) {
+                owners.push(owner);
+            }
+        }
+        Ok(queues)
+    }
+
+    async fn restricted_names(&self) -> Result<HashSet<String>> {
+        let client = self.connection().await?;
+        let select = client
+            .prepare_cached("SELECT queue FROM restricted_queues")
+            .await?;
+        let rows = client.query(&select, &[]).await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    async fn restrict_queue(&self, queue: &str, client_id: &str) -> Result<()> {
+        self.change_restriction(queue, client_id, Restriction::Add)
+            .await
+    }
+
+    async fn unrestrict_queue(&self, queue: &str, client_id: &str) -> Result<()> {
+        self.change_restriction(queue, client_id, Restriction::Lift)
+            .await
+    }
+}
+
+/// Which way a queue's restriction changes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Restriction {
+    Add,
+    Lift,
+}
+
+impl PostgresBackend {
+    /// Restricts `queue` (or lifts its restriction, for everyone, as the reference does)
+    /// and adds it to (removes it from) `client_id`'s allowed queues.
+    async fn change_restriction(
+        &self,
+        queue: &str,
+        client_id: &str,
+        change: Restriction,
+    ) -> Result<()> {
+        let mut client = self.connection().await?;
+        let transaction = client.transaction().await?;
+        let mark = transaction
+            .prepare_cached(match change {
+                Restriction::Add => {
+                    "INSERT INTO restricted_queues (queue) VALUES ($1) ON CONFLICT DO NOTHING"
+                }
+                Restriction::Lift => "DELETE FROM restricted_queues WHERE queue = $1",
+            })
+            .await?;
+        transaction.execute(&mark, &[&queue]).await?;
+        let select = transaction
+            .prepare_cached(
+                "SELECT allowed_queues::text FROM clients WHERE client_id = $1 FOR UPDATE",
+            )
+            .await?;
+        if let Some(row) = transaction.query_opt(&select, &[&client_id]).await? {
+            let stored: Option<Vec<String>> = row
+                .get::<_, Option<&str>>(0)
+                .map(serde_json::from_str)
+                .transpose()?;
+            let allowed = match (change, stored) {
+                // A set union, sorted bytewise, as SQLite's `UNION` gives it.
+                (Restriction::Add, stored) => {
+                    let mut union: BTreeSet<String> = stored.into_iter().flatten().collect();
+                    union.insert(queue.to_string());
+                    Some(union.into_iter().collect::<Vec<_>>())
+                }
+                (Restriction::Lift, Some(mut allowed)) => {
+                    allowed.retain(|name| name != queue);
+                    Some(allowed)
+                }
+                // No list stays no list (every queue allowed).
+                (Restriction::Lift, None) => None,
+            };
+            let update = transaction
+                .prepare_cached(
+                    "UPDATE clients SET allowed_queues = $2::text::json WHERE client_id = $1",
+                )
+                .await?;
+            transaction
+                .execute(&update, &[&client_id, &to_json(&allowed)?])
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+}

@@ -39,7 +39,7 @@ macro_rules! on_backend {
     ($store:expr, $db:ident => $call:expr) => {
         match &$store.backend {
             $crate::store::backend::Backend::Sqlite($db) => $call,
-            $crate::store::backend::Backend::Postgres(_) => todo!("TEMP"),
+            $crate::store::backend::Backend::Postgres($db) => $call,
         }
     };
 }

@@ -119,7 +119,7 @@ impl Store {
         let blobs = if owns_uploads {
             let (store_id, has_archives) = match &backend {
                 Backend::Sqlite(db) => db.identity().await,
-                Backend::Postgres(_) => todo!("TEMP"),
+                Backend::Postgres(db) => db.identity().await,
             }?;
             BlobDir::open_for_server(&blobs_root, &store_id, has_archives)
         } else {

@@ -2,7 +2,7 @@
 //! rules (`store/clients.rs`). What SQLite's single writer gives by running one write at
 //! a time, these transactions get by locking the rows they read before they write.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -320,13 +320,14 @@ impl backend::Clients for PostgresBackend {
         Ok(queues)
     }
 
-    async fn restricted_names(&self) -> Result<HashSet<String>> {
+    /// Read each time, not kept in memory: another server on the same database may
+    /// restrict a queue.
+    async fn is_restricted(&self, queue: &str) -> Result<bool> {
         let client = self.connection().await?;
         let select = client
-            .prepare_cached("SELECT queue FROM restricted_queues")
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM restricted_queues WHERE queue = $1)")
             .await?;
-        let rows = client.query(&select, &[]).await?;
-        Ok(rows.iter().map(|row| row.get(0)).collect())
+        Ok(client.query_one(&select, &[&queue]).await?.get(0))
     }
 
     async fn restrict_queue(&self, queue: &str, client_id: &str) -> Result<()> {

@@ -20,6 +20,7 @@ use crate::store::jobs::{
     read_outcome, AttachmentGate, ClaimedJob, JobFilter, JobSummary, NewJob, ResultUpdate,
     ResultView,
 };
+use crate::store::pages::JobRecord;
 use crate::store::StoreError;
 
 /// How many of a killed phase's last output fragments are searched for the agent's line
@@ -294,6 +295,39 @@ impl backend::Jobs for PostgresBackend {
             job_state,
             status,
             device_info: device_info.map(serde_json::from_str).transpose()?,
+        }))
+    }
+
+    async fn job_record(&self, job_id: &str) -> Result<Option<JobRecord>> {
+        let client = self.connection().await?;
+        let select = client
+            .prepare_cached(
+                "SELECT job_id, queue, state, created_at, started_at, job_data::text,
+                        status::text, device_info::text,
+                        EXISTS (SELECT 1 FROM blobs
+                                WHERE blobs.job_id = jobs.job_id AND kind = 'artifact'),
+                        agent, outcome
+                 FROM jobs WHERE job_id = $1",
+            )
+            .await?;
+        let Some(row) = client.query_opt(&select, &[&job_id]).await? else {
+            return Ok(None);
+        };
+        let state: String = row.get(2);
+        let status = object(row.get(6))?;
+        let device_info: Option<&str> = row.get(7);
+        Ok(Some(JobRecord {
+            outcome: read_outcome(&state, row.get(10), || Some(&status)),
+            job_id: row.get(0),
+            queue: row.get(1),
+            state,
+            created_at: row.get(3),
+            started_at: row.get(4),
+            definition: serde_json::from_str(row.get(5))?,
+            status,
+            device_info: device_info.map(serde_json::from_str).transpose()?,
+            has_artifact: row.get(8),
+            agent: row.get(9),
         }))
     }
 

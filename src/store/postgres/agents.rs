@@ -104,7 +104,8 @@ impl backend::Agents for PostgresBackend {
 
     async fn agents_on_queue(&self, queue: &str) -> Result<Vec<AgentFields>> {
         let client = self.connection().await?;
-        // Queues that are not a list match nothing, as SQLite's json_each finds no string.
+        // Queues that are not a list match nothing (SQLite's json_each would take a lone
+        // string as a list of one; agents report lists).
         let select = client
             .prepare_cached(&format!(
                 "SELECT {AGENT_COLUMNS} FROM agents

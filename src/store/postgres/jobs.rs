@@ -514,8 +514,8 @@ fn search(filter: JobFilter) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
     let mut conditions = Vec::new();
     if !filter.tags.is_empty() {
         let wanted = distinct_count(&filter.tags);
-        // Tags that are not a list (never accepted, but stored JSON is not checked
-        // again) match nothing, as SQLite's json_each over them finds no string.
+        // Tags that are not a list (never accepted) match nothing; SQLite's json_each
+        // would take a lone string as a list of one.
         let matching = format!(
             "(SELECT count(DISTINCT tag) FROM json_array_elements_text(
                   CASE WHEN json_typeof(job_data -> 'tags') = 'array' THEN job_data -> 'tags' END

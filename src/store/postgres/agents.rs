@@ -104,7 +104,8 @@ impl backend::Agents for PostgresBackend {
 
     async fn agents_on_queue(&self, queue: &str) -> Result<Vec<AgentFields>> {
         let client = self.connection().await?;
-        // Queues that are not a list match nothing, as SQLite's json_each finds no string.
+        // Queues that are not a list match nothing (SQLite's json_each would take a lone
+        // string as a list of one; agents report lists).
         let select = client
             .prepare_cached(&format!(
                 "SELECT {AGENT_COLUMNS} FROM agents
@@ -305,4 +306,139 @@ fn extend_streak(fields: &mut Map<String, Value>, passed: bool) {
     };
     fields.insert("provision_streak_type".into(), outcome.into());
     fields.insert("provision_streak_count".into(), count.into());
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::backend::{Agents, Jobs};
+    use crate::store::jobs::{NewJob, ResultUpdate};
+    use crate::store::postgres::testing;
+
+    fn fields(value: Value) -> Map<String, Value> {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[tokio::test]
+    async fn reports_merge_into_agents_listed_in_order_and_found_by_queue() {
+        let (_cluster, db) = testing::backend().await;
+        db.report_agent(
+            "b",
+            fields(json!({"queues": ["q", "r"], "state": "waiting"})),
+            vec![],
+        )
+        .await
+        .unwrap();
+        db.report_agent("a", fields(json!({"queues": "q"})), vec![])
+            .await
+            .unwrap();
+        let lines: Vec<String> = (0..150).map(|n| n.to_string()).collect();
+        db.report_agent("b", fields(json!({"state": "test"})), lines)
+            .await
+            .unwrap();
+        let agents = db.agents().await.unwrap();
+        let names: Vec<&str> = agents.iter().map(|agent| agent.name.as_str()).collect();
+        assert_eq!(names, ["b", "a"], "in the order they first reported");
+        assert_eq!(
+            Value::Object(agents[0].fields.clone()),
+            json!({"queues": ["q", "r"], "state": "test"})
+        );
+        let on_q = db.agents_on_queue("q").await.unwrap();
+        assert_eq!(on_q.len(), 1, "queues that are not a list serve nothing");
+        assert_eq!(on_q[0].name, "b");
+        let log = db.agent_log("b").await.unwrap();
+        assert_eq!((log.len(), log[0].as_str()), (100, "50"));
+        assert!(db.agent("nobody").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn provision_attempts_keep_a_streak_and_a_skipped_provision_is_none() {
+        let (_cluster, db) = testing::backend().await;
+        db.report_agent("a", Map::new(), vec![]).await.unwrap();
+        for id in ["skipped", "ran"] {
+            db.insert_job(NewJob {
+                job_id: id.into(),
+                queue: "q".into(),
+                priority: 0,
+                awaits_attachments: false,
+                exclude_agents: Vec::new(),
+                submitter: None,
+                data: Map::new(),
+            })
+            .await
+            .unwrap();
+        }
+        let ran = ResultUpdate {
+            status: Some(fields(json!({"provision": 0}))),
+            ..ResultUpdate::default()
+        };
+        db.update_result("ran", ran).await.unwrap();
+        let attempt = |job: &str, exit_code: i64| ProvisionLogEntry {
+            job_id: job.into(),
+            exit_code,
+            detail: None,
+        };
+        assert!(db
+            .record_provision("a", attempt("skipped", 0))
+            .await
+            .unwrap());
+        assert!(db.provision_history("a").await.unwrap().is_empty());
+        for exit_code in [0, 0, 1, 1, 1] {
+            db.record_provision("a", attempt("ran", exit_code))
+                .await
+                .unwrap();
+        }
+        let agent = db.agent("a").await.unwrap().unwrap();
+        assert_eq!(agent.fields["provision_streak_type"], json!("fail"));
+        assert_eq!(agent.fields["provision_streak_count"], json!(3));
+        let history = db.provision_history("a").await.unwrap();
+        let codes: Vec<i64> = history.iter().map(|attempt| attempt.exit_code).collect();
+        assert_eq!(codes, [1, 1, 1, 0, 0], "newest first");
+        assert!(!db
+            .record_provision("nobody", attempt("ran", 1))
+            .await
+            .unwrap());
+        for _ in 0..120 {
+            db.record_provision("a", attempt("ran", 0)).await.unwrap();
+        }
+        assert_eq!(db.provision_history("a").await.unwrap().len(), 100);
+    }
+
+    #[tokio::test]
+    async fn queues_keep_descriptions_images_and_wait_times() {
+        let (_cluster, db) = testing::backend().await;
+        db.advertise_queues([("q".to_string(), "the q".to_string())].into())
+            .await
+            .unwrap();
+        db.set_images([("r".to_string(), fields(json!({"img": "url"})))].into())
+            .await
+            .unwrap();
+        let descriptions = db.queue_descriptions().await.unwrap();
+        assert_eq!(descriptions["q"], "the q");
+        assert_eq!(descriptions["r"], "");
+        assert_eq!(
+            Value::Object(db.images("r").await.unwrap()),
+            json!({"img": "url"})
+        );
+        assert!(db.images("q").await.unwrap().is_empty());
+        for queue in ["q", "r"] {
+            db.insert_job(NewJob {
+                job_id: queue.into(),
+                queue: queue.into(),
+                priority: 0,
+                awaits_attachments: false,
+                exclude_agents: Vec::new(),
+                submitter: None,
+                data: Map::new(),
+            })
+            .await
+            .unwrap();
+            db.claim_job(&[queue.to_string()], "a").await.unwrap();
+        }
+        assert_eq!(db.wait_times(Vec::new()).await.unwrap().len(), 2);
+        let only_q = db.wait_times(vec!["q".into()]).await.unwrap();
+        assert_eq!(only_q.keys().collect::<Vec<_>>(), ["q"]);
+    }
 }

@@ -405,3 +405,161 @@ impl PostgresBackend {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::backend::Clients;
+    use crate::store::postgres::testing;
+
+    fn client(client_id: &str) -> Client {
+        Client {
+            client_id: client_id.into(),
+            role: "agent".into(),
+            ..Client::default()
+        }
+    }
+
+    /// As SQLite's test of the same name (store/clients.rs): what would have slipped
+    /// between reading a token and storing its successor is seen.
+    #[tokio::test]
+    async fn a_token_changed_or_gone_since_it_was_read_is_not_renewed() {
+        let (_cluster, db) = testing::backend().await;
+        let later = Duration::from_secs(60);
+        let renew = |token: &str, successor: &str| {
+            db.renew_refresh_token(token.into(), successor.into(), later)
+        };
+        let save =
+            |keep: RefreshTokens| db.save_client(client("rack"), Some("secret-hash".into()), keep);
+        assert!(save(RefreshTokens::Keep).await.unwrap(), "new");
+        let issue = |token: &str| db.store_refresh_token(token.into(), "rack", later, None);
+        assert!(issue("a").await.unwrap());
+        assert_eq!(renew("a", "a2").await.unwrap(), Renewal::Renewed);
+        assert_eq!(
+            renew("a", "a2").await.unwrap(),
+            Renewal::Renewed,
+            "the same again"
+        );
+        assert_eq!(renew("a", "a3").await.unwrap(), Renewal::RenewedElsewhere);
+
+        assert!(issue("b").await.unwrap());
+        assert!(!save(RefreshTokens::Revoke).await.unwrap(), "not new");
+        assert_eq!(renew("b", "b2").await.unwrap(), Renewal::Invalid);
+        assert_eq!(renew("a", "a2").await.unwrap(), Renewal::Invalid);
+
+        assert!(issue("c").await.unwrap());
+        assert!(db.remove_client("rack").await.unwrap());
+        assert!(!db.remove_client("rack").await.unwrap());
+        save(RefreshTokens::Keep).await.unwrap();
+        assert_eq!(renew("c", "c2").await.unwrap(), Renewal::Invalid);
+
+        // A login whose checked secret changed meanwhile gets no token.
+        let stale = db.store_refresh_token("d".into(), "rack", later, Some("old-hash".into()));
+        assert!(!stale.await.unwrap());
+        assert!(!db
+            .store_refresh_token("e".into(), "gone", later, None)
+            .await
+            .unwrap());
+        // The secret hash was kept by saves without one.
+        let (_, hash) = db.client("rack").await.unwrap().expect("saved");
+        assert_eq!(hash.as_deref(), Some("secret-hash"));
+    }
+
+    #[tokio::test]
+    async fn a_used_token_is_found_and_a_revoked_family_goes_as_one() {
+        let (_cluster, db) = testing::backend().await;
+        let later = Duration::from_secs(60);
+        db.save_client(client("rack"), None, RefreshTokens::Keep)
+            .await
+            .unwrap();
+        assert!(db.use_refresh_token("a".into()).await.unwrap().is_none());
+        db.store_refresh_token("a".into(), "rack", later, None)
+            .await
+            .unwrap();
+        db.renew_refresh_token("a".into(), "a2".into(), later)
+            .await
+            .unwrap();
+        let used = db
+            .use_refresh_token("a2".into())
+            .await
+            .unwrap()
+            .expect("found");
+        assert_eq!((used.client_id.as_str(), used.revoked), ("rack", false));
+        assert_eq!(
+            db.revoke_refresh_token("a2".into()).await.unwrap(),
+            Revocation::Revoked
+        );
+        assert_eq!(
+            db.revoke_refresh_token("a".into()).await.unwrap(),
+            Revocation::AlreadyRevoked,
+            "the whole family"
+        );
+        assert_eq!(
+            db.revoke_refresh_token("x".into()).await.unwrap(),
+            Revocation::Unknown
+        );
+    }
+
+    #[tokio::test]
+    async fn restricting_adds_the_queue_once_and_lifting_removes_it_listing_owners_in_order() {
+        let (_cluster, db) = testing::backend().await;
+        let mut owner = client("owner");
+        owner.allowed_queues = Some(vec!["zz".into(), "b".into(), "b".into()]);
+        db.save_client(owner, None, RefreshTokens::Keep)
+            .await
+            .unwrap();
+        db.save_client(client("open"), None, RefreshTokens::Keep)
+            .await
+            .unwrap();
+        db.restrict_queue("a", "owner").await.unwrap();
+        db.restrict_queue("a", "owner").await.unwrap();
+        db.restrict_queue("a", "open").await.unwrap();
+        db.restrict_queue("Z", "open").await.unwrap();
+        let allowed = |id: &'static str| {
+            let db = &db;
+            async move { db.client(id).await.unwrap().unwrap().0.allowed_queues }
+        };
+        assert_eq!(
+            allowed("owner").await,
+            Some(vec!["a".into(), "b".into(), "zz".into()]),
+            "a set union, sorted, as SQLite's"
+        );
+        assert_eq!(allowed("open").await, Some(vec!["Z".into(), "a".into()]));
+        assert_eq!(
+            db.restricted_queues(None).await.unwrap(),
+            [
+                ("Z".to_string(), vec!["open".to_string()]),
+                (
+                    "a".to_string(),
+                    vec!["owner".to_string(), "open".to_string()]
+                ),
+            ],
+            "bytewise by name, owners as created"
+        );
+        assert_eq!(
+            db.restricted_names().await.unwrap(),
+            HashSet::from(["a".to_string(), "Z".to_string()])
+        );
+
+        db.unrestrict_queue("a", "owner").await.unwrap();
+        assert_eq!(allowed("owner").await, Some(vec!["b".into(), "zz".into()]));
+        assert_eq!(
+            db.restricted_queues(Some("a".into())).await.unwrap(),
+            [],
+            "lifted for everyone"
+        );
+        db.save_client(client("none"), None, RefreshTokens::Keep)
+            .await
+            .unwrap();
+        db.unrestrict_queue("Z", "none").await.unwrap();
+        assert_eq!(allowed("none").await, None, "no list stays no list");
+        let names: Vec<String> = db
+            .clients()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|client| client.client_id)
+            .collect();
+        assert_eq!(names, ["owner", "open", "none"]);
+    }
+}

@@ -548,8 +548,8 @@ fn search(filter: JobFilter) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
     let mut conditions = Vec::new();
     if !filter.tags.is_empty() {
         let wanted = distinct_count(&filter.tags);
-        // Tags that are not a list (never accepted, but stored JSON is not checked
-        // again) match nothing, as SQLite's json_each over them finds no string.
+        // Tags that are not a list (never accepted) match nothing; SQLite's json_each
+        // would take a lone string as a list of one.
         let matching = format!(
             "(SELECT count(DISTINCT tag) FROM json_array_elements_text(
                   CASE WHEN json_typeof(job_data -> 'tags') = 'array' THEN job_data -> 'tags' END
@@ -844,5 +844,79 @@ mod tests {
             ..JobFilter::default()
         });
         assert_eq!(ids(rest.await.unwrap()), ["b2"]);
+    }
+
+    #[tokio::test]
+    async fn the_first_attachments_archive_opens_the_gate_and_an_artifact_replaces_its_own() {
+        let (_cluster, db) = testing::backend().await;
+        let mut pending = job("j", "q", 0);
+        pending.awaits_attachments = true;
+        pending.submitter = Some("me".into());
+        db.insert_job(pending).await.unwrap();
+        let me = Some("me".to_string());
+        let archive = |name: &str| StoredBlob {
+            file_name: name.into(),
+            size: 1,
+        };
+        assert_eq!(
+            db.attachment_gate("j").await.unwrap(),
+            AttachmentGate::Open {
+                submitter: me.clone()
+            }
+        );
+        assert!(db
+            .claim_job(&["q".to_string()], "a")
+            .await
+            .unwrap()
+            .is_none());
+        let AttachmentRecord::Recorded { queue, replaced } =
+            db.record_attachments("j", archive("first")).await.unwrap()
+        else {
+            panic!("the gate was open");
+        };
+        assert_eq!((queue.as_str(), replaced), ("q", None));
+        let AttachmentRecord::Refused { gate, stored } =
+            db.record_attachments("j", archive("second")).await.unwrap()
+        else {
+            panic!("the first archive stays");
+        };
+        assert_eq!(gate, AttachmentGate::AlreadyComplete { submitter: me });
+        assert_eq!(stored.as_deref(), Some("first"));
+        assert_eq!(
+            db.blob_name("j", BlobKind::Attachments)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("first")
+        );
+        assert!(db
+            .claim_job(&["q".to_string()], "a")
+            .await
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            db.attachment_gate("j").await.unwrap(),
+            AttachmentGate::NotWaiting
+        );
+
+        assert_eq!(
+            db.record_artifact("j", archive("a1")).await.unwrap(),
+            (true, None)
+        );
+        assert_eq!(
+            db.record_artifact("j", archive("a2")).await.unwrap(),
+            (true, Some("a1".into()))
+        );
+        assert_eq!(
+            db.record_artifact("gone", archive("a3")).await.unwrap(),
+            (false, Some("a3".into()))
+        );
+        assert_eq!(
+            db.job_counts().await.unwrap(),
+            [("q".to_string(), "running".to_string(), 1)]
+        );
+        let definition = db.job_definition("j").await.unwrap().expect("stored");
+        assert_eq!(definition["job_queue"], json!("q"));
+        assert!(db.job_definition("gone").await.unwrap().is_none());
     }
 }

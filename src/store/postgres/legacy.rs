@@ -185,3 +185,94 @@ fn phase_of_state(state: &str) -> &'static str {
         _ => Phase::Setup.as_str(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::backend::{Jobs, Legacy, Logs};
+    use crate::store::jobs::{NewJob, ResultUpdate};
+    use crate::store::postgres::testing;
+
+    #[tokio::test]
+    async fn each_legacy_read_gets_only_the_text_stored_since_the_last() {
+        let (_cluster, db) = testing::backend().await;
+        assert!(!db
+            .append_legacy_output("j", "output", "lost".into())
+            .await
+            .unwrap());
+        db.insert_job(NewJob {
+            job_id: "j".into(),
+            queue: "q".into(),
+            priority: 0,
+            awaits_attachments: false,
+            exclude_agents: Vec::new(),
+            submitter: None,
+            data: Map::new(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(db.take_legacy_output("j", "output").await.unwrap(), "");
+        assert!(db
+            .append_legacy_output("j", "output", "one ".into())
+            .await
+            .unwrap());
+        let provisioning = ResultUpdate {
+            job_state: Some("provision".into()),
+            ..ResultUpdate::default()
+        };
+        db.update_result("j", provisioning).await.unwrap();
+        assert!(db
+            .append_legacy_output("j", "output", "two ".into())
+            .await
+            .unwrap());
+        assert_eq!(
+            db.take_legacy_output("j", "output").await.unwrap(),
+            "one two "
+        );
+        assert_eq!(db.take_legacy_output("j", "output").await.unwrap(), "");
+        db.append_legacy_output("j", "output", "three".into())
+            .await
+            .unwrap();
+        assert_eq!(db.take_legacy_output("j", "output").await.unwrap(), "three");
+        let spans = db.phase_spans("j").await.unwrap();
+        let phases: Vec<&str> = spans.iter().map(|span| span.phase.as_str()).collect();
+        assert_eq!(
+            phases,
+            ["setup", "provision"],
+            "in the phase the job was in"
+        );
+
+        let posted = |statuses: serde_json::Value, document: serde_json::Value| LegacyResult {
+            statuses: serde_json::from_value(statuses).unwrap(),
+            document: serde_json::from_value(document).unwrap(),
+        };
+        db.merge_legacy_result("j", posted(json!({"setup": 0}), json!({"a": 1, "b": 1})))
+            .await
+            .unwrap();
+        db.merge_legacy_result("j", posted(json!({"test": 1}), json!({"b": 2})))
+            .await
+            .unwrap();
+        db.merge_legacy_result("gone", posted(json!({"test": 1}), json!({"b": 3})))
+            .await
+            .unwrap();
+        assert_eq!(
+            Value::Object(db.legacy_result("j").await.unwrap()),
+            json!({"a": 1, "b": 2})
+        );
+        let status = db.result("j").await.unwrap().unwrap().status;
+        assert_eq!(Value::Object(status), json!({"setup": 0, "test": 1}));
+        assert!(db.legacy_result("gone").await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_merge_patch_removes_nulls_and_merges_objects() {
+        let mut target = json!({"a": 1, "b": {"c": 1, "d": 2}, "e": 3});
+        merge_patch(
+            &mut target,
+            json!({"a": null, "b": {"c": null, "x": 9}, "e": [1]}),
+        );
+        assert_eq!(target, json!({"b": {"d": 2, "x": 9}, "e": [1]}));
+    }
+}

@@ -232,3 +232,115 @@ impl backend::Logs for PostgresBackend {
         Ok(logs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Map;
+
+    use super::*;
+    use crate::store::backend::{Jobs, Logs};
+    use crate::store::jobs::{NewJob, ResultUpdate};
+    use crate::store::postgres::testing;
+
+    fn fragment(n: i64, phase: Phase, text: &str) -> Fragment {
+        Fragment {
+            fragment_number: n,
+            phase,
+            timestamp: 100 + n,
+            log_data: text.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_resent_fragment_replaces_the_stored_one_and_reads_end_with_the_job() {
+        let (_cluster, db) = testing::backend().await;
+        db.insert_job(NewJob {
+            job_id: "j".into(),
+            queue: "q".into(),
+            priority: 0,
+            awaits_attachments: false,
+            exclude_agents: Vec::new(),
+            submitter: None,
+            data: Map::new(),
+        })
+        .await
+        .unwrap();
+        let first = vec![
+            fragment(0, Phase::Setup, "a"),
+            fragment(1, Phase::Test, "b"),
+            fragment(1, Phase::Test, "B"),
+        ];
+        db.insert_fragments("j", "output", first).await.unwrap();
+        db.insert_fragments("j", "output", vec![fragment(2, Phase::Test, "c")])
+            .await
+            .unwrap();
+        db.insert_fragments("j", "output", vec![fragment(0, Phase::Setup, "A")])
+            .await
+            .unwrap();
+        db.insert_fragments("j", "serial", vec![fragment(0, Phase::Test, "s")])
+            .await
+            .unwrap();
+        let (logs, ended) = db
+            .read_log("j", "output", FragmentQuery::default(), true)
+            .await
+            .unwrap();
+        let shown: Vec<(&str, i64, &str)> = logs
+            .iter()
+            .filter(|log| log.last_fragment_number >= 0)
+            .map(|log| (log.phase, log.last_fragment_number, log.log_data.as_str()))
+            .collect();
+        assert_eq!(shown, [("setup", 0, "A"), ("test", 2, "Bc")]);
+        assert!(!ended);
+        let from_two = FragmentQuery {
+            start_fragment: 2,
+            phase: Some("test".into()),
+            ..FragmentQuery::default()
+        };
+        let (logs, _) = db.read_log("j", "output", from_two, false).await.unwrap();
+        assert_eq!(logs.len(), 1);
+        assert_eq!(logs[0].log_data, "c");
+        assert_eq!(
+            db.full_logs("j").await.unwrap(),
+            [
+                ("setup".into(), "output".into(), "A".into()),
+                ("test".into(), "output".into(), "Bc".into()),
+                ("test".into(), "serial".into(), "s".into()),
+            ]
+        );
+        let so_far = db.logs_so_far("j", 2).await.unwrap();
+        assert_eq!(
+            so_far.texts,
+            [
+                ("output".into(), "test".into(), "Bc".into()),
+                ("serial".into(), "test".into(), "s".into()),
+            ]
+        );
+        assert_eq!(so_far.cut, ["output"]);
+        assert_eq!(so_far.next_fragment["output"], 3);
+        let done = ResultUpdate {
+            job_state: Some("complete".into()),
+            ..ResultUpdate::default()
+        };
+        db.update_result("j", done).await.unwrap();
+        let (_, ended) = db
+            .read_log("j", "output", FragmentQuery::default(), true)
+            .await
+            .unwrap();
+        assert!(ended);
+    }
+
+    #[tokio::test]
+    async fn the_budget_of_a_long_log_keeps_its_newest_whole_fragments() {
+        let (_cluster, db) = testing::backend().await;
+        let many: Vec<Fragment> = (0..200)
+            .map(|n| fragment(n, Phase::Test, &format!("{n:03}")))
+            .collect();
+        db.insert_fragments("j", "output", many).await.unwrap();
+        let so_far = db.logs_so_far("j", 3 * 150).await.unwrap();
+        let expected: String = (50..200).map(|n| format!("{n:03}")).collect();
+        assert_eq!(so_far.texts, [("output".into(), "test".into(), expected)]);
+        assert_eq!(so_far.cut, ["output"]);
+        let all = db.logs_so_far("j", usize::MAX).await.unwrap();
+        assert!(all.cut.is_empty());
+    }
+}

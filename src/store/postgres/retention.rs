@@ -101,3 +101,105 @@ impl backend::Retention for PostgresBackend {
         Ok((row.get(0), row.get(1)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::Map;
+
+    use super::*;
+    use crate::job::Phase;
+    use crate::store::backend::{Agents, Clients, Jobs, Logs, Retention, SealedSecret, Secrets};
+    use crate::store::blobs::StoredBlob;
+    use crate::store::clients::{Client, RefreshTokens};
+    use crate::store::jobs::NewJob;
+    use crate::store::logs::Fragment;
+    use crate::store::postgres::testing;
+    use crate::store::secrets::Expiry;
+
+    #[tokio::test]
+    async fn an_expiry_batch_counts_what_it_deleted_and_names_the_archives_it_dropped() {
+        let (cluster, db) = testing::backend().await;
+        let (store_id, has_archives) = db.identity().await.unwrap();
+        assert_eq!((store_id.len(), has_archives), (32, false));
+        assert_eq!(db.identity().await.unwrap().0, store_id, "kept");
+        for id in ["old", "new"] {
+            db.insert_job(NewJob {
+                job_id: id.into(),
+                queue: "q".into(),
+                priority: 0,
+                awaits_attachments: false,
+                exclude_agents: Vec::new(),
+                submitter: None,
+                data: Map::new(),
+            })
+            .await
+            .unwrap();
+            let fragment = Fragment {
+                fragment_number: 0,
+                phase: Phase::Setup,
+                timestamp: 0,
+                log_data: "x".into(),
+            };
+            db.insert_fragments(id, "output", vec![fragment])
+                .await
+                .unwrap();
+            let blob = StoredBlob {
+                file_name: format!("{id}.tar"),
+                size: 1,
+            };
+            db.record_artifact(id, blob).await.unwrap();
+        }
+        db.claim_job(&["q".to_string()], "").await.unwrap();
+        db.report_agent("agent", Map::new(), Vec::new())
+            .await
+            .unwrap();
+        db.advertise_queues([("q".to_string(), String::new())].into())
+            .await
+            .unwrap();
+        db.save_client(Client::default(), None, RefreshTokens::Keep)
+            .await
+            .unwrap();
+        db.store_refresh_token("t".into(), "", Duration::from_secs(60), None)
+            .await
+            .unwrap();
+        let sealed = SealedSecret {
+            nonce: Vec::new(),
+            ciphertext: Vec::new(),
+        };
+        db.put_secret("", "s", sealed, Expiry::At(1)).await.unwrap();
+        assert!(db.identity().await.unwrap().1, "an archive was recorded");
+        assert_eq!(
+            db.referenced_files().await.unwrap(),
+            HashSet::from(["old.tar".to_string(), "new.tar".to_string()])
+        );
+        // "old" and everything else dates from long ago; "new" is kept.
+        for aged in [
+            "UPDATE jobs SET created_at = 0 WHERE job_id = 'old'",
+            "UPDATE log_fragments SET stored_at = 0 WHERE job_id = 'old'",
+            "UPDATE blobs SET stored_at = 0 WHERE job_id = 'old'",
+            "UPDATE agents SET updated_at = 0",
+            "UPDATE queues SET updated_at = 0",
+            "UPDATE wait_times SET recorded_at = 0",
+            "UPDATE refresh_tokens SET last_accessed = 0",
+        ] {
+            cluster.sql("tf", aged);
+        }
+        let (expired, files) = db.expire_batch(1).await.unwrap();
+        assert_eq!(
+            expired,
+            Expired {
+                jobs: 1,
+                fragments: 1,
+                files: 1,
+                agents: 1,
+                other: 4,
+            }
+        );
+        assert_eq!(files, ["old.tar"]);
+        assert_eq!(db.expire_batch(1).await.unwrap().0, Expired::default());
+        assert!(db.job_exists("new").await.unwrap());
+        assert!(!db.job_exists("old").await.unwrap());
+    }
+}

@@ -103,3 +103,60 @@ impl backend::Secrets for PostgresBackend {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::backend::Secrets;
+    use crate::store::postgres::testing;
+
+    fn sealed(text: &str) -> SealedSecret {
+        SealedSecret {
+            nonce: vec![1, 2, 3],
+            ciphertext: text.as_bytes().to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_once_secret_is_gone_after_its_first_read() {
+        let (_cluster, db) = testing::backend().await;
+        db.put_secret("c", "once", sealed("x"), Expiry::AfterFirstRead)
+            .await
+            .unwrap();
+        db.put_secret("c", "kept", sealed("y"), Expiry::Never)
+            .await
+            .unwrap();
+        db.put_secret("c", "old", sealed("z"), Expiry::At(1))
+            .await
+            .unwrap();
+        let paths = ["once", "kept", "old", "never-put"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            db.missing_secrets("c", paths.clone()).await.unwrap(),
+            ["old", "never-put"]
+        );
+        let first = db
+            .take_secret("c", "once")
+            .await
+            .unwrap()
+            .expect("readable");
+        assert_eq!(
+            (first.nonce, first.ciphertext),
+            (vec![1, 2, 3], b"x".to_vec())
+        );
+        assert!(db.take_secret("c", "once").await.unwrap().is_none());
+        assert!(db.take_secret("c", "kept").await.unwrap().is_some());
+        assert!(db.take_secret("c", "kept").await.unwrap().is_some());
+        assert!(
+            db.take_secret("c", "old").await.unwrap().is_none(),
+            "expired"
+        );
+        assert!(db.take_secret("other", "kept").await.unwrap().is_none());
+        db.delete_secret("c", "kept").await.unwrap();
+        assert_eq!(
+            db.missing_secrets("c", paths).await.unwrap(),
+            ["once", "kept", "old", "never-put"]
+        );
+    }
+}

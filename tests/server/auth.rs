@@ -1,9 +1,10 @@
 use serde_json::{json, Value};
 
 use tf_test_support::http::{send_from, Caller, Response};
+use tf_test_support::records;
 use tf_test_support::server::Server;
 use tf_test_support::wait::eventually;
-use tf_test_support::{add_client, tf, tf_clients};
+use tf_test_support::{add_client, tf, tf_clients, tf_clients_output};
 
 const JOB: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
 
@@ -288,14 +289,11 @@ fn tokens_are_issued_refreshed_and_revoked() {
         (400, json!("Refresh token revoked."))
     );
 
-    let stored = std::fs::read(server.data_dir.join("tf.db")).unwrap();
-    let wal = std::fs::read(server.data_dir.join("tf.db-wal")).unwrap_or_default();
-    for bytes in [&stored, &wal] {
-        assert!(
-            !bytes.windows(48).any(|w| w == refresh_token.as_bytes()),
-            "refresh tokens are stored hashed"
-        );
-    }
+    let stored = records::every_byte(&server.data_dir);
+    assert!(
+        !stored.windows(48).any(|w| w == refresh_token.as_bytes()),
+        "refresh tokens are stored hashed"
+    );
 }
 
 #[test]
@@ -947,15 +945,7 @@ fn the_clients_command_manages_clients_on_the_data_dir() {
         json!("Bearer")
     );
 
-    let again = tf(&[
-        "clients",
-        "--data-dir",
-        data.path().to_str().unwrap(),
-        "add",
-        "ops",
-        "--role",
-        "nobody",
-    ]);
+    let again = tf_clients_output(data.path(), &["add", "ops", "--role", "nobody"]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("'nobody' is not one of"));
     tf_clients(data.path(), &["remove", "ops"]);
@@ -1007,17 +997,17 @@ fn the_clients_command_writes_an_agents_token_file() {
 
     // A token file that cannot be written leaves no half-made client behind.
     let nowhere = data.path().join("missing-dir").join("rack-2.token");
-    let failed = tf(&[
-        "clients",
-        "--data-dir",
-        data.path().to_str().unwrap(),
-        "add",
-        "rack-2",
-        "--role",
-        "agent",
-        "--token-file",
-        nowhere.to_str().unwrap(),
-    ]);
+    let failed = tf_clients_output(
+        data.path(),
+        &[
+            "add",
+            "rack-2",
+            "--role",
+            "agent",
+            "--token-file",
+            nowhere.to_str().unwrap(),
+        ],
+    );
     assert!(!failed.status.success());
     assert!(String::from_utf8_lossy(&failed.stderr).contains("cannot write the token file"));
     assert!(!tf_clients(data.path(), &["list"]).contains("rack-2"));
@@ -1099,15 +1089,11 @@ fn the_clients_command_takes_the_token_lifetime_from_the_servers_config() {
             token_file.to_str().unwrap(),
         ],
     );
-    let db = rusqlite::Connection::open(data.path().join("tf.db")).unwrap();
-    let lifetime: i64 = db
-        .query_row(
-            "SELECT expires_at - issued_at FROM refresh_tokens",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap();
-    assert_eq!(lifetime, 90_000_000);
+    let lifetime = records::query(
+        data.path(),
+        "SELECT expires_at - issued_at FROM refresh_tokens",
+    );
+    assert_eq!(lifetime, "90000000");
 }
 
 #[test]
@@ -1339,17 +1325,17 @@ fn the_clients_command_reports_unknown_clients() {
     }
     let short = data.path().join("short.secret");
     std::fs::write(&short, "too-short").unwrap();
-    let output = tf(&[
-        "clients",
-        "--data-dir",
-        data.path().to_str().unwrap(),
-        "add",
-        "x",
-        "--role",
-        "agent",
-        "--secret-file",
-        short.to_str().unwrap(),
-    ]);
+    let output = tf_clients_output(
+        data.path(),
+        &[
+            "add",
+            "x",
+            "--role",
+            "agent",
+            "--secret-file",
+            short.to_str().unwrap(),
+        ],
+    );
     assert!(String::from_utf8_lossy(&output.stderr).contains("shorter than 15 characters"));
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use tf_test_support::http::{send, Response};
+use tf_test_support::postgres::skipped_on_postgres;
 use tf_test_support::server::Server;
 use tf_test_support::tf;
 
@@ -140,6 +141,9 @@ fn a_garbage_database_is_a_refusal_with_a_clear_message() {
 
 #[test]
 fn a_database_with_damaged_pages_is_a_refusal() {
+    if skipped_on_postgres() {
+        return;
+    }
     let data = tempfile::tempdir().unwrap();
     used_data_dir(data.path());
     let db = data.path().join("tf.db");
@@ -316,6 +320,9 @@ fn age(path: &Path) {
 
 #[test]
 fn the_orphan_sweep_leaves_alone_archives_of_another_database() {
+    if skipped_on_postgres() {
+        return;
+    }
     let data = tempfile::tempdir().unwrap();
     let archives = used_data_dir(data.path());
     age(&archives[0]);

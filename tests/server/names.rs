@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use tf_test_support::http::Response;
 use tf_test_support::server::Server;
-use tf_test_support::tf;
+use tf_test_support::tf_clients_output;
 
 const LONGEST_QUEUE: usize = 200;
 
@@ -111,15 +111,7 @@ fn agents_queues_and_clients_are_named_within_limits() {
         "client id",
         "Invalid client id: Longer than maximum length 256.",
     );
-    let added = tf(&[
-        "clients",
-        "--data-dir",
-        server.data_dir.to_str().unwrap(),
-        "add",
-        &long_client,
-        "--role",
-        "agent",
-    ]);
+    let added = tf_clients_output(&server.data_dir, &["add", &long_client, "--role", "agent"]);
     assert!(!added.status.success());
     assert!(
         String::from_utf8_lossy(&added.stderr).contains("Longer than maximum length 256."),

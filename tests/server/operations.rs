@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
+use tf_test_support::postgres::skipped_on_postgres;
 use tf_test_support::server::Server;
 use tf_test_support::{tf, tf_clients};
 
@@ -82,6 +83,9 @@ fn metrics_count_jobs_claims_fragments_and_requests() {
 
 #[test]
 fn a_backup_taken_during_submissions_restores_every_job_acknowledged_before_it() {
+    if skipped_on_postgres() {
+        return;
+    }
     let data = tempfile::tempdir().unwrap();
     let server = Server::start_in(data.path(), &[]);
     // One job with an artifact, so archives are part of the backup.
@@ -170,6 +174,9 @@ fn a_backup_taken_during_submissions_restores_every_job_acknowledged_before_it()
 
 #[test]
 fn backups_refuse_a_non_empty_destination_a_missing_database_and_leftovers() {
+    if skipped_on_postgres() {
+        return;
+    }
     let data = tempfile::tempdir().unwrap();
     let taken = tempfile::tempdir().unwrap();
     std::fs::write(taken.path().join("old"), "x").unwrap();

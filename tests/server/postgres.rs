@@ -380,9 +380,7 @@ fn a_backup_on_postgres_holds_the_archives_and_keys_and_says_to_pg_dump_the_reco
 
 #[test]
 fn a_database_that_goes_away_gets_503_and_the_server_reconnects_when_it_is_back() {
-    if skipped_on_postgres(
-        "a_database_that_goes_away_gets_503_and_the_server_reconnects_when_it_is_back",
-    ) {
+    if skipped_on_postgres() {
         return;
     }
     let cluster = Postgres::start();

@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod http;
 pub mod postgres;
+pub mod records;
 pub mod server;
 pub mod wait;
 
@@ -44,15 +45,20 @@ pub fn tf_on(data_dir: &Path) -> Command {
     command
 }
 
-/// Runs `tf clients …` on a data dir; panics with its output on failure.
-pub fn tf_clients(data_dir: &Path, args: &[&str]) -> String {
-    let output = tf_on(data_dir)
+/// Runs `tf clients …` on a data dir to the end.
+pub fn tf_clients_output(data_dir: &Path, args: &[&str]) -> Output {
+    tf_on(data_dir)
         .arg("clients")
         .arg("--data-dir")
         .arg(data_dir)
         .args(args)
         .output()
-        .expect("run tf clients");
+        .expect("run tf clients")
+}
+
+/// Runs `tf clients …` on a data dir; panics with its output on failure.
+pub fn tf_clients(data_dir: &Path, args: &[&str]) -> String {
+    let output = tf_clients_output(data_dir, args);
     assert!(
         output.status.success(),
         "tf clients {args:?}: {}",

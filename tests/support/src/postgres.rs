@@ -111,7 +111,11 @@ impl Postgres {
 
     /// Runs SQL with `psql` and gives what it printed (unaligned, tuples only).
     pub fn sql(&self, database: &str, sql: &str) -> String {
-        let url = self.url(database);
+        self.sql_at(&self.url(database), sql)
+    }
+
+    /// `sql`, on the database of this cluster at `url`.
+    pub fn sql_at(&self, url: &str, sql: &str) -> String {
         let output = self.run_ok(
             "psql",
             &[
@@ -119,12 +123,17 @@ impl Postgres {
                 "-At",
                 "-v",
                 "ON_ERROR_STOP=1",
-                &url,
+                url,
                 "-c",
                 sql,
             ],
         );
         String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// A plain-text dump (`pg_dump`) of the database at `url`.
+    pub fn dump(&self, url: &str) -> Vec<u8> {
+        self.run_ok("pg_dump", &["--no-owner", url]).stdout
     }
 
     fn data_text(&self) -> String {
@@ -238,7 +247,7 @@ pub fn database_for(data_dir: &Path) -> Option<String> {
 }
 
 /// The test process's cluster, started on first use.
-fn shared_cluster() -> &'static Postgres {
+pub(crate) fn shared_cluster() -> &'static Postgres {
     static CLUSTER: OnceLock<Postgres> = OnceLock::new();
     CLUSTER.get_or_init(|| {
         extern "C" fn stop_shared_cluster() {

@@ -1032,9 +1032,7 @@ fn the_clients_command_gives_an_agent_another_token_without_revoking_the_others(
     assert!(refreshes(&server, &token_in(&second_file)));
 
     let failure = |args: &[&str]| {
-        let mut full = vec!["clients", "--data-dir", data.path().to_str().unwrap()];
-        full.extend_from_slice(args);
-        let output = tf(&full);
+        let output = tf_clients_output(data.path(), args);
         assert!(!output.status.success(), "{args:?}");
         String::from_utf8_lossy(&output.stderr).into_owned()
     };
@@ -1314,9 +1312,7 @@ fn the_clients_command_reports_unknown_clients() {
         ["remove", "ghost"],
         ["rotate-secret", "ghost"],
     ] {
-        let mut full = vec!["clients", "--data-dir", data.path().to_str().unwrap()];
-        full.extend(args);
-        let output = tf(&full);
+        let output = tf_clients_output(data.path(), &args);
         assert!(!output.status.success(), "{args:?}");
         assert!(
             String::from_utf8_lossy(&output.stderr).contains("no client ghost"),

@@ -23,7 +23,7 @@ pub struct BackupArgs {
 
 pub fn run(args: BackupArgs) -> anyhow::Result<()> {
     let database = match &args.database {
-        Some(url) => DatabaseChoice::Postgres(Database::parse(url)?),
+        Some(url) => DatabaseChoice::Postgres(Box::new(Database::parse(url)?)),
         None => DatabaseChoice::Sqlite(SyncMode::Normal),
     };
     let on_postgres = match &database {

@@ -303,7 +303,7 @@ fn database_choice(
             if sync.is_some() {
                 anyhow::bail!("sync applies to SQLite only: PostgreSQL commits as it is configured (synchronous_commit)");
             }
-            Ok(DatabaseChoice::Postgres(Database::parse(&url)?))
+            Ok(DatabaseChoice::Postgres(Box::new(Database::parse(&url)?)))
         }
         None => Ok(DatabaseChoice::Sqlite(sync.unwrap_or(SyncMode::Normal))),
     }

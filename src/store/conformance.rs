@@ -16,19 +16,11 @@ use super::{
 use crate::job::time;
 use crate::job::{Outcome, Phase};
 
+/// A job of the story: tagged with the story and its own id.
 fn job(id: &str, queue: &str, priority: i64) -> NewJob {
-    NewJob {
-        job_id: id.to_string(),
-        queue: queue.to_string(),
-        priority,
-        awaits_attachments: false,
-        exclude_agents: Vec::new(),
-        submitter: None,
-        data: Map::from_iter([
-            ("job_queue".to_string(), json!(queue)),
-            ("tags".to_string(), json!(["story", id])),
-        ]),
-    }
+    let mut job = NewJob::plain(id, queue, priority);
+    job.data.insert("tags".to_string(), json!(["story", id]));
+    job
 }
 
 fn fragment(number: i64, phase: Phase, text: &str) -> Fragment {
@@ -245,7 +237,6 @@ fn the_story_on_sqlite() {
 fn the_story_on_postgres() {
     let cluster = Postgres::start();
     let url = cluster.create_database("story");
-    tell_story(DatabaseChoice::Postgres(
-        Database::parse(&url).expect("url"),
-    ));
+    let database = Database::parse(&url).expect("url");
+    tell_story(DatabaseChoice::Postgres(Box::new(database)));
 }

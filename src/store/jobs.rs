@@ -147,6 +147,22 @@ pub(super) fn statuses(text: Option<&str>) -> Option<Map<String, Value>> {
     serde_json::from_str(text?).ok()
 }
 
+#[cfg(test)]
+impl NewJob {
+    /// A claimable job of `queue` with nothing but its queue in its definition.
+    pub(crate) fn plain(id: &str, queue: &str, priority: i64) -> NewJob {
+        NewJob {
+            job_id: id.to_string(),
+            queue: queue.to_string(),
+            priority,
+            awaits_attachments: false,
+            exclude_agents: Vec::new(),
+            submitter: None,
+            data: Map::from_iter([("job_queue".to_string(), Value::from(queue))]),
+        }
+    }
+}
+
 impl AttachmentGate {
     /// The gate of a waiting job from its `attachments` state and submitter; `None` when
     /// no waiting job has that id.

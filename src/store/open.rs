@@ -28,7 +28,7 @@ pub enum DatabaseChoice {
     /// SQLite, in the data dir (`tf.db`), committed as hard as `SyncMode` says.
     Sqlite(SyncMode),
     /// A PostgreSQL database; the data dir keeps the keys and the archives.
-    Postgres(postgres::Database),
+    Postgres(Box<postgres::Database>),
 }
 
 /// The lab's storage. Cheap to share behind an `Arc`.

@@ -372,7 +372,7 @@ fn a_backup_on_postgres_holds_the_archives_and_keys_and_says_to_pg_dump_the_reco
     let said = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{said}");
     assert!(
-        said.contains(&format!("1 archives the database points to are not in")),
+        said.contains("1 archives the database points to are not in"),
         "{said}"
     );
     assert!(said.contains(&archive), "{said}");

@@ -9,14 +9,11 @@ use tokio_postgres::Row;
 
 use super::PostgresBackend;
 use crate::job::time;
+use crate::store::agents::KEPT_HISTORY;
 use crate::store::agents::{AgentFields, ProvisionLogEntry};
 use crate::store::backend;
 use crate::store::error::Result;
 use crate::store::pages::ProvisionAttempt;
-
-/// How many lines of an agent's log, and of its provision history, are kept (as
-/// SQLite's `KEPT_HISTORY`, store/agents.rs).
-const KEPT_HISTORY: i64 = 100;
 
 const AGENT_COLUMNS: &str = "name, fields::text, updated_at";
 
@@ -358,17 +355,7 @@ mod tests {
         let (_cluster, db) = testing::backend().await;
         db.report_agent("a", Map::new(), vec![]).await.unwrap();
         for id in ["skipped", "ran"] {
-            db.insert_job(NewJob {
-                job_id: id.into(),
-                queue: "q".into(),
-                priority: 0,
-                awaits_attachments: false,
-                exclude_agents: Vec::new(),
-                submitter: None,
-                data: Map::new(),
-            })
-            .await
-            .unwrap();
+            db.insert_job(NewJob::plain(id, "q", 0)).await.unwrap();
         }
         let ran = ResultUpdate {
             status: Some(fields(json!({"provision": 0}))),

@@ -9,9 +9,11 @@ use serde_json::Value;
 use tokio_postgres::Row;
 
 use super::PostgresBackend;
-use crate::job::time::{self, Micros};
+use crate::job::time;
 use crate::store::backend;
-use crate::store::clients::{Client, RefreshToken, RefreshTokens, Renewal, Revocation};
+use crate::store::clients::{
+    expires_at, to_json, Client, RefreshToken, RefreshTokens, Renewal, Revocation,
+};
 use crate::store::error::Result;
 
 const CLIENT_COLUMNS: &str = "client_id, role, max_priority::text, allowed_queues::text,
@@ -39,15 +41,6 @@ fn client_row(row: &Row) -> (Client, Option<String>) {
         },
         row.get(6),
     )
-}
-
-/// When a token issued at `now` for `lifetime` expires (the settings bound lifetimes).
-fn expires_at(now: Micros, lifetime: Duration) -> Micros {
-    now + lifetime.as_micros() as Micros
-}
-
-fn to_json<T: serde::Serialize>(value: &Option<T>) -> Result<Option<String>> {
-    Ok(value.as_ref().map(serde_json::to_string).transpose()?)
 }
 
 impl backend::Clients for PostgresBackend {

@@ -20,12 +20,9 @@ use crate::store::jobs::{
     read_outcome, AttachmentGate, ClaimedJob, JobFilter, JobSummary, NewJob, ResultUpdate,
     ResultView,
 };
+use crate::store::logs::KILL_LINE_WINDOW;
 use crate::store::pages::JobRecord;
 use crate::store::StoreError;
-
-/// How many of a killed phase's last output fragments are searched for the agent's line
-/// saying why (as SQLite's `KILL_LINE_WINDOW`, store/logs.rs).
-const KILL_LINE_WINDOW: i64 = 32;
 
 /// The claim: the best claimable job of `$1` (queues) becomes `$2`'s (the agent) at `$3`,
 /// highest priority then oldest. Each queue's best is found through the waiting-jobs
@@ -340,7 +337,7 @@ impl PostgresBackend {
     /// A report of a job in progress, in one statement; the job's queue if the report
     /// put it back to `waiting`.
     async fn report_progress(&self, job_id: &str, update: ResultUpdate) -> Result<Option<String>> {
-        let (status, device_info) = report_texts(&update)?;
+        let (status, device_info) = update.texts()?;
         let client = self.connection().await?;
         let report = client
             .prepare_cached(
@@ -412,7 +409,7 @@ impl PostgresBackend {
                 outcome.map(|outcome| outcome.encode())
             }
         };
-        let (status, device_info) = report_texts(&update)?;
+        let (status, device_info) = update.texts()?;
         let complete = transaction
             .prepare_cached(
                 "UPDATE jobs SET state = $2, status = coalesce($3::text::json, status),
@@ -454,22 +451,6 @@ async fn kill_reason_in_output(
     Ok(rows.iter().find_map(|row| KillReason::found_in(row.get(0))))
 }
 
-/// A report's `status` and `device_info` as stored (JSON text), when present.
-fn report_texts(update: &ResultUpdate) -> Result<(Option<String>, Option<String>)> {
-    Ok((
-        update
-            .status
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()?,
-        update
-            .device_info
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()?,
-    ))
-}
-
 /// Whether a job may receive its attachments archive; `lock` (`FOR UPDATE`) holds its
 /// row for the rest of a transaction.
 async fn attachment_gate(
@@ -482,15 +463,8 @@ async fn attachment_gate(
             "SELECT attachments, client_id FROM jobs WHERE job_id = $1 AND state = 'waiting' {lock}"
         ))
         .await?;
-    let Some(row) = db.query_opt(&select, &[&job_id]).await? else {
-        return Ok(AttachmentGate::NotWaiting);
-    };
-    let (archive, submitter): (Option<&str>, Option<String>) = (row.get(0), row.get(1));
-    Ok(match archive {
-        None => AttachmentGate::NotExpected,
-        Some("complete") => AttachmentGate::AlreadyComplete { submitter },
-        Some(_) => AttachmentGate::Open { submitter },
-    })
+    let row = db.query_opt(&select, &[&job_id]).await?;
+    Ok(AttachmentGate::of(row.map(|row| (row.get(0), row.get(1)))))
 }
 
 /// The file holding a job's archive of `kind`, if one was stored.
@@ -547,7 +521,7 @@ fn search(filter: JobFilter) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
     };
     let mut conditions = Vec::new();
     if !filter.tags.is_empty() {
-        let wanted = distinct_count(&filter.tags);
+        let wanted = filter.distinct_tags() as i64;
         // Tags that are not a list (never accepted) match nothing; SQLite's json_each
         // would take a lone string as a list of one.
         let matching = format!(
@@ -594,10 +568,6 @@ fn search(filter: JobFilter) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
     (sql, values)
 }
 
-fn distinct_count(tags: &[String]) -> i64 {
-    tags.iter().collect::<std::collections::HashSet<_>>().len() as i64
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -611,18 +581,6 @@ mod tests {
     use crate::store::logs::Fragment;
     use crate::store::postgres::testing;
 
-    fn job(id: &str, queue: &str, priority: i64) -> NewJob {
-        NewJob {
-            job_id: id.to_string(),
-            queue: queue.to_string(),
-            priority,
-            awaits_attachments: false,
-            exclude_agents: Vec::new(),
-            submitter: None,
-            data: Map::from_iter([("job_queue".to_string(), json!(queue))]),
-        }
-    }
-
     fn ids(jobs: Vec<JobSummary>) -> Vec<String> {
         jobs.into_iter().map(|job| job.job_id).collect()
     }
@@ -631,7 +589,7 @@ mod tests {
     async fn concurrent_claims_take_every_job_exactly_once_and_record_each_wait() {
         let (cluster, db) = testing::backend().await;
         for n in 0..300 {
-            db.insert_job(job(&format!("job-{n}"), "q", 0))
+            db.insert_job(NewJob::plain(&format!("job-{n}"), "q", 0))
                 .await
                 .expect("insert");
         }
@@ -669,20 +627,20 @@ mod tests {
     #[tokio::test]
     async fn claims_follow_priority_exclusions_and_pending_archives() {
         let (cluster, db) = testing::backend().await;
-        let mut low = job("low", "q", 0);
+        let mut low = NewJob::plain("low", "q", 0);
         low.data
             .insert("note".into(), json!("keys keep their order"));
         db.insert_job(low).await.expect("insert");
-        db.insert_job(job("high", "other", 5))
+        db.insert_job(NewJob::plain("high", "other", 5))
             .await
             .expect("insert");
-        let mut excluded = job("not-for-a1", "q", 9);
+        let mut excluded = NewJob::plain("not-for-a1", "q", 9);
         excluded.exclude_agents = vec!["a1".into()];
         db.insert_job(excluded).await.expect("insert");
-        let mut pending = job("archive-pending", "q", 9);
+        let mut pending = NewJob::plain("archive-pending", "q", 9);
         pending.awaits_attachments = true;
         db.insert_job(pending).await.expect("insert");
-        let duplicate = db.insert_job(job("low", "q", 0)).await;
+        let duplicate = db.insert_job(NewJob::plain("low", "q", 0)).await;
         assert!(matches!(duplicate, Err(StoreError::DuplicateJob(_))));
 
         let queues = ["q".to_string(), "other".to_string()];
@@ -712,7 +670,9 @@ mod tests {
     #[tokio::test]
     async fn a_killed_phase_whose_output_says_timeout_completes_as_timed_out_once() {
         let (_cluster, db) = testing::backend().await;
-        db.insert_job(job("j", "q", 0)).await.expect("insert");
+        db.insert_job(NewJob::plain("j", "q", 0))
+            .await
+            .expect("insert");
         db.claim_job(&["q".to_string()], "a").await.expect("claim");
         let line = |n: i64, text: &str| Fragment {
             fragment_number: n,
@@ -765,7 +725,7 @@ mod tests {
     #[tokio::test]
     async fn a_report_back_to_waiting_gives_the_queue_and_frees_the_job_from_its_agent() {
         let (_cluster, db) = testing::backend().await;
-        db.insert_job(job("j", "q", 0)).await.unwrap();
+        db.insert_job(NewJob::plain("j", "q", 0)).await.unwrap();
         db.claim_job(&["q".to_string()], "a").await.unwrap();
         assert_eq!(db.agent_jobs("a", 5).await.unwrap().len(), 1);
         let back = ResultUpdate {
@@ -794,7 +754,7 @@ mod tests {
             ("b2", "r", json!("x")),
         ];
         for (id, queue, tags) in tagged {
-            let mut new = job(id, queue, 0);
+            let mut new = NewJob::plain(id, queue, 0);
             new.data.insert("tags".into(), tags);
             db.insert_job(new).await.unwrap();
         }
@@ -849,7 +809,7 @@ mod tests {
     #[tokio::test]
     async fn the_first_attachments_archive_opens_the_gate_and_an_artifact_replaces_its_own() {
         let (_cluster, db) = testing::backend().await;
-        let mut pending = job("j", "q", 0);
+        let mut pending = NewJob::plain("j", "q", 0);
         pending.awaits_attachments = true;
         pending.submitter = Some("me".into());
         db.insert_job(pending).await.unwrap();

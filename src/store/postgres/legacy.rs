@@ -6,10 +6,10 @@ use deadpool_postgres::GenericClient;
 use serde_json::{Map, Value};
 
 use super::{object, PostgresBackend};
-use crate::job::{time, JobState, Phase};
+use crate::job::time;
 use crate::store::backend;
 use crate::store::error::Result;
-use crate::store::legacy::LegacyResult;
+use crate::store::legacy::{phase_of_state, LegacyResult};
 
 impl backend::Legacy for PostgresBackend {
     async fn merge_legacy_result(&self, job_id: &str, result: LegacyResult) -> Result<()> {
@@ -171,21 +171,6 @@ fn merge_patch(target: &mut Value, patch: Value) {
     }
 }
 
-/// The phase output belongs to while a job is in `state` (as SQLite's
-/// `phase_of_state`, store/legacy.rs). Old agents report each phase as the job state,
-/// except cleanup, whose output therefore lands in the phase before.
-fn phase_of_state(state: &str) -> &'static str {
-    if let Some(phase) = Phase::parse(state) {
-        return phase.as_str();
-    }
-    match JobState::parse(state) {
-        Some(JobState::Allocated) => Phase::Allocate.as_str(),
-        Some(finished) if finished.is_finished() => Phase::Cleanup.as_str(),
-        // `waiting`, or `running` between the claim and the first phase report.
-        _ => Phase::Setup.as_str(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -202,17 +187,7 @@ mod tests {
             .append_legacy_output("j", "output", "lost".into())
             .await
             .unwrap());
-        db.insert_job(NewJob {
-            job_id: "j".into(),
-            queue: "q".into(),
-            priority: 0,
-            awaits_attachments: false,
-            exclude_agents: Vec::new(),
-            submitter: None,
-            data: Map::new(),
-        })
-        .await
-        .unwrap();
+        db.insert_job(NewJob::plain("j", "q", 0)).await.unwrap();
         assert_eq!(db.take_legacy_output("j", "output").await.unwrap(), "");
         assert!(db
             .append_legacy_output("j", "output", "one ".into())

@@ -235,7 +235,6 @@ impl backend::Logs for PostgresBackend {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::Map;
 
     use super::*;
     use crate::store::backend::{Jobs, Logs};
@@ -254,17 +253,7 @@ mod tests {
     #[tokio::test]
     async fn a_resent_fragment_replaces_the_stored_one_and_reads_end_with_the_job() {
         let (_cluster, db) = testing::backend().await;
-        db.insert_job(NewJob {
-            job_id: "j".into(),
-            queue: "q".into(),
-            priority: 0,
-            awaits_attachments: false,
-            exclude_agents: Vec::new(),
-            submitter: None,
-            data: Map::new(),
-        })
-        .await
-        .unwrap();
+        db.insert_job(NewJob::plain("j", "q", 0)).await.unwrap();
         let first = vec![
             fragment(0, Phase::Setup, "a"),
             fragment(1, Phase::Test, "b"),

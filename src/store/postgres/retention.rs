@@ -7,14 +7,7 @@ use super::PostgresBackend;
 use crate::job::time::{self, Micros};
 use crate::store::backend;
 use crate::store::error::Result;
-use crate::store::retention::Expired;
-
-/// Rows deleted per table in one batch (as SQLite's `BATCH`, store/retention.rs): a
-/// large expiry never holds locks for long.
-const BATCH: i64 = 5000;
-
-/// Refresh tokens unused this long are forgotten (as SQLite's `REFRESH_TOKEN_IDLE`).
-const REFRESH_TOKEN_IDLE: Micros = 90 * 86_400 * 1_000_000;
+use crate::store::retention::{Expired, BATCH, REFRESH_TOKEN_IDLE};
 
 /// Deletes up to `$2` rows of `table` that `expired` (against `$1`) selects.
 fn delete_batch(table: &str, expired: &str) -> String {
@@ -125,17 +118,7 @@ mod tests {
         assert_eq!((store_id.len(), has_archives), (32, false));
         assert_eq!(db.identity().await.unwrap().0, store_id, "kept");
         for id in ["old", "new"] {
-            db.insert_job(NewJob {
-                job_id: id.into(),
-                queue: "q".into(),
-                priority: 0,
-                awaits_attachments: false,
-                exclude_agents: Vec::new(),
-                submitter: None,
-                data: Map::new(),
-            })
-            .await
-            .unwrap();
+            db.insert_job(NewJob::plain(id, "q", 0)).await.unwrap();
             let fragment = Fragment {
                 fragment_number: 0,
                 phase: Phase::Setup,

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Output;
 
 use serde_json::json;
-use tf_test_support::postgres::{skipped_on_postgres, Postgres};
+use tf_test_support::postgres::{keep_records_in, skipped_on_postgres, Postgres};
 use tf_test_support::server::Server;
 use tf_test_support::tf;
 
@@ -292,7 +292,8 @@ fn the_moved_lab_is_served_from_postgres_with_its_history() {
     assert!(migrate(lab.path(), &url).status.success());
 
     // The harness's test agent logs in: clients and their secrets moved too.
-    let server = Server::start_in(lab.path(), &["--database", &url]);
+    keep_records_in(lab.path(), &url);
+    let server = Server::start_in(lab.path(), &[]);
     assert!(
         server
             .startup_log
@@ -300,11 +301,7 @@ fn the_moved_lab_is_served_from_postgres_with_its_history() {
         "{}",
         server.startup_log
     );
-    let jobs = server.get("/v1/job/search?queue=q").json();
-    let id = jobs["jobs"][0]["job_id"]
-        .as_str()
-        .expect("the moved job")
-        .to_string();
+    let id = cluster.sql("lab", "SELECT job_id FROM jobs");
     let artifact = server.get(&format!("/v1/result/{id}/artifact"));
     assert_eq!(artifact.status, 200);
     assert_eq!(artifact.body, b"results");
@@ -380,13 +377,11 @@ fn a_backup_on_postgres_holds_the_archives_and_keys_and_says_to_pg_dump_the_reco
 
 #[test]
 fn a_database_that_goes_away_gets_503_and_the_server_reconnects_when_it_is_back() {
-    if skipped_on_postgres() {
-        return;
-    }
     let cluster = Postgres::start();
     let url = cluster.create_database("lab");
     let lab = tempfile::tempdir().expect("temp dir");
-    let server = Server::start_in(lab.path(), &["--database", &url]);
+    keep_records_in(lab.path(), &url);
+    let server = Server::start_in(lab.path(), &[]);
     let job = json!({"job_queue": "q", "test_data": {"test_cmds": "true"}});
     let before = server.submit(&job);
 
@@ -398,8 +393,8 @@ fn a_database_that_goes_away_gets_503_and_the_server_reconnects_when_it_is_back(
         "{}",
         refused.text()
     );
-    let status = server.get(&format!("/v1/result/{before}"));
-    assert_eq!(status.status, 503, "{}", status.text());
+    let definition = server.get(&format!("/v1/job/{before}"));
+    assert_eq!(definition.status, 503, "{}", definition.text());
 
     cluster.resume();
     let after = tf_test_support::wait::wait_for("the server reconnects", || {
@@ -409,5 +404,5 @@ fn a_database_that_goes_away_gets_503_and_the_server_reconnects_when_it_is_back(
             .flatten()
     });
     assert_ne!(after, before);
-    assert_eq!(server.get(&format!("/v1/result/{before}")).status, 200);
+    assert_eq!(server.get(&format!("/v1/job/{before}")).status, 200);
 }

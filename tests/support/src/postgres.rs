@@ -174,18 +174,24 @@ impl Postgres {
 }
 
 impl Drop for Postgres {
+    /// Stops the cluster at once: a test's data is not worth a clean shutdown.
     fn drop(&mut self) {
-        self.stop();
+        self.stop_in("immediate");
     }
 }
 
 impl Postgres {
-    /// Stops the cluster's server at once (a test's data is not worth a clean shutdown);
-    /// `resume` starts it again.
+    /// Stops the cluster's server as an administrator's restart does (`pg_ctl stop`'s
+    /// fast mode: clients are cut off, what was committed is kept); `resume` starts it
+    /// again.
     pub fn stop(&self) {
+        self.stop_in("fast");
+    }
+
+    fn stop_in(&self, mode: &str) {
         let path = self.bin.join("pg_ctl");
         let data = self.data_text();
-        let args = ["stop", "--mode", "immediate", "--wait", "--pgdata", &data];
+        let args = ["stop", "--mode", mode, "--wait", "--pgdata", &data];
         let _ = if self.as_root {
             Command::new("runuser")
                 .args(["-u", SERVICE_USER, "--"])
@@ -225,25 +231,38 @@ pub fn skipped_on_postgres() -> bool {
     skipped
 }
 
-/// The database that the tf processes on `data_dir` keep their records in when the run is
-/// on PostgreSQL: one per data dir, in one cluster for the whole test process (stopped
-/// as the process exits), created on first use so that `tf clients` before a server and
-/// a server restarted on the same data dir find the same records. `None` on SQLite.
+/// The databases the tf processes on each data dir keep their records in (see
+/// `database_for`).
+fn databases() -> std::sync::MutexGuard<'static, HashMap<PathBuf, String>> {
+    static DATABASES: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
+    DATABASES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// From now on, the tf processes the harness starts on `data_dir` keep their records in
+/// the PostgreSQL database at `url`, whichever backend the run is on.
+pub fn keep_records_in(data_dir: &Path, url: &str) {
+    databases().insert(data_dir.to_path_buf(), url.to_string());
+}
+
+/// The database that the tf processes on `data_dir` keep their records in: the one
+/// `keep_records_in` gave, or, when the run is on PostgreSQL, one per data dir in one
+/// cluster for the whole test process (stopped as the process exits), created on first
+/// use so that `tf clients` before a server and a server restarted on the same data dir
+/// find the same records. `None`: SQLite in the data dir.
 pub fn database_for(data_dir: &Path) -> Option<String> {
+    let mut databases = databases();
+    if let Some(url) = databases.get(data_dir) {
+        return Some(url.clone());
+    }
     if !suite_on_postgres() {
         return None;
     }
-    static DATABASES: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
-    let cluster = shared_cluster();
-    let mut databases = DATABASES
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let next = databases.len();
-    let url = databases
-        .entry(data_dir.to_path_buf())
-        .or_insert_with(|| cluster.create_database(&format!("lab{next}")));
-    Some(url.clone())
+    let url = shared_cluster().create_database(&format!("lab{}", databases.len()));
+    databases.insert(data_dir.to_path_buf(), url.clone());
+    Some(url)
 }
 
 /// The test process's cluster, started on first use.
@@ -252,7 +271,7 @@ pub(crate) fn shared_cluster() -> &'static Postgres {
     CLUSTER.get_or_init(|| {
         extern "C" fn stop_shared_cluster() {
             if let Some(cluster) = CLUSTER.get() {
-                cluster.stop();
+                cluster.stop_in("immediate");
                 let _ = std::fs::remove_dir_all(cluster._temp.path());
             }
         }

@@ -3,6 +3,8 @@
 //!     cargo bench --bench load                       # the built tf against the yardstick
 //!     cargo bench --bench load -- --tf A --compare B # two tf binaries and the yardstick
 //!     cargo bench --bench load -- --url http://host:5000 --agent ID:SECRET
+//!     cargo bench --bench load -- --postgres         # also tf on a PostgreSQL cluster
+//!     cargo bench --bench load -- --database postgres://USER@HOST/DB  # ...on this one
 //!
 //! Measures job submission, job claims by concurrent agents (every job claimed exactly
 //! once, checked), empty-queue polls and log fragment ingest, each as requests per second
@@ -14,6 +16,11 @@
 //! yardstick; yardstick, tf; ...: each round starts with the next one, as going first costs
 //! a few percent) and the closing table gives each one's rates and their
 //! ratios: tf's share of the yardstick, and `--compare`'s of `--tf`.
+//!
+//! With `--postgres` (a throwaway cluster of its own, started with PostgreSQL's durable
+//! defaults: every commit flushed) or `--database URL` (an empty database), `--tf` is also
+//! measured keeping its records in PostgreSQL ("tf-pg"), and on its own cluster pgbench's
+//! insert-only rate (one INSERT per transaction, as many clients) is measured for scale.
 //!
 //! Options: `--rounds N` (2), `--seconds S` per figure and round (5), `--connections N`
 //! (32), `--only submit|claim|poll|fragments`, `--fragment-bytes N` (default: 256 and
@@ -60,6 +67,14 @@ struct Options {
     /// `CLIENT_ID:SECRET` of an agent client on the `--url` server (claims and log
     /// fragments need role agent).
     agent: Option<String>,
+    /// Also measure `--tf` on PostgreSQL: a throwaway cluster (`--postgres`) or this
+    /// database (`--database URL`).
+    postgres: Option<PostgresTarget>,
+}
+
+enum PostgresTarget {
+    OwnCluster,
+    Database(String),
 }
 
 fn options() -> Options {
@@ -74,6 +89,7 @@ fn options() -> Options {
         fragment_batch: 32,
         only: None,
         agent: None,
+        postgres: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -93,6 +109,8 @@ fn options() -> Options {
             }
             "--only" => options.only = Some(value()),
             "--agent" => options.agent = Some(value()),
+            "--postgres" => options.postgres = Some(PostgresTarget::OwnCluster),
+            "--database" => options.postgres = Some(PostgresTarget::Database(value())),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -120,12 +138,22 @@ impl Drop for OwnServer {
 /// The agent client the generator creates on its own tf servers.
 const OWN_AGENT: &str = "bench-agent:bench-agent-secret-0123456789";
 
-fn start_tf(binary: &Path) -> (OwnServer, String) {
+/// `tf serve` of `binary` on a fresh data dir, its records there (SQLite) or in the
+/// PostgreSQL `database`.
+fn start_tf(binary: &Path, database: Option<&str>) -> (OwnServer, String) {
     let data = tempfile::tempdir().expect("temp dir");
     let (agent, secret) = OWN_AGENT.split_once(':').unwrap();
     let secret_file = data.path().join("agent.secret");
     std::fs::write(&secret_file, secret).unwrap();
-    let created = Command::new(binary)
+    let tf = || {
+        let mut command = Command::new(binary);
+        match database {
+            Some(url) => command.env("TF_DATABASE", url),
+            None => command.env_remove("TF_DATABASE"),
+        };
+        command
+    };
+    let created = tf()
         .args(["clients", "--data-dir"])
         .arg(data.path())
         .args(["add", agent, "--role", "agent", "--secret-file"])
@@ -133,7 +161,7 @@ fn start_tf(binary: &Path) -> (OwnServer, String) {
         .output()
         .unwrap_or_else(|error| panic!("cannot run {}: {error}", binary.display()));
     assert!(created.status.success(), "tf clients add failed");
-    let mut serve = Command::new(binary);
+    let mut serve = tf();
     serve
         .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
         .arg(data.path())
@@ -594,8 +622,11 @@ impl Table {
             .filter(|&c| Some(c) != yardstick)
             .filter_map(|c| Some((c, yardstick?)))
             .collect();
-        if self.contenders.iter().any(|name| name == "compare") {
-            ratios.push((1, 0));
+        let index = |name: &str| self.contenders.iter().position(|n| n == name);
+        for other in ["compare", "tf-pg"] {
+            if let (Some(other), Some(tf)) = (index(other), index("tf")) {
+                ratios.push((other, tf));
+            }
         }
         let headers: Vec<String> = ratios
             .iter()
@@ -638,14 +669,14 @@ impl Table {
     }
 }
 
-async fn run(options: Options, contenders: Vec<Contender>) {
+async fn run(options: &Options, contenders: Vec<Contender>) {
     let mut table = Table {
         rounds: options.rounds,
         contenders: contenders.iter().map(|c| c.name.clone()).collect(),
         rows: Vec::new(),
     };
     let run_id = std::process::id() as usize;
-    for (unit_index, unit) in Unit::all(&options).into_iter().enumerate() {
+    for (unit_index, unit) in Unit::all(options).into_iter().enumerate() {
         for round in 0..options.rounds {
             // Each round starts with the next contender: whoever goes first in a round
             // was measured up to 15% slower than the same binary going second.
@@ -663,7 +694,7 @@ async fn run(options: Options, contenders: Vec<Contender>) {
                 // Small enough for the last 12 digits of a job id (see `fragment_ingest`).
                 let tag = (run_id % 100_000) * 1000 + unit_index * 100 + round % 100;
                 for (figure, mut figures, remark) in
-                    unit.measure(&contender.target, &options, tag).await
+                    unit.measure(&contender.target, options, tag).await
                 {
                     let name = format!("{figure}, {} #{}", contender.name, round + 1);
                     figures.report(&name, &remark);
@@ -721,8 +752,9 @@ async fn advertises(target: &Target, extension: &str) -> bool {
     extensions.split(',').any(|name| name.trim() == extension)
 }
 
-/// The servers to measure, started and logged in to.
-async fn contenders(options: &Options) -> Vec<Contender> {
+/// The servers to measure, started and logged in to; `database` is the PostgreSQL
+/// database of "tf-pg".
+async fn contenders(options: &Options, database: Option<&str>) -> Vec<Contender> {
     let tf = |name: &str, process: Option<OwnServer>, address: String| Contender {
         name: name.to_string(),
         target: Target {
@@ -737,11 +769,16 @@ async fn contenders(options: &Options) -> Vec<Contender> {
     if let Some(url) = &options.url {
         contenders.push(tf("server", None, url.trim_start_matches("http://").into()));
     } else {
-        let (process, address) = start_tf(&options.tf);
+        let (process, address) = start_tf(&options.tf, None);
         println!("tf: {} at {address}", options.tf.display());
         contenders.push(tf("tf", Some(process), address));
+        if let Some(url) = database {
+            let (process, address) = start_tf(&options.tf, Some(url));
+            println!("tf-pg: {} on {url} at {address}", options.tf.display());
+            contenders.push(tf("tf-pg", Some(process), address));
+        }
         if let Some(binary) = &options.compare {
-            let (process, address) = start_tf(binary);
+            let (process, address) = start_tf(binary, None);
             println!("compare: {} at {address}", binary.display());
             contenders.push(tf("compare", Some(process), address));
         }
@@ -790,8 +827,64 @@ fn main() {
         .build()
         .unwrap();
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async move {
-        let contenders = contenders(&options).await;
-        run(options, contenders).await
+    let cluster = matches!(options.postgres, Some(PostgresTarget::OwnCluster))
+        .then(tf_test_support::postgres::Postgres::start_durable);
+    let database = match (&options.postgres, &cluster) {
+        (Some(PostgresTarget::Database(url)), _) => Some(url.clone()),
+        (_, Some(cluster)) => Some(cluster.create_database("bench")),
+        _ => None,
+    };
+    local.block_on(&runtime, async {
+        let contenders = contenders(&options, database.as_deref()).await;
+        run(&options, contenders).await
     });
+    if let Some(cluster) = &cluster {
+        pgbench_inserts(cluster, &options);
+    }
+}
+
+/// pgbench's rate of single-INSERT transactions on `cluster` (a database of its own), with
+/// as many clients as the generator has connections: what the cluster itself commits.
+fn pgbench_inserts(cluster: &tf_test_support::postgres::Postgres, options: &Options) {
+    let url = cluster.create_database("pgbench");
+    cluster.sql(
+        "pgbench",
+        "CREATE TABLE jobs (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                            queue TEXT NOT NULL, created_at BIGINT NOT NULL, job_data JSON NOT NULL)",
+    );
+    let script = tempfile::Builder::new()
+        .suffix(".sql")
+        .tempfile()
+        .expect("temp file");
+    std::fs::write(
+        script.path(),
+        "INSERT INTO jobs (queue, created_at, job_data) VALUES ('q', 0, '{\"job_queue\": \"q\"}');\n",
+    )
+    .expect("write the script");
+    // pgbench may run as another user (root runs PostgreSQL's programs as postgres).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(script.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let clients = options.connections.to_string();
+    let seconds = (options.seconds.ceil() as u64).max(1).to_string();
+    let path = script.path().to_string_lossy().into_owned();
+    let said = cluster.pgbench(
+        &url,
+        &[
+            "--no-vacuum",
+            "-n",
+            "-f",
+            &path,
+            "-c",
+            &clients,
+            "-j",
+            "2",
+            "-T",
+            &seconds,
+        ],
+    );
+    let tps = said
+        .lines()
+        .find(|line| line.starts_with("tps = "))
+        .unwrap_or("tps = ? (pgbench printed no rate)");
+    println!("pgbench, {clients} clients, one INSERT per transaction: {tps}");
 }

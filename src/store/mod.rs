@@ -21,6 +21,7 @@ mod logs;
 mod open;
 mod pages;
 pub mod postgres;
+mod restricted;
 mod retention;
 mod secrets;
 mod secrets_key;

@@ -313,14 +313,16 @@ impl backend::Clients for PostgresBackend {
         Ok(queues)
     }
 
-    /// Read each time, not kept in memory: another server on the same database may
-    /// restrict a queue.
     async fn is_restricted(&self, queue: &str) -> Result<bool> {
-        let client = self.connection().await?;
-        let select = client
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM restricted_queues WHERE queue = $1)")
-            .await?;
-        Ok(client.query_one(&select, &[&queue]).await?.get(0))
+        let read_names = async {
+            let client = self.connection().await?;
+            let select = client
+                .prepare_cached("SELECT queue FROM restricted_queues")
+                .await?;
+            let rows = client.query(&select, &[]).await?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
+        };
+        Ok(self.restricted.get(read_names).await?.contains(queue))
     }
 
     async fn restrict_queue(&self, queue: &str, client_id: &str) -> Result<()> {
@@ -395,6 +397,7 @@ impl PostgresBackend {
                 .await?;
         }
         transaction.commit().await?;
+        self.restricted.changed();
         Ok(())
     }
 }

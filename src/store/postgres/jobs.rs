@@ -74,56 +74,89 @@ fn summary(row: &Row) -> JobSummary {
     }
 }
 
-impl backend::Jobs for PostgresBackend {
-    async fn insert_job(&self, job: NewJob) -> Result<()> {
+/// Stores new waiting jobs in one statement, in order; each is `Ok`, or `DuplicateJob`
+/// when its id was taken (also by an earlier job of `jobs`).
+pub(super) async fn insert(db: &impl GenericClient, jobs: &[&NewJob]) -> Result<Vec<Result<()>>> {
+    let mut columns: (Vec<&str>, Vec<&str>, Vec<i64>, Vec<Option<&str>>) = Default::default();
+    let mut texts: (Vec<Option<String>>, Vec<Option<&str>>, Vec<String>) = Default::default();
+    for job in jobs {
+        columns.0.push(&job.job_id);
+        columns.1.push(&job.queue);
+        columns.2.push(job.priority);
+        columns.3.push(job.awaits_attachments.then_some("waiting"));
         let exclude = (!job.exclude_agents.is_empty())
             .then(|| serde_json::to_string(&job.exclude_agents))
             .transpose()?;
-        let data = serde_json::to_string(&job.data)?;
-        let client = self.connection().await?;
-        let insert = client
-            .prepare_cached(
-                "INSERT INTO jobs (job_id, queue, state, priority, created_at, attachments,
-                                   exclude_agents, client_id, job_data)
-                 VALUES ($1, $2, 'waiting', $3, $4, $5, $6::text::jsonb, $7, $8::text::json)
-                 ON CONFLICT (job_id) DO NOTHING",
-            )
-            .await?;
-        let inserted = client
-            .execute(
-                &insert,
-                &[
-                    &job.job_id,
-                    &job.queue,
-                    &job.priority,
-                    &time::now(),
-                    &job.awaits_attachments.then_some("waiting"),
-                    &exclude,
-                    &job.submitter,
-                    &data,
-                ],
-            )
-            .await?;
-        if inserted == 0 {
-            return Err(StoreError::DuplicateJob(job.job_id));
-        }
-        Ok(())
+        texts.0.push(exclude);
+        texts.1.push(job.submitter.as_deref());
+        texts.2.push(serde_json::to_string(&job.data)?);
+    }
+    let insert = db
+        .prepare_cached(
+            "INSERT INTO jobs (job_id, queue, state, priority, created_at, attachments,
+                               exclude_agents, client_id, job_data)
+             SELECT id, queue, 'waiting', priority, $8, attachments, exclude::jsonb, client,
+                    data::json
+             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+                         $6::text[], $7::text[])
+                  AS job (id, queue, priority, attachments, exclude, client, data)
+             ON CONFLICT (job_id) DO NOTHING
+             RETURNING job_id",
+        )
+        .await?;
+    let rows = db
+        .query(
+            &insert,
+            &[
+                &columns.0,
+                &columns.1,
+                &columns.2,
+                &columns.3,
+                &texts.0,
+                &texts.1,
+                &texts.2,
+                &time::now(),
+            ],
+        )
+        .await?;
+    let mut inserted: std::collections::HashSet<&str> = rows.iter().map(|row| row.get(0)).collect();
+    // A job id inserted now goes to the first job that asked for it.
+    Ok(jobs
+        .iter()
+        .map(|job| match inserted.remove(job.job_id.as_str()) {
+            true => Ok(()),
+            false => Err(StoreError::DuplicateJob(job.job_id.clone())),
+        })
+        .collect())
+}
+
+/// The claim (`CLAIM`): the best claimable job of `queues` becomes `agent`'s.
+pub(super) async fn claim(
+    db: &impl GenericClient,
+    queues: &[String],
+    agent: &str,
+) -> Result<Option<ClaimedJob>> {
+    let now = time::now();
+    let claim = db.prepare_cached(CLAIM).await?;
+    let Some(row) = db.query_opt(&claim, &[&queues, &agent, &now]).await? else {
+        return Ok(None);
+    };
+    Ok(Some(ClaimedJob {
+        job_id: row.get(0),
+        started_at: now,
+        data: serde_json::from_str(row.get(1))?,
+        attachments: row.get(2),
+        submitter: row.get(3),
+    }))
+}
+
+impl backend::Jobs for PostgresBackend {
+    async fn insert_job(&self, job: NewJob) -> Result<()> {
+        self.writer.submit(job).await
     }
 
     async fn claim_job(&self, queues: &[String], agent: &str) -> Result<Option<ClaimedJob>> {
-        let now = time::now();
-        let client = self.connection().await?;
-        let claim = client.prepare_cached(CLAIM).await?;
-        let Some(row) = client.query_opt(&claim, &[&queues, &agent, &now]).await? else {
-            return Ok(None);
-        };
-        Ok(Some(ClaimedJob {
-            job_id: row.get(0),
-            started_at: now,
-            data: serde_json::from_str(row.get(1))?,
-            attachments: row.get(2),
-            submitter: row.get(3),
-        }))
+        self.writer.claim(queues, agent).await
     }
 
     async fn job_definition(&self, job_id: &str) -> Result<Option<Map<String, Value>>> {

@@ -7,6 +7,7 @@
 mod agents;
 mod clients;
 pub mod copy;
+mod group;
 mod jobs;
 mod legacy;
 mod logs;
@@ -23,10 +24,24 @@ use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::restricted::RestrictedNames;
 use super::StoreError;
 
-/// The `Store`'s records in a PostgreSQL database, through a pool of connections.
+/// The `Store`'s records in a PostgreSQL database, through a pool of connections; the
+/// submits and claims through the group-commit task (`group`).
 pub(crate) struct PostgresBackend {
+    connections: Connections,
+    writer: group::GroupWriter,
+    /// Read again once a second old: other servers on the database may change them.
+    restricted: RestrictedNames,
+}
+
+/// How long the names of the restricted queues are taken as read.
+const RESTRICTED_NAMES_AGE: Duration = Duration::from_secs(1);
+
+/// The pool, with the database's name for its errors.
+#[derive(Clone)]
+struct Connections {
     pool: Pool,
     /// The database as errors name it (`Database::describe`: no password).
     name: String,
@@ -59,18 +74,28 @@ impl PostgresBackend {
             .wait_timeout(Some(POOL_WAIT))
             .build()
             .map_err(|error| StoreError::Database(format!("connection pool: {error}")))?;
-        let backend = PostgresBackend {
+        let connections = Connections {
             pool,
             name: database.describe(),
         };
-        let mut client = backend.connection().await?;
+        let mut client = connections.get().await?;
         schema::migrate(&mut client).await?;
         drop(client);
-        Ok(backend)
+        Ok(PostgresBackend {
+            writer: group::GroupWriter::start(connections.clone()),
+            connections,
+            restricted: RestrictedNames::kept_for(RESTRICTED_NAMES_AGE),
+        })
     }
 
     /// A connection of the pool (statements prepared on it before are cached).
     async fn connection(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.connections.get().await
+    }
+}
+
+impl Connections {
+    async fn get(&self) -> Result<deadpool_postgres::Client, StoreError> {
         // The pool opens a new connection when none is idle: a database that went away
         // and came back is reconnected to here, without a restart.
         self.pool.get().await.map_err(|error| match error {

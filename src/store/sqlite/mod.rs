@@ -2,8 +2,8 @@
 //! its schema and migrations (`schema`), one writer thread with group commit (`writer`),
 //! a small pool of read connections (`readers`), the WAL checkpoints off the writer
 //! (`checkpointer`) and online backups (`backup`). Because one process writes, two
-//! answers are kept in memory: which queues may hold a claimable job (`claimable`) and
-//! which queues are restricted (`restricted`). The domain operations are in the other
+//! answers are kept in memory for as long as it does not change them: which queues may
+//! hold a claimable job (`claimable`) and which queues are restricted (`restricted`). The domain operations are in the other
 //! files, by resource, as `store/backend.rs` names them.
 
 mod agents;
@@ -16,7 +16,6 @@ mod jobs;
 mod legacy;
 mod logs;
 pub(super) mod readers;
-mod restricted;
 mod retention;
 pub(crate) mod schema;
 mod secrets;
@@ -28,11 +27,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use rusqlite::{Connection, OpenFlags};
 
+use super::restricted::RestrictedNames;
 use super::SyncMode;
 use checkpointer::Checkpointer;
 use claimable::ClaimableQueues;
 use readers::Readers;
-use restricted::RestrictedNames;
 use writer::Writer;
 
 const READ_CONNECTIONS: usize = 4;
@@ -83,7 +82,7 @@ impl SqliteBackend {
             writer: Writer::start(writer_connection).context("cannot start the writer thread")?,
             readers: Readers::new(readers),
             claimable: Arc::new(claimable),
-            restricted: Arc::default(),
+            restricted: Arc::new(RestrictedNames::kept()),
             _checkpointer: checkpointer,
         })
     }

@@ -30,8 +30,19 @@ pub struct Postgres {
 
 impl Postgres {
     /// Starts a fresh cluster; panics saying what is missing when PostgreSQL's server
-    /// programs are not installed (`.ci/run` installs them).
+    /// programs are not installed (`.ci/run` installs them). Commits are not flushed to
+    /// the disk: tests run at the speed of memory.
     pub fn start() -> Postgres {
+        Postgres::start_with("-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+    }
+
+    /// A cluster with PostgreSQL's durable defaults (each commit flushed to the disk), for
+    /// benchmarks that compare it with SQLite.
+    pub fn start_durable() -> Postgres {
+        Postgres::start_with("")
+    }
+
+    fn start_with(settings: &str) -> Postgres {
         let bin = server_programs().unwrap_or_else(|| {
             panic!("PostgreSQL's initdb and pg_ctl were not found (apt install postgresql)")
         });
@@ -47,11 +58,10 @@ impl Postgres {
         let data = temp.path().join("cluster");
         let port = free_port();
         // Sockets in the cluster's own directory: the system's (/run/postgresql) may not
-        // exist or may belong to an installed cluster. fsync off: test data need not
-        // survive a power cut, and tests then run at the speed of memory.
+        // exist or may belong to an installed cluster.
         let options = format!(
             "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} \
-             -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+             -c max_connections=200 {settings}",
             data.to_string_lossy()
         );
         let cluster = Postgres {
@@ -129,6 +139,13 @@ impl Postgres {
             ],
         );
         String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// Runs `pgbench` with `args` on the database at `url` and gives what it printed.
+    pub fn pgbench(&self, url: &str, args: &[&str]) -> String {
+        let mut all = args.to_vec();
+        all.push(url);
+        String::from_utf8_lossy(&self.run_ok("pgbench", &all).stdout).into_owned()
     }
 
     /// A plain-text dump (`pg_dump`) of the database at `url`.

@@ -74,22 +74,35 @@ fn summary(row: &Row) -> JobSummary {
     }
 }
 
+/// New jobs column by column, as `insert` sends them (one array per column).
+#[derive(Default)]
+struct JobColumns<'a> {
+    ids: Vec<&'a str>,
+    queues: Vec<&'a str>,
+    priorities: Vec<i64>,
+    attachments: Vec<Option<&'a str>>,
+    excluded: Vec<Option<String>>,
+    submitters: Vec<Option<&'a str>>,
+    definitions: Vec<String>,
+}
+
 /// Stores new waiting jobs in one statement, in order; each is `Ok`, or `DuplicateJob`
 /// when its id was taken (also by an earlier job of `jobs`).
 pub(super) async fn insert(db: &impl GenericClient, jobs: &[&NewJob]) -> Result<Vec<Result<()>>> {
-    let mut columns: (Vec<&str>, Vec<&str>, Vec<i64>, Vec<Option<&str>>) = Default::default();
-    let mut texts: (Vec<Option<String>>, Vec<Option<&str>>, Vec<String>) = Default::default();
+    let mut columns = JobColumns::default();
     for job in jobs {
-        columns.0.push(&job.job_id);
-        columns.1.push(&job.queue);
-        columns.2.push(job.priority);
-        columns.3.push(job.awaits_attachments.then_some("waiting"));
-        let exclude = (!job.exclude_agents.is_empty())
+        columns.ids.push(&job.job_id);
+        columns.queues.push(&job.queue);
+        columns.priorities.push(job.priority);
+        columns
+            .attachments
+            .push(job.awaits_attachments.then_some("waiting"));
+        let excluded = (!job.exclude_agents.is_empty())
             .then(|| serde_json::to_string(&job.exclude_agents))
             .transpose()?;
-        texts.0.push(exclude);
-        texts.1.push(job.submitter.as_deref());
-        texts.2.push(serde_json::to_string(&job.data)?);
+        columns.excluded.push(excluded);
+        columns.submitters.push(job.submitter.as_deref());
+        columns.definitions.push(serde_json::to_string(&job.data)?);
     }
     let insert = db
         .prepare_cached(
@@ -108,13 +121,13 @@ pub(super) async fn insert(db: &impl GenericClient, jobs: &[&NewJob]) -> Result<
         .query(
             &insert,
             &[
-                &columns.0,
-                &columns.1,
-                &columns.2,
-                &columns.3,
-                &texts.0,
-                &texts.1,
-                &texts.2,
+                &columns.ids,
+                &columns.queues,
+                &columns.priorities,
+                &columns.attachments,
+                &columns.excluded,
+                &columns.submitters,
+                &columns.definitions,
                 &time::now(),
             ],
         )

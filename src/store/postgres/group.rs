@@ -9,13 +9,14 @@
 //! of it runs again alone, in its own transaction, so one bad write costs the others
 //! nothing but time.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use deadpool_postgres::GenericClient;
 use futures_util::future::join_all;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::jobs::{claim, insert};
+use super::jobs::{claim, claim_many, insert, Assignment};
 use super::Connections;
 use crate::store::error::{Result, StoreError};
 use crate::store::jobs::{ClaimedJob, NewJob};
@@ -43,13 +44,13 @@ pub(super) enum Write {
 }
 
 impl Write {
-    /// Runs the write's statement in the caller's transaction (a claim; submits go
-    /// together, see `run_group`).
+    /// Runs the write's statement in the caller's transaction, unless it was done
+    /// together with others (see `run_group`).
     async fn run(&mut self, db: &impl GenericClient) {
         if let Write::Claim {
             queues,
             agent,
-            done,
+            done: done @ None,
             ..
         } = self
         {
@@ -153,6 +154,37 @@ async fn run(connections: Connections, receiver: Arc<Mutex<mpsc::UnboundedReceiv
     }
 }
 
+/// The group's claims, those of agents polling the same queues together (`claim_many`);
+/// a claim left unsure keeps no outcome, for `Write::run`.
+async fn claim_together(db: &impl GenericClient, group: &mut [Write]) -> Result<()> {
+    let mut by_queues: BTreeMap<Vec<String>, Vec<usize>> = BTreeMap::new();
+    for (index, write) in group.iter().enumerate() {
+        if let Write::Claim { queues, .. } = write {
+            by_queues.entry(queues.clone()).or_default().push(index);
+        }
+    }
+    for (queues, claimers) in by_queues {
+        let agents: Vec<&str> = claimers
+            .iter()
+            .filter_map(|&index| match &group[index] {
+                Write::Claim { agent, .. } => Some(agent.as_str()),
+                Write::Submit { .. } => None,
+            })
+            .collect();
+        let assignments = claim_many(db, &queues, &agents).await?;
+        for (index, assignment) in claimers.into_iter().zip(assignments) {
+            if let Write::Claim { done, .. } = &mut group[index] {
+                *done = match assignment {
+                    Assignment::Job(job) => Some(Ok(Some(job))),
+                    Assignment::Nothing => Some(Ok(None)),
+                    Assignment::Unsure => None,
+                };
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs `group` in one transaction, its statements sent together, and commits.
 async fn run_group(connections: &Connections, group: &mut [Write]) -> Result<()> {
     let mut client = connections.get().await?;
@@ -175,6 +207,8 @@ async fn run_group(connections: &Connections, group: &mut [Write]) -> Result<()>
             *done = submitted.next();
         }
     }
+    claim_together(&transaction, group).await?;
+    // Claims the shared statements left unsure of, each on its own, sent together.
     join_all(group.iter_mut().map(|write| write.run(&transaction))).await;
     if group.iter().any(Write::spoiled) {
         return Err(StoreError::Database("a write of the group failed".into()));

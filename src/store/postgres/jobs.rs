@@ -143,6 +143,99 @@ pub(super) async fn insert(db: &impl GenericClient, jobs: &[&NewJob]) -> Result<
         .collect())
 }
 
+/// What a claim of several agents at once (`claim_many`) came to for one of them.
+pub(super) enum Assignment {
+    Job(ClaimedJob),
+    /// No job of the queues could be theirs.
+    Nothing,
+    /// The jobs seen were all excluded for this agent, and there may be more: claim alone.
+    Unsure,
+}
+
+/// The best claimable jobs of `queues` for several agents polling them, in two statements
+/// whatever their number: the best `agents.len()` jobs are locked (skipping those other
+/// claims hold), each agent in turn takes the best one that does not exclude it, and
+/// those become theirs, their waits recorded.
+pub(super) async fn claim_many(
+    db: &impl GenericClient,
+    queues: &[String],
+    agents: &[&str],
+) -> Result<Vec<Assignment>> {
+    let wanted = agents.len() as i64;
+    let candidates = db
+        .prepare_cached(
+            "SELECT job.seq, job.exclude_agents::text
+             FROM unnest($1::text[]) AS polled (queue)
+             CROSS JOIN LATERAL (
+                 SELECT seq, priority, created_at, exclude_agents FROM jobs
+                 WHERE queue = polled.queue AND state = 'waiting'
+                   AND (attachments IS NULL OR attachments = 'complete')
+                 ORDER BY priority DESC, created_at, seq
+                 LIMIT $2
+                 FOR UPDATE SKIP LOCKED
+             ) AS job
+             ORDER BY job.priority DESC, job.created_at, job.seq
+             LIMIT $2",
+        )
+        .await?;
+    let rows = db.query(&candidates, &[&queues, &wanted]).await?;
+    let mut free: Vec<(i64, Vec<String>)> = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let excluded: Option<&str> = row.get(1);
+        let excluded = excluded.map(serde_json::from_str).transpose()?;
+        free.push((row.get(0), excluded.unwrap_or_default()));
+    }
+    // Fewer jobs than agents: every claimable job of the queues was seen.
+    let all_seen = free.len() < agents.len();
+    let mut taken: Vec<Option<i64>> = Vec::with_capacity(agents.len());
+    for agent in agents {
+        let best = free
+            .iter()
+            .position(|(_, excluded)| !excluded.iter().any(|name| name == agent));
+        taken.push(best.map(|index| free.remove(index).0));
+    }
+    let (seqs, owners): (Vec<i64>, Vec<&str>) = taken
+        .iter()
+        .zip(agents)
+        .filter_map(|(seq, agent)| Some(((*seq)?, *agent)))
+        .unzip();
+    let now = time::now();
+    let claim = db
+        .prepare_cached(
+            "WITH claimed AS (
+                 UPDATE jobs SET state = 'running', started_at = $3, agent = nullif(taker.agent, '')
+                 FROM unnest($1::bigint[], $2::text[]) AS taker (seq, agent)
+                 WHERE jobs.seq = taker.seq AND jobs.state = 'waiting'
+                 RETURNING jobs.seq, jobs.job_id, jobs.job_data::text AS job_data,
+                           jobs.attachments, jobs.client_id, jobs.queue, jobs.created_at
+             ), waited AS (
+                 INSERT INTO wait_times (queue, seconds, recorded_at)
+                 SELECT queue, ($3 - created_at) / 1000000, $3 FROM claimed
+             )
+             SELECT seq, job_id, job_data, attachments, client_id FROM claimed",
+        )
+        .await?;
+    let mut claimed = std::collections::HashMap::new();
+    for row in db.query(&claim, &[&seqs, &owners, &now]).await? {
+        let job = ClaimedJob {
+            job_id: row.get(1),
+            started_at: now,
+            data: serde_json::from_str(row.get(2))?,
+            attachments: row.get(3),
+            submitter: row.get(4),
+        };
+        claimed.insert(row.get::<_, i64>(0), job);
+    }
+    Ok(taken
+        .into_iter()
+        .map(|seq| match seq.and_then(|seq| claimed.remove(&seq)) {
+            Some(job) => Assignment::Job(job),
+            None if all_seen && seq.is_none() => Assignment::Nothing,
+            None => Assignment::Unsure,
+        })
+        .collect())
+}
+
 /// The claim (`CLAIM`): the best claimable job of `queues` becomes `agent`'s.
 pub(super) async fn claim(
     db: &impl GenericClient,

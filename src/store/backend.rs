@@ -21,29 +21,9 @@ use super::jobs::{
 use super::legacy::LegacyResult;
 use super::logs::{Fragment, FragmentQuery, PhaseLog};
 use super::pages::{JobRecord, LogsSoFar, PhaseSpan, ProvisionAttempt};
-use super::postgres::PostgresBackend;
 use super::retention::Expired;
 use super::secrets::Expiry;
-use super::sqlite::SqliteBackend;
 use crate::job::time::Micros;
-
-/// The database a `Store` keeps its records in.
-pub(crate) enum Backend {
-    Sqlite(SqliteBackend),
-    Postgres(PostgresBackend),
-}
-
-/// Runs `$call` with `$db` bound to the store's backend, whichever it is: each arm is
-/// checked against that backend's own implementation of the traits below.
-macro_rules! on_backend {
-    ($store:expr, $db:ident => $call:expr) => {
-        match &$store.backend {
-            $crate::store::backend::Backend::Sqlite($db) => $call,
-            $crate::store::backend::Backend::Postgres($db) => $call,
-        }
-    };
-}
-pub(crate) use on_backend;
 
 /// What recording an uploaded attachments archive came to.
 pub(crate) enum AttachmentRecord {

@@ -14,9 +14,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
+use super::open::{DatabaseChoice, Store};
+use super::records_copy::RecordsCopy;
 use super::sqlite::backup::snapshot_sqlite;
 use super::sqlite::health::KEY_FILES;
-use super::{DatabaseChoice, Store};
 use crate::private_file;
 
 pub struct BackupReport {
@@ -28,17 +29,6 @@ pub struct BackupReport {
     /// by the server meanwhile, or (on PostgreSQL) missing from the data dir.
     pub vanished: Vec<String>,
     pub key_files: Vec<String>,
-}
-
-/// The records' side of a backup: what is copied into the new data dir before the
-/// archives, and what to do about an archive that is gone.
-pub(super) trait RecordsCopy {
-    /// The number of jobs copied, if the records are copied at all.
-    fn jobs(&self) -> Option<u64>;
-    /// Every archive file the copied records point to.
-    fn archives(&self) -> anyhow::Result<Vec<String>>;
-    /// An archive was gone when it was to be copied.
-    fn forget(&self, file_name: &str) -> anyhow::Result<()>;
 }
 
 /// Copies the data dir `source` (with its records, wherever `database` keeps them) into

@@ -4,23 +4,31 @@
 
 use std::path::{Path, PathBuf};
 
-use super::backend::{Backend, Retention as _};
+use super::backend::Retention as _;
 use super::blobs::BlobDir;
 use super::postgres::{self, PostgresBackend};
 use super::secrets_key::SecretsKey;
 use super::signals::Signals;
-use super::sqlite::{health, SqliteBackend};
+use super::sqlite::{health, SqliteBackend, SyncMode};
 use crate::private_file;
 
-/// How hard SQLite pushes each commit to the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum SyncMode {
-    /// Survives a crash of the process (WAL + `synchronous=NORMAL`).
-    Normal,
-    /// Also survives a power cut (`synchronous=FULL`).
-    Full,
+/// The database a `Store` keeps its records in.
+pub(crate) enum Backend {
+    Sqlite(SqliteBackend),
+    Postgres(PostgresBackend),
 }
+
+/// Runs `$call` with `$db` bound to the store's backend, whichever it is: each arm is
+/// checked against that backend's own implementation of the traits below.
+macro_rules! on_backend {
+    ($store:expr, $db:ident => $call:expr) => {
+        match &$store.backend {
+            $crate::store::open::Backend::Sqlite($db) => $call,
+            $crate::store::open::Backend::Postgres($db) => $call,
+        }
+    };
+}
+pub(crate) use on_backend;
 
 /// Where a lab keeps its records.
 #[derive(Debug, Clone)]

@@ -15,7 +15,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::Client;
 
-use crate::store::StoreError;
+use crate::store::error::StoreError;
 
 /// The tables, in an order that copies jobs before the rows that refer to them.
 const TABLES: &[&str] = &[

@@ -16,8 +16,8 @@ use deadpool_postgres::GenericClient;
 use futures_util::future::join_all;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::jobs::{claim, claim_many, insert, Assignment};
-use super::Connections;
+use super::dispatch::{claim, claim_many, insert, Assignment};
+use super::pool::Connections;
 use crate::store::error::{Result, StoreError};
 use crate::store::jobs::{ClaimedJob, NewJob};
 

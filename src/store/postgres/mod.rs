@@ -7,10 +7,12 @@
 mod agents;
 mod clients;
 pub mod copy;
+mod dispatch;
 mod group;
 mod jobs;
 mod legacy;
 mod logs;
+mod pool;
 mod retention;
 mod schema;
 mod secrets;
@@ -18,14 +20,15 @@ mod secrets;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use serde_json::{Map, Value};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::error::StoreError;
 use super::restricted::RestrictedNames;
-use super::StoreError;
+use pool::{Connections, POOL_WAIT};
 
 /// The `Store`'s records in a PostgreSQL database, through a pool of connections; the
 /// submits and claims through the group-commit task (`group`).
@@ -39,20 +42,9 @@ pub(crate) struct PostgresBackend {
 /// How long the names of the restricted queues are taken as read.
 const RESTRICTED_NAMES_AGE: Duration = Duration::from_secs(1);
 
-/// The pool, with the database's name for its errors.
-#[derive(Clone)]
-struct Connections {
-    pool: Pool,
-    /// The database as errors name it (`Database::describe`: no password).
-    name: String,
-}
-
 /// Connections kept open: enough for the requests a server handles at once, few enough
 /// for a server's default `max_connections` (100) to serve several tf servers.
 const POOL_SIZE: usize = 16;
-
-/// How long a request waits for a free connection before it fails instead of hanging.
-const POOL_WAIT: Duration = Duration::from_secs(30);
 
 impl PostgresBackend {
     /// A pool on `database`, whose schema is brought up to date first.
@@ -74,10 +66,7 @@ impl PostgresBackend {
             .wait_timeout(Some(POOL_WAIT))
             .build()
             .map_err(|error| StoreError::Database(format!("connection pool: {error}")))?;
-        let connections = Connections {
-            pool,
-            name: database.describe(),
-        };
+        let connections = Connections::new(pool, database.describe());
         let mut client = connections.get().await?;
         schema::migrate(&mut client).await?;
         drop(client);
@@ -91,29 +80,6 @@ impl PostgresBackend {
     /// A connection of the pool (statements prepared on it before are cached).
     async fn connection(&self) -> Result<deadpool_postgres::Client, StoreError> {
         self.connections.get().await
-    }
-}
-
-impl Connections {
-    async fn get(&self) -> Result<deadpool_postgres::Client, StoreError> {
-        // The pool opens a new connection when none is idle: a database that went away
-        // and came back is reconnected to here, without a restart.
-        self.pool.get().await.map_err(|error| match error {
-            PoolError::Backend(error) => StoreError::Unavailable(format!(
-                "the database at {} is unreachable: {}",
-                self.name,
-                match StoreError::from(error) {
-                    StoreError::Database(text) | StoreError::Unavailable(text) => text,
-                    other => other.to_string(),
-                }
-            )),
-            PoolError::Timeout(_) => StoreError::Unavailable(format!(
-                "no connection to the database at {} was free within {}s",
-                self.name,
-                POOL_WAIT.as_secs()
-            )),
-            other => StoreError::Database(format!("the database at {}: {other}", self.name)),
-        })
     }
 }
 

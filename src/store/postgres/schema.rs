@@ -11,7 +11,7 @@
 
 use tokio_postgres::Client;
 
-use crate::store::StoreError;
+use crate::store::error::StoreError;
 
 const MIGRATIONS: &[&str] = &[
     // 1: the schema of SQLite's migrations 1-10.

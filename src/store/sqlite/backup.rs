@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use rusqlite::{Connection, OpenFlags};
 
 use super::health::{self, DatabaseState};
-use crate::store::backup::RecordsCopy;
+use crate::store::records_copy::RecordsCopy;
 
 /// The copy of the database of `source`, in the backup directory `destination`.
 pub struct SqliteCopy(Connection);

@@ -28,11 +28,20 @@ use anyhow::Context;
 use rusqlite::{Connection, OpenFlags};
 
 use super::restricted::RestrictedNames;
-use super::SyncMode;
 use checkpointer::Checkpointer;
 use claimable::ClaimableQueues;
 use readers::Readers;
 use writer::Writer;
+
+/// How hard SQLite pushes each commit to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Survives a crash of the process (WAL + `synchronous=NORMAL`).
+    Normal,
+    /// Also survives a power cut (`synchronous=FULL`).
+    Full,
+}
 
 const READ_CONNECTIONS: usize = 4;
 

@@ -93,7 +93,9 @@ pub(super) fn to_json<T: serde::Serialize>(value: &Option<T>) -> Result<Option<S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::open::Store;
+    use crate::store::open::{DatabaseChoice, Store};
+    use crate::store::postgres::Database;
+    use crate::store::sqlite::SyncMode;
 
     fn client(client_id: &str) -> Client {
         Client {
@@ -106,23 +108,15 @@ mod tests {
     /// What would have slipped between reading a token and storing its successor: a
     /// revocation, a new secret, the client's removal (and a client of the same id added
     /// again after it).
-    #[tokio::test]
-    async fn a_token_changed_or_gone_since_it_was_read_is_not_renewed() {
-        let data = tempfile::tempdir().unwrap();
-        let sqlite = crate::store::DatabaseChoice::Sqlite(crate::store::SyncMode::Normal);
-        let store = Store::open_beside_server(data.path(), sqlite)
-            .await
-            .unwrap();
+    async fn renewals_see_what_changed_since_the_token_was_read(db: Store) {
         let later = Duration::from_secs(60);
-        let hash = |name: &str| name.to_string();
         let renew = |token: &str, successor: &str| {
-            store.renew_refresh_token(hash(token), hash(successor), later)
+            db.renew_refresh_token(token.into(), successor.into(), later)
         };
-        let save = |keep: RefreshTokens| {
-            store.save_client(client("rack"), Some("secret-hash".into()), keep)
-        };
-        save(RefreshTokens::Keep).await.unwrap();
-        let issue = |token: &str| store.store_refresh_token(hash(token), "rack", later, None);
+        let save =
+            |keep: RefreshTokens| db.save_client(client("rack"), Some("secret-hash".into()), keep);
+        assert!(save(RefreshTokens::Keep).await.unwrap(), "new");
+        let issue = |token: &str| db.store_refresh_token(token.into(), "rack", later, None);
         assert!(issue("a").await.unwrap());
         assert_eq!(renew("a", "a2").await.unwrap(), Renewal::Renewed);
         assert_eq!(
@@ -133,21 +127,47 @@ mod tests {
         assert_eq!(renew("a", "a3").await.unwrap(), Renewal::RenewedElsewhere);
 
         assert!(issue("b").await.unwrap());
-        save(RefreshTokens::Revoke).await.unwrap();
+        assert!(!save(RefreshTokens::Revoke).await.unwrap(), "not new");
         assert_eq!(renew("b", "b2").await.unwrap(), Renewal::Invalid);
         assert_eq!(renew("a", "a2").await.unwrap(), Renewal::Invalid);
 
         assert!(issue("c").await.unwrap());
-        store.remove_client("rack").await.unwrap();
+        assert!(db.remove_client("rack").await.unwrap());
+        assert!(!db.remove_client("rack").await.unwrap());
         save(RefreshTokens::Keep).await.unwrap();
         assert_eq!(renew("c", "c2").await.unwrap(), Renewal::Invalid);
 
         // A login whose checked secret changed meanwhile gets no token.
-        let stale = store.store_refresh_token(hash("d"), "rack", later, Some("old-hash".into()));
+        let stale = db.store_refresh_token("d".into(), "rack", later, Some("old-hash".into()));
         assert!(!stale.await.unwrap());
-        assert!(!store
-            .store_refresh_token(hash("e"), "gone", later, None)
+        assert!(!db
+            .store_refresh_token("e".into(), "gone", later, None)
             .await
             .unwrap());
+        // The secret hash was kept by saves without one.
+        let (_, hash) = db.client("rack").await.unwrap().expect("saved");
+        assert_eq!(hash.as_deref(), Some("secret-hash"));
+    }
+
+    #[tokio::test]
+    async fn a_token_changed_or_gone_since_it_was_read_is_not_renewed_on_sqlite() {
+        let data = tempfile::tempdir().unwrap();
+        let sqlite = DatabaseChoice::Sqlite(SyncMode::Normal);
+        let store = Store::open_beside_server(data.path(), sqlite)
+            .await
+            .unwrap();
+        renewals_see_what_changed_since_the_token_was_read(store).await;
+    }
+
+    #[tokio::test]
+    async fn a_token_changed_or_gone_since_it_was_read_is_not_renewed_on_postgres() {
+        let cluster = tf_test_support::postgres::Postgres::start();
+        let database = Database::parse(&cluster.create_database("tokens")).unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let postgres = DatabaseChoice::Postgres(Box::new(database));
+        let store = Store::open_beside_server(data.path(), postgres)
+            .await
+            .unwrap();
+        renewals_see_what_changed_since_the_token_was_read(store).await;
     }
 }

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use tf_test_support::http::send;
 use tf_test_support::server::Server;
+use tf_test_support::wait::eventually;
 
 const BODY_LIMIT: usize = 16 * 1024 * 1024;
 
@@ -99,9 +100,15 @@ fn big_bodies_neither_stall_other_requests_nor_keep_their_memory() {
     for sender in senders {
         assert_eq!(sender.join().unwrap().expect("an answer"), 413);
     }
-    let resident = server.resident_bytes();
+    // The allocator gives freed memory back to the system a little later, and later
+    // still on a machine busy with other tests.
+    let mut resident = 0;
+    let returned = eventually(|| {
+        resident = server.resident_bytes();
+        resident < 300 * 1024 * 1024
+    });
     assert!(
-        resident < 300 * 1024 * 1024,
+        returned,
         "the server holds {} MB after the bodies were refused",
         resident / (1024 * 1024)
     );

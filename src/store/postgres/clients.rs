@@ -416,51 +416,6 @@ mod tests {
         }
     }
 
-    /// As SQLite's test of the same name (store/clients.rs): what would have slipped
-    /// between reading a token and storing its successor is seen.
-    #[tokio::test]
-    async fn a_token_changed_or_gone_since_it_was_read_is_not_renewed() {
-        let (_cluster, db) = testing::backend().await;
-        let later = Duration::from_secs(60);
-        let renew = |token: &str, successor: &str| {
-            db.renew_refresh_token(token.into(), successor.into(), later)
-        };
-        let save =
-            |keep: RefreshTokens| db.save_client(client("rack"), Some("secret-hash".into()), keep);
-        assert!(save(RefreshTokens::Keep).await.unwrap(), "new");
-        let issue = |token: &str| db.store_refresh_token(token.into(), "rack", later, None);
-        assert!(issue("a").await.unwrap());
-        assert_eq!(renew("a", "a2").await.unwrap(), Renewal::Renewed);
-        assert_eq!(
-            renew("a", "a2").await.unwrap(),
-            Renewal::Renewed,
-            "the same again"
-        );
-        assert_eq!(renew("a", "a3").await.unwrap(), Renewal::RenewedElsewhere);
-
-        assert!(issue("b").await.unwrap());
-        assert!(!save(RefreshTokens::Revoke).await.unwrap(), "not new");
-        assert_eq!(renew("b", "b2").await.unwrap(), Renewal::Invalid);
-        assert_eq!(renew("a", "a2").await.unwrap(), Renewal::Invalid);
-
-        assert!(issue("c").await.unwrap());
-        assert!(db.remove_client("rack").await.unwrap());
-        assert!(!db.remove_client("rack").await.unwrap());
-        save(RefreshTokens::Keep).await.unwrap();
-        assert_eq!(renew("c", "c2").await.unwrap(), Renewal::Invalid);
-
-        // A login whose checked secret changed meanwhile gets no token.
-        let stale = db.store_refresh_token("d".into(), "rack", later, Some("old-hash".into()));
-        assert!(!stale.await.unwrap());
-        assert!(!db
-            .store_refresh_token("e".into(), "gone", later, None)
-            .await
-            .unwrap());
-        // The secret hash was kept by saves without one.
-        let (_, hash) = db.client("rack").await.unwrap().expect("saved");
-        assert_eq!(hash.as_deref(), Some("secret-hash"));
-    }
-
     #[tokio::test]
     async fn a_used_token_is_found_and_a_revoked_family_goes_as_one() {
         let (_cluster, db) = testing::backend().await;

@@ -1,6 +1,7 @@
-//! Jobs: submission, dispatch (long-polls waiting for a claim), cancellation, the
-//! attachments gate, results, search and queue views. The SQL is each backend's
-//! (`sqlite/jobs.rs`, `postgres/jobs.rs`).
+//! Jobs as the store's callers and both backends see them: a job to store, one claimed,
+//! a listing's line, search filters, the attachments gate, reports and results, and how a
+//! stored row gives its outcome. The operations are in `operations/jobs.rs`, the SQL in
+//! `sqlite/jobs.rs` and `postgres/jobs.rs`.
 
 use std::borrow::Borrow;
 

@@ -1,11 +1,11 @@
-//! Storage. On SQLite (the default): one file in WAL mode, with one writer thread with
-//! group commit and a small pool of read connections (`sqlite/`); blobs as files
-//! (`blobs`), in-process wake-ups for long-polls (`signals`) and the queues that may have
-//! a job to claim (`claimable`), which `open` puts together into the `Store`. The public
-//! API is domain operations, grouped by resource in the other files; nothing outside this
-//! module writes SQL. `postgres/` is the PostgreSQL backend being built (so far its schema
-//! and `tf migrate`'s copy). This file only names what the rest of tf uses; nothing in
-//! here uses it.
+//! Storage. The `Store` (`open`) is the front door: the rest of tf calls its domain
+//! operations (`operations/`, by resource), and nothing outside this module writes SQL.
+//! The records live in one of two backends behind the seam of `backend`: SQLite in the
+//! data dir (`sqlite/`, the default: one file, a writer thread with group commit, a read
+//! pool) or a PostgreSQL database (`postgres/`: a pool and a group-commit task). The
+//! domain types are in the files named after each resource; archives are files
+//! (`blobs`), long-polls wait on in-process wake-ups (`signals`). This file only names
+//! what the rest of tf uses; nothing in here uses it.
 
 mod agents;
 mod backend;

@@ -1,14 +1,15 @@
 //! Agents: what each device host reports about itself, its provision history, the
 //! queues agents advertise with descriptions and images, and queue wait times.
 
-use crate::store::agents::*;
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::store::agents::{AgentFields, ProvisionLogEntry};
 use crate::store::backend::Agents as _;
 use crate::store::error::Result;
-use crate::store::open::on_backend;
-use crate::store::open::Store;
+use crate::store::open::{on_backend, Store};
 use crate::store::pages::ProvisionAttempt;
-use serde_json::{Map, Value};
-use std::collections::BTreeMap;
 
 impl Store {
     /// Creates or updates an agent: given fields replace stored ones, log lines are

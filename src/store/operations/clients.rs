@@ -1,11 +1,11 @@
 //! API clients, their refresh tokens, and restricted queues.
 
-use crate::store::backend::Clients as _;
-use crate::store::clients::*;
-use crate::store::error::Result;
-use crate::store::open::on_backend;
-use crate::store::open::Store;
 use std::time::Duration;
+
+use crate::store::backend::Clients as _;
+use crate::store::clients::{Client, RefreshToken, RefreshTokens, Renewal, Revocation};
+use crate::store::error::Result;
+use crate::store::open::{on_backend, Store};
 
 impl Store {
     /// A client and its secret hash.

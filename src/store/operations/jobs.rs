@@ -1,16 +1,20 @@
 //! Jobs: submission, dispatch (long-polls waiting for a claim), cancellation, the
 //! attachments gate, results, search and queue views.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::future::select_all;
+use serde_json::{Map, Value};
+
 use crate::store::backend::{AttachmentRecord, Jobs as _};
 use crate::store::blobs::{BlobKind, BlobUpload, StoredBlob};
 use crate::store::error::Result;
-use crate::store::jobs::*;
-use crate::store::open::on_backend;
-use crate::store::open::Store;
-use futures_util::future::select_all;
-use serde_json::{Map, Value};
-use std::path::PathBuf;
-use std::time::Duration;
+use crate::store::jobs::{
+    AttachmentGate, AttachmentReceipt, ClaimedJob, JobFilter, JobSummary, NewJob, ResultUpdate,
+    ResultView,
+};
+use crate::store::open::{on_backend, Store};
 
 impl Store {
     /// Stores a new job in state `waiting`. A job id that already exists is refused.

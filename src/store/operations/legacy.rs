@@ -1,11 +1,11 @@
 //! The Redis-era result API: merged result documents and raw output streams.
 
+use serde_json::{Map, Value};
+
 use crate::store::backend::Legacy as _;
 use crate::store::error::Result;
-use crate::store::legacy::*;
-use crate::store::open::on_backend;
-use crate::store::open::Store;
-use serde_json::{Map, Value};
+use crate::store::legacy::LegacyResult;
+use crate::store::open::{on_backend, Store};
 
 impl Store {
     /// Merges a result document into the job's, key by key, as the old server's

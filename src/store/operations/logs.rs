@@ -1,11 +1,11 @@
 //! Log fragments: stored by number, read per phase, waited for by followers.
 
+use std::time::Duration;
+
 use crate::store::backend::Logs as _;
 use crate::store::error::Result;
-use crate::store::logs::*;
-use crate::store::open::on_backend;
-use crate::store::open::Store;
-use std::time::Duration;
+use crate::store::logs::{Fragment, FragmentQuery, PhaseLog};
+use crate::store::open::{on_backend, Store};
 
 impl Store {
     pub async fn append_log_fragment(

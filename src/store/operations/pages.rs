@@ -3,9 +3,8 @@
 
 use crate::store::backend::{Jobs as _, Logs as _};
 use crate::store::error::Result;
-use crate::store::open::on_backend;
-use crate::store::open::Store;
-use crate::store::pages::*;
+use crate::store::open::{on_backend, Store};
+use crate::store::pages::{JobRecord, LogsSoFar, PhaseSpan};
 
 impl Store {
     pub async fn job_record(&self, job_id: &str) -> Result<Option<JobRecord>> {

@@ -1,13 +1,13 @@
 //! Expiry of old data, batch by batch, and of archive files nothing points to.
 
+use std::collections::HashSet;
+use std::time::SystemTime;
+
 use crate::job::time::Micros;
 use crate::store::backend::Retention as _;
 use crate::store::error::Result;
-use crate::store::open::on_backend;
-use crate::store::open::Store;
-use crate::store::retention::*;
-use std::collections::HashSet;
-use std::time::SystemTime;
+use crate::store::open::{on_backend, Store};
+use crate::store::retention::{Expired, ORPHAN_GRACE};
 
 impl Store {
     /// Deletes everything older than `cutoff`, batch by batch, then archive files nothing

@@ -2,9 +2,8 @@
 
 use crate::store::backend::{SealedSecret, Secrets as _};
 use crate::store::error::{Result, StoreError};
-use crate::store::open::on_backend;
-use crate::store::open::Store;
-use crate::store::secrets::*;
+use crate::store::open::{on_backend, Store};
+use crate::store::secrets::Expiry;
 use crate::store::secrets_key::{SealNonce, SecretsKey};
 
 impl Store {

@@ -37,7 +37,7 @@ fn statuses(value: Value) -> Option<Map<String, Value>> {
 }
 
 async fn story(store: Store) {
-    let now = Duration::ZERO;
+    let at_once = Duration::ZERO;
     let queues = ["story".to_string()];
 
     // Submitting: a taken id is refused.
@@ -55,17 +55,17 @@ async fn story(store: Store) {
     assert_eq!(store.queue_position("first").await.unwrap(), Some(2));
 
     // Claiming: priority first, a job awaiting its archive is skipped, then nothing.
-    let claimed = store.claim_job(&queues, "rack-1", now).await.unwrap();
+    let claimed = store.claim_job(&queues, "rack-1", at_once).await.unwrap();
     assert_eq!(claimed.map(|job| job.job_id).as_deref(), Some("urgent"));
     let claimed = store
-        .claim_job(&queues, "rack-1", now)
+        .claim_job(&queues, "rack-1", at_once)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(claimed.job_id, "first");
     assert_eq!(claimed.data["tags"], json!(["story", "first"]));
     assert!(store
-        .claim_job(&queues, "rack-2", now)
+        .claim_job(&queues, "rack-2", at_once)
         .await
         .unwrap()
         .is_none());
@@ -86,7 +86,7 @@ async fn story(store: Store) {
         .await
         .unwrap();
     let logs = store
-        .log("first", "output", FragmentQuery::default(), now)
+        .log("first", "output", FragmentQuery::default(), at_once)
         .await
         .unwrap();
     let text_of = |phase: &str| {

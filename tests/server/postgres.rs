@@ -66,6 +66,15 @@ fn stopped_lab_with_an_artifact() -> tempfile::TempDir {
     lab
 }
 
+/// A stopped lab with an artifact, moved into a throwaway cluster's database `lab`.
+fn moved_lab() -> (tempfile::TempDir, Postgres, String) {
+    let lab = stopped_lab_with_an_artifact();
+    let cluster = Postgres::start();
+    let url = cluster.create_database("lab");
+    assert!(migrate(lab.path(), &url).status.success());
+    (lab, cluster, url)
+}
+
 fn migrate(lab: &Path, url: &str) -> Output {
     let data_dir = lab.to_str().expect("a UTF-8 path");
     tf(&["migrate", "--data-dir", data_dir, "--to", url])
@@ -286,10 +295,7 @@ fn the_moved_lab_is_served_from_postgres_with_its_history() {
     if skipped_on_postgres() {
         return;
     }
-    let lab = stopped_lab_with_an_artifact();
-    let cluster = Postgres::start();
-    let url = cluster.create_database("lab");
-    assert!(migrate(lab.path(), &url).status.success());
+    let (lab, cluster, url) = moved_lab();
 
     // The harness's test agent logs in: clients and their secrets moved too.
     keep_records_in(lab.path(), &url);
@@ -323,30 +329,21 @@ fn a_backup_on_postgres_holds_the_archives_and_keys_and_says_to_pg_dump_the_reco
     if skipped_on_postgres() {
         return;
     }
-    let lab = stopped_lab_with_an_artifact();
-    let cluster = Postgres::start();
-    let url = cluster.create_database("lab");
-    assert!(migrate(lab.path(), &url).status.success());
+    let (lab, cluster, url) = moved_lab();
     let archive: String = cluster.sql("lab", "SELECT file_name FROM blobs");
     let data_dir = lab.path().to_str().expect("utf-8");
 
     let destination = tempfile::tempdir().expect("temp dir");
-    let backup = destination.path().join("backup");
-    let backup_text = backup.to_str().expect("utf-8");
-    let output = tf(&[
-        "backup",
-        "--data-dir",
-        data_dir,
-        "--database",
-        &url,
-        backup_text,
-    ]);
-    let said = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let backup_into = |name: &str| {
+        let into = destination.path().join(name);
+        let args = ["backup", "--data-dir", data_dir, "--database", &url];
+        let output = tf(&[&args[..], &[into.to_str().expect("utf-8")]].concat());
+        let said = String::from_utf8_lossy(&output.stdout).into_owned();
+        let complaint = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{said}{complaint}");
+        (into, said)
+    };
+    let (backup, said) = backup_into("backup");
     assert!(said.contains("Backed up 1 archives (7 bytes)"), "{said}");
     assert!(said.contains("back them up with pg_dump"), "{said}");
     assert_eq!(
@@ -357,22 +354,43 @@ fn a_backup_on_postgres_holds_the_archives_and_keys_and_says_to_pg_dump_the_reco
 
     // An archive the database points to that is gone from the data dir is named.
     std::fs::remove_file(lab.path().join("blobs").join(&archive)).expect("lose it");
-    let again = destination.path().join("again");
-    let output = tf(&[
-        "backup",
-        "--data-dir",
-        data_dir,
-        "--database",
-        &url,
-        again.to_str().unwrap(),
-    ]);
-    let said = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{said}");
+    let (_, said) = backup_into("again");
     assert!(
         said.contains("1 archives the database points to are not in"),
         "{said}"
     );
     assert!(said.contains(&archive), "{said}");
+}
+
+#[test]
+fn database_settings_that_cannot_work_stop_the_start_with_a_reason() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let data_dir = data.path().to_str().expect("utf-8");
+    let serve = |extra: &[&str]| {
+        let args = [
+            &["serve", "--bind", "127.0.0.1:0", "--data-dir", data_dir][..],
+            extra,
+        ];
+        refusal(&tf(&args.concat()))
+    };
+    let complaint = serve(&[
+        "--database",
+        "postgres://tf@127.0.0.1:1/lab",
+        "--sync",
+        "full",
+    ]);
+    assert!(
+        complaint.contains("sync applies to SQLite only"),
+        "{complaint}"
+    );
+    let complaint = serve(&["--database", "postgres://tf@[::1/lab"]);
+    assert!(complaint.contains("not a PostgreSQL URL"), "{complaint}");
+    let complaint = serve(&["--database", "postgres://tf:hunter2@127.0.0.1:1/lab"]);
+    assert!(
+        complaint.contains("postgres://tf@127.0.0.1:1/lab"),
+        "{complaint}"
+    );
+    assert!(!complaint.contains("hunter2"), "{complaint}");
 }
 
 #[test]

@@ -21,6 +21,8 @@
 //! defaults: every commit flushed) or `--database URL` (an empty database), `--tf` is also
 //! measured keeping its records in PostgreSQL ("tf-pg"), and on its own cluster pgbench's
 //! insert-only rate (one INSERT per transaction, as many clients) is measured for scale.
+//! With `--postgres` and `--compare`, `--compare` is measured on PostgreSQL too
+//! ("compare-pg", a database of its own on the same cluster).
 //!
 //! Options: `--rounds N` (2), `--seconds S` per figure and round (5), `--connections N`
 //! (32), `--only submit|claim|poll|fragments`, `--fragment-bytes N` (default: 256 and
@@ -623,9 +625,9 @@ impl Table {
             .filter_map(|c| Some((c, yardstick?)))
             .collect();
         let index = |name: &str| self.contenders.iter().position(|n| n == name);
-        for other in ["compare", "tf-pg"] {
-            if let (Some(other), Some(tf)) = (index(other), index("tf")) {
-                ratios.push((other, tf));
+        for (other, base) in [("compare", "tf"), ("tf-pg", "tf"), ("compare-pg", "tf-pg")] {
+            if let (Some(other), Some(base)) = (index(other), index(base)) {
+                ratios.push((other, base));
             }
         }
         let headers: Vec<String> = ratios
@@ -754,7 +756,7 @@ async fn advertises(target: &Target, extension: &str) -> bool {
 
 /// The servers to measure, started and logged in to; `database` is the PostgreSQL
 /// database of "tf-pg".
-async fn contenders(options: &Options, database: Option<&str>) -> Vec<Contender> {
+async fn contenders(options: &Options, databases: &[String]) -> Vec<Contender> {
     let tf = |name: &str, process: Option<OwnServer>, address: String| Contender {
         name: name.to_string(),
         target: Target {
@@ -772,7 +774,7 @@ async fn contenders(options: &Options, database: Option<&str>) -> Vec<Contender>
         let (process, address) = start_tf(&options.tf, None);
         println!("tf: {} at {address}", options.tf.display());
         contenders.push(tf("tf", Some(process), address));
-        if let Some(url) = database {
+        if let Some(url) = databases.first() {
             let (process, address) = start_tf(&options.tf, Some(url));
             println!("tf-pg: {} on {url} at {address}", options.tf.display());
             contenders.push(tf("tf-pg", Some(process), address));
@@ -781,6 +783,11 @@ async fn contenders(options: &Options, database: Option<&str>) -> Vec<Contender>
             let (process, address) = start_tf(binary, None);
             println!("compare: {} at {address}", binary.display());
             contenders.push(tf("compare", Some(process), address));
+            if let Some(url) = databases.get(1) {
+                let (process, address) = start_tf(binary, Some(url));
+                println!("compare-pg: {} on {url} at {address}", binary.display());
+                contenders.push(tf("compare-pg", Some(process), address));
+            }
         }
     }
     let credentials = options
@@ -829,13 +836,18 @@ fn main() {
     let local = tokio::task::LocalSet::new();
     let cluster = matches!(options.postgres, Some(PostgresTarget::OwnCluster))
         .then(tf_test_support::postgres::Postgres::start_durable);
-    let database = match (&options.postgres, &cluster) {
-        (Some(PostgresTarget::Database(url)), _) => Some(url.clone()),
-        (_, Some(cluster)) => Some(cluster.create_database("bench")),
-        _ => None,
+    // One database for tf-pg, and with --compare one for compare-pg (own cluster only).
+    let databases: Vec<String> = match (&options.postgres, &cluster) {
+        (Some(PostgresTarget::Database(url)), _) => vec![url.clone()],
+        (_, Some(cluster)) => ["bench", "bench_compare"]
+            .iter()
+            .take(if options.compare.is_some() { 2 } else { 1 })
+            .map(|name| cluster.create_database(name))
+            .collect(),
+        _ => Vec::new(),
     };
     local.block_on(&runtime, async {
-        let contenders = contenders(&options, database.as_deref()).await;
+        let contenders = contenders(&options, &databases).await;
         run(&options, contenders).await
     });
     if let Some(cluster) = &cluster {

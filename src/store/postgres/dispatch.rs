@@ -113,90 +113,90 @@ pub(super) enum Assignment {
     Job(ClaimedJob),
     /// No job of the queues could be theirs.
     Nothing,
-    /// The jobs seen were all excluded for this agent, and there may be more: claim alone.
+    /// The job lined up for them excluded them, and there may be others: claim alone.
     Unsure,
 }
 
-/// The best claimable jobs of `queues` for several agents polling them, in two statements
-/// whatever their number: the best `agents.len()` jobs are locked (skipping those other
-/// claims hold), each agent in turn takes the best one that does not exclude it, and
-/// those become theirs, their waits recorded.
+/// The claim of several agents polling the same queues (`$1`), in one statement: the best
+/// `$3` (their number) claimable jobs are locked, skipping those other claims hold, the
+/// n-th best is lined up for the n-th agent of `$2` and becomes theirs at `$4` unless it
+/// excludes them, and their waits are recorded. One row per agent, in order: the job it
+/// got (or nulls), and how many jobs were seen.
+const CLAIM_MANY: &str = "
+    WITH candidate AS (
+        SELECT job.seq, job.exclude_agents,
+               row_number() OVER (ORDER BY job.priority DESC, job.created_at, job.seq) AS rank
+        FROM unnest($1::text[]) AS polled (queue)
+        CROSS JOIN LATERAL (
+            SELECT seq, priority, created_at, exclude_agents FROM jobs
+            WHERE queue = polled.queue AND state = 'waiting'
+              AND (attachments IS NULL OR attachments = 'complete')
+            ORDER BY priority DESC, created_at, seq
+            LIMIT $3
+            FOR UPDATE SKIP LOCKED
+        ) AS job
+        ORDER BY rank
+        LIMIT $3
+    ), taker AS (
+        SELECT agent, rank FROM unnest($2::text[]) WITH ORDINALITY AS taker (agent, rank)
+    ), claimed AS (
+        UPDATE jobs SET state = 'running', started_at = $4, agent = nullif(taker.agent, '')
+        FROM candidate JOIN taker USING (rank)
+        WHERE jobs.seq = candidate.seq AND jobs.state = 'waiting'
+          AND (candidate.exclude_agents IS NULL OR NOT candidate.exclude_agents ? taker.agent)
+        RETURNING taker.rank, jobs.job_id, jobs.job_data::text AS job_data, jobs.attachments,
+                  jobs.client_id, jobs.queue, jobs.created_at
+    ), waited AS (
+        INSERT INTO wait_times (queue, seconds, recorded_at)
+        SELECT queue, ($4 - created_at) / 1000000, $4 FROM claimed
+    )
+    SELECT claimed.job_id, claimed.job_data, claimed.attachments, claimed.client_id,
+           (SELECT count(*) FROM candidate) AS seen
+    FROM taker LEFT JOIN claimed USING (rank)
+    ORDER BY taker.rank";
+
+/// The claim of several `agents` polling the same `queues` (`CLAIM_MANY`): one statement,
+/// its own transaction, whatever their number.
 pub(super) async fn claim_many(
     db: &impl GenericClient,
     queues: &[String],
     agents: &[&str],
 ) -> Result<Vec<Assignment>> {
-    let wanted = agents.len() as i64;
-    let candidates = db
-        .prepare_cached(
-            "SELECT job.seq, job.exclude_agents::text
-             FROM unnest($1::text[]) AS polled (queue)
-             CROSS JOIN LATERAL (
-                 SELECT seq, priority, created_at, exclude_agents FROM jobs
-                 WHERE queue = polled.queue AND state = 'waiting'
-                   AND (attachments IS NULL OR attachments = 'complete')
-                 ORDER BY priority DESC, created_at, seq
-                 LIMIT $2
-                 FOR UPDATE SKIP LOCKED
-             ) AS job
-             ORDER BY job.priority DESC, job.created_at, job.seq
-             LIMIT $2",
-        )
-        .await?;
-    let rows = db.query(&candidates, &[&queues, &wanted]).await?;
-    let mut free: Vec<(i64, Vec<String>)> = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let excluded: Option<&str> = row.get(1);
-        let excluded = excluded.map(serde_json::from_str).transpose()?;
-        free.push((row.get(0), excluded.unwrap_or_default()));
-    }
-    // Fewer jobs than agents: every claimable job of the queues was seen.
-    let all_seen = free.len() < agents.len();
-    let mut taken: Vec<Option<i64>> = Vec::with_capacity(agents.len());
-    for agent in agents {
-        let best = free
-            .iter()
-            .position(|(_, excluded)| !excluded.iter().any(|name| name == agent));
-        taken.push(best.map(|index| free.remove(index).0));
-    }
-    let (seqs, owners): (Vec<i64>, Vec<&str>) = taken
-        .iter()
-        .zip(agents)
-        .filter_map(|(seq, agent)| Some(((*seq)?, *agent)))
-        .unzip();
     let now = time::now();
-    let claim = db
-        .prepare_cached(
-            "WITH claimed AS (
-                 UPDATE jobs SET state = 'running', started_at = $3, agent = nullif(taker.agent, '')
-                 FROM unnest($1::bigint[], $2::text[]) AS taker (seq, agent)
-                 WHERE jobs.seq = taker.seq AND jobs.state = 'waiting'
-                 RETURNING jobs.seq, jobs.job_id, jobs.job_data::text AS job_data,
-                           jobs.attachments, jobs.client_id, jobs.queue, jobs.created_at
-             ), waited AS (
-                 INSERT INTO wait_times (queue, seconds, recorded_at)
-                 SELECT queue, ($3 - created_at) / 1000000, $3 FROM claimed
-             )
-             SELECT seq, job_id, job_data, attachments, client_id FROM claimed",
+    let statement = db.prepare_cached(CLAIM_MANY).await?;
+    let rows = db
+        .query(
+            &statement,
+            &[&queues, &agents, &(agents.len() as i64), &now],
         )
         .await?;
-    let mut claimed = std::collections::HashMap::new();
-    for row in db.query(&claim, &[&seqs, &owners, &now]).await? {
-        let job = ClaimedJob {
-            job_id: row.get(1),
-            started_at: now,
-            data: serde_json::from_str(row.get(2))?,
-            attachments: row.get(3),
-            submitter: row.get(4),
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let job = match row.get::<_, Option<String>>(0) {
+            None => None,
+            Some(job_id) => Some(ClaimedJob {
+                job_id,
+                started_at: now,
+                data: serde_json::from_str(row.get(1))?,
+                attachments: row.get(2),
+                submitter: row.get(3),
+            }),
         };
-        claimed.insert(row.get::<_, i64>(0), job);
+        claimed.push((job, row.get::<_, i64>(4) as usize));
     }
-    Ok(taken
+    // A job lined up for an agent it excluded is still waiting, and an agent further down
+    // could have taken it: then every agent without a job claims alone.
+    let excluded_one = claimed
+        .iter()
+        .enumerate()
+        .any(|(rank, (job, seen))| job.is_none() && rank < *seen);
+    Ok(claimed
         .into_iter()
-        .map(|seq| match seq.and_then(|seq| claimed.remove(&seq)) {
+        .map(|(job, _)| match job {
             Some(job) => Assignment::Job(job),
-            None if all_seen && seq.is_none() => Assignment::Nothing,
-            None => Assignment::Unsure,
+            None if excluded_one => Assignment::Unsure,
+            // Fewer jobs than agents were seen: every claimable job went to those before.
+            None => Assignment::Nothing,
         })
         .collect())
 }
@@ -219,4 +219,66 @@ pub(super) async fn claim(
         attachments: row.get(2),
         submitter: row.get(3),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::backend::Jobs;
+    use crate::store::postgres::testing;
+
+    fn outcomes(assignments: Vec<Assignment>) -> Vec<String> {
+        assignments
+            .into_iter()
+            .map(|assignment| match assignment {
+                Assignment::Job(job) => job.job_id,
+                Assignment::Nothing => "nothing".into(),
+                Assignment::Unsure => "unsure".into(),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn agents_polling_together_take_the_best_jobs_in_turn_and_the_excluded_claim_alone() {
+        let (cluster, db) = testing::backend().await;
+        let mut not_for_a1 = NewJob::plain("not-for-a1", "q", 9);
+        not_for_a1.exclude_agents = vec!["a1".into()];
+        for job in [
+            not_for_a1,
+            NewJob::plain("second", "q", 5),
+            NewJob::plain("third", "q", 0),
+        ] {
+            db.insert_job(job).await.expect("insert");
+        }
+        let client = db.connection().await.expect("connection");
+        let queues = ["q".to_string()];
+
+        let first = claim_many(&client, &queues, &["a1", "a2"])
+            .await
+            .expect("claim");
+        assert_eq!(outcomes(first), ["unsure", "second"]);
+        let alone = claim(&client, &queues, "a1")
+            .await
+            .expect("claim")
+            .expect("a job");
+        assert_eq!(
+            alone.job_id, "third",
+            "a1 alone skips the job that excludes it"
+        );
+
+        // One job left, for three agents (one of them polling twice): the best goes to
+        // the first, and the others are told there is nothing.
+        let last = claim_many(&client, &queues, &["a2", "a3", "a3"])
+            .await
+            .expect("claim");
+        assert_eq!(outcomes(last), ["not-for-a1", "nothing", "nothing"]);
+        assert_eq!(cluster.sql("tf", "SELECT count(*) FROM wait_times"), "3");
+        assert_eq!(
+            cluster.sql(
+                "tf",
+                "SELECT string_agg(job_id || '=' || agent, ' ' ORDER BY job_id) FROM jobs"
+            ),
+            "not-for-a1=a2 second=a2 third=a1"
+        );
+    }
 }

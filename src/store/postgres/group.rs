@@ -1,19 +1,20 @@
-//! Group commit on PostgreSQL, as the SQLite writer does it: submits and claims, the
-//! writes every agent and client makes all the time, are queued to one task that runs
-//! whatever has gathered in one transaction, its statements sent together (pipelined),
-//! and commits once. Each commit waits for the disk; one commit for a hundred writes
-//! instead of a hundred is what lets a lab submit and claim tens of thousands of jobs a
-//! second. A caller hears "done" only once its group has committed.
+//! Group writes on PostgreSQL, as the SQLite writer groups its commits: submits and
+//! claims, the writes every agent and client makes all the time, are queued to a few
+//! worker tasks. A worker takes whatever has gathered and runs it in a handful of
+//! statements sent together (pipelined) on one connection: all the submits in one, the
+//! claims of agents polling the same queues in one. Each statement is a transaction of
+//! its own, so a group waits for one round trip and its commits' flushes instead of a
+//! round trip per write, and no `BEGIN` or `COMMIT`. A caller hears "done" only once the
+//! statement holding its write has committed.
 //!
-//! A write that fails (or a commit that fails) undoes the whole group: then each write
-//! of it runs again alone, in its own transaction, so one bad write costs the others
-//! nothing but time.
+//! A submit statement that fails runs again job by job, so that one bad job costs the
+//! others nothing but time.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use deadpool_postgres::GenericClient;
-use futures_util::future::join_all;
+use futures_util::future::{join, join_all};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::dispatch::{claim, claim_many, insert, Assignment};
@@ -21,85 +22,39 @@ use super::pool::Connections;
 use crate::store::error::{Result, StoreError};
 use crate::store::jobs::{ClaimedJob, NewJob};
 
-/// How many queued writes may share one transaction.
+/// How many queued writes a worker takes at once.
 const MAX_GROUP: usize = 256;
 
-/// Groups in flight at once: while one waits for its commit to reach the disk, the next
-/// gathers and runs (PostgreSQL flushes their commits together).
-const WORKERS: usize = 4;
+/// Groups in flight at once: while one waits for its statements' commits to reach the
+/// disk, the next gathers and runs (PostgreSQL flushes their commits together).
+const WORKERS: usize = 2;
 
-/// A write that may share its transaction with others, with what it found once run.
-pub(super) enum Write {
+type Answer<T> = oneshot::Sender<Result<T>>;
+
+/// An agent waiting for its claim, and where its outcome goes.
+type Claimer = (String, Answer<Option<ClaimedJob>>);
+
+/// A write that may share its round trip with others, and where its outcome goes.
+enum Write {
     Submit {
         job: NewJob,
-        done: Option<Result<()>>,
-        answer: oneshot::Sender<Result<()>>,
+        answer: Answer<()>,
     },
     Claim {
         queues: Vec<String>,
         agent: String,
-        done: Option<Result<Option<ClaimedJob>>>,
-        answer: oneshot::Sender<Result<Option<ClaimedJob>>>,
+        answer: Answer<Option<ClaimedJob>>,
     },
 }
 
-impl Write {
-    /// Runs the write's statement in the caller's transaction, unless it was done
-    /// together with others (see `run_group`).
-    async fn run(&mut self, db: &impl GenericClient) {
-        if let Write::Claim {
-            queues,
-            agent,
-            done: done @ None,
-            ..
-        } = self
-        {
-            *done = Some(claim(db, queues, agent).await);
-        }
-    }
-
-    /// Whether the write failed in a way that aborts its transaction (a duplicate job id
-    /// is refused without an error of the database's).
-    fn spoiled(&self) -> bool {
-        fn spoils<T>(done: &Option<Result<T>>) -> bool {
-            matches!(done, Some(Err(error)) if !matches!(error, StoreError::DuplicateJob(_)))
-        }
-        match self {
-            Write::Submit { done, .. } => spoils(done),
-            Write::Claim { done, .. } => spoils(done),
-        }
-    }
-
-    /// Tells the caller what its write came to, given how its transaction ended: its own
-    /// failure, else the transaction's, else what it found.
-    fn answer(self, committed: &Result<()>) {
-        fn outcome<T>(done: Option<Result<T>>, committed: &Result<()>) -> Result<T> {
-            match done {
-                Some(Err(error)) => Err(error),
-                done => committed
-                    .clone()
-                    .and(done.unwrap_or(Err(StoreError::Closed))),
-            }
-        }
-        match self {
-            Write::Submit { done, answer, .. } => {
-                let _ = answer.send(outcome(done, committed));
-            }
-            Write::Claim { done, answer, .. } => {
-                let _ = answer.send(outcome(done, committed));
-            }
-        }
-    }
-}
-
-/// The queue to the group-commit task.
+/// The queue to the workers.
 pub(super) struct GroupWriter {
     queue: mpsc::UnboundedSender<Write>,
 }
 
 impl GroupWriter {
-    /// Starts the task, which takes its connections from `connections`; it ends when
-    /// the writer is dropped.
+    /// Starts the workers, which take their connections from `connections`; they end
+    /// when the writer is dropped.
     pub(super) fn start(connections: Connections) -> GroupWriter {
         let (queue, receiver) = mpsc::unbounded_channel();
         let receiver = Arc::new(Mutex::new(receiver));
@@ -111,11 +66,7 @@ impl GroupWriter {
 
     pub(super) async fn submit(&self, job: NewJob) -> Result<()> {
         let (answer, answered) = oneshot::channel();
-        self.send(Write::Submit {
-            job,
-            done: None,
-            answer,
-        })?;
+        self.send(Write::Submit { job, answer })?;
         answered.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -124,7 +75,6 @@ impl GroupWriter {
         self.send(Write::Claim {
             queues: queues.to_vec(),
             agent: agent.to_string(),
-            done: None,
             answer,
         })?;
         answered.await.map_err(|_| StoreError::Closed)?
@@ -136,82 +86,149 @@ impl GroupWriter {
 }
 
 /// One worker: takes what has gathered in the queue (waiting its turn), runs it as a
-/// group, answers, and again.
+/// group, and again.
 async fn run(connections: Connections, receiver: Arc<Mutex<mpsc::UnboundedReceiver<Write>>>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while receiver.lock().await.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let committed = run_group(&connections, &mut group).await;
-        if committed.is_err() && group.len() > 1 {
-            // Each again in a transaction of its own, answered at once.
-            for mut write in group.drain(..) {
-                let committed = run_group(&connections, std::slice::from_mut(&mut write)).await;
-                write.answer(&committed);
-            }
-        }
-        for write in group.drain(..) {
-            write.answer(&committed);
-        }
+        Group::of(group.drain(..)).run(&connections).await;
     }
 }
 
-/// The group's claims, those of agents polling the same queues together (`claim_many`);
-/// a claim left unsure keeps no outcome, for `Write::run`.
-async fn claim_together(db: &impl GenericClient, group: &mut [Write]) -> Result<()> {
-    let mut by_queues: BTreeMap<Vec<String>, Vec<usize>> = BTreeMap::new();
-    for (index, write) in group.iter().enumerate() {
-        if let Write::Claim { queues, .. } = write {
-            by_queues.entry(queues.clone()).or_default().push(index);
+/// A group's writes, sorted by the statement that will carry them.
+#[derive(Default)]
+struct Group {
+    submits: Vec<(NewJob, Answer<()>)>,
+    /// The claimers of each set of queues.
+    claims: BTreeMap<Vec<String>, Vec<Claimer>>,
+}
+
+impl Group {
+    fn of(writes: impl Iterator<Item = Write>) -> Group {
+        let mut group = Group::default();
+        for write in writes {
+            match write {
+                Write::Submit { job, answer } => group.submits.push((job, answer)),
+                Write::Claim {
+                    queues,
+                    agent,
+                    answer,
+                } => group
+                    .claims
+                    .entry(queues)
+                    .or_default()
+                    .push((agent, answer)),
+            }
         }
+        group
     }
-    for (queues, claimers) in by_queues {
-        let agents: Vec<&str> = claimers
-            .iter()
-            .filter_map(|&index| match &group[index] {
-                Write::Claim { agent, .. } => Some(agent.as_str()),
-                Write::Submit { .. } => None,
-            })
-            .collect();
-        let assignments = claim_many(db, &queues, &agents).await?;
-        for (index, assignment) in claimers.into_iter().zip(assignments) {
-            if let Write::Claim { done, .. } = &mut group[index] {
-                *done = match assignment {
-                    Assignment::Job(job) => Some(Ok(Some(job))),
-                    Assignment::Nothing => Some(Ok(None)),
-                    Assignment::Unsure => None,
+
+    /// Runs the group's statements, sent together, and answers each write.
+    async fn run(self, connections: &Connections) {
+        let client = match connections.get().await {
+            Ok(client) => client,
+            Err(error) => return self.fail(error),
+        };
+        let db = &client;
+        let jobs: Vec<&NewJob> = self.submits.iter().map(|(job, _)| job).collect();
+        let claims = self.claims.iter().map(|(queues, claimers)| async move {
+            let agents: Vec<&str> = claimers.iter().map(|(agent, _)| agent.as_str()).collect();
+            claim_many(db, queues, &agents).await
+        });
+        let (submitted, assigned) = join(submit(db, &jobs), join_all(claims)).await;
+
+        for ((_, answer), outcome) in self.submits.into_iter().zip(submitted) {
+            let _ = answer.send(outcome);
+        }
+        // Claimers the shared statement left unsure of claim alone, sent together.
+        let mut alone = Vec::new();
+        for ((queues, claimers), assignments) in self.claims.into_iter().zip(assigned) {
+            let assignments: Vec<Result<Assignment>> = match assignments {
+                Ok(assignments) => assignments.into_iter().map(Ok).collect(),
+                Err(error) => claimers.iter().map(|_| Err(error.clone())).collect(),
+            };
+            for ((agent, answer), assignment) in claimers.into_iter().zip(assignments) {
+                let outcome = match assignment {
+                    Ok(Assignment::Job(job)) => Ok(Some(job)),
+                    Ok(Assignment::Nothing) => Ok(None),
+                    Ok(Assignment::Unsure) => {
+                        alone.push((queues.clone(), agent, answer));
+                        continue;
+                    }
+                    Err(error) => Err(error),
                 };
+                let _ = answer.send(outcome);
             }
         }
-    }
-    Ok(())
-}
-
-/// Runs `group` in one transaction, its statements sent together, and commits.
-async fn run_group(connections: &Connections, group: &mut [Write]) -> Result<()> {
-    let mut client = connections.get().await?;
-    let transaction = client.transaction().await?;
-    // The submits in one statement, then the claims, sent together.
-    let jobs: Vec<&NewJob> = group
-        .iter()
-        .filter_map(|write| match write {
-            Write::Submit { job, .. } => Some(job),
-            Write::Claim { .. } => None,
-        })
-        .collect();
-    let mut submitted = match jobs.is_empty() {
-        true => Vec::new(),
-        false => insert(&transaction, &jobs).await?,
-    }
-    .into_iter();
-    for write in group.iter_mut() {
-        if let Write::Submit { done, .. } = write {
-            *done = submitted.next();
+        let claimed = join_all(
+            alone
+                .iter()
+                .map(|(queues, agent, _)| claim(db, queues, agent)),
+        )
+        .await;
+        for ((_, _, answer), outcome) in alone.into_iter().zip(claimed) {
+            let _ = answer.send(outcome);
         }
     }
-    claim_together(&transaction, group).await?;
-    // Claims the shared statements left unsure of, each on its own, sent together.
-    join_all(group.iter_mut().map(|write| write.run(&transaction))).await;
-    if group.iter().any(Write::spoiled) {
-        return Err(StoreError::Database("a write of the group failed".into()));
+
+    /// Answers every write with `error`: the group could not be run.
+    fn fail(self, error: StoreError) {
+        for (_, answer) in self.submits {
+            let _ = answer.send(Err(error.clone()));
+        }
+        for (_, answer) in self.claims.into_values().flatten() {
+            let _ = answer.send(Err(error.clone()));
+        }
     }
-    Ok(transaction.commit().await?)
+}
+
+/// Stores `jobs` in one statement; when that fails, each in a statement of its own, so
+/// that one bad job spoils nothing else. Each is `Ok` or why not (`DuplicateJob` too).
+async fn submit(db: &impl GenericClient, jobs: &[&NewJob]) -> Vec<Result<()>> {
+    match jobs {
+        [] => Vec::new(),
+        [_] => insert(db, jobs)
+            .await
+            .unwrap_or_else(|error| vec![Err(error)]),
+        _ => match insert(db, jobs).await {
+            Ok(outcomes) => outcomes,
+            Err(_) => {
+                let alone = jobs.iter().map(|job| async move {
+                    insert(db, std::slice::from_ref(job))
+                        .await
+                        .and_then(|mut outcome| outcome.remove(0))
+                });
+                join_all(alone).await
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::postgres::testing;
+
+    #[tokio::test]
+    async fn a_job_the_database_refuses_spoils_none_of_the_jobs_submitted_with_it() {
+        let (cluster, db) = testing::backend().await;
+        // JSONB cannot hold a NUL character, so this job's statement fails.
+        let mut refused = NewJob::plain("refused", "q", 0);
+        refused.exclude_agents = vec!["nul\u{0}agent".into()];
+        let (first, last) = (
+            NewJob::plain("first", "q", 0),
+            NewJob::plain("last", "q", 0),
+        );
+        let client = db.connection().await.expect("connection");
+
+        let outcomes = submit(&client, &[&first, &refused, &last]).await;
+        let refusals: Vec<bool> = outcomes.iter().map(Result::is_err).collect();
+        assert_eq!(refusals, [false, true, false], "{outcomes:?}");
+        assert_eq!(
+            cluster.sql(
+                "tf",
+                "SELECT string_agg(job_id, ' ' ORDER BY seq) FROM jobs"
+            ),
+            "first last"
+        );
+    }
 }

@@ -179,8 +179,13 @@ pub async fn migrate(client: &mut Client) -> Result<usize, StoreError> {
         transaction
             .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await?;
+        // Without the notice PostgreSQL sends when the table is there, which every start
+        // and every `tf clients` would otherwise log.
         transaction
-            .batch_execute("CREATE TABLE IF NOT EXISTS tf_schema (version BIGINT NOT NULL)")
+            .batch_execute(
+                "SET LOCAL client_min_messages = warning;
+                 CREATE TABLE IF NOT EXISTS tf_schema (version BIGINT NOT NULL)",
+            )
             .await?;
         let applied: i64 = transaction
             .query_one("SELECT coalesce(max(version), 0) FROM tf_schema", &[])

@@ -2,10 +2,10 @@
 //! operations (`operations/`, by resource), and nothing outside this module writes SQL.
 //! The records live in one of two backends behind the seam of `backend`: SQLite in the
 //! data dir (`sqlite/`, the default: one file, a writer thread with group commit, a read
-//! pool) or a PostgreSQL database (`postgres/`: a pool and a group-commit task). The
-//! domain types are in the files named after each resource; archives are files
-//! (`blobs`), long-polls wait on in-process wake-ups (`signals`). This file only names
-//! what the rest of tf uses; nothing in here uses it.
+//! pool) or a PostgreSQL database (`postgres/`: a pool, dispatch workers and the
+//! claimable jobs in memory). The domain types are in the files named after each
+//! resource; archives are files (`blobs`), long-polls wait on in-process wake-ups
+//! (`signals`). This file only names what the rest of tf uses; nothing in here uses it.
 
 mod agents;
 mod backend;

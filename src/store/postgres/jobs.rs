@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use super::waiting::Place;
 use super::{object, PostgresBackend};
 use crate::job::outcome::KillReason;
 use crate::job::time;
@@ -152,11 +153,16 @@ impl backend::Jobs for PostgresBackend {
         let replaced = record_blob(&transaction, job_id, BlobKind::Attachments, &blob).await?;
         let release = transaction
             .prepare_cached(
-                "UPDATE jobs SET attachments = 'complete' WHERE job_id = $1 RETURNING queue",
+                "UPDATE jobs SET attachments = 'complete' WHERE job_id = $1
+                 RETURNING queue, priority, created_at, seq",
             )
             .await?;
-        let queue = transaction.query_one(&release, &[&job_id]).await?.get(0);
+        let row = transaction.query_one(&release, &[&job_id]).await?;
         transaction.commit().await?;
+        // The gate was open: the job is waiting, and now claimable.
+        let queue: String = row.get(0);
+        self.waiting
+            .add(&queue, Place::new(row.get(1), row.get(2), row.get(3)));
         Ok(AttachmentRecord::Recorded { queue, replaced })
     }
 
@@ -277,7 +283,9 @@ impl PostgresBackend {
                                               THEN NULL ELSE agent END,
                                  status = coalesce($3::text::json, status),
                                  device_info = coalesce($4::text::json, device_info)
-                 WHERE job_id = $1 RETURNING queue, state",
+                 WHERE job_id = $1
+                 RETURNING queue, state, priority, created_at, seq,
+                           attachments IS NULL OR attachments = 'complete'",
             )
             .await?;
         let row = client
@@ -286,9 +294,16 @@ impl PostgresBackend {
                 &[&job_id, &update.job_state, &status, &device_info],
             )
             .await?;
-        Ok(row
-            .filter(|row| row.get::<_, &str>(1) == JobState::Waiting.as_str())
-            .map(|row| row.get(0)))
+        let Some(row) = row.filter(|row| row.get::<_, &str>(1) == JobState::Waiting.as_str())
+        else {
+            return Ok(None);
+        };
+        let queue: String = row.get(0);
+        if row.get::<_, bool>(5) {
+            self.waiting
+                .add(&queue, Place::new(row.get(2), row.get(3), row.get(4)));
+        }
+        Ok(Some(queue))
     }
 
     /// The agent's final report: the job becomes `complete` (also from `cancelled`, as

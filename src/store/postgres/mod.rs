@@ -16,6 +16,7 @@ mod pool;
 mod retention;
 mod schema;
 mod secrets;
+mod waiting;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,12 +30,16 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::error::StoreError;
 use super::restricted::RestrictedNames;
 use pool::{Connections, POOL_WAIT};
+use waiting::WaitingJobs;
 
 /// The `Store`'s records in a PostgreSQL database, through a pool of connections; the
-/// submits and claims through the group-commit task (`group`).
+/// submits and claims through the dispatch workers (`group`), which take claims'
+/// candidates from the claimable jobs in memory (`waiting`).
 pub(crate) struct PostgresBackend {
     connections: Connections,
     writer: group::GroupWriter,
+    /// The claimable jobs, for claims and for the writes that make a job claimable.
+    waiting: Arc<WaitingJobs>,
     /// Read again once a second old: other servers on the database may change them.
     restricted: RestrictedNames,
 }
@@ -70,8 +75,10 @@ impl PostgresBackend {
         let mut client = connections.get().await?;
         schema::migrate(&mut client).await?;
         drop(client);
+        let waiting = WaitingJobs::read(&connections).await?;
         Ok(PostgresBackend {
-            writer: group::GroupWriter::start(connections.clone()),
+            writer: group::GroupWriter::start(connections.clone(), waiting.clone()),
+            waiting,
             connections,
             restricted: RestrictedNames::kept_for(RESTRICTED_NAMES_AGE),
         })

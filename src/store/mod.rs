@@ -11,6 +11,7 @@ mod agents;
 mod backend;
 pub mod backup;
 pub mod blobs;
+mod claimable;
 mod clients;
 #[cfg(test)]
 mod conformance;

@@ -17,9 +17,8 @@ use deadpool_postgres::GenericClient;
 use futures_util::future::{join, join_all};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::dispatch::{claim, claim_listed, insert, Assignment, Listed};
+use super::dispatch::{claim, claim_many, insert, Assignment};
 use super::pool::Connections;
-use super::waiting::{Place, WaitingJobs};
 use crate::store::error::{Result, StoreError};
 use crate::store::jobs::{ClaimedJob, NewJob};
 
@@ -54,17 +53,13 @@ pub(super) struct GroupWriter {
 }
 
 impl GroupWriter {
-    /// Starts the workers, which take their connections from `connections` and their
-    /// claims' candidates from `waiting`; they end when the writer is dropped.
-    pub(super) fn start(connections: Connections, waiting: Arc<WaitingJobs>) -> GroupWriter {
+    /// Starts the workers, which take their connections from `connections`; they end
+    /// when the writer is dropped.
+    pub(super) fn start(connections: Connections) -> GroupWriter {
         let (queue, receiver) = mpsc::unbounded_channel();
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..WORKERS {
-            let worker = Worker {
-                connections: connections.clone(),
-                waiting: waiting.clone(),
-            };
-            tokio::spawn(worker.run(receiver.clone()));
+            tokio::spawn(run(connections.clone(), receiver.clone()));
         }
         GroupWriter { queue }
     }
@@ -90,20 +85,12 @@ impl GroupWriter {
     }
 }
 
-/// One worker, with what its groups need.
-struct Worker {
-    connections: Connections,
-    waiting: Arc<WaitingJobs>,
-}
-
-impl Worker {
-    /// Takes what has gathered in the queue (waiting its turn), runs it as a group, and
-    /// again.
-    async fn run(self, receiver: Arc<Mutex<mpsc::UnboundedReceiver<Write>>>) {
-        let mut group = Vec::with_capacity(MAX_GROUP);
-        while receiver.lock().await.recv_many(&mut group, MAX_GROUP).await > 0 {
-            Group::of(group.drain(..)).run(&self).await;
-        }
+/// One worker: takes what has gathered in the queue (waiting its turn), runs it as a
+/// group, and again.
+async fn run(connections: Connections, receiver: Arc<Mutex<mpsc::UnboundedReceiver<Write>>>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while receiver.lock().await.recv_many(&mut group, MAX_GROUP).await > 0 {
+        Group::of(group.drain(..)).run(&connections).await;
     }
 }
 
@@ -136,29 +123,23 @@ impl Group {
     }
 
     /// Runs the group's statements, sent together, and answers each write.
-    async fn run(self, worker: &Worker) {
-        let client = match worker.connections.get().await {
+    async fn run(self, connections: &Connections) {
+        let client = match connections.get().await {
             Ok(client) => client,
             Err(error) => return self.fail(error),
         };
         let db = &client;
-        let waiting = &worker.waiting;
         let jobs: Vec<&NewJob> = self.submits.iter().map(|(job, _)| job).collect();
         let claims = self.claims.iter().map(|(queues, claimers)| async move {
             let agents: Vec<&str> = claimers.iter().map(|(agent, _)| agent.as_str()).collect();
-            claim_from_view(db, waiting, queues, &agents).await
+            claim_many(db, queues, &agents).await
         });
         let (submitted, assigned) = join(submit(db, &jobs), join_all(claims)).await;
 
-        for ((job, answer), outcome) in self.submits.into_iter().zip(submitted) {
-            if let Ok(place) = outcome {
-                if !job.awaits_attachments {
-                    waiting.add(&job.queue, place);
-                }
-            }
-            let _ = answer.send(outcome.map(|_| ()));
+        for ((_, answer), outcome) in self.submits.into_iter().zip(submitted) {
+            let _ = answer.send(outcome);
         }
-        // Claimers the view could not serve claim alone, sent together.
+        // Claimers the shared statement left unsure of claim alone, sent together.
         let mut alone = Vec::new();
         for ((queues, claimers), assignments) in self.claims.into_iter().zip(assigned) {
             let assignments: Vec<Result<Assignment>> = match assignments {
@@ -169,7 +150,7 @@ impl Group {
                 let outcome = match assignment {
                     Ok(Assignment::Job(job)) => Ok(Some(job)),
                     Ok(Assignment::Nothing) => Ok(None),
-                    Ok(Assignment::Excluded | Assignment::Missed) => {
+                    Ok(Assignment::Unsure) => {
                         alone.push((queues.clone(), agent, answer));
                         continue;
                     }
@@ -200,61 +181,9 @@ impl Group {
     }
 }
 
-/// How many times agents that missed a job listed in the view try the view again before
-/// they claim alone.
-const VIEW_ROUNDS: usize = 3;
-
-/// The claims of several `agents` polling the same `queues`, of the jobs the view lists
-/// (`claim_listed`): agents that missed a job try again with the next ones, so jobs found
-/// gone leave the view on the way; when the view has nothing left, neither do they.
-async fn claim_from_view(
-    db: &impl GenericClient,
-    waiting: &WaitingJobs,
-    queues: &[String],
-    agents: &[&str],
-) -> Result<Vec<Assignment>> {
-    let mut assignments: Vec<Assignment> = agents.iter().map(|_| Assignment::Missed).collect();
-    let mut pending: Vec<usize> = (0..agents.len()).collect();
-    for _ in 0..VIEW_ROUNDS {
-        let listed = waiting.take(queues, pending.len());
-        if listed.is_empty() {
-            for &agent in &pending {
-                assignments[agent] = Assignment::Nothing;
-            }
-            break;
-        }
-        let asking: Vec<&str> = pending.iter().map(|&agent| agents[agent]).collect();
-        let put_back = listed.clone();
-        let Listed {
-            assignments: got,
-            still_waiting,
-        } = match claim_listed(db, listed, &asking).await {
-            Ok(listed) => listed,
-            Err(error) => {
-                waiting.put_back(put_back);
-                return Err(error);
-            }
-        };
-        waiting.put_back(still_waiting);
-        let mut missed = Vec::new();
-        for (agent, assignment) in pending.into_iter().zip(got) {
-            if matches!(assignment, Assignment::Missed) {
-                missed.push(agent);
-            }
-            assignments[agent] = assignment;
-        }
-        if missed.is_empty() {
-            break;
-        }
-        pending = missed;
-    }
-    Ok(assignments)
-}
-
 /// Stores `jobs` in one statement; when that fails, each in a statement of its own, so
-/// that one bad job spoils nothing else. Each is its place in its queue, or why not
-/// (`DuplicateJob` too).
-async fn submit(db: &impl GenericClient, jobs: &[&NewJob]) -> Vec<Result<Place>> {
+/// that one bad job spoils nothing else. Each is `Ok` or why not (`DuplicateJob` too).
+async fn submit(db: &impl GenericClient, jobs: &[&NewJob]) -> Vec<Result<()>> {
     match jobs {
         [] => Vec::new(),
         [_] => insert(db, jobs)

@@ -9,8 +9,7 @@ use serde_json::{Map, Value};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::waiting::Place;
-use super::{object, PostgresBackend};
+use super::{claimable, object, PostgresBackend};
 use crate::job::outcome::KillReason;
 use crate::job::time;
 use crate::job::{JobState, Outcome, Phase};
@@ -47,11 +46,26 @@ fn summary(row: &Row) -> JobSummary {
 
 impl backend::Jobs for PostgresBackend {
     async fn insert_job(&self, job: NewJob) -> Result<()> {
-        self.writer.submit(job).await
+        let claimable = (!job.awaits_attachments).then(|| job.queue.clone());
+        self.writer.submit(job).await?;
+        if let Some(queue) = claimable {
+            self.claimable.mark(&queue);
+        }
+        Ok(())
     }
 
+    /// Queues known to hold no claimable job are answered here, without the database.
     async fn claim_job(&self, queues: &[String], agent: &str) -> Result<Option<ClaimedJob>> {
-        self.writer.claim(queues, agent).await
+        let Some(seen) = self.claimable.look(queues) else {
+            return Ok(None);
+        };
+        if let Some(job) = self.writer.claim(queues, agent).await? {
+            return Ok(Some(job));
+        }
+        let client = self.connection().await?;
+        let still_claimable = claimable::still_claimable(&client, queues).await?;
+        self.claimable.found_none(queues, seen, &still_claimable);
+        Ok(None)
     }
 
     async fn job_definition(&self, job_id: &str) -> Result<Option<Map<String, Value>>> {
@@ -153,16 +167,13 @@ impl backend::Jobs for PostgresBackend {
         let replaced = record_blob(&transaction, job_id, BlobKind::Attachments, &blob).await?;
         let release = transaction
             .prepare_cached(
-                "UPDATE jobs SET attachments = 'complete' WHERE job_id = $1
-                 RETURNING queue, priority, created_at, seq",
+                "UPDATE jobs SET attachments = 'complete' WHERE job_id = $1 RETURNING queue",
             )
             .await?;
-        let row = transaction.query_one(&release, &[&job_id]).await?;
+        let queue: String = transaction.query_one(&release, &[&job_id]).await?.get(0);
         transaction.commit().await?;
-        // The gate was open: the job is waiting, and now claimable.
-        let queue: String = row.get(0);
-        self.waiting
-            .add(&queue, Place::new(row.get(1), row.get(2), row.get(3)));
+        // The gate was open, so the job waits: now it can be claimed.
+        self.claimable.mark(&queue);
         Ok(AttachmentRecord::Recorded { queue, replaced })
     }
 
@@ -283,9 +294,7 @@ impl PostgresBackend {
                                               THEN NULL ELSE agent END,
                                  status = coalesce($3::text::json, status),
                                  device_info = coalesce($4::text::json, device_info)
-                 WHERE job_id = $1
-                 RETURNING queue, state, priority, created_at, seq,
-                           attachments IS NULL OR attachments = 'complete'",
+                 WHERE job_id = $1 RETURNING queue, state",
             )
             .await?;
         let row = client
@@ -294,16 +303,13 @@ impl PostgresBackend {
                 &[&job_id, &update.job_state, &status, &device_info],
             )
             .await?;
-        let Some(row) = row.filter(|row| row.get::<_, &str>(1) == JobState::Waiting.as_str())
-        else {
-            return Ok(None);
-        };
-        let queue: String = row.get(0);
-        if row.get::<_, bool>(5) {
-            self.waiting
-                .add(&queue, Place::new(row.get(2), row.get(3), row.get(4)));
+        let requeued: Option<String> = row
+            .filter(|row| row.get::<_, &str>(1) == JobState::Waiting.as_str())
+            .map(|row| row.get(0));
+        if let Some(queue) = &requeued {
+            self.claimable.mark(queue);
         }
-        Ok(Some(queue))
+        Ok(requeued)
     }
 
     /// The agent's final report: the job becomes `complete` (also from `cancelled`, as

@@ -5,6 +5,7 @@
 //! the same schema (`copy`).
 
 mod agents;
+mod claimable;
 mod clients;
 pub mod copy;
 mod dispatch;
@@ -16,7 +17,6 @@ mod pool;
 mod retention;
 mod schema;
 mod secrets;
-mod waiting;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,19 +27,19 @@ use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::claimable::ClaimableQueues;
 use super::error::StoreError;
 use super::restricted::RestrictedNames;
 use pool::{Connections, POOL_WAIT};
-use waiting::WaitingJobs;
 
 /// The `Store`'s records in a PostgreSQL database, through a pool of connections; the
-/// submits and claims through the dispatch workers (`group`), which take claims'
-/// candidates from the claimable jobs in memory (`waiting`).
+/// submits and claims through the dispatch workers (`group`). Polls of queues with
+/// nothing claimable are answered from memory (`claimable`).
 pub(crate) struct PostgresBackend {
     connections: Connections,
     writer: group::GroupWriter,
-    /// The claimable jobs, for claims and for the writes that make a job claimable.
-    waiting: Arc<WaitingJobs>,
+    /// The queues that may hold a claimable job.
+    claimable: Arc<ClaimableQueues>,
     /// Read again once a second old: other servers on the database may change them.
     restricted: RestrictedNames,
 }
@@ -75,10 +75,9 @@ impl PostgresBackend {
         let mut client = connections.get().await?;
         schema::migrate(&mut client).await?;
         drop(client);
-        let waiting = WaitingJobs::read(&connections).await?;
         Ok(PostgresBackend {
-            writer: group::GroupWriter::start(connections.clone(), waiting.clone()),
-            waiting,
+            writer: group::GroupWriter::start(connections.clone()),
+            claimable: claimable::read(&connections).await?,
             connections,
             restricted: RestrictedNames::kept_for(RESTRICTED_NAMES_AGE),
         })

@@ -3,13 +3,13 @@
 //! a small pool of read connections (`readers`), the WAL checkpoints off the writer
 //! (`checkpointer`) and online backups (`backup`). Because one process writes, two
 //! answers are kept in memory for as long as it does not change them: which queues may
-//! hold a claimable job (`claimable`) and which queues are restricted (`restricted`). The domain operations are in the other
-//! files, by resource, as `store/backend.rs` names them.
+//! hold a claimable job (`store/claimable.rs`) and which queues are restricted
+//! (`store/restricted.rs`). The domain operations are in the other files, by resource,
+//! as `store/backend.rs` names them.
 
 mod agents;
 pub mod backup;
 pub(super) mod checkpointer;
-mod claimable;
 mod clients;
 pub mod health;
 mod jobs;
@@ -27,9 +27,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use rusqlite::{Connection, OpenFlags};
 
+use super::claimable::{ClaimableQueues, QUEUES_WITH_CLAIMABLE_JOBS};
 use super::restricted::RestrictedNames;
 use checkpointer::Checkpointer;
-use claimable::ClaimableQueues;
 use readers::Readers;
 use writer::Writer;
 
@@ -79,7 +79,7 @@ impl SqliteBackend {
         writer_connection.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
         schema::migrate(&mut writer_connection)
             .with_context(|| format!("cannot migrate database {}", db_path.display()))?;
-        let claimable = ClaimableQueues::read(&writer_connection)
+        let claimable = claimable_queues(&writer_connection)
             .with_context(|| format!("cannot read the queues of {}", db_path.display()))?;
         let readers = (0..READ_CONNECTIONS)
             .map(|_| open_connection(&db_path, sync))
@@ -131,4 +131,14 @@ fn open_connection(path: &Path, sync: SyncMode) -> rusqlite::Result<Connection> 
     connection.pragma_update(None, "foreign_keys", "ON")?;
     connection.set_prepared_statement_cache_capacity(64);
     Ok(connection)
+}
+
+/// The queues with claimable jobs in a database just opened.
+fn claimable_queues(db: &Connection) -> rusqlite::Result<ClaimableQueues> {
+    let view = ClaimableQueues::default();
+    let mut query = db.prepare(QUEUES_WITH_CLAIMABLE_JOBS)?;
+    for queue in query.query_map([], |row| row.get::<_, String>(0))? {
+        view.mark(&queue?);
+    }
+    Ok(view)
 }

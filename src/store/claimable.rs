@@ -1,19 +1,19 @@
 //! Which queues may hold a job that an agent could claim now, kept in memory so that an
-//! empty poll (most of an idle lab's requests) is answered without the writer.
+//! empty poll (most of an idle lab's requests) is answered without the database.
 //!
 //! The view is a superset of the truth: a queue may be listed with no claimable job left
 //! (a job cancelled, expired, or excluding the agent that asks), which only costs a trip
-//! to the writer; a queue with a claimable job is never missing from it, so no job waits
-//! unseen. Every write that makes a job claimable marks its queue inside the writer's
-//! transaction, before the commit, so the mark holds even when the caller has gone. A
-//! claim that found nothing unmarks its queues afterwards, unless one was marked again
-//! since the poll looked (each mark carries a new number), which keeps a job submitted
-//! during the claim visible.
+//! to the database; a queue with a claimable job is never missing from it, so no job
+//! waits unseen. Every write that makes a job claimable marks its queue before its
+//! caller hears of it (on SQLite inside the writer's transaction, so the mark holds even
+//! when the caller has gone). A claim that found nothing unmarks its queues afterwards,
+//! unless one was marked again since the poll looked (each mark carries a new number),
+//! which keeps a job submitted during the claim visible. On PostgreSQL other servers on
+//! the same database make jobs claimable too: their queues are marked when the backend
+//! reads the queues again (`store/postgres/claimable.rs`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-
-use rusqlite::Connection;
 
 #[derive(Default)]
 pub struct ClaimableQueues {
@@ -30,20 +30,12 @@ struct Marks {
 /// What a poll saw of its queues' marks, to unmark them if its claim finds nothing.
 pub struct Seen(Vec<Option<u64>>);
 
-impl ClaimableQueues {
-    /// The view of a database just opened: the queues with claimable jobs now.
-    pub fn read(db: &Connection) -> rusqlite::Result<ClaimableQueues> {
-        let view = ClaimableQueues::default();
-        let mut query = db.prepare(
-            "SELECT DISTINCT queue FROM jobs WHERE state = 'waiting'
-               AND (attachments IS NULL OR attachments = 'complete')",
-        )?;
-        for queue in query.query_map([], |row| row.get::<_, String>(0))? {
-            view.mark(&queue?);
-        }
-        Ok(view)
-    }
+/// The statement that finds the queues holding claimable jobs now, the same on both
+/// backends.
+pub const QUEUES_WITH_CLAIMABLE_JOBS: &str = "SELECT DISTINCT queue FROM jobs
+    WHERE state = 'waiting' AND (attachments IS NULL OR attachments = 'complete')";
 
+impl ClaimableQueues {
     fn lock(&self) -> std::sync::MutexGuard<'_, Marks> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -15,7 +15,9 @@
 //! percent from run to run, so the servers are measured in alternating rounds (tf,
 //! yardstick; yardstick, tf; ...: each round starts with the next one, as going first costs
 //! a few percent) and the closing table gives each one's rates and their
-//! ratios: tf's share of the yardstick, and `--compare`'s of `--tf`.
+//! ratios: tf's share of the yardstick, and `--compare`'s of `--tf`. Each figure also
+//! says how much CPU the whole machine spent per request meanwhile (`/proc/stat`):
+//! steadier than the rates from run to run, it is the figure to compare for costs.
 //!
 //! With `--postgres` (a throwaway cluster of its own, started with PostgreSQL's durable
 //! defaults: every commit flushed) or `--database URL` (an empty database), `--tf` is also
@@ -292,6 +294,9 @@ async fn exchange(
 struct Figures {
     requests: usize,
     elapsed: Duration,
+    /// CPU time the whole machine spent meanwhile (server, database, generator and
+    /// whatever else runs), where `/proc/stat` tells it.
+    machine_cpu: Option<Duration>,
     latencies_us: Vec<u32>,
     /// The bodies of the answers to calls with `keep_answer`.
     answers: Vec<Bytes>,
@@ -309,9 +314,20 @@ impl Figures {
         self.latencies_us.get(index).copied().unwrap_or(0) as f64 / 1000.0
     }
 
+    /// The machine's CPU time per request, in µs: steadier from run to run than the rate
+    /// on a shared machine, whose cores other tenants take in turns.
+    fn machine_cpu_us(&self) -> Option<f64> {
+        let cpu = self.machine_cpu?;
+        (self.requests > 0).then(|| cpu.as_secs_f64() * 1e6 / self.requests as f64)
+    }
+
     fn report(&mut self, name: &str, extra: &str) {
+        let cpu = self
+            .machine_cpu_us()
+            .map(|us| format!(", {us:.0} µs of CPU each"))
+            .unwrap_or_default();
         println!(
-            "{name:<40} {:>9.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} requests in {:.1} s){extra}",
+            "{name:<40} {:>9.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} requests in {:.1} s{cpu}){extra}",
             self.rate(),
             self.latency_ms(0.5),
             self.latency_ms(0.99),
@@ -322,6 +338,10 @@ impl Figures {
 
     /// Adds another round's figures: the rate becomes that of all rounds together.
     fn add(&mut self, round: Figures) {
+        self.machine_cpu = match self.elapsed.is_zero() {
+            true => round.machine_cpu,
+            false => self.machine_cpu.zip(round.machine_cpu).map(|(a, b)| a + b),
+        };
         self.requests += round.requests;
         self.elapsed += round.elapsed;
         self.latencies_us.extend(round.latencies_us);
@@ -335,6 +355,7 @@ where
     Fut: std::future::Future<Output = Option<Call>>,
 {
     let started = Instant::now();
+    let cpu_before = machine_cpu();
     let stop = Arc::new(AtomicBool::new(false));
     let total = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -384,7 +405,28 @@ where
     }
     figures.requests = total.load(Ordering::Relaxed);
     figures.elapsed = started.elapsed();
+    figures.machine_cpu = machine_cpu()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     figures
+}
+
+/// The CPU time all cores of the machine have spent busy since boot (user, nice, system,
+/// interrupts), from `/proc/stat`; `None` where there is none.
+fn machine_cpu() -> Option<Duration> {
+    // The kernel counts in clock ticks of USER_HZ, 100 a second on Linux.
+    const TICKS_PER_SECOND: u64 = 100;
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    // user, nice, system, idle, iowait, irq, softirq: the busy ones.
+    let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| ticks.get(i)).sum();
+    Some(Duration::from_millis(busy * 1000 / TICKS_PER_SECOND))
 }
 
 fn job_body(queue: &str) -> Bytes {
@@ -640,7 +682,10 @@ impl Table {
         };
         print!("\n{rounds:<28}");
         for name in &self.contenders {
-            print!(" | {name:>9} {:>7} {:>7}", "p50 ms", "p99 ms");
+            print!(
+                " | {name:>9} {:>7} {:>7} {:>6}",
+                "p50 ms", "p99 ms", "cpu µs"
+            );
         }
         for header in &headers {
             print!(" | {header}");
@@ -651,12 +696,14 @@ impl Table {
             for cell in cells.iter_mut() {
                 match cell {
                     Some(f) => print!(
-                        " | {:>7.0}/s {:>7.2} {:>7.2}",
+                        " | {:>7.0}/s {:>7.2} {:>7.2} {:>6}",
                         f.rate(),
                         f.latency_ms(0.5),
-                        f.latency_ms(0.99)
+                        f.latency_ms(0.99),
+                        f.machine_cpu_us()
+                            .map_or("-".to_string(), |us| format!("{us:.0}"))
                     ),
-                    None => print!(" | {:>9} {:>7} {:>7}", "-", "-", "-"),
+                    None => print!(" | {:>9} {:>7} {:>7} {:>6}", "-", "-", "-", "-"),
                 }
             }
             for (&(a, b), header) in ratios.iter().zip(&headers) {

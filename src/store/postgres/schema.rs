@@ -166,6 +166,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX refresh_tokens_of_client ON refresh_tokens (client_id);
     CREATE INDEX secrets_by_expiry ON secrets (expires_at) WHERE expires_at IS NOT NULL;
     "#,
+    // 3: expiry finds old jobs by a block-range index too (jobs arrive in time order):
+    // one B-tree fewer to update on every submit and every claim.
+    r#"
+    DROP INDEX jobs_by_age;
+    CREATE INDEX jobs_by_age ON jobs USING brin (created_at);
+    "#,
 ];
 
 /// Any number that no other user of the database takes for its advisory locks.

@@ -2,7 +2,9 @@
 //! server marks a queue for each job it makes claimable; other servers on the same
 //! database make jobs claimable too, so the queues holding claimable jobs are read again
 //! every `REMARK`: a job submitted through another server waits that long at most before
-//! this one hands it out.
+//! this one hands it out. The same pass repairs a mark the request that released a job's
+//! attachments or gave it back to its queue did not make because its caller went away
+//! as it committed (submits are marked by the dispatch worker, which never goes away).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::dispatch::{claim, claim_many, insert, Assignment};
 use super::pool::Connections;
+use crate::store::claimable::ClaimableQueues;
 use crate::store::error::{Result, StoreError};
 use crate::store::jobs::{ClaimedJob, NewJob};
 
@@ -53,13 +54,18 @@ pub(super) struct GroupWriter {
 }
 
 impl GroupWriter {
-    /// Starts the workers, which take their connections from `connections`; they end
-    /// when the writer is dropped.
-    pub(super) fn start(connections: Connections) -> GroupWriter {
+    /// Starts the workers, which take their connections from `connections` and mark
+    /// in `claimable` the queues of the jobs they store; they end when the writer is
+    /// dropped.
+    pub(super) fn start(connections: Connections, claimable: Arc<ClaimableQueues>) -> GroupWriter {
         let (queue, receiver) = mpsc::unbounded_channel();
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..WORKERS {
-            tokio::spawn(run(connections.clone(), receiver.clone()));
+            let worker = Worker {
+                connections: connections.clone(),
+                claimable: claimable.clone(),
+            };
+            tokio::spawn(worker.run(receiver.clone()));
         }
         GroupWriter { queue }
     }
@@ -85,12 +91,20 @@ impl GroupWriter {
     }
 }
 
-/// One worker: takes what has gathered in the queue (waiting its turn), runs it as a
-/// group, and again.
-async fn run(connections: Connections, receiver: Arc<Mutex<mpsc::UnboundedReceiver<Write>>>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while receiver.lock().await.recv_many(&mut group, MAX_GROUP).await > 0 {
-        Group::of(group.drain(..)).run(&connections).await;
+/// One worker and what its groups need.
+struct Worker {
+    connections: Connections,
+    claimable: Arc<ClaimableQueues>,
+}
+
+impl Worker {
+    /// Takes what has gathered in the queue (waiting its turn), runs it as a group, and
+    /// again.
+    async fn run(self, receiver: Arc<Mutex<mpsc::UnboundedReceiver<Write>>>) {
+        let mut group = Vec::with_capacity(MAX_GROUP);
+        while receiver.lock().await.recv_many(&mut group, MAX_GROUP).await > 0 {
+            Group::of(group.drain(..)).run(&self).await;
+        }
     }
 }
 
@@ -123,8 +137,8 @@ impl Group {
     }
 
     /// Runs the group's statements, sent together, and answers each write.
-    async fn run(self, connections: &Connections) {
-        let client = match connections.get().await {
+    async fn run(self, worker: &Worker) {
+        let client = match worker.connections.get().await {
             Ok(client) => client,
             Err(error) => return self.fail(error),
         };
@@ -136,7 +150,11 @@ impl Group {
         });
         let (submitted, assigned) = join(submit(db, &jobs), join_all(claims)).await;
 
-        for ((_, answer), outcome) in self.submits.into_iter().zip(submitted) {
+        for ((job, answer), outcome) in self.submits.into_iter().zip(submitted) {
+            // Marked here, not by the caller, which may have gone (a client hanging up).
+            if outcome.is_ok() && !job.awaits_attachments {
+                worker.claimable.mark(&job.queue);
+            }
             let _ = answer.send(outcome);
         }
         // Claimers the shared statement left unsure of claim alone, sent together.
@@ -207,6 +225,30 @@ async fn submit(db: &impl GenericClient, jobs: &[&NewJob]) -> Vec<Result<()>> {
 mod tests {
     use super::*;
     use crate::store::postgres::testing;
+
+    #[tokio::test]
+    async fn a_job_whose_submitter_hung_up_is_stored_and_its_queue_marked_all_the_same() {
+        let (cluster, db) = testing::backend().await;
+        // A view of its own, which nothing but these workers marks.
+        let claimable = Arc::new(ClaimableQueues::default());
+        let writer = GroupWriter::start(db.connections.clone(), claimable.clone());
+        let (answer, answered) = oneshot::channel();
+        drop(answered);
+        let job = NewJob::plain("caller-gone", "q", 0);
+        writer.send(Write::Submit { job, answer }).expect("send");
+
+        // A bound, not a speed: the worker stores the job, then marks its queue.
+        let queues = ["q".to_string()];
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while claimable.look(&queues).is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the queue was never marked"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(cluster.sql("tf", "SELECT job_id FROM jobs"), "caller-gone");
+    }
 
     #[tokio::test]
     async fn a_job_the_database_refuses_spoils_none_of_the_jobs_submitted_with_it() {

@@ -46,12 +46,7 @@ fn summary(row: &Row) -> JobSummary {
 
 impl backend::Jobs for PostgresBackend {
     async fn insert_job(&self, job: NewJob) -> Result<()> {
-        let claimable = (!job.awaits_attachments).then(|| job.queue.clone());
-        self.writer.submit(job).await?;
-        if let Some(queue) = claimable {
-            self.claimable.mark(&queue);
-        }
-        Ok(())
+        self.writer.submit(job).await
     }
 
     /// Queues known to hold no claimable job are answered here, without the database.

@@ -75,9 +75,10 @@ impl PostgresBackend {
         let mut client = connections.get().await?;
         schema::migrate(&mut client).await?;
         drop(client);
+        let claimable = claimable::read(&connections).await?;
         Ok(PostgresBackend {
-            writer: group::GroupWriter::start(connections.clone()),
-            claimable: claimable::read(&connections).await?,
+            writer: group::GroupWriter::start(connections.clone(), claimable.clone()),
+            claimable,
             connections,
             restricted: RestrictedNames::kept_for(RESTRICTED_NAMES_AGE),
         })

@@ -172,6 +172,20 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX jobs_by_age;
     CREATE INDEX jobs_by_age ON jobs USING brin (created_at);
     "#,
+    // 4: one index on job ids instead of two, again one B-tree fewer per submit and
+    // claim. A pattern-ops index answers equality as well as prefixes, and can be unique;
+    // the legacy tables' foreign keys are moved onto it before the old constraint goes.
+    r#"
+    CREATE UNIQUE INDEX jobs_by_id ON jobs (job_id text_pattern_ops);
+    ALTER TABLE legacy_results DROP CONSTRAINT legacy_results_job_id_fkey;
+    ALTER TABLE legacy_stream_reads DROP CONSTRAINT legacy_stream_reads_job_id_fkey;
+    ALTER TABLE jobs DROP CONSTRAINT jobs_job_id_key;
+    DROP INDEX jobs_by_id_prefix;
+    ALTER TABLE legacy_results ADD CONSTRAINT legacy_results_job_id_fkey
+        FOREIGN KEY (job_id) REFERENCES jobs (job_id) ON DELETE CASCADE;
+    ALTER TABLE legacy_stream_reads ADD CONSTRAINT legacy_stream_reads_job_id_fkey
+        FOREIGN KEY (job_id) REFERENCES jobs (job_id) ON DELETE CASCADE;
+    "#,
 ];
 
 /// Any number that no other user of the database takes for its advisory locks.
@@ -216,5 +230,59 @@ pub async fn migrate(client: &mut Client) -> Result<usize, StoreError> {
             )
             .await?;
         transaction.commit().await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tf_test_support::postgres::Postgres;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn folding_the_job_id_indexes_keeps_the_jobs_their_legacy_rows_and_the_uniqueness() {
+        let cluster = Postgres::start();
+        let url = cluster.create_database("tf");
+        // A lab at version 3, with a job and a legacy result pointing at it.
+        for migration in &MIGRATIONS[..3] {
+            cluster.sql("tf", migration);
+        }
+        cluster.sql(
+            "tf",
+            "CREATE TABLE tf_schema (version BIGINT NOT NULL);
+             INSERT INTO tf_schema VALUES (3);
+             INSERT INTO jobs (job_id, queue, state, priority, created_at, job_data)
+             VALUES ('job-1', 'q', 'waiting', 0, 1, '{}');
+             INSERT INTO legacy_results VALUES ('job-1', '{}')",
+        );
+
+        let database = crate::store::postgres::Database::parse(&url).expect("url");
+        database.connect().await.expect("migrated");
+
+        assert_eq!(cluster.sql("tf", "SELECT max(version) FROM tf_schema"), "4");
+        assert_eq!(
+            cluster.sql(
+                "tf",
+                "SELECT string_agg(indexname, ' ' ORDER BY indexname) FROM pg_indexes
+                 WHERE tablename = 'jobs' AND indexdef LIKE '%(job_id%'"
+            ),
+            "jobs_by_id",
+            "one index on job ids"
+        );
+        let duplicate = "INSERT INTO jobs (job_id, queue, state, priority, created_at, job_data)
+                         VALUES ('job-1', 'q', 'waiting', 0, 2, '{}')
+                         ON CONFLICT (job_id) DO NOTHING";
+        cluster.sql("tf", duplicate);
+        assert_eq!(
+            cluster.sql("tf", "SELECT count(*) FROM jobs"),
+            "1",
+            "the id is still taken"
+        );
+        cluster.sql("tf", "DELETE FROM jobs WHERE job_id = 'job-1'");
+        assert_eq!(
+            cluster.sql("tf", "SELECT count(*) FROM legacy_results"),
+            "0",
+            "the legacy row still goes with its job"
+        );
     }
 }

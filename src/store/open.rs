@@ -3,6 +3,7 @@
 //! (`DatabaseChoice`); and the `Store` they make up.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::backend::Retention as _;
 use super::blobs::BlobDir;
@@ -43,7 +44,7 @@ pub enum DatabaseChoice {
 pub struct Store {
     pub(super) backend: Backend,
     pub(super) blobs: BlobDir,
-    pub(super) signals: Signals,
+    pub(super) signals: Arc<Signals>,
     /// The master key of the secrets store; without one there is no secrets store.
     pub(super) secrets: Option<SecretsKey>,
     /// The server's exclusive lock on the data dir, released when the process ends.
@@ -134,10 +135,15 @@ impl Store {
             BlobDir::open_beside_server(&blobs_root)
         }
         .with_context(|| format!("cannot open {}", blobs_root.display()))?;
+        let signals = Arc::new(Signals::default());
+        // Only a server has long-polls to wake, and wakes other servers' by its writes.
+        if let (true, Backend::Postgres(db)) = (owns_uploads, &backend) {
+            db.relay_wakeups(&signals);
+        }
         Ok(Store {
             backend,
             blobs,
-            signals: Signals::default(),
+            signals,
             secrets,
             _server_lock: None,
         })

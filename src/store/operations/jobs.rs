@@ -15,6 +15,7 @@ use crate::store::jobs::{
     ResultView,
 };
 use crate::store::open::{on_backend, Store};
+use crate::store::signals::Waited;
 
 impl Store {
     /// Stores a new job in state `waiting`. A job id that already exists is refused.
@@ -71,8 +72,8 @@ impl Store {
                 }
             };
             match self.signals.wait(job_queued, deadline).await {
-                Some(true) => continue,
-                Some(false) | None => return Ok(None),
+                Waited::Woken(true) | Waited::Recheck => continue,
+                Waited::Woken(false) | Waited::Over => return Ok(None),
             }
         }
     }

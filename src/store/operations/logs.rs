@@ -6,6 +6,7 @@ use crate::store::backend::Logs as _;
 use crate::store::error::Result;
 use crate::store::logs::{Fragment, FragmentQuery, PhaseLog};
 use crate::store::open::{on_backend, Store};
+use crate::store::signals::Waited;
 
 impl Store {
     pub async fn append_log_fragment(
@@ -56,12 +57,12 @@ impl Store {
             })?;
             let found = ended || logs.iter().any(|log| log.last_fragment_number >= 0);
             match wakeup {
-                Some(wakeup) if !found && !woken => {
-                    if self.signals.wait(wakeup, deadline).await.is_none() {
-                        return Ok(logs);
-                    }
-                    woken = true;
-                }
+                Some(wakeup) if !found && !woken => match self.signals.wait(wakeup, deadline).await
+                {
+                    Waited::Woken(()) => woken = true,
+                    Waited::Recheck => {}
+                    Waited::Over => return Ok(logs),
+                },
                 _ => return Ok(logs),
             }
         }

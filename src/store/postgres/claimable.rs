@@ -1,10 +1,11 @@
 //! The queues that may hold a claimable job (`store/claimable.rs`) on PostgreSQL. This
-//! server marks a queue for each job it makes claimable; other servers on the same
-//! database make jobs claimable too, so the queues holding claimable jobs are read again
-//! every `REMARK`: a job submitted through another server waits that long at most before
-//! this one hands it out. The same pass repairs a mark the request that released a job's
-//! attachments or gave it back to its queue did not make because its caller went away
-//! as it committed (submits are marked by the dispatch worker, which never goes away).
+//! server marks a queue for each job it makes claimable, and the other servers on the
+//! same database tell it of theirs (`relay`). A notification can be lost, so the queues
+//! holding claimable jobs are also read again every `REMARK`: the longest a job
+//! submitted through another server can wait before this one hands it out. The same pass
+//! repairs a mark the request that released a job's attachments or gave it back to its
+//! queue did not make because its caller went away as it committed (submits are marked
+//! by the dispatch worker, which never goes away).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -18,11 +19,18 @@ use crate::store::error::Result;
 /// How often the queues with claimable jobs are read again.
 pub(super) const REMARK: Duration = Duration::from_secs(5);
 
-/// The queues with claimable jobs now, marked again every `REMARK` while in use.
-pub(super) async fn read(connections: &Connections) -> Result<Arc<ClaimableQueues>> {
+/// The queues with claimable jobs now, marked again every `remark` while in use.
+pub(super) async fn read(
+    connections: &Connections,
+    remark: Duration,
+) -> Result<Arc<ClaimableQueues>> {
     let view = Arc::new(ClaimableQueues::default());
     mark_claimable(&view, &connections.get().await?).await?;
-    tokio::spawn(keep_marking(Arc::downgrade(&view), connections.clone()));
+    tokio::spawn(keep_marking(
+        Arc::downgrade(&view),
+        connections.clone(),
+        remark,
+    ));
     Ok(view)
 }
 
@@ -43,7 +51,8 @@ pub(super) async fn still_claimable(
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
-async fn mark_claimable(view: &ClaimableQueues, db: &impl GenericClient) -> Result<()> {
+/// Marks the queues that hold claimable jobs now.
+pub(super) async fn mark_claimable(view: &ClaimableQueues, db: &impl GenericClient) -> Result<()> {
     let select = db.prepare_cached(QUEUES_WITH_CLAIMABLE_JOBS).await?;
     for row in db.query(&select, &[]).await? {
         view.mark(row.get(0));
@@ -51,11 +60,11 @@ async fn mark_claimable(view: &ClaimableQueues, db: &impl GenericClient) -> Resu
     Ok(())
 }
 
-/// Marks the queues with claimable jobs every `REMARK` while the view is in use; a
+/// Marks the queues with claimable jobs every `remark` while the view is in use; a
 /// database away is tried again at the next turn.
-async fn keep_marking(view: Weak<ClaimableQueues>, connections: Connections) {
+async fn keep_marking(view: Weak<ClaimableQueues>, connections: Connections, remark: Duration) {
     loop {
-        tokio::time::sleep(REMARK).await;
+        tokio::time::sleep(remark).await;
         let Some(view) = view.upgrade() else { return };
         let marked = match connections.get().await {
             Ok(client) => mark_claimable(&view, &client).await,

@@ -14,6 +14,7 @@ mod jobs;
 mod legacy;
 mod logs;
 mod pool;
+mod relay;
 mod retention;
 mod schema;
 mod secrets;
@@ -36,6 +37,7 @@ use pool::{Connections, POOL_WAIT};
 /// submits and claims through the dispatch workers (`group`). Polls of queues with
 /// nothing claimable are answered from memory (`claimable`).
 pub(crate) struct PostgresBackend {
+    database: Database,
     connections: Connections,
     writer: group::GroupWriter,
     /// The queues that may hold a claimable job.
@@ -54,6 +56,14 @@ const POOL_SIZE: usize = 16;
 impl PostgresBackend {
     /// A pool on `database`, whose schema is brought up to date first.
     pub(crate) async fn open(database: &Database) -> Result<PostgresBackend, StoreError> {
+        PostgresBackend::open_remarking_every(database, claimable::REMARK).await
+    }
+
+    /// `open`, reading the queues with claimable jobs again every `remark`.
+    async fn open_remarking_every(
+        database: &Database,
+        remark: Duration,
+    ) -> Result<PostgresBackend, StoreError> {
         let (config, tls) = database.transport()?;
         // A connection is checked only for being closed when it is handed out: a query
         // per checkout would double the round trips of every request. One that broke
@@ -75,13 +85,26 @@ impl PostgresBackend {
         let mut client = connections.get().await?;
         schema::migrate(&mut client).await?;
         drop(client);
-        let claimable = claimable::read(&connections).await?;
+        let claimable = claimable::read(&connections, remark).await?;
         Ok(PostgresBackend {
+            database: database.clone(),
             writer: group::GroupWriter::start(connections.clone(), claimable.clone()),
             claimable,
             connections,
             restricted: RestrictedNames::kept_for(RESTRICTED_NAMES_AGE),
         })
+    }
+
+    /// Carries `signals`' wake-ups to the other servers on the database and theirs here
+    /// (`relay`), for as long as `signals` lives.
+    pub(crate) fn relay_wakeups(&self, signals: &Arc<super::signals::Signals>) {
+        relay::start(
+            self.database.clone(),
+            self.connections.clone(),
+            self.claimable.clone(),
+            signals,
+            relay::RECHECK,
+        );
     }
 
     /// A connection of the pool (statements prepared on it before are cached).

@@ -37,7 +37,8 @@ use pool::{Connections, POOL_WAIT};
 /// submits and claims through the dispatch workers (`group`). Polls of queues with
 /// nothing claimable are answered from memory (`claimable`).
 pub(crate) struct PostgresBackend {
-    database: Database,
+    /// For connections outside the pool (`relay`); boxed, as it is large and rarely used.
+    database: Box<Database>,
     connections: Connections,
     writer: group::GroupWriter,
     /// The queues that may hold a claimable job.
@@ -87,7 +88,7 @@ impl PostgresBackend {
         drop(client);
         let claimable = claimable::read(&connections, remark).await?;
         Ok(PostgresBackend {
-            database: database.clone(),
+            database: Box::new(database.clone()),
             writer: group::GroupWriter::start(connections.clone(), claimable.clone()),
             claimable,
             connections,
@@ -99,7 +100,7 @@ impl PostgresBackend {
     /// (`relay`), for as long as `signals` lives.
     pub(crate) fn relay_wakeups(&self, signals: &Arc<super::signals::Signals>) {
         relay::start(
-            self.database.clone(),
+            (*self.database).clone(),
             self.connections.clone(),
             self.claimable.clone(),
             signals,

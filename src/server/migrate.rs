@@ -28,7 +28,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
         bail!("{}: there is nothing to migrate", state.describe(&database));
     }
     let target = postgres::Database::parse(&args.to)?;
-    let _no_server = crate::store::lock_for_server(&args.data_dir)
+    let _no_server = crate::store::lock_for_server(&args.data_dir, crate::store::DataDirUse::Alone)
         .context("stop tf serve before migrating its data dir")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -225,7 +225,8 @@ pub(crate) trait Legacy {
 pub(crate) trait Retention {
     /// Deletes a bounded batch of each table's rows older than `cutoff` (refresh tokens
     /// by their idleness, secrets by their own expiry); the archive files whose rows went.
-    async fn expire_batch(&self, cutoff: Micros) -> Result<(Expired, Vec<String>)>;
+    /// `None`: another server on the same database is expiring now, and is left to it.
+    async fn expire_batch(&self, cutoff: Micros) -> Result<Option<(Expired, Vec<String>)>>;
     /// Every archive file a row points to.
     async fn referenced_files(&self) -> Result<HashSet<String>>;
     /// The store's identity (written into its blob directory) and whether it has ever

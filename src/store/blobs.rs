@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
 use super::error::{Result, StoreError};
+use super::open::DataDirUse;
+use super::retention::ORPHAN_GRACE;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlobKind {
@@ -39,6 +41,27 @@ pub struct BlobDir {
     sweepable: bool,
 }
 
+/// Deletes the files in `incoming` nobody wrote to for `ORPHAN_GRACE`: an upload in
+/// progress writes to its file as its bytes arrive.
+fn remove_cut_off_uploads(incoming: &Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(incoming) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        entries => entries?,
+    };
+    let now = std::time::SystemTime::now();
+    for entry in entries {
+        let entry = entry?;
+        let modified = entry.metadata()?.modified()?;
+        if now.duration_since(modified).unwrap_or_default() > ORPHAN_GRACE {
+            match std::fs::remove_file(entry.path()) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The file in the directory that names the database whose rows point into it.
 const OWNER_FILE: &str = ".store-id";
 
@@ -63,17 +86,22 @@ pub struct BlobUpload {
 }
 
 impl BlobDir {
-    /// For the server, which owns the uploads: anything left in `incoming` is from uploads
-    /// cut off by a crash, and is deleted. The orphan sweep may run only if the directory
-    /// belongs to the database `store_id` (see `claim`).
+    /// For the server, which owns the uploads: what is left in `incoming` is from uploads
+    /// cut off by a crash, and is deleted: all of it when the server is alone on the data
+    /// dir, and only what nobody wrote to for `ORPHAN_GRACE` when other servers share it
+    /// (their uploads in progress are there too). The orphan sweep may run only if the
+    /// directory belongs to the database `store_id` (see `claim`).
     pub fn open_for_server(
         root: &Path,
         store_id: &str,
         database_has_archives: bool,
+        data_dir_use: DataDirUse,
     ) -> std::io::Result<BlobDir> {
         let incoming = root.join("incoming");
-        if incoming.exists() {
-            std::fs::remove_dir_all(&incoming)?;
+        match data_dir_use {
+            DataDirUse::Alone if incoming.exists() => std::fs::remove_dir_all(&incoming)?,
+            DataDirUse::Alone => {}
+            DataDirUse::Shared => remove_cut_off_uploads(&incoming)?,
         }
         let mut dir = BlobDir::open_beside_server(root)?;
         dir.sweepable = dir.claim(store_id, database_has_archives)?;

@@ -38,7 +38,7 @@ pub use error::StoreError;
 pub use jobs::{AttachmentGate, AttachmentReceipt, JobFilter, JobSummary, NewJob, ResultUpdate};
 pub use legacy::LegacyResult;
 pub use logs::{Fragment, FragmentQuery};
-pub(crate) use open::lock_for_server;
+pub(crate) use open::{lock_for_server, DataDirUse};
 pub use open::{DatabaseChoice, ServerDataDir, Store};
 pub use secrets::Expiry;
 pub use secrets_key::SecretsKey;

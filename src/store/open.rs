@@ -70,7 +70,7 @@ impl ServerDataDir {
         if_lost: health::IfLost,
     ) -> anyhow::Result<ServerDataDir> {
         private_file::create_dir(data_dir)?;
-        let lock = lock_for_server(data_dir)?;
+        let lock = lock_for_server(data_dir, DataDirUse::of(database))?;
         let opening = lock_while_opening(data_dir)?;
         if let DatabaseChoice::Sqlite(_) = database {
             health::check_data_dir(data_dir, health::Check::Integrity, if_lost)?;
@@ -118,6 +118,7 @@ impl Store {
         owns_uploads: bool,
     ) -> anyhow::Result<Store> {
         use anyhow::Context;
+        let data_dir_use = DataDirUse::of(&database);
         let backend = match database {
             DatabaseChoice::Sqlite(sync) => Backend::Sqlite(SqliteBackend::open(data_dir, sync)?),
             DatabaseChoice::Postgres(database) => {
@@ -130,7 +131,7 @@ impl Store {
                 Backend::Sqlite(db) => db.identity().await,
                 Backend::Postgres(db) => db.identity().await,
             }?;
-            BlobDir::open_for_server(&blobs_root, &store_id, has_archives)
+            BlobDir::open_for_server(&blobs_root, &store_id, has_archives, data_dir_use)
         } else {
             BlobDir::open_beside_server(&blobs_root)
         }
@@ -158,9 +159,30 @@ impl Store {
     }
 }
 
-/// Takes `<data_dir>/tf.lock`, so a second server on the same data dir stops at once
-/// instead of clearing the first one's uploads in progress.
-pub(crate) fn lock_for_server(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+/// How a server holds its data dir: alone (its records are in SQLite there), or shared
+/// with the other servers of a PostgreSQL database (replicas on one host or one mount).
+#[derive(Clone, Copy)]
+pub(crate) enum DataDirUse {
+    Alone,
+    Shared,
+}
+
+impl DataDirUse {
+    fn of(database: &DatabaseChoice) -> DataDirUse {
+        match database {
+            DatabaseChoice::Sqlite(_) => DataDirUse::Alone,
+            DatabaseChoice::Postgres(_) => DataDirUse::Shared,
+        }
+    }
+}
+
+/// Takes `<data_dir>/tf.lock`: exclusively for a server alone on it, so that a second
+/// one stops at once instead of clearing the first one's uploads in progress; shared by
+/// the replicas of a PostgreSQL lab, which then exclude only a server alone.
+pub(crate) fn lock_for_server(
+    data_dir: &Path,
+    data_dir_use: DataDirUse,
+) -> anyhow::Result<std::fs::File> {
     let path = data_dir.join("tf.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -168,11 +190,15 @@ pub(crate) fn lock_for_server(data_dir: &Path) -> anyhow::Result<std::fs::File> 
         .write(true)
         .open(&path)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-    if flock(&file, libc::LOCK_EX | libc::LOCK_NB).is_err() {
-        anyhow::bail!(
-            "another tf serve is using the data dir {}",
-            data_dir.display()
-        );
+    let (operation, holder) = match data_dir_use {
+        DataDirUse::Alone => (libc::LOCK_EX, "another tf serve"),
+        DataDirUse::Shared => (
+            libc::LOCK_SH,
+            "a tf serve keeping its records in SQLite there",
+        ),
+    };
+    if flock(&file, operation | libc::LOCK_NB).is_err() {
+        anyhow::bail!("{holder} is using the data dir {}", data_dir.display());
     }
     Ok(file)
 }

@@ -45,6 +45,8 @@ pub struct Signals {
     closing: tokio_util::sync::CancellationToken,
     /// Set when other servers share the database.
     relay: OnceLock<Relay>,
+    /// Tells every waiter to look again, as its recheck would (`all_look_again`).
+    look_again: Notify,
 }
 
 /// How a wait ended.
@@ -109,14 +111,10 @@ impl Signals {
         }
     }
 
-    /// Wakes every waiter of jobs and queues, to look again: wake-ups from other servers
+    /// Has every waiter look again now (`Waited::Recheck`): wake-ups from other servers
     /// may have been missed (the relay lost its connection).
-    pub fn wake_all_to_look_again(&self) {
-        for registry in [&self.queues, &self.jobs] {
-            for notify in lock(registry).values() {
-                notify.notify_waiters();
-            }
-        }
+    pub fn all_look_again(&self) {
+        self.look_again.notify_waiters();
     }
 
     /// From now on, wake-ups also go to `outbox` for the other servers, and waiters look
@@ -142,6 +140,7 @@ impl Signals {
                 Ok(woken) => Waited::Woken(woken),
                 Err(_) => ends_at,
             },
+            _ = self.look_again.notified() => Waited::Recheck,
             _ = self.closing.cancelled() => Waited::Over,
         }
     }

@@ -11,11 +11,15 @@ use crate::store::retention::{Expired, ORPHAN_GRACE};
 
 impl Store {
     /// Deletes everything older than `cutoff`, batch by batch, then archive files nothing
-    /// points to.
+    /// points to; nothing when another server on the same database is expiring now.
     pub async fn expire(&self, cutoff: Micros) -> Result<Expired> {
         let mut total = Expired::default();
         loop {
-            let (batch, dropped_files) = on_backend!(self, db => db.expire_batch(cutoff).await)?;
+            let turn = on_backend!(self, db => db.expire_batch(cutoff).await)?;
+            let Some((batch, dropped_files)) = turn else {
+                tracing::info!("another server is expiring old data; this one leaves it to it");
+                return Ok(total);
+            };
             for file_name in &dropped_files {
                 self.blobs.remove(Some(file_name));
             }

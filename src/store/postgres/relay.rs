@@ -14,7 +14,7 @@
 //! A notification is lost when its server dies between commit and notify, or while a
 //! listener's connection is down. Waiters therefore look again every `RECHECK`, queues
 //! with claimable jobs are read again every few seconds (`claimable`), and a listener
-//! that reconnects reads them and wakes every waiter at once.
+//! that reconnects reads them and has every waiter look again at once.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Weak};
@@ -169,8 +169,8 @@ async fn listen(
     }
 }
 
-/// Marks the queues with claimable jobs and wakes every waiter: notifications sent
-/// while nobody listened are gone.
+/// Marks the queues with claimable jobs and has every waiter look again: notifications
+/// sent while nobody listened are gone.
 async fn look_again(
     connections: &Connections,
     claimable: &ClaimableQueues,
@@ -184,7 +184,7 @@ async fn look_again(
         tracing::warn!("reading the queues with claimable jobs: {error}");
     }
     if let Some(signals) = signals.upgrade() {
-        signals.wake_all_to_look_again();
+        signals.all_look_again();
     }
 }
 

@@ -9,6 +9,10 @@ use crate::store::backend;
 use crate::store::error::Result;
 use crate::store::retention::{Expired, BATCH, REFRESH_TOKEN_IDLE};
 
+/// The advisory lock of the server expiring now ("tf_expir"); any number no other user of
+/// the database takes.
+const EXPIRY_LOCK: i64 = 0x7466_5f65_7870_6972;
+
 /// Deletes up to `$2` rows of `table` that `expired` (against `$1`) selects.
 fn delete_batch(table: &str, expired: &str) -> String {
     format!(
@@ -18,10 +22,18 @@ fn delete_batch(table: &str, expired: &str) -> String {
 }
 
 impl backend::Retention for PostgresBackend {
-    async fn expire_batch(&self, cutoff: Micros) -> Result<(Expired, Vec<String>)> {
+    async fn expire_batch(&self, cutoff: Micros) -> Result<Option<(Expired, Vec<String>)>> {
         let now = time::now();
         let mut client = self.connection().await?;
         let transaction = client.transaction().await?;
+        // One server expires at a time: the others would only race it for the same rows.
+        let my_turn: bool = transaction
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&EXPIRY_LOCK])
+            .await?
+            .get(0);
+        if !my_turn {
+            return Ok(None);
+        }
         let blobs = transaction
             .prepare_cached(&format!(
                 "{} RETURNING file_name",
@@ -62,7 +74,7 @@ impl backend::Retention for PostgresBackend {
             agents,
             other: queues + wait_times + refresh_tokens + secrets,
         };
-        Ok((expired, dropped_files))
+        Ok(Some((expired, dropped_files)))
     }
 
     async fn referenced_files(&self) -> Result<HashSet<String>> {
@@ -169,7 +181,7 @@ mod tests {
         ] {
             cluster.sql("tf", aged);
         }
-        let (expired, files) = db.expire_batch(1).await.unwrap();
+        let (expired, files) = db.expire_batch(1).await.unwrap().expect("a turn");
         assert_eq!(
             expired,
             Expired {
@@ -181,8 +193,23 @@ mod tests {
             }
         );
         assert_eq!(files, ["old.tar"]);
-        assert_eq!(db.expire_batch(1).await.unwrap().0, Expired::default());
+        let (nothing_left, _) = db.expire_batch(1).await.unwrap().expect("a turn");
+        assert_eq!(nothing_left, Expired::default());
         assert!(db.job_exists("new").await.unwrap());
         assert!(!db.job_exists("old").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_server_leaves_expiry_to_the_one_expiring_now() {
+        let (_cluster, db) = testing::backend().await;
+        let mut other_server = db.connection().await.unwrap();
+        let expiring = other_server.transaction().await.unwrap();
+        expiring
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&EXPIRY_LOCK])
+            .await
+            .unwrap();
+        assert!(db.expire_batch(1).await.unwrap().is_none(), "not its turn");
+        expiring.commit().await.unwrap();
+        assert!(db.expire_batch(1).await.unwrap().is_some(), "its turn now");
     }
 }

@@ -11,8 +11,13 @@ use crate::store::error::Result;
 use crate::store::retention::{Expired, BATCH, REFRESH_TOKEN_IDLE};
 
 impl backend::Retention for SqliteBackend {
-    async fn expire_batch(&self, cutoff: Micros) -> Result<(Expired, Vec<String>)> {
-        self.writer.write(move |tx| expire_batch(tx, cutoff)).await
+    async fn expire_batch(&self, cutoff: Micros) -> Result<Option<(Expired, Vec<String>)>> {
+        // Only one server writes to a SQLite database: it always has its turn.
+        let batch = self
+            .writer
+            .write(move |tx| expire_batch(tx, cutoff))
+            .await?;
+        Ok(Some(batch))
     }
 
     async fn referenced_files(&self) -> Result<HashSet<String>> {

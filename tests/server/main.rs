@@ -19,6 +19,7 @@ mod operations;
 mod ownership;
 mod pages;
 mod postgres;
+mod replicas;
 mod results;
 mod retention;
 mod tls;

@@ -15,6 +15,7 @@ mod counters;
 mod csrf;
 mod extract;
 mod gate;
+mod health;
 mod http;
 mod jobs;
 mod json_limits;
@@ -108,6 +109,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let expiry = tokio::spawn(expire_forever(app.clone()));
     let router = routes::api(&app)
         .route("/metrics", axum::routing::get(metrics::scrape))
+        .route("/healthz", axum::routing::get(health::check))
         .merge(web::routes())
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(app.clone(), every_request));

@@ -233,3 +233,8 @@ pub(crate) trait Retention {
     /// recorded an archive.
     async fn identity(&self) -> Result<(String, bool)>;
 }
+
+pub(crate) trait Reachability {
+    /// Answers a trivial query: the database can be reached and read now.
+    async fn answer(&self) -> Result<()>;
+}

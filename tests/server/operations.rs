@@ -230,6 +230,13 @@ fn backups_refuse_a_non_empty_destination_a_missing_database_and_leftovers() {
 }
 
 #[test]
+fn healthz_says_the_server_can_serve() {
+    let server = Server::start();
+    let health = server.get("/healthz");
+    assert_eq!((health.status, health.text()), (200, "ok\n".to_string()));
+}
+
+#[test]
 fn a_second_server_on_the_same_data_dir_stops_at_once() {
     let data = tempfile::tempdir().unwrap();
     let _first = Server::start_in(data.path(), &[]);

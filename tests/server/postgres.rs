@@ -402,8 +402,13 @@ fn a_database_that_goes_away_gets_503_and_the_server_reconnects_when_it_is_back(
     let server = Server::start_in(lab.path(), &[]);
     let job = json!({"job_queue": "q", "test_data": {"test_cmds": "true"}});
     let before = server.submit(&job);
+    assert_eq!(server.get("/healthz").status, 200);
 
     cluster.stop();
+    // A load balancer's health check sees it too, and stops sending requests here.
+    let health = server.get("/healthz");
+    assert_eq!(health.status, 503, "{}", health.text());
+    assert!(health.text().contains("the database"), "{}", health.text());
     let refused = server.post_json("/v1/job", &job);
     assert_eq!(refused.status, 503, "{}", refused.text());
     assert!(
@@ -423,4 +428,5 @@ fn a_database_that_goes_away_gets_503_and_the_server_reconnects_when_it_is_back(
     });
     assert_ne!(after, before);
     assert_eq!(server.get(&format!("/v1/job/{before}")).status, 200);
+    assert_eq!(server.get("/healthz").status, 200);
 }

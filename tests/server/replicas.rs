@@ -48,10 +48,26 @@ fn claim(caller: &Caller, agent: &str, queue: &str, wait: u32) -> Option<String>
 }
 
 #[test]
-fn replicas_share_a_data_dir_and_exclude_a_server_keeping_its_records_there() {
+fn replicas_share_a_data_dir_leave_each_others_uploads_and_exclude_a_sqlite_server() {
     let cluster = Postgres::start();
     let lab = tempfile::tempdir().expect("temp dir");
-    let replicas = replicas(&cluster, lab.path(), 2);
+    let mut replicas = replicas(&cluster, lab.path(), 2);
+    // Replica 1 restarts, while replica 0 receives an upload and one was cut off long ago.
+    let incoming = lab.path().join("blobs/incoming");
+    let (in_progress, cut_off) = (incoming.join("in-progress"), incoming.join("cut-off"));
+    std::fs::write(&in_progress, b"half an archive").unwrap();
+    std::fs::write(&cut_off, b"a third of an archive").unwrap();
+    let touched = Command::new("touch")
+        .args(["-d", "1 hour ago"])
+        .arg(&cut_off)
+        .status()
+        .expect("touch");
+    assert!(touched.success());
+    replicas.pop().expect("replica 1").kill();
+    replicas.push(Server::start_in(lab.path(), &[]));
+    assert!(in_progress.exists(), "another replica's upload was deleted");
+    assert!(!cut_off.exists(), "an upload cut off an hour ago was kept");
+
     let alone = Command::new(tf_binary())
         .env_remove("TF_DATABASE")
         .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::SystemTime;
 
 use crate::job::time::Micros;
-use crate::store::backend::Retention as _;
+use crate::store::backend::{Reachability as _, Retention as _};
 use crate::store::error::Result;
 use crate::store::open::{on_backend, Store};
 use crate::store::retention::{Expired, ORPHAN_GRACE};
@@ -30,6 +30,11 @@ impl Store {
         }
         total.files += self.remove_orphan_files().await?;
         Ok(total)
+    }
+
+    /// Whether the database can be reached and read now (`GET /healthz`).
+    pub async fn database_answers(&self) -> Result<()> {
+        on_backend!(self, db => db.answer().await)
     }
 
     /// Every archive file a row points to, by name.

@@ -21,6 +21,13 @@ fn delete_batch(table: &str, expired: &str) -> String {
     )
 }
 
+impl backend::Reachability for PostgresBackend {
+    async fn answer(&self) -> Result<()> {
+        self.connection().await?.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+}
+
 impl backend::Retention for PostgresBackend {
     async fn expire_batch(&self, cutoff: Micros) -> Result<Option<(Expired, Vec<String>)>> {
         let now = time::now();

@@ -10,6 +10,14 @@ use crate::store::backend;
 use crate::store::error::Result;
 use crate::store::retention::{Expired, BATCH, REFRESH_TOKEN_IDLE};
 
+impl backend::Reachability for SqliteBackend {
+    async fn answer(&self) -> Result<()> {
+        self.readers
+            .read(|db| Ok(db.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+}
+
 impl backend::Retention for SqliteBackend {
     async fn expire_batch(&self, cutoff: Micros) -> Result<Option<(Expired, Vec<String>)>> {
         // Only one server writes to a SQLite database: it always has its turn.

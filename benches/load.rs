@@ -26,6 +26,11 @@
 //! With `--postgres` and `--compare`, `--compare` is measured on PostgreSQL too
 //! ("compare-pg", a database of its own on the same cluster).
 //!
+//! With `--replicas N`, tf-pg is N `tf serve` replicas on its database (one data dir), the
+//! connections spread over them in turn, and the wake-up figures are measured: how soon
+//! a long-poll on one replica answers what another was told. compare-pg stays one
+//! server, so `--compare` with the same binary shows what the replicas change.
+//!
 //! Options: `--rounds N` (2), `--seconds S` per figure and round (5), `--connections N`
 //! (32), `--only submit|claim|poll|fragments`, `--fragment-bytes N` (default: 256 and
 //! 16384), `--fragment-batch N` (fragments per request in the batched rounds, on servers
@@ -74,6 +79,9 @@ struct Options {
     /// Also measure `--tf` on PostgreSQL: a throwaway cluster (`--postgres`) or this
     /// database (`--database URL`).
     postgres: Option<PostgresTarget>,
+    /// How many `tf serve` replicas of tf-pg share its database (and data dir), the
+    /// connections spread over them in turn.
+    replicas: usize,
 }
 
 enum PostgresTarget {
@@ -94,6 +102,7 @@ fn options() -> Options {
         only: None,
         agent: None,
         postgres: None,
+        replicas: 1,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -115,6 +124,7 @@ fn options() -> Options {
             "--agent" => options.agent = Some(value()),
             "--postgres" => options.postgres = Some(PostgresTarget::OwnCluster),
             "--database" => options.postgres = Some(PostgresTarget::Database(value())),
+            "--replicas" => options.replicas = value().parse().expect("--replicas N"),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -129,7 +139,8 @@ fn options() -> Options {
 /// A server process of our own on a temporary data dir, killed when dropped.
 struct OwnServer {
     child: Child,
-    _data: tempfile::TempDir,
+    /// Shared by the replicas of one database.
+    _data: Arc<tempfile::TempDir>,
 }
 
 impl Drop for OwnServer {
@@ -143,9 +154,13 @@ impl Drop for OwnServer {
 const OWN_AGENT: &str = "bench-agent:bench-agent-secret-0123456789";
 
 /// `tf serve` of `binary` on a fresh data dir, its records there (SQLite) or in the
-/// PostgreSQL `database`.
-fn start_tf(binary: &Path, database: Option<&str>) -> (OwnServer, String) {
-    let data = tempfile::tempdir().expect("temp dir");
+/// PostgreSQL `database`, there as `replicas` servers sharing the data dir.
+fn start_tf(
+    binary: &Path,
+    database: Option<&str>,
+    replicas: usize,
+) -> (Vec<OwnServer>, Vec<String>) {
+    let data = Arc::new(tempfile::tempdir().expect("temp dir"));
     let (agent, secret) = OWN_AGENT.split_once(':').unwrap();
     let secret_file = data.path().join("agent.secret");
     std::fs::write(&secret_file, secret).unwrap();
@@ -165,23 +180,27 @@ fn start_tf(binary: &Path, database: Option<&str>) -> (OwnServer, String) {
         .output()
         .unwrap_or_else(|error| panic!("cannot run {}: {error}", binary.display()));
     assert!(created.status.success(), "tf clients add failed");
-    let mut serve = tf();
-    serve
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
-        .env("RUST_LOG", "info");
-    start(serve, data)
+    (0..replicas)
+        .map(|_| {
+            let mut serve = tf();
+            serve
+                .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+                .arg(data.path())
+                .env("RUST_LOG", "info");
+            start(serve, data.clone())
+        })
+        .unzip()
 }
 
 fn start_yardstick() -> (OwnServer, String) {
-    let data = tempfile::tempdir().expect("temp dir");
+    let data = Arc::new(tempfile::tempdir().expect("temp dir"));
     let mut serve = Command::new(std::env::current_exe().expect("own executable"));
     serve.arg(SERVE_YARDSTICK).arg(data.path());
     start(serve, data)
 }
 
 /// Starts `command`, a server that logs "listening on http://ADDRESS" on stderr.
-fn start(mut command: Command, data: tempfile::TempDir) -> (OwnServer, String) {
+fn start(mut command: Command, data: Arc<tempfile::TempDir>) -> (OwnServer, String) {
     use std::io::BufRead;
     let mut child = command
         .stderr(Stdio::piped())
@@ -212,14 +231,24 @@ struct Call {
 
 #[derive(Clone)]
 struct Target {
-    address: String,
+    /// The server's address; several replicas of one server take connections in turn.
+    addresses: Vec<String>,
     /// An access token of a client with role agent.
     agent_token: Option<String>,
 }
 
 impl Target {
-    async fn connect(&self) -> SendRequest<Full<Bytes>> {
-        let stream = tokio::net::TcpStream::connect(&self.address)
+    fn one(address: String) -> Target {
+        Target {
+            addresses: vec![address],
+            agent_token: None,
+        }
+    }
+
+    /// The `n`-th connection (to the `n`-th replica, in turn).
+    async fn connect(&self, n: usize) -> SendRequest<Full<Bytes>> {
+        let address = &self.addresses[n % self.addresses.len()];
+        let stream = tokio::net::TcpStream::connect(address)
             .await
             .expect("connect");
         stream.set_nodelay(true).unwrap();
@@ -241,7 +270,7 @@ struct Contender {
     is_tf: bool,
     /// Takes log fragments in batches (advertises `log-batches`).
     log_batches: bool,
-    _process: Option<OwnServer>,
+    _processes: Vec<OwnServer>,
 }
 
 async fn call(
@@ -253,7 +282,7 @@ async fn call(
     let mut request = Request::builder()
         .method(call.method.clone())
         .uri(&call.path)
-        .header("host", &target.address)
+        .header("host", &target.addresses[0])
         .header("content-type", "application/json")
         .header("cookie", "agent_name=bench-agent");
     if let (true, Some(token)) = (call.as_agent, &target.agent_token) {
@@ -363,7 +392,7 @@ where
         let (target, step, stop, total) =
             (target.clone(), step.clone(), stop.clone(), total.clone());
         tasks.push(tokio::task::spawn_local(async move {
-            let mut sender = target.connect().await;
+            let mut sender = target.connect(worker).await;
             let mut latencies = Vec::new();
             let mut answers = Vec::new();
             let mut n = 0;
@@ -442,9 +471,16 @@ type Measured = Vec<(String, Figures, String)>;
 /// log fragments of one size.
 #[derive(Clone, Copy)]
 enum Unit {
-    SubmitAndClaim { claims: bool },
+    SubmitAndClaim {
+        claims: bool,
+    },
     EmptyPoll,
-    Fragments { size: usize, batch: usize },
+    Fragments {
+        size: usize,
+        batch: usize,
+    },
+    /// How soon what one replica is told wakes a long-poll on another.
+    WakeupAcrossReplicas,
 }
 
 impl Unit {
@@ -474,6 +510,9 @@ impl Unit {
                 units.extend(sizes.iter().map(|&size| Unit::Fragments { size, batch }));
             }
         }
+        if wanted("wake-up") && options.replicas > 1 {
+            units.push(Unit::WakeupAcrossReplicas);
+        }
         units
     }
 
@@ -483,6 +522,7 @@ impl Unit {
             Unit::Fragments { batch, .. } => {
                 contender.is_tf && (batch == 1 || contender.log_batches)
             }
+            Unit::WakeupAcrossReplicas => contender.target.addresses.len() > 1,
             _ => true,
         }
     }
@@ -507,8 +547,104 @@ impl Unit {
                 let connections = options.connections;
                 vec![fragment_ingest(target, connections, duration, size, batch, tag).await]
             }
+            Unit::WakeupAcrossReplicas => wakeups_across_replicas(target, duration, tag).await,
         }
     }
+}
+
+/// One at a time for `duration`: a long-poll waits on the second replica while the first
+/// is told something (a job submitted, a log line stored), timed from that request being
+/// sent to the long-poll's answer. Latencies, not rates: the requests are sequential.
+async fn wakeups_across_replicas(target: &Target, duration: Duration, tag: usize) -> Measured {
+    let (mut told, mut waiting) = (target.connect(0).await, target.connect(1).await);
+    let log_job = {
+        let body = job_body(&format!("bench-followed-{tag}"));
+        let (_, answer) = call(&mut told, target, &post("/v1/job", body, false)).await;
+        job_ids(&[answer]).into_iter().next().expect("a job id")
+    };
+    let (mut claims, mut follows) = (Figures::default(), Figures::default());
+    let started = Instant::now();
+    for n in 0.. {
+        if started.elapsed() > duration {
+            break;
+        }
+        let queue = format!("bench-wake-{tag}-{n}");
+        let claim = agent_get(
+            &format!("/v1/job?queue={queue}&wait=30"),
+            StatusCode::OK,
+            false,
+        );
+        let submit = post("/v1/job", job_body(&queue), false);
+        claims
+            .latencies_us
+            .push(woken_after(target, &mut waiting, &claim, &mut told, &submit).await);
+        // Followed as a user (`tf poll`): logs are not the agent's to read.
+        let follow = Call {
+            as_agent: false,
+            ..agent_get(
+                &format!("/v1/result/{log_job}/log/output?start_fragment={n}&wait=30"),
+                StatusCode::OK,
+                false,
+            )
+        };
+        let line = format!(
+            r#"{{"fragment_number": {n}, "timestamp": "2026-01-01T00:00:00", "phase": "test", "log_data": "line {n}\n"}}"#
+        );
+        let store = post(
+            &format!("/v1/result/{log_job}/log/output"),
+            line.into(),
+            true,
+        );
+        follows
+            .latencies_us
+            .push(woken_after(target, &mut waiting, &follow, &mut told, &store).await);
+    }
+    for figures in [&mut claims, &mut follows] {
+        figures.requests = figures.latencies_us.len();
+        figures.elapsed = started.elapsed();
+    }
+    let remark = "  (sequential: read the latencies)".to_string();
+    vec![
+        ("wake-up: submit→claim".into(), claims, remark.clone()),
+        ("wake-up: log→follower".into(), follows, remark),
+    ]
+}
+
+/// A `POST` of `body`, as a user or (`as_agent`) as the agent.
+fn post(path: &str, body: Bytes, as_agent: bool) -> Call {
+    Call {
+        method: Method::POST,
+        path: path.into(),
+        body,
+        expected: StatusCode::OK,
+        as_agent,
+        keep_answer: false,
+    }
+}
+
+/// Starts `long_poll` on `waiting`, sends `tell` on `told` once the poll has had time to
+/// be waiting, and gives the microseconds from `tell` sent to the poll answered.
+async fn woken_after(
+    target: &Target,
+    waiting: &mut SendRequest<Full<Bytes>>,
+    long_poll: &Call,
+    told: &mut SendRequest<Full<Bytes>>,
+    tell: &Call,
+) -> u32 {
+    let polled = call(waiting, target, long_poll);
+    tokio::pin!(polled);
+    // The poll reaches its server, finds nothing and waits meanwhile.
+    let settle = tokio::time::sleep(Duration::from_millis(20));
+    tokio::select! {
+        (status, body) = &mut polled => panic!("the long-poll answered at once: {status} {body:?}"),
+        _ = settle => {}
+    }
+    let sent = Instant::now();
+    let (status, body) = call(told, target, tell).await;
+    assert_eq!(status, tell.expected, "{}: {body:?}", tell.path);
+    let (status, body) = polled.await;
+    assert_eq!(status, long_poll.expected, "{}: {body:?}", long_poll.path);
+    sent.elapsed().as_micros() as u32
 }
 
 /// Submits for `duration`, then claims with all connections until the queue is empty,
@@ -762,11 +898,11 @@ async fn run(options: &Options, contenders: Vec<Contender>) {
 async fn login(target: &Target, credentials: &str) -> String {
     use base64::Engine;
     let basic = base64::engine::general_purpose::STANDARD.encode(credentials);
-    let mut sender = target.connect().await;
+    let mut sender = target.connect(0).await;
     let request = Request::builder()
         .method(Method::POST)
         .uri("/v1/oauth2/token")
-        .header("host", &target.address)
+        .header("host", &target.addresses[0])
         .header("authorization", format!("Basic {basic}"))
         .body(Full::new(Bytes::new()))
         .unwrap();
@@ -786,11 +922,11 @@ async fn login(target: &Target, credentials: &str) -> String {
 
 /// Whether the server names `extension` in the `tf-extensions` header of `GET /v1`.
 async fn advertises(target: &Target, extension: &str) -> bool {
-    let mut sender = target.connect().await;
+    let mut sender = target.connect(0).await;
     sender.ready().await.expect("connection ready");
     let request = Request::builder()
         .uri("/v1")
-        .header("host", &target.address)
+        .header("host", &target.addresses[0])
         .body(Full::new(Bytes::new()))
         .unwrap();
     let response = sender.send_request(request).await.expect("response");
@@ -804,36 +940,41 @@ async fn advertises(target: &Target, extension: &str) -> bool {
 /// The servers to measure, started and logged in to; `database` is the PostgreSQL
 /// database of "tf-pg".
 async fn contenders(options: &Options, databases: &[String]) -> Vec<Contender> {
-    let tf = |name: &str, process: Option<OwnServer>, address: String| Contender {
+    let tf = |name: &str, processes: Vec<OwnServer>, addresses: Vec<String>| Contender {
         name: name.to_string(),
         target: Target {
-            address,
+            addresses,
             agent_token: None,
         },
         is_tf: true,
         log_batches: false,
-        _process: process,
+        _processes: processes,
+    };
+    // Starts `binary` as the contender `name` on `database` (or SQLite), and says so.
+    let started = |name: &str, binary: &Path, database: Option<&String>| {
+        let replicas = if name == "tf-pg" { options.replicas } else { 1 };
+        let (processes, addresses) = start_tf(binary, database.map(String::as_str), replicas);
+        let on = database.map(|url| format!(" on {url}")).unwrap_or_default();
+        println!(
+            "{name}: {}{on} at {}",
+            binary.display(),
+            addresses.join(", ")
+        );
+        tf(name, processes, addresses)
     };
     let mut contenders = Vec::new();
     if let Some(url) = &options.url {
-        contenders.push(tf("server", None, url.trim_start_matches("http://").into()));
+        let address = url.trim_start_matches("http://").to_string();
+        contenders.push(tf("server", Vec::new(), vec![address]));
     } else {
-        let (process, address) = start_tf(&options.tf, None);
-        println!("tf: {} at {address}", options.tf.display());
-        contenders.push(tf("tf", Some(process), address));
+        contenders.push(started("tf", &options.tf, None));
         if let Some(url) = databases.first() {
-            let (process, address) = start_tf(&options.tf, Some(url));
-            println!("tf-pg: {} on {url} at {address}", options.tf.display());
-            contenders.push(tf("tf-pg", Some(process), address));
+            contenders.push(started("tf-pg", &options.tf, Some(url)));
         }
         if let Some(binary) = &options.compare {
-            let (process, address) = start_tf(binary, None);
-            println!("compare: {} at {address}", binary.display());
-            contenders.push(tf("compare", Some(process), address));
+            contenders.push(started("compare", binary, None));
             if let Some(url) = databases.get(1) {
-                let (process, address) = start_tf(binary, Some(url));
-                println!("compare-pg: {} on {url} at {address}", binary.display());
-                contenders.push(tf("compare-pg", Some(process), address));
+                contenders.push(started("compare-pg", binary, Some(url)));
             }
         }
     }
@@ -854,12 +995,12 @@ async fn contenders(options: &Options, databases: &[String]) -> Vec<Contender> {
             name: "yardstick".into(),
             // The same requests, token included (ignored), as tf gets.
             target: Target {
-                address,
                 agent_token: contenders[0].target.agent_token.clone(),
+                ..Target::one(address)
             },
             is_tf: false,
             log_batches: false,
-            _process: Some(process),
+            _processes: vec![process],
         });
     }
     contenders

@@ -212,6 +212,23 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
 }
 
 #[test]
+fn the_example_haproxy_configuration_is_valid_and_checks_the_replicas_health() {
+    let config = packaging("examples/ha/haproxy.cfg");
+    let checked = Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(&config)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run haproxy ({e}): install it to check the example"));
+    let output = text(&checked.stderr) + &text(&checked.stdout);
+    assert!(checked.status.success(), "{output}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("option httpchk GET /healthz"), "{text}");
+    // Long-polls last up to 60 s: a shorter server timeout would cut them off.
+    assert!(text.contains("timeout server 120s"), "{text}");
+}
+
+#[test]
 fn install_sh_installs_the_binary_under_every_role_name() {
     let destdir = tempfile::tempdir().unwrap();
     let installed = run(Command::new("bash")

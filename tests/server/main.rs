@@ -7,6 +7,7 @@ mod connections;
 mod cross_site;
 mod dispatch;
 mod durability;
+mod failover;
 mod full_disk;
 mod jobs;
 mod legacy;

@@ -1,12 +1,13 @@
 //! What the integration tests share: the real `tf serve` on a free port ([`server`]), a
 //! tiny HTTP client that shows the exact bytes ([`http`]), the real `tf agent` with a
-//! config in the reference format ([`agent`]), a throwaway PostgreSQL cluster ([`postgres`])
-//! and patient waiting ([`wait`]).
+//! config in the reference format ([`agent`]), a throwaway PostgreSQL cluster ([`postgres`]),
+//! HAProxy in front of replicas ([`haproxy`]) and patient waiting ([`wait`]).
 //!
 //! Every test binary in `tests/` uses it as `tf_test_support`; a helper that two test
 //! binaries need lives here, not in a copy.
 
 pub mod agent;
+pub mod haproxy;
 pub mod http;
 pub mod postgres;
 pub mod records;

@@ -90,6 +90,63 @@ impl Postgres {
         cluster
     }
 
+    /// A streaming standby of this cluster (`pg_basebackup -R`), started on a port of its
+    /// own: it replays what this one commits and takes over when `promote`d.
+    pub fn standby(&self) -> Postgres {
+        let temp = tempfile::Builder::new()
+            .prefix("tf-postgres-standby-")
+            .tempdir()
+            .expect("temp dir");
+        if self.as_root {
+            give_to_service_user(temp.path());
+        }
+        let data = temp.path().join("cluster");
+        let port = free_port();
+        let standby = Postgres {
+            bin: self.bin.clone(),
+            options: format!(
+                "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} \
+                 -c max_connections=200 -c fsync=off -c full_page_writes=off",
+                data.to_string_lossy()
+            ),
+            data,
+            port,
+            as_root: self.as_root,
+            _temp: temp,
+        };
+        let primary_port = self.port.to_string();
+        standby.run_ok(
+            "pg_basebackup",
+            &[
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &primary_port,
+                "--username",
+                ROLE,
+                "--pgdata",
+                &standby.data_text(),
+                "--write-recovery-conf",
+                "--wal-method",
+                "stream",
+                // At once, not spread over the primary's checkpoint interval (minutes).
+                "--checkpoint",
+                "fast",
+                "--no-sync",
+            ],
+        );
+        standby.resume();
+        standby
+    }
+
+    /// Makes a standby the primary: it stops replaying and takes writes.
+    pub fn promote(&self) {
+        self.run_ok(
+            "pg_ctl",
+            &["promote", "--wait", "--pgdata", &self.data_text()],
+        );
+    }
+
     /// Starts the cluster's server (again, after `stop`), on the same port.
     pub fn resume(&self) {
         let log = self.data.join("server.log");

@@ -1,8 +1,9 @@
 //! Faults with real parts: a PostgreSQL primary and its streaming standby, three `tf
 //! serve` replicas on them (a multi-host URL with `target_session_attrs=read-write`) and
 //! HAProxy in front, every client going through HAProxy as in a lab. A replica is
-//! killed during long-polls, then the primary is stopped and the standby promoted; the
-//! lab carries on, no job is claimed twice and none acknowledged is lost.
+//! killed during long-polls, another during log and artifact uploads, then the primary
+//! is stopped and the standby promoted; the lab carries on through the last replica, no
+//! job is claimed twice and nothing acknowledged is lost.
 
 use std::collections::HashSet;
 use std::sync::mpsc;
@@ -109,6 +110,63 @@ fn the_lab_carries_on_through_a_dead_replica_and_a_database_failover() {
         "each job to one agent: {got:?}"
     );
     assert_eq!(got.len(), 3, "a job was claimed twice: {got:?}");
+
+    // Another replica dies while an agent sends a log and uploads artifacts: every
+    // fragment and artifact acknowledged is kept.
+    let (logged, artifacts) = (got[0].clone(), got[1].clone());
+    let writer = {
+        let (agent, logged, artifacts) = (agent.clone(), logged.clone(), artifacts.clone());
+        std::thread::spawn(move || {
+            let mut acknowledged = Vec::new();
+            for n in 0..40 {
+                let fragment = json!({"fragment_number": n, "phase": "test",
+                    "timestamp": "2026-12-03T00:00:00+00:00", "log_data": format!("line {n}\n")});
+                let sent = agent
+                    .try_request(
+                        "POST",
+                        &format!("/v1/result/{logged}/log/output"),
+                        &[("Content-Type", "application/json")],
+                        fragment.to_string().as_bytes(),
+                    )
+                    .is_ok_and(|answer| answer.status == 200);
+                let content = format!("artifact {n}");
+                let uploaded = agent
+                    .try_upload(
+                        &format!("/v1/result/{artifacts}/artifact"),
+                        "file",
+                        content.as_bytes(),
+                    )
+                    .is_ok_and(|answer| answer.status == 200);
+                acknowledged.push((n, sent, uploaded.then_some(content)));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            acknowledged
+        })
+    };
+    std::thread::sleep(Duration::from_millis(150));
+    replicas.remove(0).kill();
+    let acknowledged = writer.join().expect("the agent");
+    let log = user.get(&format!("/v1/result/{logged}/log/output")).json()["output"]["test"]
+        ["log_data"]
+        .as_str()
+        .expect("the test phase's log")
+        .to_string();
+    for (n, _, _) in acknowledged.iter().filter(|(_, sent, _)| *sent) {
+        assert!(
+            log.contains(&format!("line {n}\n")),
+            "fragment {n} lost: {log}"
+        );
+    }
+    let last_artifact = acknowledged
+        .iter()
+        .rev()
+        .find_map(|(_, _, content)| content.clone());
+    let downloaded = user.get(&format!("/v1/result/{artifacts}/artifact"));
+    assert_eq!(
+        Some(downloaded.body),
+        last_artifact.map(String::into_bytes),
+        "the last artifact acknowledged"
+    );
 
     // The database is switched over: the primary stops, the standby is promoted.
     let before = submit_until_acknowledged(&user, "lab", &mut answers_meanwhile);

@@ -33,6 +33,17 @@ impl Caller {
 
     /// Uploads `content` as the multipart part `part_name`, like `requests.post(files=…)`.
     pub fn upload(&self, path: &str, part_name: &str, content: &[u8]) -> Response {
+        self.try_upload(path, part_name, content)
+            .expect("HTTP exchange with tf serve")
+    }
+
+    /// Like `upload`, for tests where the server may be gone.
+    pub fn try_upload(
+        &self,
+        path: &str,
+        part_name: &str,
+        content: &[u8],
+    ) -> std::io::Result<Response> {
         let boundary = "tf-test-boundary-7d3f";
         let mut body = format!(
             "--{boundary}\r\nContent-Disposition: form-data; name=\"{part_name}\"; filename=\"file.tar.gz\"\r\nContent-Type: application/octet-stream\r\n\r\n"
@@ -40,11 +51,8 @@ impl Caller {
         .into_bytes();
         body.extend_from_slice(content);
         body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        self.post_raw(
-            path,
-            &format!("multipart/form-data; boundary={boundary}"),
-            &body,
-        )
+        let content_type = format!("multipart/form-data; boundary={boundary}");
+        self.try_request("POST", path, &[("Content-Type", &content_type)], &body)
     }
 
     pub fn request(

@@ -229,6 +229,19 @@ fn the_example_haproxy_configuration_is_valid_and_checks_the_replicas_health() {
 }
 
 #[test]
+fn the_high_availability_drill_passes() {
+    let drill = Command::new(packaging("ha-drill.sh"))
+        .arg(TF)
+        .output()
+        .expect("run packaging/ha-drill.sh");
+    let output = text(&drill.stdout) + &text(&drill.stderr);
+    assert!(drill.status.success(), "{output}");
+    assert!(output.contains("PASSED"), "{output}");
+    // It tells the operator what clients see while the database switches over.
+    assert!(output.contains("the database is unavailable"), "{output}");
+}
+
+#[test]
 fn install_sh_installs_the_binary_under_every_role_name() {
     let destdir = tempfile::tempdir().unwrap();
     let installed = run(Command::new("bash")

@@ -10,7 +10,7 @@ use hyper_util::rt::TokioExecutor;
 use super::auth::VerifiedTokens;
 use super::config::Config;
 use super::counters::ServerMetrics;
-use super::logins::{Bcrypt, LoginGuard};
+use super::logins::Bcrypt;
 use crate::store::Store;
 
 /// What every handler shares.
@@ -19,7 +19,6 @@ pub struct App {
     pub config: Config,
     /// Signs and checks access tokens.
     pub jwt_key: Vec<u8>,
-    pub logins: LoginGuard,
     pub bcrypt: Bcrypt,
     pub verified_tokens: VerifiedTokens,
     pub http: HttpClient,

@@ -1,11 +1,7 @@
-//! What keeps logins safe to offer: repeated failed logins for one client id lock it out
-//! for a while (so its secret cannot be guessed at speed), and bcrypt, slow on purpose,
-//! runs a few at a time off the async workers. Both are shared by every request, in `App`.
+//! bcrypt, slow on purpose, runs a few at a time off the async workers, shared by every
+//! request in `App`. (Repeated failed logins lock their source out: `store/logins.rs`.)
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::LazyLock;
 
 use axum::http::StatusCode;
 
@@ -13,76 +9,6 @@ use super::reply::ApiError;
 
 /// The reference's bcrypt cost for client secrets.
 pub const BCRYPT_COST: u32 = 8;
-const FAILURES_BEFORE_LOCKOUT: u32 = 5;
-const LOCKOUT: Duration = Duration::from_secs(60);
-/// The most (client id, address) pairs remembered; past it, pairs that are not locked
-/// out are forgotten first.
-const MAX_TRACKED_LOGINS: usize = 100_000;
-
-/// Who is trying to log in as whom: a lock-out holds the address that guessed, not the
-/// client id everywhere, so a stranger cannot lock a real client out.
-type LoginSource = (String, IpAddr);
-
-/// Failed login attempts per (client id, address), known ids and unknown ones alike, so
-/// that the answers do not tell which ids exist.
-#[derive(Default)]
-pub struct LoginGuard {
-    attempts: Mutex<HashMap<LoginSource, LoginRecord>>,
-}
-
-#[derive(Default)]
-struct LoginRecord {
-    failures: u32,
-    locked_until: Option<Instant>,
-    last_attempt: Option<Instant>,
-}
-
-impl LoginGuard {
-    /// Counts an attempt before its secret is checked, so parallel guesses count too;
-    /// `Err` is how long the source stays locked.
-    pub fn attempt(&self, client_id: &str, address: IpAddr) -> Result<(), Duration> {
-        let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if attempts.len() >= MAX_TRACKED_LOGINS {
-            forget_the_unlocked(&mut attempts, now);
-        }
-        let record = attempts
-            .entry((client_id.to_string(), address))
-            .or_default();
-        match record.locked_until {
-            Some(until) if until > now => return Err(until - now),
-            Some(_) => *record = LoginRecord::default(),
-            None => {}
-        }
-        record.failures += 1;
-        record.last_attempt = Some(now);
-        if record.failures > FAILURES_BEFORE_LOCKOUT {
-            record.failures = 0;
-            record.locked_until = Some(now + LOCKOUT);
-            return Err(LOCKOUT);
-        }
-        Ok(())
-    }
-
-    pub fn succeeded(&self, client_id: &str, address: IpAddr) {
-        self.attempts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(client_id.to_string(), address));
-    }
-}
-
-/// Makes room: first the sources idle for a lock-out's length, then every one not
-/// locked out (locks are what must not be lost).
-fn forget_the_unlocked(attempts: &mut HashMap<LoginSource, LoginRecord>, now: Instant) {
-    let locked = |record: &LoginRecord| record.locked_until.is_some_and(|until| until > now);
-    attempts.retain(|_, record| {
-        locked(record) || record.last_attempt.is_some_and(|at| now - at < LOCKOUT)
-    });
-    if attempts.len() >= MAX_TRACKED_LOGINS {
-        attempts.retain(|_, record| locked(record));
-    }
-}
 
 /// bcrypt, slow on purpose, runs off the async workers and at most one per core at a
 /// time: a flood of logins waits its turn instead of taking every thread.

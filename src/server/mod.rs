@@ -55,7 +55,7 @@ use app::App;
 use auth::VerifiedTokens;
 use config::Config;
 use counters::ServerMetrics;
-use logins::{Bcrypt, LoginGuard};
+use logins::Bcrypt;
 
 /// The header that gives a client its request's number.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -100,7 +100,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         store,
         config,
         jwt_key,
-        logins: LoginGuard::default(),
         bcrypt: Bcrypt::default(),
         verified_tokens: VerifiedTokens::default(),
         http: app::http_client(),

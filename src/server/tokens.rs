@@ -137,15 +137,15 @@ pub async fn token(
 ) -> ApiResult {
     let (client_id, secret) = basic_credentials(&headers)?;
     let invalid = || ApiError::text(StatusCode::UNAUTHORIZED, "Invalid client id or client key");
-    app.logins.attempt(&client_id, address).map_err(|wait| {
-        ApiError::text(
+    if let Some(wait) = app.store.count_login_attempt(&client_id, address).await? {
+        return Err(ApiError::text(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
                 "Too many failed logins for {client_id}; try again in {} s",
                 wait.as_secs() + 1
             ),
-        )
-    })?;
+        ));
+    }
     let stored = app.store.client(&client_id).await?;
     let hash = stored.as_ref().and_then(|(_, hash)| hash.clone());
     let verified = app.bcrypt.verify(secret, hash.clone()).await;
@@ -157,7 +157,7 @@ pub async fn token(
             return Err(invalid());
         }
     };
-    app.logins.succeeded(&client_id, address);
+    app.store.forget_login_failures(&client_id, address).await?;
     // Stored only if the secret just checked is still the client's.
     let refresh_token = issue_refresh_token(
         &app.store,

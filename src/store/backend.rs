@@ -7,6 +7,7 @@
 //! A write that returns has committed: the caller may tell its client "done".
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -187,6 +188,19 @@ pub(crate) trait Clients {
     async fn restrict_queue(&self, queue: &str, client_id: &str) -> Result<()>;
     /// Lifts the restriction of `queue` and removes it from `client_id`'s allowed queues.
     async fn unrestrict_queue(&self, queue: &str, client_id: &str) -> Result<()>;
+}
+
+/// Failed logins, counted for every server of the lab (`store/logins.rs`).
+pub(crate) trait Logins {
+    /// Counts an attempt to log in as `client_id` from `address`, before its secret is
+    /// checked; `Some` is how long that source is locked out.
+    async fn count_login_attempt(
+        &self,
+        client_id: &str,
+        address: IpAddr,
+    ) -> Result<Option<Duration>>;
+    /// The source logged in: its failures are forgotten.
+    async fn forget_login_failures(&self, client_id: &str, address: IpAddr) -> Result<()>;
 }
 
 pub(crate) trait Secrets {

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncWriteExt;
 
+use super::data_dir::DataDirUse;
 use super::error::{Result, StoreError};
-use super::open::DataDirUse;
 use super::retention::ORPHAN_GRACE;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::backend::Retention as _;
 use super::blobs::BlobDir;
+use super::data_dir::DataDirUse;
 use super::postgres::{self, PostgresBackend};
 use super::secrets_key::SecretsKey;
 use super::signals::Signals;
@@ -70,7 +71,7 @@ impl ServerDataDir {
         if_lost: health::IfLost,
     ) -> anyhow::Result<ServerDataDir> {
         private_file::create_dir(data_dir)?;
-        let lock = lock_for_server(data_dir, DataDirUse::of(database))?;
+        let lock = lock_for_server(data_dir, data_dir_use(database))?;
         let opening = lock_while_opening(data_dir)?;
         if let DatabaseChoice::Sqlite(_) = database {
             health::check_data_dir(data_dir, health::Check::Integrity, if_lost)?;
@@ -118,7 +119,7 @@ impl Store {
         owns_uploads: bool,
     ) -> anyhow::Result<Store> {
         use anyhow::Context;
-        let data_dir_use = DataDirUse::of(&database);
+        let data_dir_use = data_dir_use(&database);
         let backend = match database {
             DatabaseChoice::Sqlite(sync) => Backend::Sqlite(SqliteBackend::open(data_dir, sync)?),
             DatabaseChoice::Postgres(database) => {
@@ -159,20 +160,11 @@ impl Store {
     }
 }
 
-/// How a server holds its data dir: alone (its records are in SQLite there), or shared
-/// with the other servers of a PostgreSQL database (replicas on one host or one mount).
-#[derive(Clone, Copy)]
-pub(crate) enum DataDirUse {
-    Alone,
-    Shared,
-}
-
-impl DataDirUse {
-    fn of(database: &DatabaseChoice) -> DataDirUse {
-        match database {
-            DatabaseChoice::Sqlite(_) => DataDirUse::Alone,
-            DatabaseChoice::Postgres(_) => DataDirUse::Shared,
-        }
+/// How a server with its records in `database` holds its data dir.
+fn data_dir_use(database: &DatabaseChoice) -> DataDirUse {
+    match database {
+        DatabaseChoice::Sqlite(_) => DataDirUse::Alone,
+        DatabaseChoice::Postgres(_) => DataDirUse::Shared,
     }
 }
 

@@ -1,13 +1,30 @@
 //! API clients, their refresh tokens, and restricted queues.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::store::backend::Clients as _;
+use crate::store::backend::{Clients as _, Logins as _};
 use crate::store::clients::{Client, RefreshToken, RefreshTokens, Renewal, Revocation};
 use crate::store::error::Result;
 use crate::store::open::{on_backend, Store};
 
 impl Store {
+    /// Counts an attempt to log in as `client_id` from `address` (before its secret is
+    /// checked, so parallel guesses count too); `Some` is how long the source is locked
+    /// out. Every server of the lab counts together.
+    pub async fn count_login_attempt(
+        &self,
+        client_id: &str,
+        address: IpAddr,
+    ) -> Result<Option<Duration>> {
+        on_backend!(self, db => db.count_login_attempt(client_id, address).await)
+    }
+
+    /// `client_id` logged in from `address`: that source's failures are forgotten.
+    pub async fn forget_login_failures(&self, client_id: &str, address: IpAddr) -> Result<()> {
+        on_backend!(self, db => db.forget_login_failures(client_id, address).await)
+    }
+
     /// A client and its secret hash.
     pub async fn client(&self, client_id: &str) -> Result<Option<(Client, Option<String>)>> {
         on_backend!(self, db => db.client(client_id).await)

@@ -3,6 +3,7 @@
 //! a time, these transactions get by locking the rows they read before they write.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -15,6 +16,68 @@ use crate::store::clients::{
     expires_at, to_json, Client, RefreshToken, RefreshTokens, Renewal, Revocation,
 };
 use crate::store::error::Result;
+use crate::store::logins::{FAILURES_BEFORE_LOCKOUT, LOCKOUT};
+
+/// Counts a login attempt of `$1` (client id) from `$2` (address) at `$3`: a source
+/// locked out stays so; one whose lock-out is over starts again; the failure past `$4`
+/// locks it out for `$5` microseconds. Gives the end of its lock-out, if any.
+const COUNT_LOGIN_ATTEMPT: &str = "
+    INSERT INTO login_failures AS source (client_id, address, failures, locked_until, last_attempt)
+    VALUES ($1, $2, 1, NULL, $3)
+    ON CONFLICT (client_id, address) DO UPDATE SET
+        failures = CASE
+            WHEN source.locked_until > $3 THEN source.failures
+            WHEN source.locked_until IS NOT NULL THEN 1
+            WHEN source.failures + 1 > $4::bigint THEN 0
+            ELSE source.failures + 1
+        END,
+        locked_until = CASE
+            WHEN source.locked_until > $3 THEN source.locked_until
+            WHEN source.locked_until IS NULL AND source.failures + 1 > $4::bigint
+                THEN $3 + $5::bigint
+            ELSE NULL
+        END,
+        last_attempt = $3
+    RETURNING locked_until";
+
+impl backend::Logins for PostgresBackend {
+    async fn count_login_attempt(
+        &self,
+        client_id: &str,
+        address: IpAddr,
+    ) -> Result<Option<Duration>> {
+        let now = time::now();
+        let db = self.connection().await?;
+        let count = db.prepare_cached(COUNT_LOGIN_ATTEMPT).await?;
+        let lockout = LOCKOUT.as_micros() as i64;
+        let row = db
+            .query_one(
+                &count,
+                &[
+                    &client_id,
+                    &address.to_string(),
+                    &now,
+                    &i64::from(FAILURES_BEFORE_LOCKOUT),
+                    &lockout,
+                ],
+            )
+            .await?;
+        let locked_until: Option<i64> = row.get(0);
+        Ok(locked_until
+            .filter(|&until| until > now)
+            .map(|until| Duration::from_micros((until - now) as u64)))
+    }
+
+    async fn forget_login_failures(&self, client_id: &str, address: IpAddr) -> Result<()> {
+        let db = self.connection().await?;
+        let forget = db
+            .prepare_cached("DELETE FROM login_failures WHERE client_id = $1 AND address = $2")
+            .await?;
+        db.execute(&forget, &[&client_id, &address.to_string()])
+            .await?;
+        Ok(())
+    }
+}
 
 const CLIENT_COLUMNS: &str = "client_id, role, max_priority::text, allowed_queues::text,
     max_reservation_time::text, email, secret_hash";

@@ -26,8 +26,8 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, Connection, NoTls, Notification};
 
 use super::claimable::mark_claimable;
+use super::database::Database;
 use super::pool::Connections;
-use super::Database;
 use crate::store::claimable::ClaimableQueues;
 use crate::store::error::{Result, StoreError};
 use crate::store::signals::{Signals, Wakeup};

@@ -9,6 +9,9 @@ use crate::store::backend;
 use crate::store::error::Result;
 use crate::store::retention::{Expired, BATCH, REFRESH_TOKEN_IDLE};
 
+/// A lock-out's length in the database's time unit.
+const LOCKOUT_MICROS: i64 = crate::store::logins::LOCKOUT.as_micros() as i64;
+
 /// The advisory lock of the server expiring now ("tf_expir"); any number no other user of
 /// the database takes.
 const EXPIRY_LOCK: i64 = 0x7466_5f65_7870_6972;
@@ -53,7 +56,7 @@ impl backend::Retention for PostgresBackend {
             .iter()
             .map(|row| row.get(0))
             .collect();
-        let mut deleted = [0; 7];
+        let mut deleted = [0; 8];
         for (count, (table, expired, bound)) in deleted.iter_mut().zip([
             ("jobs", "created_at < $1", cutoff),
             ("log_fragments", "stored_at < $1", cutoff),
@@ -66,6 +69,8 @@ impl backend::Retention for PostgresBackend {
                 now - REFRESH_TOKEN_IDLE,
             ),
             ("secrets", "expires_at < $1", now),
+            // Idle that long, a source's lock-out (if any) is over.
+            ("login_failures", "last_attempt < $1", now - LOCKOUT_MICROS),
         ]) {
             let delete = transaction
                 .prepare_cached(&delete_batch(table, expired))
@@ -73,13 +78,14 @@ impl backend::Retention for PostgresBackend {
             *count = transaction.execute(&delete, &[&bound, &BATCH]).await? as usize;
         }
         transaction.commit().await?;
-        let [jobs, fragments, agents, queues, wait_times, refresh_tokens, secrets] = deleted;
+        let [jobs, fragments, agents, queues, wait_times, refresh_tokens, secrets, logins] =
+            deleted;
         let expired = Expired {
             jobs,
             fragments,
             files: dropped_files.len(),
             agents,
-            other: queues + wait_times + refresh_tokens + secrets,
+            other: queues + wait_times + refresh_tokens + secrets + logins,
         };
         Ok(Some((expired, dropped_files)))
     }

@@ -186,6 +186,19 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE legacy_stream_reads ADD CONSTRAINT legacy_stream_reads_job_id_fkey
         FOREIGN KEY (job_id) REFERENCES jobs (job_id) ON DELETE CASCADE;
     "#,
+    // 5: failed logins, counted by every server of the lab together (`store/logins.rs`);
+    // expiry forgets a source idle for a lock-out's length.
+    r#"
+    CREATE TABLE login_failures (
+        client_id    TEXT NOT NULL,
+        address      TEXT NOT NULL,
+        failures     INTEGER NOT NULL,
+        locked_until BIGINT,
+        last_attempt BIGINT NOT NULL,
+        PRIMARY KEY (client_id, address)
+    );
+    CREATE INDEX login_failures_by_age ON login_failures (last_attempt);
+    "#,
 ];
 
 /// Any number that no other user of the database takes for its advisory locks.
@@ -259,7 +272,11 @@ mod tests {
         let database = crate::store::postgres::Database::parse(&url).expect("url");
         database.connect().await.expect("migrated");
 
-        assert_eq!(cluster.sql("tf", "SELECT max(version) FROM tf_schema"), "4");
+        let newest = MIGRATIONS.len().to_string();
+        assert_eq!(
+            cluster.sql("tf", "SELECT max(version) FROM tf_schema"),
+            newest
+        );
         assert_eq!(
             cluster.sql(
                 "tf",

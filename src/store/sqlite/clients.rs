@@ -1,6 +1,7 @@
 //! API clients on SQLite: clients, refresh tokens, restricted queues (their names also
 //! kept in memory, see `restricted`).
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -13,6 +14,21 @@ use crate::store::clients::{
     expires_at, to_json, Client, RefreshToken, RefreshTokens, Renewal, Revocation,
 };
 use crate::store::error::Result;
+
+impl backend::Logins for SqliteBackend {
+    async fn count_login_attempt(
+        &self,
+        client_id: &str,
+        address: IpAddr,
+    ) -> Result<Option<Duration>> {
+        Ok(self.login_failures.count_attempt(client_id, address))
+    }
+
+    async fn forget_login_failures(&self, client_id: &str, address: IpAddr) -> Result<()> {
+        self.login_failures.forget(client_id, address);
+        Ok(())
+    }
+}
 
 const CLIENT_COLUMNS: &str =
     "client_id, role, max_priority, allowed_queues, max_reservation_time, email, secret_hash";

@@ -28,6 +28,7 @@ use anyhow::Context;
 use rusqlite::{Connection, OpenFlags};
 
 use super::claimable::{ClaimableQueues, QUEUES_WITH_CLAIMABLE_JOBS};
+use super::logins::InMemoryLoginFailures;
 use super::restricted::RestrictedNames;
 use checkpointer::Checkpointer;
 use readers::Readers;
@@ -54,6 +55,8 @@ pub(crate) struct SqliteBackend {
     /// Which queues may have a job to claim; shared with the writes that change that.
     claimable: Arc<ClaimableQueues>,
     restricted: Arc<RestrictedNames>,
+    /// Failed logins: in memory, as this server is the only one on the database.
+    login_failures: InMemoryLoginFailures,
     /// Held for its thread; dropped after the writer, whose last act is a full checkpoint.
     _checkpointer: Checkpointer,
 }
@@ -92,6 +95,7 @@ impl SqliteBackend {
             readers: Readers::new(readers),
             claimable: Arc::new(claimable),
             restricted: Arc::new(RestrictedNames::kept()),
+            login_failures: InMemoryLoginFailures::default(),
             _checkpointer: checkpointer,
         })
     }

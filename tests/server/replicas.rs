@@ -172,23 +172,11 @@ fn jobs_spread_over_replicas_go_each_to_one_agent_and_a_killed_replica_loses_non
 
 #[test]
 fn failed_logins_through_any_replica_count_together() {
-    use base64::Engine;
     let cluster = Postgres::start();
     let lab = tempfile::tempdir().expect("temp dir");
     let replicas = replicas(&cluster, lab.path(), 2);
     replicas[0].add_client("guarded", "contributor", &[]);
-    let wrong = base64::engine::general_purpose::STANDARD.encode("guarded:not-the-secret");
-    let header = format!("Basic {wrong}");
-    let guess = |replica: &Server| {
-        replica
-            .request(
-                "POST",
-                "/v1/oauth2/token",
-                &[("Authorization", &header)],
-                b"",
-            )
-            .status
-    };
+    let guess = |replica: &Server| replica.try_login("guarded", "not-the-secret").status;
     // Five guesses, spread over the replicas: each of them is refused.
     for n in 0..5 {
         assert_eq!(guess(&replicas[n % 2]), 401, "guess {n}");

@@ -29,7 +29,9 @@
 //! With `--replicas N`, tf-pg is N `tf serve` replicas on its database (one data dir), the
 //! connections spread over them in turn, and the wake-up figures are measured: how soon
 //! a long-poll on one replica answers what another was told. compare-pg stays one
-//! server, so `--compare` with the same binary shows what the replicas change.
+//! server, so `--compare` with the same binary shows what the replicas change. With
+//! `--haproxy` too, every connection to tf-pg goes through HAProxy (`leastconn`, as in
+//! `packaging/examples/ha/haproxy.cfg`), the wake-up figures included.
 //!
 //! Options: `--rounds N` (2), `--seconds S` per figure and round (5), `--connections N`
 //! (32), `--only submit|claim|poll|fragments`, `--fragment-bytes N` (default: 256 and
@@ -82,6 +84,8 @@ struct Options {
     /// How many `tf serve` replicas of tf-pg share its database (and data dir), the
     /// connections spread over them in turn.
     replicas: usize,
+    /// Reach tf-pg's replicas through HAProxy (`--haproxy`), as a lab does.
+    through_haproxy: bool,
 }
 
 enum PostgresTarget {
@@ -103,6 +107,7 @@ fn options() -> Options {
         agent: None,
         postgres: None,
         replicas: 1,
+        through_haproxy: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -125,6 +130,7 @@ fn options() -> Options {
             "--postgres" => options.postgres = Some(PostgresTarget::OwnCluster),
             "--database" => options.postgres = Some(PostgresTarget::Database(value())),
             "--replicas" => options.replicas = value().parse().expect("--replicas N"),
+            "--haproxy" => options.through_haproxy = true,
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -271,6 +277,8 @@ struct Contender {
     /// Takes log fragments in batches (advertises `log-batches`).
     log_batches: bool,
     _processes: Vec<OwnServer>,
+    /// HAProxy in front of the replicas (`--haproxy`), stopped after them.
+    _proxy: Option<tf_test_support::haproxy::Haproxy>,
 }
 
 async fn call(
@@ -949,6 +957,7 @@ async fn contenders(options: &Options, databases: &[String]) -> Vec<Contender> {
         is_tf: true,
         log_batches: false,
         _processes: processes,
+        _proxy: None,
     };
     // Starts `binary` as the contender `name` on `database` (or SQLite), and says so.
     let started = |name: &str, binary: &Path, database: Option<&String>| {
@@ -969,7 +978,22 @@ async fn contenders(options: &Options, databases: &[String]) -> Vec<Contender> {
     } else {
         contenders.push(started("tf", &options.tf, None));
         if let Some(url) = databases.first() {
-            contenders.push(started("tf-pg", &options.tf, Some(url)));
+            let mut replicas = started("tf-pg", &options.tf, Some(url));
+            if options.through_haproxy {
+                let addresses: Vec<&str> = replicas
+                    .target
+                    .addresses
+                    .iter()
+                    .map(String::as_str)
+                    .collect();
+                let proxy = tf_test_support::haproxy::Haproxy::start(&addresses);
+                println!("tf-pg through HAProxy at {}", proxy.address);
+                // As many addresses as replicas: the wake-up figures' two connections
+                // are two of HAProxy's.
+                replicas.target.addresses = vec![proxy.address.clone(); addresses.len()];
+                replicas._proxy = Some(proxy);
+            }
+            contenders.push(replicas);
         }
         if let Some(binary) = &options.compare {
             contenders.push(started("compare", binary, None));
@@ -1001,6 +1025,7 @@ async fn contenders(options: &Options, databases: &[String]) -> Vec<Contender> {
             is_tf: false,
             log_batches: false,
             _processes: vec![process],
+            _proxy: None,
         });
     }
     contenders
